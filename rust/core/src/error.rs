@@ -1,0 +1,142 @@
+//! The one error type of tokenloom. Every variant says what went wrong, where
+//! (file and byte offset when there is one) and what the user can do about it.
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+/// Result alias used across the crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Errors, grouped by what the user must do rather than by the failing crate.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The operating system refused an operation on `path`.
+    #[error("{}: {source}{}", path.display(), io_hint(source))]
+    Io {
+        /// File or directory the operation was about.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: io::Error,
+    },
+    /// A file's content is not what the format allows.
+    #[error("{}: {what} at byte {offset}; {fix}", path.display())]
+    Corrupt {
+        /// The file that is corrupt.
+        path: PathBuf,
+        /// Byte offset inside `path` where the problem was found.
+        offset: u64,
+        /// What is wrong.
+        what: String,
+        /// What the user can do.
+        fix: String,
+    },
+    /// A file was written by a newer (or unknown) version of the format.
+    #[error("{}: format version {found} at byte {offset} is not supported (this build reads version {supported}); upgrade tokenloom or rewrite the file with this version", path.display())]
+    UnsupportedVersion {
+        /// The file.
+        path: PathBuf,
+        /// Byte offset of the version field.
+        offset: u64,
+        /// Version found in the file.
+        found: u64,
+        /// Version this build supports.
+        supported: u64,
+    },
+    /// The destination already exists and the caller did not ask to replace it.
+    #[error("{}: already exists; pass overwrite=True (CLI: --overwrite) to replace it atomically, or choose another path", path.display())]
+    AlreadyExists {
+        /// The existing path.
+        path: PathBuf,
+    },
+    /// An argument given by the caller is out of its domain.
+    #[error("invalid {name}: {reason}")]
+    InvalidArgument {
+        /// Name of the argument.
+        name: String,
+        /// Why it is rejected and what would be accepted.
+        reason: String,
+    },
+    /// The operation was cancelled (Ctrl-C); nothing partial was committed.
+    #[error("cancelled; nothing partial was committed")]
+    Cancelled,
+}
+
+fn io_hint(e: &io::Error) -> &'static str {
+    match e.kind() {
+        io::ErrorKind::NotFound => {
+            " (check the path; a dataset is a directory holding manifest.json)"
+        }
+        io::ErrorKind::PermissionDenied => " (check the file permissions)",
+        io::ErrorKind::StorageFull => {
+            " (the disk is full; free space and retry — the previous dataset is untouched)"
+        }
+        _ => "",
+    }
+}
+
+impl Error {
+    /// Wraps an I/O error with the path it concerns.
+    pub fn io(path: impl AsRef<Path>, source: io::Error) -> Self {
+        Error::Io {
+            path: path.as_ref().to_path_buf(),
+            source,
+        }
+    }
+
+    /// A corruption found in `path` at byte `offset`.
+    pub fn corrupt(
+        path: impl AsRef<Path>,
+        offset: u64,
+        what: impl Into<String>,
+        fix: impl Into<String>,
+    ) -> Self {
+        Error::Corrupt {
+            path: path.as_ref().to_path_buf(),
+            offset,
+            what: what.into(),
+            fix: fix.into(),
+        }
+    }
+
+    /// An invalid argument.
+    pub fn invalid(name: impl Into<String>, reason: impl Into<String>) -> Self {
+        Error::InvalidArgument {
+            name: name.into(),
+            reason: reason.into(),
+        }
+    }
+
+    /// The file the error is about, when there is one.
+    pub fn path(&self) -> Option<&Path> {
+        match self {
+            Error::Io { path, .. }
+            | Error::Corrupt { path, .. }
+            | Error::UnsupportedVersion { path, .. }
+            | Error::AlreadyExists { path } => Some(path),
+            Error::InvalidArgument { .. } | Error::Cancelled => None,
+        }
+    }
+
+    /// The byte offset the error is about, when there is one.
+    pub fn offset(&self) -> Option<u64> {
+        match self {
+            Error::Corrupt { offset, .. } | Error::UnsupportedVersion { offset, .. } => {
+                Some(*offset)
+            }
+            _ => None,
+        }
+    }
+}
+
+/// Adds the path to an `io::Result`.
+pub trait IoContext<T> {
+    /// Maps the error to [`Error::Io`] naming `path`.
+    fn at(self, path: &Path) -> Result<T>;
+}
+
+impl<T> IoContext<T> for io::Result<T> {
+    fn at(self, path: &Path) -> Result<T> {
+        self.map_err(|e| Error::io(path, e))
+    }
+}

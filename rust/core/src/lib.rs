@@ -1,0 +1,20 @@
+//! tokenloom-core: the on-disk token dataset format and the algorithms around it.
+//!
+//! This crate has no Python dependency; the `tokenloom` binary and the Python
+//! bindings are thin layers over it.
+#![deny(unsafe_code)]
+#![warn(missing_docs)]
+
+#[cfg(not(target_endian = "little"))]
+compile_error!("tokenloom stores little-endian tokens and maps them in place; big-endian hosts are not supported");
+
+pub mod error;
+pub mod progress;
+pub mod shard;
+
+pub use error::{Error, Result};
+pub use progress::{CancelToken, NoProgress, Progress};
+pub use shard::{
+    DType, Dataset, DatasetSummary, DatasetWriter, Manifest, Tokens, VerifyOptions, VerifyReport,
+    WriterOptions,
+};

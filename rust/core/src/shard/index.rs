@@ -1,0 +1,360 @@
+//! The `.idx` file: a fixed header, `num_docs + 1` document offsets (in
+//! tokens) and an xxh3 trailer. See `docs/format.md`.
+//!
+//! ```text
+//! 0   8  magic        b"TLOOMIDX"
+//! 8   4  version      u32 = 1
+//! 12  4  dtype code   u32 (1 = u16, 2 = u32)
+//! 16  8  num_docs     u64
+//! 24  8  num_tokens   u64
+//! 32  8  bin_offset   u64  bytes before the first token in the .bin
+//! 40  8  bin_xxh3     u64  xxh3-64 of the token bytes of the .bin
+//! 48  8·(num_docs+1)  offsets u64, offsets[0] = 0, offsets[num_docs] = num_tokens
+//! end-8  8  xxh3-64 of every byte before it
+//! ```
+
+use std::path::Path;
+
+use xxhash_rust::xxh3::xxh3_64;
+
+use super::dtype::DType;
+use crate::error::{Error, Result};
+
+/// Magic bytes opening every `.idx` file.
+pub const MAGIC: &[u8; 8] = b"TLOOMIDX";
+/// The `.idx` version this build writes and reads.
+pub const VERSION: u32 = 1;
+/// Size of the fixed header in bytes.
+pub const HEADER_LEN: usize = 48;
+const TRAILER_LEN: usize = 8;
+
+/// The fixed part of an `.idx` file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IndexHeader {
+    /// Token dtype of the paired `.bin`.
+    pub dtype: DType,
+    /// Number of documents.
+    pub num_docs: u64,
+    /// Number of tokens.
+    pub num_tokens: u64,
+    /// Bytes before the first token in the `.bin` (0 for tokenloom shards,
+    /// 1024 for llm.c files).
+    pub bin_offset: u64,
+    /// xxh3-64 of the `.bin` token bytes.
+    pub bin_xxh3: u64,
+}
+
+/// Byte length of an `.idx` holding `num_docs` documents, if it fits in u64.
+pub fn encoded_len(num_docs: u64) -> Option<u64> {
+    num_docs
+        .checked_add(1)?
+        .checked_mul(8)?
+        .checked_add((HEADER_LEN + TRAILER_LEN) as u64)
+}
+
+/// Serialises a header and its offsets (`num_docs + 1` values) into `.idx` bytes.
+pub fn encode(header: &IndexHeader, offsets: &[u64]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(HEADER_LEN + offsets.len() * 8 + TRAILER_LEN);
+    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(&VERSION.to_le_bytes());
+    out.extend_from_slice(&header.dtype.code().to_le_bytes());
+    out.extend_from_slice(&header.num_docs.to_le_bytes());
+    out.extend_from_slice(&header.num_tokens.to_le_bytes());
+    out.extend_from_slice(&header.bin_offset.to_le_bytes());
+    out.extend_from_slice(&header.bin_xxh3.to_le_bytes());
+    for o in offsets {
+        out.extend_from_slice(&o.to_le_bytes());
+    }
+    let sum = xxh3_64(&out);
+    out.extend_from_slice(&sum.to_le_bytes());
+    out
+}
+
+fn u32_at(b: &[u8], at: usize) -> u32 {
+    let mut a = [0u8; 4];
+    a.copy_from_slice(&b[at..at + 4]);
+    u32::from_le_bytes(a)
+}
+
+fn u64_at(b: &[u8], at: usize) -> u64 {
+    let mut a = [0u8; 8];
+    a.copy_from_slice(&b[at..at + 8]);
+    u64::from_le_bytes(a)
+}
+
+/// A validated view of `.idx` bytes (usually a memory map).
+#[derive(Clone, Copy, Debug)]
+pub struct IndexView<'a> {
+    /// The decoded header.
+    pub header: IndexHeader,
+    bytes: &'a [u8],
+}
+
+const REWRITE: &str = "the index is damaged; rebuild it (`tokenloom index` for raw token files) or restore the dataset from a good copy";
+
+impl<'a> IndexView<'a> {
+    /// Checks magic, version, dtype, length and the first and last offsets:
+    /// O(1), whatever the number of documents. `path` names the file in errors.
+    pub fn parse(bytes: &'a [u8], path: &Path) -> Result<Self> {
+        if bytes.len() < HEADER_LEN + 8 + TRAILER_LEN {
+            return Err(Error::corrupt(
+                path,
+                bytes.len() as u64,
+                format!(
+                    "index is {} bytes, shorter than the smallest valid index ({} bytes); the file is truncated",
+                    bytes.len(),
+                    HEADER_LEN + 8 + TRAILER_LEN
+                ),
+                REWRITE,
+            ));
+        }
+        if &bytes[0..8] != MAGIC {
+            return Err(Error::corrupt(
+                path,
+                0,
+                format!("bad magic {:?} (expected \"TLOOMIDX\")", String::from_utf8_lossy(&bytes[0..8])),
+                "this is not a tokenloom index; for Megatron, llm.c or raw token files use `tokenloom index` or the compat readers",
+            ));
+        }
+        let version = u32_at(bytes, 8);
+        if version != VERSION {
+            return Err(Error::UnsupportedVersion {
+                path: path.to_path_buf(),
+                offset: 8,
+                found: version as u64,
+                supported: VERSION as u64,
+            });
+        }
+        let code = u32_at(bytes, 12);
+        let dtype = DType::from_code(code).ok_or_else(|| {
+            Error::corrupt(
+                path,
+                12,
+                format!("unknown dtype code {code} (1 = u16, 2 = u32)"),
+                REWRITE,
+            )
+        })?;
+        let num_docs = u64_at(bytes, 16);
+        let expected = encoded_len(num_docs);
+        if expected != Some(bytes.len() as u64) {
+            return Err(Error::corrupt(
+                path,
+                16,
+                format!(
+                    "header says {num_docs} documents, which needs {} bytes, but the file has {} bytes",
+                    expected.map_or_else(|| "more than 2^64".to_string(), |e| e.to_string()),
+                    bytes.len()
+                ),
+                REWRITE,
+            ));
+        }
+        let header = IndexHeader {
+            dtype,
+            num_docs,
+            num_tokens: u64_at(bytes, 24),
+            bin_offset: u64_at(bytes, 32),
+            bin_xxh3: u64_at(bytes, 40),
+        };
+        let view = IndexView { header, bytes };
+        if view.offset(0) != 0 {
+            return Err(Error::corrupt(
+                path,
+                HEADER_LEN as u64,
+                format!("first document offset is {} (must be 0)", view.offset(0)),
+                REWRITE,
+            ));
+        }
+        let last = view.offset(num_docs as usize);
+        if last != header.num_tokens {
+            return Err(Error::corrupt(
+                path,
+                view.offset_pos(num_docs as usize),
+                format!(
+                    "last document offset is {last} but the header says {} tokens",
+                    header.num_tokens
+                ),
+                REWRITE,
+            ));
+        }
+        Ok(view)
+    }
+
+    /// A view of bytes already validated by [`parse`](Self::parse) into `header`.
+    pub(crate) fn from_parsed(bytes: &'a [u8], header: IndexHeader) -> Self {
+        IndexView { header, bytes }
+    }
+
+    /// Offset (in tokens) of document boundary `i`, `0 <= i <= num_docs`.
+    /// Callers stay in range; the length was validated by [`parse`](Self::parse).
+    pub fn offset(&self, i: usize) -> u64 {
+        u64_at(self.bytes, HEADER_LEN + 8 * i)
+    }
+
+    /// Byte position of offset entry `i` in the file (for error messages).
+    pub fn offset_pos(&self, i: usize) -> u64 {
+        (HEADER_LEN + 8 * i) as u64
+    }
+
+    /// Token range `[start, end)` of document `j`, checked against the
+    /// neighbouring offsets and the token count: O(1).
+    pub fn doc_range(&self, j: usize, path: &Path) -> Result<(u64, u64)> {
+        let (start, end) = (self.offset(j), self.offset(j + 1));
+        if start > end || end > self.header.num_tokens {
+            return Err(Error::corrupt(
+                path,
+                self.offset_pos(j + 1),
+                format!(
+                    "document {j} spans tokens {start}..{end}, which is {} (the shard has {} tokens)",
+                    if start > end { "backwards" } else { "past the end" },
+                    self.header.num_tokens
+                ),
+                REWRITE,
+            ));
+        }
+        Ok((start, end))
+    }
+
+    /// Stored checksum of the index (the trailer).
+    pub fn stored_checksum(&self) -> u64 {
+        u64_at(self.bytes, self.bytes.len() - TRAILER_LEN)
+    }
+
+    /// Full check: trailer checksum and monotonic offsets. O(documents).
+    pub fn check_all(&self, path: &Path) -> Result<()> {
+        let body = &self.bytes[..self.bytes.len() - TRAILER_LEN];
+        let actual = xxh3_64(body);
+        if actual != self.stored_checksum() {
+            return Err(Error::corrupt(
+                path,
+                body.len() as u64,
+                format!(
+                    "index checksum mismatch (stored {:016x}, computed {actual:016x})",
+                    self.stored_checksum()
+                ),
+                REWRITE,
+            ));
+        }
+        let mut prev = 0u64;
+        for i in 1..=self.header.num_docs as usize {
+            let o = self.offset(i);
+            if o < prev {
+                return Err(Error::corrupt(
+                    path,
+                    self.offset_pos(i),
+                    format!("document offsets go backwards ({prev} then {o})"),
+                    REWRITE,
+                ));
+            }
+            prev = o;
+        }
+        Ok(())
+    }
+
+    /// Lengths of all documents; errors on non-monotonic offsets. O(documents).
+    pub fn doc_lengths_into(&self, out: &mut Vec<u64>, path: &Path) -> Result<()> {
+        out.reserve(self.header.num_docs as usize);
+        let mut prev = 0u64;
+        for i in 1..=self.header.num_docs as usize {
+            let o = self.offset(i);
+            let len = o.checked_sub(prev).ok_or_else(|| {
+                Error::corrupt(
+                    path,
+                    self.offset_pos(i),
+                    format!("document offsets go backwards ({prev} then {o})"),
+                    REWRITE,
+                )
+            })?;
+            out.push(len);
+            prev = o;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn header(n: u64, t: u64) -> IndexHeader {
+        IndexHeader {
+            dtype: DType::U16,
+            num_docs: n,
+            num_tokens: t,
+            bin_offset: 0,
+            bin_xxh3: 7,
+        }
+    }
+
+    #[test]
+    fn round_trip() {
+        let bytes = encode(&header(3, 10), &[0, 4, 4, 10]);
+        let p = Path::new("x.idx");
+        let v = IndexView::parse(&bytes, p).unwrap();
+        assert_eq!(v.header, header(3, 10));
+        assert_eq!(v.doc_range(1, p).unwrap(), (4, 4));
+        v.check_all(p).unwrap();
+        let mut lens = vec![];
+        v.doc_lengths_into(&mut lens, p).unwrap();
+        assert_eq!(lens, vec![4, 0, 6]);
+    }
+
+    #[test]
+    fn rejects_bad_magic_version_and_length() {
+        let p = Path::new("x.idx");
+        let good = encode(&header(1, 2), &[0, 2]);
+        let mut b = good.clone();
+        b[0] = b'X';
+        assert!(matches!(
+            IndexView::parse(&b, p),
+            Err(Error::Corrupt { offset: 0, .. })
+        ));
+        let mut b = good.clone();
+        b[8] = 2;
+        assert!(matches!(
+            IndexView::parse(&b, p),
+            Err(Error::UnsupportedVersion { found: 2, .. })
+        ));
+        assert!(IndexView::parse(&good[..good.len() - 1], p).is_err());
+    }
+
+    #[test]
+    fn backwards_offsets_are_found() {
+        let p = Path::new("x.idx");
+        let bytes = encode(&header(3, 10), &[0, 8, 3, 10]);
+        let v = IndexView::parse(&bytes, p).unwrap();
+        assert!(matches!(
+            v.check_all(p),
+            Err(Error::Corrupt { offset: 64, .. })
+        ));
+        assert!(v.doc_range(1, p).is_err());
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+        /// Arbitrary byte edits never panic: parsing and reading either
+        /// succeed with in-bounds ranges or return an error.
+        #[test]
+        fn mutated_index_never_panics(
+            lens in proptest::collection::vec(0u64..50, 0..20),
+            edits in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..8),
+            cut in proptest::option::of(any::<prop::sample::Index>()),
+        ) {
+            let mut offsets = vec![0u64];
+            for l in &lens { offsets.push(offsets.last().unwrap() + l); }
+            let total = *offsets.last().unwrap();
+            let mut bytes = encode(&header(lens.len() as u64, total), &offsets);
+            for (at, val) in edits { let i = at.index(bytes.len()); bytes[i] = val; }
+            if let Some(c) = cut { let n = c.index(bytes.len()); bytes.truncate(n); }
+            let p = Path::new("x.idx");
+            if let Ok(v) = IndexView::parse(&bytes, p) {
+                let _ = v.check_all(p);
+                for j in 0..v.header.num_docs.min(64) as usize {
+                    if let Ok((s, e)) = v.doc_range(j, p) {
+                        prop_assert!(s <= e && e <= v.header.num_tokens);
+                    }
+                }
+            }
+        }
+    }
+}

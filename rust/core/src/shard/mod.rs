@@ -1,0 +1,25 @@
+//! The on-disk dataset: a directory with `manifest.json` and, per shard, a
+//! `.bin` of little-endian tokens and an `.idx` of document offsets.
+//! The byte-level specification is `docs/format.md`.
+
+pub mod dtype;
+pub mod fsutil;
+pub mod index;
+pub mod manifest;
+pub mod reader;
+pub mod scan;
+pub mod summary;
+pub mod verify;
+pub mod writer;
+
+pub use dtype::{DType, Tokens};
+pub use index::{IndexHeader, IndexView};
+pub use manifest::{Manifest, ShardEntry};
+pub use reader::{Dataset, Shard};
+pub use scan::{
+    default_index_path, index_raw, is_tokenloom_index, Boundary, RawHeader, RawIndexOptions,
+    RawIndexReport,
+};
+pub use summary::DatasetSummary;
+pub use verify::{verify, VerifyOptions, VerifyReport};
+pub use writer::{DatasetWriter, TokenInt, WriterOptions};

@@ -1,0 +1,376 @@
+//! `tokenloom index`: build a tokenloom `.idx` for a raw token file
+//! (headerless nanoGPT style, or llm.c / modded-nanogpt with a 1024-byte
+//! header) by scanning it for the end-of-document token.
+
+use std::path::{Path, PathBuf};
+
+use xxhash_rust::xxh3::Xxh3;
+
+use super::dtype::DType;
+use super::fsutil::{write_atomic, MappedFile};
+use super::index::{self, IndexHeader};
+use crate::error::{Error, IoContext, Result};
+use crate::progress::Progress;
+
+/// Where the EOS token sits relative to the document it delimits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Boundary {
+    /// EOS ends a document and belongs to it (nanoGPT appends EOT).
+    After,
+    /// EOS starts a document and belongs to it (llm.c prepends EOT as BOS).
+    Before,
+}
+
+/// Which header the raw file has.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RawHeader {
+    /// Detect an llm.c header by its magic and size, else none.
+    Auto,
+    /// Headerless tokens.
+    None,
+    /// The llm.c 1024-byte header (256 little-endian i32).
+    LlmC,
+}
+
+/// Options of [`index_raw`].
+#[derive(Clone, Debug)]
+pub struct RawIndexOptions {
+    /// Token dtype; required for headerless files, checked against an llm.c header.
+    pub dtype: Option<DType>,
+    /// The end-of-document token id.
+    pub eos: u64,
+    /// EOS position; default: `Before` for llm.c files, `After` otherwise.
+    pub boundary: Option<Boundary>,
+    /// Header detection.
+    pub header: RawHeader,
+    /// Where to write the index; default: the token file with extension `.idx`.
+    pub out: Option<PathBuf>,
+    /// Replace an existing index file.
+    pub overwrite: bool,
+}
+
+/// What [`index_raw`] wrote.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RawIndexReport {
+    /// The index written.
+    pub idx_path: PathBuf,
+    /// Token dtype.
+    pub dtype: DType,
+    /// Header found: `"none"` or `"llm.c"`.
+    pub header: &'static str,
+    /// Boundary rule used.
+    pub boundary: Boundary,
+    /// Documents found.
+    pub num_docs: u64,
+    /// Tokens in the file.
+    pub num_tokens: u64,
+}
+
+const LLMC_HEADER: usize = 1024;
+/// llm.c magics and the dtype each implies: GPT-2 (u16), Llama-3 (u32), eval (u16).
+const LLMC_MAGICS: [(i32, DType); 3] = [
+    (20240520, DType::U16),
+    (20240801, DType::U32),
+    (20240522, DType::U16),
+];
+
+fn i32_at(b: &[u8], at: usize) -> i32 {
+    let mut a = [0u8; 4];
+    a.copy_from_slice(&b[at..at + 4]);
+    i32::from_le_bytes(a)
+}
+
+/// Recognises an llm.c header: magic, and a token count that matches the size.
+fn llmc_header(bytes: &[u8]) -> Option<(DType, u64)> {
+    if bytes.len() < LLMC_HEADER {
+        return None;
+    }
+    let magic = i32_at(bytes, 0);
+    let dtype = LLMC_MAGICS.iter().find(|(m, _)| *m == magic)?.1;
+    let ntok = u64::try_from(i32_at(bytes, 8)).ok()?;
+    (ntok * dtype.itemsize() as u64 + LLMC_HEADER as u64 == bytes.len() as u64)
+        .then_some((dtype, ntok))
+}
+
+/// Appends to `out` the positions (plus `base`) of every `eos` in `tokens`.
+fn find_eos<T: Copy + PartialEq>(tokens: &[T], eos: T, base: u64, out: &mut Vec<u64>) {
+    let mut chunks = tokens.chunks_exact(64);
+    let mut at = base;
+    for chunk in &mut chunks {
+        // Branch-free compare of 64 tokens into a bit mask (vectorised).
+        let mut mask = 0u64;
+        for (k, &t) in chunk.iter().enumerate() {
+            mask |= ((t == eos) as u64) << k;
+        }
+        while mask != 0 {
+            out.push(at + mask.trailing_zeros() as u64);
+            mask &= mask - 1;
+        }
+        at += 64;
+    }
+    for (k, &t) in chunks.remainder().iter().enumerate() {
+        if t == eos {
+            out.push(at + k as u64);
+        }
+    }
+}
+
+/// Scans `bin` and writes its `.idx`.
+pub fn index_raw(
+    bin: &Path,
+    opts: &RawIndexOptions,
+    progress: &dyn Progress,
+) -> Result<RawIndexReport> {
+    let map = MappedFile::open(bin)?;
+    let bytes = map.bytes();
+    let detected = match opts.header {
+        RawHeader::None => None,
+        RawHeader::Auto => llmc_header(bytes),
+        RawHeader::LlmC => Some(llmc_header(bytes).ok_or_else(|| {
+            Error::corrupt(
+                bin,
+                0,
+                "no valid llm.c header (magic 20240520/20240801/20240522 and a token count matching the file size)",
+                "drop --header llmc for a headerless file, or re-export the file",
+            )
+        })?),
+    };
+    let (dtype, bin_offset) =
+        match (detected, opts.dtype) {
+            (Some((d, _)), Some(want)) if d != want => return Err(Error::invalid(
+                "dtype",
+                format!(
+                    "{} has an llm.c header for {d} tokens but {want} was asked for; drop --dtype",
+                    bin.display()
+                ),
+            )),
+            (Some((d, _)), _) => (d, LLMC_HEADER),
+            (None, Some(d)) => (d, 0),
+            (None, None) => {
+                return Err(Error::invalid(
+                    "dtype",
+                    format!(
+                        "{} has no llm.c header; pass --dtype u16 or u32",
+                        bin.display()
+                    ),
+                ))
+            }
+        };
+    if opts.eos > dtype.max_token() {
+        return Err(Error::invalid(
+            "eos",
+            format!("{} does not fit {dtype}", opts.eos),
+        ));
+    }
+    let data = &bytes[bin_offset..];
+    let size = dtype.itemsize();
+    if data.len() % size != 0 {
+        return Err(Error::corrupt(
+            bin,
+            (bin_offset + data.len() / size * size) as u64,
+            format!(
+                "{} bytes of tokens is not a whole number of {dtype} tokens",
+                data.len()
+            ),
+            "check --dtype, or the file is truncated",
+        ));
+    }
+    let boundary = opts.boundary.unwrap_or(if detected.is_some() {
+        Boundary::Before
+    } else {
+        Boundary::After
+    });
+    let idx_path = opts
+        .out
+        .clone()
+        .unwrap_or_else(|| bin.with_extension("idx"));
+    if idx_path.exists() && !opts.overwrite {
+        return Err(Error::AlreadyExists { path: idx_path });
+    }
+    let num_tokens = (data.len() / size) as u64;
+
+    // Scan in blocks: positions, checksum, progress and cancellation.
+    const BLOCK: usize = 8 << 20;
+    let mut eos_at = Vec::new();
+    let mut hasher = Xxh3::new();
+    progress.start("index", data.len() as u64);
+    for (b, block) in data.chunks(BLOCK).enumerate() {
+        progress.check()?;
+        hasher.update(block);
+        let base = (b * BLOCK / size) as u64;
+        match dtype {
+            DType::U16 => {
+                let t: &[u16] = bytemuck::try_cast_slice(block).map_err(|_| misaligned(bin))?;
+                find_eos(t, opts.eos as u16, base, &mut eos_at);
+            }
+            DType::U32 => {
+                let t: &[u32] = bytemuck::try_cast_slice(block).map_err(|_| misaligned(bin))?;
+                find_eos(t, opts.eos as u32, base, &mut eos_at);
+            }
+        }
+        progress.advance(block.len() as u64);
+    }
+    progress.finish();
+
+    let mut offsets = Vec::with_capacity(eos_at.len() + 2);
+    offsets.push(0u64);
+    for p in eos_at {
+        let cut = match boundary {
+            Boundary::After => p + 1,
+            Boundary::Before => p,
+        };
+        if cut > 0 && cut < num_tokens {
+            offsets.push(cut);
+        }
+    }
+    if num_tokens > 0 {
+        offsets.push(num_tokens);
+    }
+    let header = IndexHeader {
+        dtype,
+        num_docs: offsets.len() as u64 - 1,
+        num_tokens,
+        bin_offset: bin_offset as u64,
+        bin_xxh3: hasher.digest(),
+    };
+    let encoded = index::encode(&header, &offsets);
+    let tmp = idx_path.with_extension(format!("idx.tmp.{}", std::process::id()));
+    write_atomic(&tmp, &idx_path, &encoded).inspect_err(|_| {
+        let _ = std::fs::remove_file(&tmp);
+    })?;
+    Ok(RawIndexReport {
+        idx_path,
+        dtype,
+        header: if detected.is_some() { "llm.c" } else { "none" },
+        boundary,
+        num_docs: header.num_docs,
+        num_tokens,
+    })
+}
+
+fn misaligned(bin: &Path) -> Error {
+    Error::corrupt(
+        bin,
+        0,
+        "token data is not aligned to the token size",
+        "report this: maps are page aligned",
+    )
+}
+
+/// The index path a raw token file would get from [`index_raw`] by default.
+pub fn default_index_path(bin: &Path) -> PathBuf {
+    bin.with_extension("idx")
+}
+
+/// Whether `path` starts with the tokenloom index magic.
+pub fn is_tokenloom_index(path: &Path) -> Result<bool> {
+    use std::io::Read;
+    let mut f = std::fs::File::open(path).at(path)?;
+    let mut magic = [0u8; 8];
+    Ok(f.read_exact(&mut magic).is_ok() && &magic == index::MAGIC)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::progress::NoProgress;
+    use crate::shard::reader::Dataset;
+    use proptest::prelude::*;
+
+    fn write(path: &Path, header: Option<(i32, i32, u64)>, tokens: &[u16]) {
+        let mut b = Vec::new();
+        if let Some((magic, version, n)) = header {
+            let mut h = [0i32; 256];
+            h[0] = magic;
+            h[1] = version;
+            h[2] = n as i32;
+            b.extend(h.iter().flat_map(|v| v.to_le_bytes()));
+        }
+        b.extend(tokens.iter().flat_map(|v| v.to_le_bytes()));
+        std::fs::write(path, b).unwrap();
+    }
+
+    fn opts(dtype: Option<DType>) -> RawIndexOptions {
+        RawIndexOptions {
+            dtype,
+            eos: 0,
+            boundary: None,
+            header: RawHeader::Auto,
+            out: None,
+            overwrite: false,
+        }
+    }
+
+    #[test]
+    fn headerless_eos_after() {
+        let dir = tempfile::tempdir().unwrap();
+        let bin = dir.path().join("train.bin");
+        write(&bin, None, &[5, 6, 0, 7, 0, 8]);
+        let r = index_raw(&bin, &opts(Some(DType::U16)), &NoProgress).unwrap();
+        assert_eq!((r.num_docs, r.num_tokens, r.header), (3, 6, "none"));
+        let ds = Dataset::open(&bin).unwrap();
+        assert_eq!(ds.doc(0).unwrap().to_vec(), vec![5, 6, 0]);
+        assert_eq!(ds.doc(2).unwrap().to_vec(), vec![8]);
+        assert!(matches!(
+            index_raw(&bin, &opts(Some(DType::U16)), &NoProgress),
+            Err(Error::AlreadyExists { .. })
+        ));
+    }
+
+    #[test]
+    fn llmc_header_detected_with_bos_boundary() {
+        let dir = tempfile::tempdir().unwrap();
+        let bin = dir.path().join("fineweb_val_000000.bin");
+        let toks = [0u16, 5, 6, 0, 7];
+        write(&bin, Some((20240520, 1, toks.len() as u64)), &toks);
+        let r = index_raw(&bin, &opts(None), &NoProgress).unwrap();
+        assert_eq!(
+            (r.num_docs, r.header, r.boundary),
+            (2, "llm.c", Boundary::Before)
+        );
+        let ds = Dataset::open(&bin).unwrap();
+        assert_eq!(ds.doc(1).unwrap().to_vec(), vec![0, 7]);
+    }
+
+    #[test]
+    fn wrong_dtype_and_odd_size_are_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let bin = dir.path().join("x.bin");
+        std::fs::write(&bin, [1u8, 2, 3]).unwrap();
+        assert!(matches!(
+            index_raw(&bin, &opts(Some(DType::U16)), &NoProgress),
+            Err(Error::Corrupt { offset: 2, .. })
+        ));
+        assert!(matches!(
+            index_raw(&bin, &opts(None), &NoProgress),
+            Err(Error::InvalidArgument { .. })
+        ));
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+        #[test]
+        fn scan_matches_naive_split(tokens in proptest::collection::vec(0u16..4, 0..300), before in any::<bool>()) {
+            let dir = tempfile::tempdir().unwrap();
+            let bin = dir.path().join("t.bin");
+            write(&bin, None, &tokens);
+            let boundary = if before { Boundary::Before } else { Boundary::After };
+            let o = RawIndexOptions { boundary: Some(boundary), ..opts(Some(DType::U16)) };
+            index_raw(&bin, &o, &NoProgress).unwrap();
+            let ds = Dataset::open(&bin).unwrap();
+            // Naive reference: cut before/after each EOS (0).
+            let mut docs: Vec<Vec<u32>> = vec![];
+            let mut cur = vec![];
+            for &t in &tokens {
+                if t == 0 && before && !cur.is_empty() { docs.push(std::mem::take(&mut cur)); }
+                cur.push(t as u32);
+                if t == 0 && !before { docs.push(std::mem::take(&mut cur)); }
+            }
+            if !cur.is_empty() { docs.push(cur); }
+            prop_assert_eq!(ds.num_docs(), docs.len() as u64);
+            for (i, d) in docs.iter().enumerate() {
+                prop_assert_eq!(&ds.doc(i as u64).unwrap().to_vec(), d);
+            }
+        }
+    }
+}

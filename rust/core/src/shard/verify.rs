@@ -1,0 +1,145 @@
+//! Full verification of a dataset: every checksum, every offset and,
+//! optionally, every token against the vocabulary.
+
+use std::path::Path;
+
+use xxhash_rust::xxh3::{xxh3_64, Xxh3};
+
+use super::dtype::Tokens;
+use super::manifest::hex;
+use super::reader::{Dataset, Shard};
+use crate::error::{Error, Result};
+use crate::progress::Progress;
+
+/// What to check beyond checksums and offsets.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct VerifyOptions {
+    /// Also check that every token is below the manifest's `vocab_size`.
+    pub check_vocab: bool,
+}
+
+/// What a successful verification covered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct VerifyReport {
+    /// Shards checked.
+    pub shards: usize,
+    /// Documents checked.
+    pub docs: u64,
+    /// Tokens checked.
+    pub tokens: u64,
+    /// Token bytes hashed.
+    pub bytes: u64,
+}
+
+const CHUNK: usize = 16 << 20;
+const RESTORE: &str = "restore this shard from a good copy or rebuild the dataset";
+
+/// Opens `root` and checks it completely; returns the first problem found.
+pub fn verify(root: &Path, opts: VerifyOptions, progress: &dyn Progress) -> Result<VerifyReport> {
+    let ds = Dataset::open(root)?;
+    verify_dataset(&ds, opts, progress)
+}
+
+/// Checks an opened dataset completely.
+pub fn verify_dataset(
+    ds: &Dataset,
+    opts: VerifyOptions,
+    progress: &dyn Progress,
+) -> Result<VerifyReport> {
+    let vocab = if opts.check_vocab {
+        Some(ds.manifest().vocab_size.ok_or_else(|| {
+            Error::invalid(
+                "check_vocab",
+                "the manifest records no vocab_size to check tokens against",
+            )
+        })?)
+    } else {
+        None
+    };
+    let total_bytes: u64 = ds
+        .shards()
+        .iter()
+        .map(|s| s.token_bytes().len() as u64)
+        .sum();
+    progress.start("verify", total_bytes);
+    let mut first_doc = 0u64;
+    for (shard, entry) in ds.shards().iter().zip(&ds.manifest().shards) {
+        let index = shard.index();
+        index.check_all(&shard.idx_path)?;
+        if !entry.idx_xxh3.is_empty() {
+            let sum = hex(xxh3_64(shard.index_bytes()));
+            if sum != entry.idx_xxh3 {
+                return Err(Error::corrupt(
+                    &shard.idx_path,
+                    0,
+                    format!(
+                        "index checksum {sum} differs from the manifest's {}",
+                        entry.idx_xxh3
+                    ),
+                    RESTORE,
+                ));
+            }
+        }
+        let mut hasher = Xxh3::new();
+        let bytes = shard.token_bytes();
+        let size = ds.dtype().itemsize();
+        for (c, chunk) in bytes.chunks(CHUNK).enumerate() {
+            progress.check()?;
+            hasher.update(chunk);
+            if let Some(limit) = vocab {
+                let tokens = Tokens::from_bytes(ds.dtype(), chunk).ok_or_else(|| {
+                    Error::corrupt(&shard.bin_path, 0, "token data is misaligned", RESTORE)
+                })?;
+                if let Some((pos, value)) = tokens.first_at_or_above(limit) {
+                    let token = (c * CHUNK / size + pos) as u64;
+                    let doc = first_doc + doc_of(shard, token);
+                    return Err(Error::corrupt(
+                        &shard.bin_path,
+                        index.header.bin_offset + token * size as u64,
+                        format!("token {value} (document {doc}) is not below vocab_size {limit}"),
+                        "the data was written with another tokenizer or is damaged; rebuild the dataset",
+                    ));
+                }
+            }
+            progress.advance(chunk.len() as u64);
+        }
+        let sum = hasher.digest();
+        if sum != index.header.bin_xxh3
+            || (!entry.bin_xxh3.is_empty() && hex(sum) != entry.bin_xxh3)
+        {
+            return Err(Error::corrupt(
+                &shard.bin_path,
+                index.header.bin_offset,
+                format!(
+                    "token data checksum {} differs from the recorded {}",
+                    hex(sum),
+                    hex(index.header.bin_xxh3)
+                ),
+                RESTORE,
+            ));
+        }
+        first_doc += shard.num_docs();
+    }
+    progress.finish();
+    Ok(VerifyReport {
+        shards: ds.shards().len(),
+        docs: ds.num_docs(),
+        tokens: ds.num_tokens(),
+        bytes: total_bytes,
+    })
+}
+
+/// Local document holding local token `token` (offsets are monotonic here).
+fn doc_of(shard: &Shard, token: u64) -> u64 {
+    let index = shard.index();
+    let (mut lo, mut hi) = (0u64, shard.num_docs());
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        if index.offset(mid as usize + 1) <= token {
+            lo = mid + 1;
+        } else {
+            hi = mid;
+        }
+    }
+    lo
+}

@@ -1,0 +1,552 @@
+//! Streaming, atomic dataset writer.
+//!
+//! Shards are written under temporary names, fsynced, then renamed to names
+//! that carry the dataset's new generation; `manifest.json` is replaced last
+//! by an atomic rename, which is the commit point. A crash or an abort at
+//! any moment leaves the previous manifest, and so the previous dataset,
+//! intact; files of the unfinished generation are never listed by any
+//! manifest and are removed by the next successful write.
+
+use std::fs::{self, File};
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use xxhash_rust::xxh3::{xxh3_64, Xxh3};
+
+use super::dtype::{DType, Tokens};
+use super::fsutil::{fsync_dir, write_atomic};
+use super::index::{self, IndexHeader};
+use super::manifest::{hex, Manifest, ShardEntry, FILE_NAME};
+use crate::error::{Error, IoContext, Result};
+
+/// Default shard size: about 1 GiB of tokens.
+pub const DEFAULT_SHARD_BYTES: u64 = 1 << 30;
+const TMP_PREFIX: &str = ".tmp.";
+
+/// Settings of a new dataset.
+#[derive(Clone, Debug)]
+pub struct WriterOptions {
+    /// Token dtype on disk.
+    pub dtype: DType,
+    /// End-of-document token id, recorded in the manifest.
+    pub eos_id: Option<u64>,
+    /// Vocabulary size; when set, every token must be below it.
+    pub vocab_size: Option<u64>,
+    /// Tokenizer fingerprint, recorded in the manifest.
+    pub tokenizer: Option<String>,
+    /// A shard is closed before it would grow past this many bytes (a
+    /// document larger than this gets a shard of its own).
+    pub shard_bytes: u64,
+    /// Replace an existing dataset at the same path (atomically).
+    pub overwrite: bool,
+}
+
+impl Default for WriterOptions {
+    fn default() -> Self {
+        WriterOptions {
+            dtype: DType::U16,
+            eos_id: None,
+            vocab_size: None,
+            tokenizer: None,
+            shard_bytes: DEFAULT_SHARD_BYTES,
+            overwrite: false,
+        }
+    }
+}
+
+/// Integer types accepted as tokens.
+pub trait TokenInt: Copy {
+    /// The value, or `None` when negative.
+    fn to_u64(self) -> Option<u64>;
+}
+
+macro_rules! token_int {
+    (unsigned: $($t:ty),*; signed: $($s:ty),*) => {
+        $(impl TokenInt for $t { #[inline] fn to_u64(self) -> Option<u64> { Some(self as u64) } })*
+        $(impl TokenInt for $s { #[inline] fn to_u64(self) -> Option<u64> { u64::try_from(self).ok() } })*
+    };
+}
+token_int!(unsigned: u8, u16, u32, u64, usize; signed: i8, i16, i32, i64, isize);
+
+struct OpenShard {
+    number: usize,
+    tmp_bin: PathBuf,
+    file: BufWriter<File>,
+    hasher: Xxh3,
+    offsets: Vec<u64>,
+}
+
+impl OpenShard {
+    fn tokens(&self) -> u64 {
+        self.offsets.last().copied().unwrap_or(0)
+    }
+}
+
+/// Writes a dataset directory; see the module documentation for atomicity.
+pub struct DatasetWriter {
+    root: PathBuf,
+    opts: WriterOptions,
+    manifest: Manifest,
+    cur: Option<OpenShard>,
+    /// Final-named files of this generation, removed again on abort.
+    written: Vec<PathBuf>,
+    created_dir: bool,
+    done: bool,
+    buf16: Vec<u16>,
+    buf32: Vec<u32>,
+}
+
+fn shard_name(number: usize, generation: u64, ext: &str) -> String {
+    format!("part-{number:05}.g{generation}.{ext}")
+}
+
+/// Generation encoded in a shard file name, if it is one of ours.
+fn generation_of(name: &str) -> Option<u64> {
+    let name = name.strip_prefix(TMP_PREFIX).unwrap_or(name);
+    let rest = name.strip_prefix("part-")?;
+    let (_, rest) = rest.split_once(".g")?;
+    let (g, ext) = rest.split_once('.')?;
+    if ext != "bin" && ext != "idx" {
+        return None;
+    }
+    g.parse().ok()
+}
+
+impl DatasetWriter {
+    /// Starts writing a dataset at `root`. Fails if a dataset is already
+    /// there, unless `opts.overwrite`.
+    pub fn create(root: impl AsRef<Path>, opts: WriterOptions) -> Result<Self> {
+        let root = root.as_ref().to_path_buf();
+        let limit = opts.dtype.max_token() + 1;
+        if opts.vocab_size.is_some_and(|v| v == 0 || v > limit) {
+            return Err(Error::invalid(
+                "vocab_size",
+                format!(
+                    "{} does not fit dtype {} (at most {limit}); use dtype \"u32\" for larger vocabularies",
+                    opts.vocab_size.unwrap_or(0),
+                    opts.dtype
+                ),
+            ));
+        }
+        if let Some(eos) = opts.eos_id {
+            let bound = opts.vocab_size.unwrap_or(limit);
+            if eos >= bound {
+                return Err(Error::invalid(
+                    "eos_id",
+                    format!("{eos} must be below {bound} (vocab_size or dtype range)"),
+                ));
+            }
+        }
+        if opts.shard_bytes < opts.dtype.itemsize() as u64 {
+            return Err(Error::invalid(
+                "shard_bytes",
+                "must hold at least one token",
+            ));
+        }
+        if root.is_file() {
+            return Err(Error::AlreadyExists { path: root });
+        }
+        let manifest_path = root.join(FILE_NAME);
+        let mut generation = 0u64;
+        let mut created_dir = false;
+        if root.is_dir() {
+            if manifest_path.exists() && !opts.overwrite {
+                return Err(Error::AlreadyExists { path: root });
+            }
+            if let Ok(old) = Manifest::load(&root) {
+                generation = old.generation;
+            }
+            for entry in fs::read_dir(&root).at(&root)? {
+                let name = entry.at(&root)?.file_name();
+                if let Some(g) = name.to_str().and_then(generation_of) {
+                    generation = generation.max(g);
+                }
+            }
+        } else {
+            fs::create_dir_all(&root).at(&root)?;
+            created_dir = true;
+        }
+        let mut manifest = Manifest::new(opts.dtype);
+        manifest.generation = generation + 1;
+        manifest.eos_id = opts.eos_id;
+        manifest.vocab_size = opts.vocab_size;
+        manifest.tokenizer = opts.tokenizer.clone();
+        Ok(DatasetWriter {
+            root,
+            opts,
+            manifest,
+            cur: None,
+            written: Vec::new(),
+            created_dir,
+            done: false,
+            buf16: Vec::new(),
+            buf32: Vec::new(),
+        })
+    }
+
+    /// The dataset directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Documents added so far.
+    pub fn num_docs(&self) -> u64 {
+        self.manifest.num_docs + self.cur.as_ref().map_or(0, |c| c.offsets.len() as u64 - 1)
+    }
+
+    /// Tokens added so far.
+    pub fn num_tokens(&self) -> u64 {
+        self.manifest.num_tokens + self.cur.as_ref().map_or(0, OpenShard::tokens)
+    }
+
+    fn check_tokens<T: TokenInt>(&self, doc: &[T], first_doc: u64, lengths: &[u64]) -> Result<()> {
+        let limit = self
+            .opts
+            .vocab_size
+            .unwrap_or(self.opts.dtype.max_token() + 1);
+        let bad = doc
+            .iter()
+            .position(|&t| t.to_u64().is_none_or(|v| v >= limit));
+        let Some(pos) = bad else { return Ok(()) };
+        // Name the document and position inside it.
+        let (mut d, mut start) = (0usize, 0u64);
+        while d < lengths.len() && start + lengths[d] <= pos as u64 {
+            start += lengths[d];
+            d += 1;
+        }
+        let value = doc[pos]
+            .to_u64()
+            .map_or_else(|| "negative".to_string(), |v| v.to_string());
+        let what = if self.opts.vocab_size.is_some() {
+            "vocab_size"
+        } else {
+            "the dtype's range"
+        };
+        Err(Error::invalid(
+            "tokens",
+            format!(
+                "document {} has token {value} at position {}, outside [0, {limit}) ({what}); fix the tokenizer output, or raise vocab_size / use dtype \"u32\"",
+                first_doc + d as u64,
+                pos as u64 - start
+            ),
+        ))
+    }
+
+    /// Appends one document.
+    pub fn add<T: TokenInt>(&mut self, doc: &[T]) -> Result<()> {
+        self.add_many(doc, &[doc.len() as u64])
+    }
+
+    /// Appends several documents given as concatenated `tokens` and their
+    /// `lengths` (which must sum to `tokens.len()`).
+    pub fn add_many<T: TokenInt>(&mut self, tokens: &[T], lengths: &[u64]) -> Result<()> {
+        self.ensure_open()?;
+        let total: u64 = lengths
+            .iter()
+            .try_fold(0u64, |a, &l| a.checked_add(l))
+            .unwrap_or(u64::MAX);
+        if total != tokens.len() as u64 {
+            return Err(Error::invalid(
+                "lengths",
+                format!(
+                    "document lengths sum to {total} but {} tokens were given",
+                    tokens.len()
+                ),
+            ));
+        }
+        self.check_tokens(tokens, self.num_docs(), lengths)?;
+        let mut at = 0usize;
+        for &len in lengths {
+            let doc = &tokens[at..at + len as usize];
+            at += len as usize;
+            self.write_doc(doc)?;
+        }
+        Ok(())
+    }
+
+    /// Appends one document of already-typed tokens (converted if the dtype differs).
+    pub fn add_tokens(&mut self, doc: Tokens<'_>) -> Result<()> {
+        match doc {
+            Tokens::U16(t) => self.add(t),
+            Tokens::U32(t) => self.add(t),
+        }
+    }
+
+    fn ensure_open(&self) -> Result<()> {
+        if self.done {
+            return Err(Error::invalid(
+                "writer",
+                "it is already closed; open a new DatasetWriter",
+            ));
+        }
+        Ok(())
+    }
+
+    fn write_doc<T: TokenInt>(&mut self, doc: &[T]) -> Result<()> {
+        let size = self.opts.dtype.itemsize() as u64;
+        let bytes_len = doc.len() as u64 * size;
+        if let Some(cur) = &self.cur {
+            if cur.tokens() > 0 && cur.tokens() * size + bytes_len > self.opts.shard_bytes {
+                self.finish_shard()?;
+            }
+        }
+        if self.cur.is_none() {
+            self.open_shard()?;
+        }
+        let bytes: &[u8] = match self.opts.dtype {
+            DType::U16 => {
+                self.buf16.clear();
+                self.buf16
+                    .extend(doc.iter().map(|&t| t.to_u64().unwrap_or(0) as u16));
+                bytemuck::cast_slice(&self.buf16)
+            }
+            DType::U32 => {
+                self.buf32.clear();
+                self.buf32
+                    .extend(doc.iter().map(|&t| t.to_u64().unwrap_or(0) as u32));
+                bytemuck::cast_slice(&self.buf32)
+            }
+        };
+        let Some(cur) = self.cur.as_mut() else {
+            return Ok(());
+        };
+        cur.file.write_all(bytes).at(&cur.tmp_bin)?;
+        cur.hasher.update(bytes);
+        let end = cur.tokens() + doc.len() as u64;
+        cur.offsets.push(end);
+        Ok(())
+    }
+
+    fn open_shard(&mut self) -> Result<()> {
+        let number = self.manifest.shards.len();
+        let name = shard_name(number, self.manifest.generation, "bin");
+        let tmp_bin = self.root.join(format!("{TMP_PREFIX}{name}"));
+        let file = File::create(&tmp_bin).at(&tmp_bin)?;
+        self.cur = Some(OpenShard {
+            number,
+            tmp_bin,
+            file: BufWriter::with_capacity(8 << 20, file),
+            hasher: Xxh3::new(),
+            offsets: vec![0],
+        });
+        Ok(())
+    }
+
+    fn finish_shard(&mut self) -> Result<()> {
+        let Some(cur) = self.cur.take() else {
+            return Ok(());
+        };
+        let generation = self.manifest.generation;
+        let file = cur
+            .file
+            .into_inner()
+            .map_err(|e| Error::io(&cur.tmp_bin, e.into_error()))?;
+        file.sync_all().at(&cur.tmp_bin)?;
+        drop(file);
+        let num_docs = cur.offsets.len() as u64 - 1;
+        let num_tokens = cur.offsets.last().copied().unwrap_or(0);
+        let bin_xxh3 = cur.hasher.digest();
+        let header = IndexHeader {
+            dtype: self.opts.dtype,
+            num_docs,
+            num_tokens,
+            bin_offset: 0,
+            bin_xxh3,
+        };
+        let idx_bytes = index::encode(&header, &cur.offsets);
+        let bin_name = shard_name(cur.number, generation, "bin");
+        let idx_name = shard_name(cur.number, generation, "idx");
+        let bin_path = self.root.join(&bin_name);
+        let idx_path = self.root.join(&idx_name);
+        write_atomic(
+            &self.root.join(format!("{TMP_PREFIX}{idx_name}")),
+            &idx_path,
+            &idx_bytes,
+        )?;
+        self.written.push(idx_path);
+        fs::rename(&cur.tmp_bin, &bin_path).at(&bin_path)?;
+        self.written.push(bin_path);
+        self.manifest.shards.push(ShardEntry {
+            bin: bin_name,
+            idx: idx_name,
+            num_docs,
+            num_tokens,
+            bin_xxh3: hex(bin_xxh3),
+            idx_xxh3: hex(xxh3_64(&idx_bytes)),
+        });
+        self.manifest.num_docs += num_docs;
+        self.manifest.num_tokens += num_tokens;
+        Ok(())
+    }
+
+    /// Finishes the last shard and commits the dataset by writing its
+    /// manifest; then removes the files of the dataset it replaced.
+    pub fn close(&mut self) -> Result<Manifest> {
+        self.ensure_open()?;
+        let result = self.commit();
+        if result.is_err() {
+            self.abort();
+        }
+        result
+    }
+
+    fn commit(&mut self) -> Result<Manifest> {
+        self.finish_shard()?;
+        fsync_dir(&self.root)?;
+        let bytes = self.manifest.to_bytes()?;
+        let dest = self.root.join(FILE_NAME);
+        write_atomic(
+            &self.root.join(format!("{TMP_PREFIX}{FILE_NAME}")),
+            &dest,
+            &bytes,
+        )?;
+        fsync_dir(&self.root)?;
+        self.done = true;
+        self.remove_unlisted();
+        Ok(self.manifest.clone())
+    }
+
+    /// Removes shard files in the directory that the manifest does not list
+    /// (the replaced generation, leftovers of crashed writes). Best effort.
+    fn remove_unlisted(&self) {
+        let keep: std::collections::HashSet<&str> = self
+            .manifest
+            .shards
+            .iter()
+            .flat_map(|s| [s.bin.as_str(), s.idx.as_str()])
+            .collect();
+        let Ok(entries) = fs::read_dir(&self.root) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else { continue };
+            let ours = generation_of(name).is_some() || name == format!("{TMP_PREFIX}{FILE_NAME}");
+            if ours && !keep.contains(name) {
+                let _ = fs::remove_file(entry.path());
+            }
+        }
+    }
+
+    /// Drops everything written by this writer; the previous dataset, if
+    /// any, stays as it was. Called automatically when a writer is dropped
+    /// without [`close`](Self::close).
+    pub fn abort(&mut self) {
+        if self.done {
+            return;
+        }
+        self.done = true;
+        if let Some(cur) = self.cur.take() {
+            drop(cur.file);
+            let _ = fs::remove_file(&cur.tmp_bin);
+        }
+        for p in self.written.drain(..) {
+            let _ = fs::remove_file(p);
+        }
+        if self.created_dir {
+            // Only succeeds if nothing else is in it.
+            let _ = fs::remove_dir(&self.root);
+        }
+    }
+}
+
+impl Drop for DatasetWriter {
+    fn drop(&mut self) {
+        self.abort();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::shard::reader::Dataset;
+
+    fn opts() -> WriterOptions {
+        WriterOptions {
+            vocab_size: Some(1000),
+            eos_id: Some(0),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn round_trip_with_rollover() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("ds");
+        let mut w = DatasetWriter::create(
+            &root,
+            WriterOptions {
+                shard_bytes: 10,
+                ..opts()
+            },
+        )
+        .unwrap();
+        let docs: Vec<Vec<u32>> = vec![vec![1, 2, 3], vec![], vec![4; 9], vec![5, 6]];
+        for d in &docs {
+            w.add(d).unwrap();
+        }
+        let m = w.close().unwrap();
+        assert_eq!(m.num_docs, 4);
+        assert_eq!(m.shards.len(), 3);
+        let ds = Dataset::open(&root).unwrap();
+        for (i, d) in docs.iter().enumerate() {
+            assert_eq!(&ds.doc(i as u64).unwrap().to_vec(), d);
+        }
+        assert_eq!(ds.doc_lengths().unwrap(), vec![3, 0, 9, 2]);
+    }
+
+    #[test]
+    fn rejects_out_of_vocab_and_negative_tokens() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = DatasetWriter::create(dir.path().join("ds"), opts()).unwrap();
+        w.add(&[1i64, 2]).unwrap();
+        let e = w.add(&[3i64, 1000]).unwrap_err().to_string();
+        assert!(e.contains("document 1") && e.contains("position 1"), "{e}");
+        let e = w.add(&[-1i64]).unwrap_err().to_string();
+        assert!(e.contains("negative"), "{e}");
+    }
+
+    #[test]
+    fn existing_dataset_needs_overwrite_and_abort_keeps_old() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("ds");
+        let mut w = DatasetWriter::create(&root, opts()).unwrap();
+        w.add(&[1u16, 2]).unwrap();
+        w.close().unwrap();
+        assert!(matches!(
+            DatasetWriter::create(&root, opts()),
+            Err(Error::AlreadyExists { .. })
+        ));
+        let mut w = DatasetWriter::create(
+            &root,
+            WriterOptions {
+                overwrite: true,
+                ..opts()
+            },
+        )
+        .unwrap();
+        w.add(&[7u16; 100]).unwrap();
+        drop(w); // aborted: the old dataset is still there, alone
+        let ds = Dataset::open(&root).unwrap();
+        assert_eq!(ds.doc(0).unwrap().to_vec(), vec![1, 2]);
+        assert_eq!(fs::read_dir(&root).unwrap().count(), 3);
+        let mut w = DatasetWriter::create(
+            &root,
+            WriterOptions {
+                overwrite: true,
+                ..opts()
+            },
+        )
+        .unwrap();
+        w.add(&[9u16]).unwrap();
+        w.close().unwrap();
+        let ds = Dataset::open(&root).unwrap();
+        assert_eq!(ds.doc(0).unwrap().to_vec(), vec![9]);
+        assert_eq!(ds.manifest().generation, 2);
+        assert_eq!(
+            fs::read_dir(&root).unwrap().count(),
+            3,
+            "old generation removed"
+        );
+    }
+}
