@@ -1,1 +1,18 @@
+//! `tokenloom._core`: the compiled module behind the `tokenloom` package.
+//! Thin: argument conversion, GIL release, numpy views, error mapping.
 
+use pyo3::prelude::*;
+
+mod detach;
+mod errors;
+mod progress;
+mod shard;
+
+#[pymodule]
+fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    errors::register(m)?;
+    m.add_class::<shard::PyDataset>()?;
+    m.add_class::<shard::PyDatasetWriter>()?;
+    Ok(())
+}

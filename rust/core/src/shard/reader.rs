@@ -45,6 +45,17 @@ impl Shard {
             ));
         }
         if let Some((docs, tokens)) = expect {
+            if h.bin_offset != 0 {
+                return Err(Error::corrupt(
+                    &idx_path,
+                    32,
+                    format!(
+                        "token data offset is {} (dataset shards have none)",
+                        h.bin_offset
+                    ),
+                    "the index is damaged; restore the dataset from a good copy or rebuild it",
+                ));
+            }
             if h.num_docs != docs || h.num_tokens != tokens {
                 return Err(Error::corrupt(
                     &idx_path,

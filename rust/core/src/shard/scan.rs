@@ -135,27 +135,28 @@ pub fn index_raw(
             )
         })?),
     };
-    let (dtype, bin_offset) =
-        match (detected, opts.dtype) {
-            (Some((d, _)), Some(want)) if d != want => return Err(Error::invalid(
+    let (dtype, bin_offset) = match (detected, opts.dtype) {
+        (Some((d, _)), Some(want)) if d != want => {
+            return Err(Error::invalid(
                 "dtype",
                 format!(
                     "{} has an llm.c header for {d} tokens but {want} was asked for; drop --dtype",
                     bin.display()
                 ),
-            )),
-            (Some((d, _)), _) => (d, LLMC_HEADER),
-            (None, Some(d)) => (d, 0),
-            (None, None) => {
-                return Err(Error::invalid(
-                    "dtype",
-                    format!(
-                        "{} has no llm.c header; pass --dtype u16 or u32",
-                        bin.display()
-                    ),
-                ))
-            }
-        };
+            ))
+        }
+        (Some((d, _)), _) => (d, LLMC_HEADER),
+        (None, Some(d)) => (d, 0),
+        (None, None) => {
+            return Err(Error::invalid(
+                "dtype",
+                format!(
+                    "{} has no llm.c header; pass --dtype u16 or u32",
+                    bin.display()
+                ),
+            ))
+        }
+    };
     if opts.eos > dtype.max_token() {
         return Err(Error::invalid(
             "eos",

@@ -1,0 +1,47 @@
+# Two entry points (see README): `make demo` runs the main job, `make test` runs every check.
+# Both create what they need (.venv, the release build of the extension) and are idempotent.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.stamp-deps
+
+.PHONY: demo test develop lint rust-test py-test bench clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): $(PY) pyproject.toml
+	$(PY) -m pip install -q --upgrade pip "maturin>=1.9,<2"
+	touch $(STAMP)
+
+# Release build of the extension installed into .venv with the dev extras (tests, lint).
+develop: $(STAMP)
+	VIRTUAL_ENV=$(abspath $(VENV)) PATH=$(abspath $(VENV))/bin:$$PATH \
+		$(VENV)/bin/maturin develop --release --extras dev -q
+
+demo: develop
+	$(PY) examples/quickstart.py
+
+lint: develop
+	cargo fmt --all -- --check
+	cargo clippy --workspace --all-targets -- -D warnings
+	$(VENV)/bin/ruff check python tests benches examples
+	$(VENV)/bin/ruff format --check python tests benches examples
+	$(VENV)/bin/mypy
+	$(PY) -m mypy.stubtest tokenloom._core
+
+rust-test:
+	cargo test --workspace --exclude tokenloom-python
+
+py-test: develop
+	$(PY) -m pytest
+
+test: lint rust-test py-test
+
+bench: develop
+	cargo build --release -p tokenloom-cli
+	$(PY) benches/shard_bench.py
+
+clean:
+	rm -rf $(VENV) target demo-out bench-out

@@ -1,0 +1,33 @@
+"""tokenloom: Rust-accelerated token data loading for language-model training.
+
+Datasets are directories of memory-mapped token shards::
+
+    import tokenloom as tl
+    with tl.DatasetWriter("data/web", dtype="u16", eos_id=50256, vocab_size=50257) as w:
+        w.add(tokens)                      # one document: numpy array or list of ints
+    ds = tl.open_dataset("data/web")
+    ds[0]                                  # read-only numpy view of document 0
+"""
+
+from __future__ import annotations
+
+from tokenloom._core import (
+    CancelledError,
+    CorruptShardError,
+    Dataset,
+    FormatVersionError,
+    TokenloomError,
+)
+from tokenloom._core import __version__ as __version__
+from tokenloom.shard import DatasetWriter, open_dataset
+
+__all__ = [
+    "CancelledError",
+    "CorruptShardError",
+    "Dataset",
+    "DatasetWriter",
+    "FormatVersionError",
+    "TokenloomError",
+    "__version__",
+    "open_dataset",
+]
