@@ -13,7 +13,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-
 import tokenloom as tl
 
 EOS = 256
@@ -42,15 +41,22 @@ def main() -> int:
     t0 = time.perf_counter()
     nbytes = 0
     with tl.DatasetWriter(
-        out, "u16", eos_id=EOS, vocab_size=VOCAB, tokenizer="bytes-utf8+eos256",
-        shard_bytes=16 << 20, overwrite=True,
+        out,
+        "u16",
+        eos_id=EOS,
+        vocab_size=VOCAB,
+        tokenizer="bytes-utf8+eos256",
+        shard_bytes=16 << 20,
+        overwrite=True,
     ) as w:
         for path in files:
             text = path.read_bytes()
             nbytes += len(text)
             w.add(encode(text))
     dt = time.perf_counter() - t0
-    print(f"wrote {out} in {dt:.2f}s ({nbytes / dt / 1e6:.0f} MB/s of text, reading files included)")
+    print(
+        f"wrote {out} in {dt:.2f}s ({nbytes / dt / 1e6:.0f} MB/s of text, reading files included)"
+    )
 
     ds = tl.open_dataset(out)
     report = ds.verify(check_vocab=True, progress=False)

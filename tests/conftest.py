@@ -1,11 +1,13 @@
 from __future__ import annotations
 
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
-
 import tokenloom as tl
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 
 def write_docs(path: Path, docs: list[list[int]], **kw: object) -> Path:

@@ -7,13 +7,15 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
+import tokenloom as tl
 from conftest import write_docs
 
-import tokenloom as tl
+if TYPE_CHECKING:
+    from pathlib import Path
 
 
 def test_existing_dataset_needs_overwrite(dataset: Path) -> None:
@@ -24,9 +26,14 @@ def test_existing_dataset_needs_overwrite(dataset: Path) -> None:
 
 def test_exception_inside_with_keeps_previous(dataset: Path, docs: list[list[int]]) -> None:
     before = sorted(os.listdir(dataset))
-    with pytest.raises(KeyboardInterrupt), tl.DatasetWriter(dataset, overwrite=True) as w:
-        w.add(np.arange(1000) % 900)
-        raise KeyboardInterrupt
+
+    def interrupted_write() -> None:
+        with tl.DatasetWriter(dataset, overwrite=True) as w:
+            w.add(np.arange(1000) % 900)
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        interrupted_write()
     assert sorted(os.listdir(dataset)) == before
     ds = tl.open_dataset(dataset)
     assert [ds[i].tolist() for i in range(len(ds))] == docs
@@ -42,7 +49,8 @@ def test_aborted_new_dataset_leaves_nothing(tmp_path: Path) -> None:
 def test_overwrite_replaces_and_cleans(dataset: Path) -> None:
     write_docs(dataset, [[5, 6]], overwrite=True)
     ds = tl.open_dataset(dataset)
-    assert len(ds) == 1 and ds[0].tolist() == [5, 6]
+    assert len(ds) == 1
+    assert ds[0].tolist() == [5, 6]
     assert sorted(p.name for p in dataset.iterdir()) == [
         "manifest.json",
         "part-00000.g2.bin",
@@ -64,7 +72,8 @@ def test_killed_writer_keeps_previous(dataset: Path, docs: list[list[int]], sig:
     with subprocess.Popen(
         [sys.executable, "-c", WRITER, str(dataset)], stdout=subprocess.PIPE, text=True
     ) as proc:
-        assert proc.stdout is not None and proc.stdout.readline().strip() == "started"
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == "started"
         deadline = time.monotonic() + 30
         while len(list(dataset.glob("part-*.g2.*"))) < 2 and time.monotonic() < deadline:
             time.sleep(0.01)  # wait until whole new shards exist under their final names
@@ -82,5 +91,6 @@ def test_killed_writer_keeps_previous(dataset: Path, docs: list[list[int]], sig:
     # The next write cleans whatever the killed one left.
     write_docs(dataset, [[1]], overwrite=True)
     names = sorted(p.name for p in dataset.iterdir())
-    assert len(names) == 3 and names[0] == "manifest.json"
+    assert len(names) == 3
+    assert names[0] == "manifest.json"
     assert tl.open_dataset(dataset)[0].tolist() == [1]

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import pickle
 from importlib.metadata import version
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
+import tokenloom as tl
 from conftest import shard_files, write_docs
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import tokenloom as tl
+if TYPE_CHECKING:
+    from pathlib import Path
 
 
 def test_round_trip(dataset: Path, docs: list[list[int]]) -> None:
@@ -21,7 +23,8 @@ def test_round_trip(dataset: Path, docs: list[list[int]]) -> None:
     assert ds.num_tokens == sum(map(len, docs))
     assert ds.dtype == "uint16"
     assert ds.num_shards > 1
-    assert ds.eos_id == 0 and ds.vocab_size == 1000
+    assert ds.eos_id == 0
+    assert ds.vocab_size == 1000
     for i, d in enumerate(docs):
         assert ds[i].tolist() == d
     assert ds[-1].tolist() == docs[-1]
@@ -32,7 +35,8 @@ def test_documents_are_read_only_views(dataset: Path) -> None:
     ds = tl.open_dataset(dataset)
     doc = ds[3]
     assert doc.dtype == np.uint16
-    assert not doc.flags.writeable and not doc.flags.owndata
+    assert not doc.flags.writeable
+    assert not doc.flags.owndata
     with pytest.raises(ValueError, match="read-only"):
         doc[0] = 1
     del ds  # the view keeps the mapping alive
@@ -62,6 +66,16 @@ def test_writer_input_kinds(tmp_path: Path) -> None:
     assert ds.dtype == "uint32"
 
 
+def test_add_many_flat_splits_by_lengths(tmp_path: Path) -> None:
+    tokens = np.arange(1, 11, dtype=np.int64)
+    with tl.DatasetWriter(tmp_path / "ds", "u16", shard_bytes=8) as w:
+        w.add_many_flat(tokens, [3, 0, 7])
+    ds = tl.open_dataset(tmp_path / "ds")
+    assert [ds[i].tolist() for i in range(len(ds))] == [[1, 2, 3], [], list(range(4, 11))]
+    with tl.DatasetWriter(tmp_path / "bad", "u16") as w, pytest.raises(ValueError, match="length"):
+        w.add_many_flat(tokens, [3, 3])
+
+
 def test_shards_roll_over_at_size(tmp_path: Path) -> None:
     path = write_docs(tmp_path / "ds", [[1] * 10] * 10, shard_bytes=40)  # 2 docs of 20 B a shard
     ds = tl.open_dataset(path)
@@ -73,14 +87,16 @@ def test_empty_dataset(tmp_path: Path) -> None:
     with tl.DatasetWriter(tmp_path / "ds"):
         pass
     ds = tl.open_dataset(tmp_path / "ds")
-    assert len(ds) == 0 and ds.num_tokens == 0
+    assert len(ds) == 0
+    assert ds.num_tokens == 0
     assert ds.doc_lengths().tolist() == []
 
 
 def test_pickle_reopens(dataset: Path) -> None:
     ds = tl.open_dataset(dataset)
     again = pickle.loads(pickle.dumps(ds))
-    assert len(again) == len(ds) and again[5].tolist() == ds[5].tolist()
+    assert len(again) == len(ds)
+    assert again[5].tolist() == ds[5].tolist()
 
 
 def test_version_matches_package() -> None:
@@ -97,13 +113,17 @@ def test_summary(dataset: Path, docs: list[list[int]]) -> None:
     assert "documents   25" in s["text"]
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(
     docs=st.lists(st.lists(st.integers(0, 2**32 - 1), max_size=30), max_size=30),
     shard_bytes=st.integers(4, 400),
     wide=st.booleans(),
 )
-def test_round_trip_property(tmp_path: Path, docs: list[list[int]], shard_bytes: int, wide: bool) -> None:
+def test_round_trip_property(
+    tmp_path: Path, docs: list[list[int]], shard_bytes: int, wide: bool
+) -> None:
     dtype = "u32" if wide else "u16"
     if not wide:
         docs = [[t % 65536 for t in d] for d in docs]

@@ -1,10 +1,21 @@
 """Type stubs of the compiled module ``tokenloom._core`` (checked by mypy.stubtest)."""
 
 import os
-from typing import Any
+from typing import Any, final
 
 import numpy as np
 import numpy.typing as npt
+
+__all__ = [
+    "CancelledError",
+    "CorruptShardError",
+    "Dataset",
+    "DatasetWriter",
+    "FormatVersionError",
+    "TokenloomError",
+    "__version__",
+    "run_cli",
+]
 
 __version__: str
 
@@ -13,10 +24,11 @@ class CorruptShardError(TokenloomError): ...
 class FormatVersionError(TokenloomError): ...
 class CancelledError(TokenloomError): ...
 
+@final
 class Dataset:
     def __new__(cls, path: str | os.PathLike[str]) -> Dataset: ...
     def __len__(self) -> int: ...
-    def __getitem__(self, index: int) -> npt.NDArray[np.unsignedinteger[Any]]: ...
+    def __getitem__(self, index: int, /) -> npt.NDArray[np.unsignedinteger[Any]]: ...
     @property
     def num_tokens(self) -> int: ...
     @property
@@ -36,6 +48,7 @@ class Dataset:
     def summary(self) -> dict[str, Any]: ...
     def __reduce__(self) -> tuple[Any, tuple[str]]: ...
 
+@final
 class DatasetWriter:
     def __new__(
         cls,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
@@ -11,12 +10,12 @@ import numpy as np
 from tokenloom import _core
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
     from types import TracebackType
 
     import numpy.typing as npt
 
 __all__ = ["DatasetWriter", "open_dataset"]
-
 
 
 def open_dataset(path: str | os.PathLike[str]) -> _core.Dataset:
@@ -86,8 +85,12 @@ class DatasetWriter:
                 flat = _as_doc(tokens.reshape(-1))
                 self._w.add_many(flat, np.full(rows, cols, dtype=np.uint64))
                 return
-            raise ValueError(f"tokens must be 1-D (one document) or 2-D (rows), got {tokens.ndim}-D")
-        if isinstance(tokens, (list, tuple)) and all(isinstance(t, (int, np.integer)) for t in tokens):
+            raise ValueError(
+                f"tokens must be 1-D (one document) or 2-D (rows), got {tokens.ndim}-D"
+            )
+        if isinstance(tokens, (list, tuple)) and all(
+            isinstance(t, (int, np.integer)) for t in tokens
+        ):
             self._w.add(_as_doc(np.asarray(tokens, dtype=np.int64)))
             return
         if isinstance(tokens, (str, bytes)):
@@ -106,6 +109,11 @@ class DatasetWriter:
                 if arr.ndim != 1:
                     raise ValueError(f"each document must be 1-D, got shape {arr.shape}")
                 self._w.add(_as_doc(arr))
+
+    def add_many_flat(self, tokens: npt.ArrayLike, lengths: npt.ArrayLike) -> None:
+        """Appends many documents at once: ``tokens`` concatenated, ``lengths[i]`` tokens
+        each. The fastest path: one call for any number of documents."""
+        self._w.add_many(_as_doc(tokens), np.ascontiguousarray(lengths, dtype=np.uint64))
 
     def close(self) -> dict[str, int]:
         """Commits the dataset and returns its totals."""

@@ -3,6 +3,7 @@
 
 use pyo3::prelude::*;
 
+mod cli;
 mod detach;
 mod errors;
 mod progress;
@@ -14,5 +15,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     errors::register(m)?;
     m.add_class::<shard::PyDataset>()?;
     m.add_class::<shard::PyDatasetWriter>()?;
+    m.add_function(wrap_pyfunction!(cli::run_cli, m)?)?;
     Ok(())
 }

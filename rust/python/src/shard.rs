@@ -263,7 +263,7 @@ fn add_any(
 #[pymethods]
 impl PyDatasetWriter {
     #[new]
-    #[pyo3(signature = (path, dtype = "u16", eos_id = None, vocab_size = None, tokenizer = None, shard_bytes = 1 << 30, overwrite = false))]
+    #[pyo3(signature = (path, dtype = "u16", eos_id = None, vocab_size = None, tokenizer = None, shard_bytes = 1_073_741_824, overwrite = false))]
     fn new(
         path: PathBuf,
         dtype: &str,

@@ -97,14 +97,16 @@ fn find_eos<T: Copy + PartialEq>(tokens: &[T], eos: T, base: u64, out: &mut Vec<
     let mut chunks = tokens.chunks_exact(64);
     let mut at = base;
     for chunk in &mut chunks {
-        // Branch-free compare of 64 tokens into a bit mask (vectorised).
-        let mut mask = 0u64;
-        for (k, &t) in chunk.iter().enumerate() {
-            mask |= ((t == eos) as u64) << k;
-        }
-        while mask != 0 {
-            out.push(at + mask.trailing_zeros() as u64);
-            mask &= mask - 1;
+        // Most chunks hold no EOS: a vectorised any-test skips them.
+        if chunk.iter().fold(false, |hit, &t| hit | (t == eos)) {
+            let mut mask = 0u64;
+            for (k, &t) in chunk.iter().enumerate() {
+                mask |= ((t == eos) as u64) << k;
+            }
+            while mask != 0 {
+                out.push(at + mask.trailing_zeros() as u64);
+                mask &= mask - 1;
+            }
         }
         at += 64;
     }
@@ -190,23 +192,27 @@ pub fn index_raw(
     }
     let num_tokens = (data.len() / size) as u64;
 
-    // Scan in blocks: positions, checksum, progress and cancellation.
+    // Scan in blocks for progress and cancellation; each block is hashed and
+    // scanned in cache-sized pieces so the file is read from memory once.
     const BLOCK: usize = 8 << 20;
+    const PIECE: usize = 256 << 10;
     let mut eos_at = Vec::new();
     let mut hasher = Xxh3::new();
     progress.start("index", data.len() as u64);
     for (b, block) in data.chunks(BLOCK).enumerate() {
         progress.check()?;
-        hasher.update(block);
-        let base = (b * BLOCK / size) as u64;
-        match dtype {
-            DType::U16 => {
-                let t: &[u16] = bytemuck::try_cast_slice(block).map_err(|_| misaligned(bin))?;
-                find_eos(t, opts.eos as u16, base, &mut eos_at);
-            }
-            DType::U32 => {
-                let t: &[u32] = bytemuck::try_cast_slice(block).map_err(|_| misaligned(bin))?;
-                find_eos(t, opts.eos as u32, base, &mut eos_at);
+        for (p, piece) in block.chunks(PIECE).enumerate() {
+            hasher.update(piece);
+            let base = ((b * BLOCK + p * PIECE) / size) as u64;
+            match dtype {
+                DType::U16 => {
+                    let t: &[u16] = bytemuck::try_cast_slice(piece).map_err(|_| misaligned(bin))?;
+                    find_eos(t, opts.eos as u16, base, &mut eos_at);
+                }
+                DType::U32 => {
+                    let t: &[u32] = bytemuck::try_cast_slice(piece).map_err(|_| misaligned(bin))?;
+                    find_eos(t, opts.eos as u32, base, &mut eos_at);
+                }
             }
         }
         progress.advance(block.len() as u64);

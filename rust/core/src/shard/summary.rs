@@ -90,10 +90,12 @@ impl fmt::Display for DatasetSummary {
         writeln!(f, "tokenizer   {}", opt(&self.tokenizer))?;
         write!(f, "doc length  mean {:.1}", self.doc_len_mean)?;
         for (q, v) in &self.doc_len_quantiles {
-            let name = match *q {
-                x if x == 0.0 => "min".to_string(),
-                x if x == 1.0 => "max".to_string(),
-                x => format!("p{}", (x * 100.0).round()),
+            let name = if *q <= 0.0 {
+                "min".to_string()
+            } else if *q >= 1.0 {
+                "max".to_string()
+            } else {
+                format!("p{}", (q * 100.0).round())
             };
             write!(f, "  {name} {v}")?;
         }

@@ -58,12 +58,24 @@ impl Default for WriterOptions {
 pub trait TokenInt: Copy {
     /// The value, or `None` when negative.
     fn to_u64(self) -> Option<u64>;
+    /// Whether the value is negative or at least `limit` (branch-free).
+    fn outside(self, limit: u64) -> bool;
+    /// The value as `u64`, for values already checked to be in range.
+    fn bits(self) -> u64;
 }
 
 macro_rules! token_int {
     (unsigned: $($t:ty),*; signed: $($s:ty),*) => {
-        $(impl TokenInt for $t { #[inline] fn to_u64(self) -> Option<u64> { Some(self as u64) } })*
-        $(impl TokenInt for $s { #[inline] fn to_u64(self) -> Option<u64> { u64::try_from(self).ok() } })*
+        $(impl TokenInt for $t {
+            #[inline] fn to_u64(self) -> Option<u64> { Some(self as u64) }
+            #[inline] fn outside(self, limit: u64) -> bool { self as u64 >= limit }
+            #[inline] fn bits(self) -> u64 { self as u64 }
+        })*
+        $(impl TokenInt for $s {
+            #[inline] fn to_u64(self) -> Option<u64> { u64::try_from(self).ok() }
+            #[inline] fn outside(self, limit: u64) -> bool { (self < 0) | (self as u64 >= limit) }
+            #[inline] fn bits(self) -> u64 { self as u64 }
+        })*
     };
 }
 token_int!(unsigned: u8, u16, u32, u64, usize; signed: i8, i16, i32, i64, isize);
@@ -204,10 +216,19 @@ impl DatasetWriter {
             .opts
             .vocab_size
             .unwrap_or(self.opts.dtype.max_token() + 1);
-        let bad = doc
-            .iter()
-            .position(|&t| t.to_u64().is_none_or(|v| v >= limit));
-        let Some(pos) = bad else { return Ok(()) };
+        // A vectorised any-test per block; the exact position only on failure.
+        const BLOCK: usize = 4096;
+        let Some(block) = doc
+            .chunks(BLOCK)
+            .position(|c| c.iter().fold(false, |bad, &t| bad | t.outside(limit)))
+        else {
+            return Ok(());
+        };
+        let pos = block * BLOCK
+            + doc[block * BLOCK..]
+                .iter()
+                .position(|&t| t.outside(limit))
+                .unwrap_or(0);
         // Name the document and position inside it.
         let (mut d, mut start) = (0usize, 0u64);
         while d < lengths.len() && start + lengths[d] <= pos as u64 {
@@ -255,11 +276,54 @@ impl DatasetWriter {
             ));
         }
         self.check_tokens(tokens, self.num_docs(), lengths)?;
-        let mut at = 0usize;
+        // Documents go out in runs: all consecutive documents that fit the
+        // current shard are converted, hashed and written in one pass.
+        let size = self.opts.dtype.itemsize() as u64;
+        let (mut run_start, mut at) = (0usize, 0usize);
         for &len in lengths {
-            let doc = &tokens[at..at + len as usize];
-            at += len as usize;
-            self.write_doc(doc)?;
+            let len = len as usize;
+            let shard_tokens = self.cur.as_ref().map_or(0, |c| c.tokens());
+            if shard_tokens > 0 && (shard_tokens + len as u64) * size > self.opts.shard_bytes {
+                self.write_run(&tokens[run_start..at])?;
+                run_start = at;
+                self.finish_shard()?;
+            }
+            if self.cur.is_none() {
+                self.write_run(&tokens[run_start..at])?;
+                run_start = at;
+                self.open_shard()?;
+            }
+            at += len;
+            if let Some(cur) = self.cur.as_mut() {
+                let end = cur.tokens() + len as u64;
+                cur.offsets.push(end);
+            }
+        }
+        self.write_run(&tokens[run_start..at])
+    }
+
+    /// Converts `tokens` to the dataset's dtype and appends them to the
+    /// current shard's file and checksum (its offsets are already recorded).
+    fn write_run<T: TokenInt>(&mut self, tokens: &[T]) -> Result<()> {
+        const PIECE: usize = 64 << 10;
+        let Some(cur) = self.cur.as_mut() else {
+            return Ok(());
+        };
+        for piece in tokens.chunks(PIECE) {
+            let bytes: &[u8] = match self.opts.dtype {
+                DType::U16 => {
+                    self.buf16.clear();
+                    self.buf16.extend(piece.iter().map(|&t| t.bits() as u16));
+                    bytemuck::cast_slice(&self.buf16)
+                }
+                DType::U32 => {
+                    self.buf32.clear();
+                    self.buf32.extend(piece.iter().map(|&t| t.bits() as u32));
+                    bytemuck::cast_slice(&self.buf32)
+                }
+            };
+            cur.file.write_all(bytes).at(&cur.tmp_bin)?;
+            cur.hasher.update(bytes);
         }
         Ok(())
     }
@@ -279,41 +343,6 @@ impl DatasetWriter {
                 "it is already closed; open a new DatasetWriter",
             ));
         }
-        Ok(())
-    }
-
-    fn write_doc<T: TokenInt>(&mut self, doc: &[T]) -> Result<()> {
-        let size = self.opts.dtype.itemsize() as u64;
-        let bytes_len = doc.len() as u64 * size;
-        if let Some(cur) = &self.cur {
-            if cur.tokens() > 0 && cur.tokens() * size + bytes_len > self.opts.shard_bytes {
-                self.finish_shard()?;
-            }
-        }
-        if self.cur.is_none() {
-            self.open_shard()?;
-        }
-        let bytes: &[u8] = match self.opts.dtype {
-            DType::U16 => {
-                self.buf16.clear();
-                self.buf16
-                    .extend(doc.iter().map(|&t| t.to_u64().unwrap_or(0) as u16));
-                bytemuck::cast_slice(&self.buf16)
-            }
-            DType::U32 => {
-                self.buf32.clear();
-                self.buf32
-                    .extend(doc.iter().map(|&t| t.to_u64().unwrap_or(0) as u32));
-                bytemuck::cast_slice(&self.buf32)
-            }
-        };
-        let Some(cur) = self.cur.as_mut() else {
-            return Ok(());
-        };
-        cur.file.write_all(bytes).at(&cur.tmp_bin)?;
-        cur.hasher.update(bytes);
-        let end = cur.tokens() + doc.len() as u64;
-        cur.offsets.push(end);
         Ok(())
     }
 

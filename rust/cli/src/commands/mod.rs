@@ -1,0 +1,83 @@
+//! The subcommands, one per module, and the error type they share.
+
+use std::fmt;
+use std::io::{self, Write};
+
+use clap::Subcommand;
+use tokenloom_core::{Error, Progress};
+
+pub mod index;
+pub mod inspect;
+pub mod verify;
+
+/// The subcommands of `tokenloom`.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Index a raw token file (nanoGPT headerless or llm.c .bin) by its end-of-document token.
+    Index(index::IndexArgs),
+    /// Print a dataset's sizes, metadata and document-length distribution.
+    Inspect(inspect::InspectArgs),
+    /// Check every checksum and offset of a dataset (and optionally every token).
+    Verify(verify::VerifyArgs),
+}
+
+/// Why a command failed.
+#[derive(Debug)]
+pub enum Failure {
+    /// The core refused or failed the operation.
+    Core(Error),
+    /// Writing the command's output failed.
+    Output(io::Error),
+}
+
+impl Failure {
+    /// The process exit status for this failure.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Failure::Core(Error::Cancelled) => crate::EXIT_CANCELLED,
+            Failure::Core(Error::InvalidArgument { .. } | Error::AlreadyExists { .. }) => {
+                crate::EXIT_USAGE
+            }
+            Failure::Core(_) | Failure::Output(_) => crate::EXIT_FAILURE,
+        }
+    }
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Failure::Core(e) => e.fmt(f),
+            Failure::Output(e) => write!(f, "cannot write the output: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for Failure {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Failure::Core(e) => Some(e),
+            Failure::Output(e) => Some(e),
+        }
+    }
+}
+
+impl From<Error> for Failure {
+    fn from(e: Error) -> Self {
+        Failure::Core(e)
+    }
+}
+
+impl From<io::Error> for Failure {
+    fn from(e: io::Error) -> Self {
+        Failure::Output(e)
+    }
+}
+
+/// Runs one subcommand, writing its result to `out`.
+pub fn run(command: Command, out: &mut dyn Write, progress: &dyn Progress) -> Result<(), Failure> {
+    match command {
+        Command::Index(args) => index::run(&args, out, progress),
+        Command::Inspect(args) => inspect::run(&args, out),
+        Command::Verify(args) => verify::run(&args, out, progress),
+    }
+}

@@ -1,0 +1,35 @@
+//! `tokenloom verify PATH [--check-vocab]`: check a dataset completely.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use clap::Args;
+use tokenloom_core::shard::verify;
+use tokenloom_core::{Progress, VerifyOptions};
+
+use super::Failure;
+
+/// Arguments of `tokenloom verify`.
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// A dataset directory (holding manifest.json), or a raw token file indexed by `tokenloom index`.
+    #[arg(value_name = "PATH")]
+    pub path: PathBuf,
+    /// Also check that every token is below the manifest's vocab_size.
+    #[arg(long)]
+    pub check_vocab: bool,
+}
+
+/// Verifies every checksum and offset; the first problem found is the error.
+pub fn run(args: &VerifyArgs, out: &mut dyn Write, progress: &dyn Progress) -> Result<(), Failure> {
+    let opts = VerifyOptions {
+        check_vocab: args.check_vocab,
+    };
+    let report = verify(&args.path, opts, progress)?;
+    writeln!(
+        out,
+        "ok: {} shards, {} documents, {} tokens verified",
+        report.shards, report.docs, report.tokens
+    )?;
+    Ok(())
+}
