@@ -248,6 +248,7 @@ impl Manifest {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::any;
 
     fn sample() -> Manifest {
         let mut m = Manifest::new(DType::U16);
@@ -292,5 +293,82 @@ mod tests {
             matches!(err, Error::Corrupt { offset, .. } if offset > 0),
             "{err}"
         );
+    }
+
+    fn arb_manifest() -> impl proptest::strategy::Strategy<Value = Manifest> {
+        use proptest::prelude::*;
+        let shard = (
+            0u64..1000,
+            0u64..100_000,
+            any::<u64>(),
+            any::<u64>(),
+            0u32..99_999,
+        );
+        (
+            proptest::collection::vec(shard, 0..5),
+            any::<bool>(),
+            proptest::option::of(0u64..70_000),
+            proptest::option::of("[a-z0-9:./-]{0,20}"),
+            1u64..1_000,
+        )
+            .prop_map(|(shards, wide, eos, tokenizer, generation)| {
+                let mut m = Manifest::new(if wide { DType::U32 } else { DType::U16 });
+                m.generation = generation;
+                m.eos_id = eos;
+                m.vocab_size = eos.map(|e| e + 1);
+                m.tokenizer = tokenizer;
+                for (docs, tokens, b, i, n) in shards {
+                    m.num_docs += docs;
+                    m.num_tokens += tokens;
+                    m.shards.push(ShardEntry {
+                        bin: format!("part-{n:05}.g{generation}.bin"),
+                        idx: format!("part-{n:05}.g{generation}.idx"),
+                        num_docs: docs,
+                        num_tokens: tokens,
+                        bin_xxh3: hex(b),
+                        idx_xxh3: hex(i),
+                    });
+                }
+                m
+            })
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+        /// Any manifest survives writing and parsing unchanged.
+        #[test]
+        fn any_manifest_round_trips(m in arb_manifest()) {
+            let p = Path::new("manifest.json");
+            proptest::prop_assert_eq!(Manifest::from_bytes(&m.to_bytes().unwrap(), p).unwrap(), m);
+        }
+
+        /// Random byte edits never panic: the parser returns the original
+        /// manifest (an edit JSON does not see, such as in whitespace) or an
+        /// error of the corrupt/version kind that names the file.
+        #[test]
+        fn mutated_manifest_never_panics(
+            m in arb_manifest(),
+            edits in proptest::collection::vec((any::<proptest::sample::Index>(), any::<u8>()), 1..6),
+            cut in proptest::option::of(any::<proptest::sample::Index>()),
+        ) {
+            let p = Path::new("dir/manifest.json");
+            let mut bytes = m.to_bytes().unwrap();
+            for (at, b) in edits {
+                let i = at.index(bytes.len());
+                bytes[i] = b;
+            }
+            if let Some(cut) = cut {
+                bytes.truncate(cut.index(bytes.len()));
+            }
+            match Manifest::from_bytes(&bytes, p) {
+                Ok(parsed) => proptest::prop_assert_eq!(parsed, m),
+                Err(Error::Corrupt { path, offset, .. }) => {
+                    proptest::prop_assert_eq!(path, p.to_path_buf());
+                    proptest::prop_assert!(offset <= bytes.len() as u64);
+                }
+                Err(Error::UnsupportedVersion { .. }) => {}
+                Err(other) => proptest::prop_assert!(false, "unexpected error kind: {other}"),
+            }
+        }
     }
 }
