@@ -8,9 +8,12 @@
 #[cfg(not(target_endian = "little"))]
 compile_error!("tokenloom stores little-endian tokens and maps them in place; big-endian hosts are not supported");
 
+pub mod batch;
 pub mod error;
+pub mod plan;
 pub mod progress;
 pub mod shard;
+pub mod shuffle;
 
 pub use error::{Error, Result};
 pub use progress::{CancelToken, NoProgress, Progress};

@@ -303,4 +303,67 @@ impl Dataset {
     pub fn advise_random(&self) {
         self.shards.iter().for_each(Shard::advise_random);
     }
+
+    /// Global document holding token `t` of the concatenated token stream
+    /// and `t`'s offset inside it: O(log shards + log docs). Empty documents
+    /// are skipped: the result is the document whose range contains `t`.
+    pub fn locate_token(&self, t: u64) -> Result<(u64, u64)> {
+        if t >= self.num_tokens() {
+            return Err(Error::invalid(
+                "token",
+                format!(
+                    "position {t} is past the end (the dataset has {} tokens)",
+                    self.num_tokens()
+                ),
+            ));
+        }
+        let mut base = 0u64;
+        for (s, shard) in self.shards.iter().enumerate() {
+            let n = shard.num_tokens();
+            if t >= base + n {
+                base += n;
+                continue;
+            }
+            let local = t - base;
+            let index = shard.index();
+            // Last document whose start is <= local, then past empty ones.
+            let (mut lo, mut hi) = (0usize, shard.num_docs() as usize);
+            while hi - lo > 1 {
+                let mid = lo + (hi - lo) / 2;
+                if index.offset(mid) <= local {
+                    lo = mid;
+                } else {
+                    hi = mid;
+                }
+            }
+            let (start, end) = index.doc_range(lo, &shard.idx_path)?;
+            if local < start || local >= end {
+                return Err(Error::corrupt(
+                    &shard.idx_path,
+                    index.offset_pos(lo),
+                    format!("offsets are not sorted around document {lo}"),
+                    "the index is damaged; run `tokenloom verify` and rebuild or restore the shard",
+                ));
+            }
+            return Ok((self.doc_starts[s] + lo as u64, local - start));
+        }
+        Err(Error::invalid(
+            "token",
+            format!("position {t} is past the end"),
+        ))
+    }
+
+    /// A 64-bit fingerprint of the dataset's content description: the
+    /// manifest (with its checksums) or, for an indexed raw file, its index
+    /// header. Plans and loader states carry it to detect a changed dataset.
+    pub fn fingerprint(&self) -> u64 {
+        let mut h = xxhash_rust::xxh3::Xxh3::new();
+        for s in &self.shards {
+            h.update(&s.header.bin_xxh3.to_le_bytes());
+            h.update(&s.header.num_docs.to_le_bytes());
+            h.update(&s.header.num_tokens.to_le_bytes());
+            h.update(&s.header.dtype.code().to_le_bytes());
+        }
+        h.digest()
+    }
 }

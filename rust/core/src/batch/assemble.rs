@@ -1,0 +1,234 @@
+//! Gathering samples into batch arrays.
+
+use crate::error::Result;
+use crate::plan::{Plan, Segment};
+use crate::shard::{Dataset, Tokens};
+
+/// Integer type of `input_ids`, `labels` and `position_ids`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OutDType {
+    /// 32-bit.
+    I32,
+    /// 64-bit (PyTorch's default for indices).
+    I64,
+}
+
+/// A `[rows, seq_len]` integer array in the requested type.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum IntBuf {
+    /// 32-bit values.
+    I32(Vec<i32>),
+    /// 64-bit values.
+    I64(Vec<i64>),
+}
+
+/// How batches are laid out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BatchConfig {
+    /// Input tokens per row (rows hold `seq_len + 1` tokens before the shift).
+    pub seq_len: u64,
+    /// Integer type of the token arrays.
+    pub dtype: OutDType,
+    /// Label written where the next token belongs to another document
+    /// (`None`: keep the real next token there).
+    pub ignore_index: Option<i64>,
+    /// Input id written into padding.
+    pub pad_id: i64,
+    /// Label written for padding.
+    pub pad_label: i64,
+}
+
+/// One batch: `[rows, seq_len]` arrays, row-major, plus varlen boundaries.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Batch {
+    /// Rows in this batch (the batch size, or fewer in a short last batch).
+    pub rows: usize,
+    /// Columns.
+    pub seq_len: usize,
+    /// Tokens `0 .. seq_len` of each row.
+    pub input_ids: IntBuf,
+    /// Tokens `1 ..= seq_len` of each row (the next token of each input).
+    pub labels: IntBuf,
+    /// Position of each input token inside its document piece, from 0.
+    pub position_ids: IntBuf,
+    /// Document id (in its source dataset) of each input token, -1 for padding.
+    pub doc_ids: Vec<i64>,
+    /// Source index of each row (0 without mixing).
+    pub source_ids: Vec<i64>,
+    /// Cumulative lengths of the pieces (documents and padding) of the
+    /// flattened `[rows * seq_len]` input, starting at 0 (flash-attn varlen).
+    pub cu_seqlens: Vec<i32>,
+}
+
+trait OutInt: Copy + Default {
+    fn of(v: i64) -> Self;
+}
+impl OutInt for i32 {
+    #[inline]
+    fn of(v: i64) -> Self {
+        v as i32
+    }
+}
+impl OutInt for i64 {
+    #[inline]
+    fn of(v: i64) -> Self {
+        v
+    }
+}
+
+#[inline]
+fn copy_tokens<T: OutInt>(src: Tokens<'_>, dst: &mut [T]) {
+    match src {
+        Tokens::U16(s) => dst
+            .iter_mut()
+            .zip(s)
+            .for_each(|(d, &t)| *d = T::of(t as i64)),
+        Tokens::U32(s) => dst
+            .iter_mut()
+            .zip(s)
+            .for_each(|(d, &t)| *d = T::of(t as i64)),
+    }
+}
+
+struct Rows<'a, T> {
+    input: &'a mut [T],
+    labels: &'a mut [T],
+    positions: &'a mut [T],
+}
+
+/// Fills one row from its segments.
+#[allow(clippy::too_many_arguments)]
+fn fill_row<T: OutInt>(
+    ds: &Dataset,
+    segs: &[Segment],
+    cfg: &BatchConfig,
+    out: Rows<'_, T>,
+    doc_ids: &mut [i64],
+    cu: &mut Vec<i32>,
+    row_base: usize,
+) -> Result<()> {
+    let l = cfg.seq_len as usize;
+    let mut at = 0usize; // position in the row of seq_len + 1 tokens
+    for (k, seg) in segs.iter().enumerate() {
+        let doc = ds.doc(seg.doc)?;
+        let piece = slice_tokens(doc, seg.start as usize, seg.len as usize);
+        let end = at + seg.len as usize;
+        // Inputs: row positions [at, min(end, l)).
+        if at < l {
+            let n = end.min(l) - at;
+            copy_tokens(slice_tokens(piece, 0, n), &mut out.input[at..at + n]);
+            for (i, p) in out.positions[at..at + n].iter_mut().enumerate() {
+                *p = T::of(i as i64);
+            }
+            doc_ids[at..at + n].fill(seg.doc as i64);
+            cu.push((row_base + at + n) as i32);
+        }
+        // Labels: row positions [max(at, 1), end) shift to [.. - 1].
+        let from = at.max(1);
+        if end > from {
+            copy_tokens(
+                slice_tokens(piece, from - at, end - from),
+                &mut out.labels[from - 1..end - 1],
+            );
+        }
+        // The label at the last input of the previous piece is this piece's
+        // first token: another document.
+        if let Some(ignore) = cfg.ignore_index {
+            if k > 0 && at >= 1 && at - 1 < l {
+                out.labels[at - 1] = T::of(ignore);
+            }
+        }
+        at = end;
+    }
+    // Padding after the last piece.
+    if at <= l {
+        let pad_from = at;
+        if pad_from < l {
+            out.input[pad_from..].fill(T::of(cfg.pad_id));
+            out.positions[pad_from..]
+                .iter_mut()
+                .enumerate()
+                .for_each(|(i, p)| *p = T::of(i as i64));
+            doc_ids[pad_from..].fill(-1);
+            cu.push((row_base + l) as i32);
+        }
+        let label_from = at.saturating_sub(1);
+        out.labels[label_from..].fill(T::of(cfg.pad_label));
+    }
+    Ok(())
+}
+
+fn slice_tokens(t: Tokens<'_>, start: usize, len: usize) -> Tokens<'_> {
+    match t {
+        Tokens::U16(s) => Tokens::U16(&s[start..start + len]),
+        Tokens::U32(s) => Tokens::U32(&s[start..start + len]),
+    }
+}
+
+/// input_ids, labels, position_ids, doc_ids, cu_seqlens.
+type Arrays<T> = (Vec<T>, Vec<T>, Vec<T>, Vec<i64>, Vec<i32>);
+
+fn assemble_typed<T: OutInt>(
+    samples: &[(usize, u64)],
+    sources: &[(&Dataset, &Plan)],
+    cfg: &BatchConfig,
+) -> Result<Arrays<T>> {
+    let l = cfg.seq_len as usize;
+    let n = samples.len() * l;
+    let (mut input, mut labels, mut positions) = (
+        vec![T::default(); n],
+        vec![T::default(); n],
+        vec![T::default(); n],
+    );
+    let mut doc_ids = vec![0i64; n];
+    let mut cu = vec![0i32];
+    let mut segs = Vec::new();
+    for (r, &(s, id)) in samples.iter().enumerate() {
+        let (ds, plan) = sources[s];
+        plan.sample(ds, id, &mut segs)?;
+        let span = r * l..(r + 1) * l;
+        fill_row(
+            ds,
+            &segs,
+            cfg,
+            Rows {
+                input: &mut input[span.clone()],
+                labels: &mut labels[span.clone()],
+                positions: &mut positions[span.clone()],
+            },
+            &mut doc_ids[span],
+            &mut cu,
+            r * l,
+        )?;
+    }
+    Ok((input, labels, positions, doc_ids, cu))
+}
+
+/// Builds the batch of `samples` (source index, sample id) from `sources`.
+pub fn assemble(
+    samples: &[(usize, u64)],
+    sources: &[(&Dataset, &Plan)],
+    cfg: &BatchConfig,
+) -> Result<Batch> {
+    let source_ids = samples.iter().map(|&(s, _)| s as i64).collect();
+    let (input_ids, labels, position_ids, doc_ids, cu_seqlens) = match cfg.dtype {
+        OutDType::I32 => {
+            let (a, b, c, d, e) = assemble_typed::<i32>(samples, sources, cfg)?;
+            (IntBuf::I32(a), IntBuf::I32(b), IntBuf::I32(c), d, e)
+        }
+        OutDType::I64 => {
+            let (a, b, c, d, e) = assemble_typed::<i64>(samples, sources, cfg)?;
+            (IntBuf::I64(a), IntBuf::I64(b), IntBuf::I64(c), d, e)
+        }
+    };
+    Ok(Batch {
+        rows: samples.len(),
+        seq_len: cfg.seq_len as usize,
+        input_ids,
+        labels,
+        position_ids,
+        doc_ids,
+        source_ids,
+        cu_seqlens,
+    })
+}

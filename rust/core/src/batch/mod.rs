@@ -1,0 +1,13 @@
+//! From plans to batches: the sample stream ([`schedule`]), batch arrays
+//! ([`assemble`]) and the prefetching [`loader`].
+
+pub mod assemble;
+pub mod loader;
+pub mod schedule;
+
+pub use assemble::{assemble, Batch, BatchConfig, IntBuf, OutDType};
+pub use loader::{LoadedBatch, Loader, LoaderSpec, Source};
+pub use schedule::{Cursor, Mixture, Sharding};
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,216 @@
+use std::sync::Arc;
+
+use proptest::prelude::*;
+
+use super::*;
+use crate::plan::{Plan, PlanMode};
+use crate::shard::Dataset;
+
+fn cfg(seq_len: u64, ignore: Option<i64>) -> BatchConfig {
+    BatchConfig {
+        seq_len,
+        dtype: OutDType::I64,
+        ignore_index: ignore,
+        pad_id: 0,
+        pad_label: -100,
+    }
+}
+
+fn i64s(b: &IntBuf) -> Vec<i64> {
+    match b {
+        IntBuf::I64(v) => v.clone(),
+        IntBuf::I32(v) => v.iter().map(|&x| x as i64).collect(),
+    }
+}
+
+/// The row of `seq_len + 1` tokens (and their documents) a plan gives sample `id`.
+fn reference_row(ds: &Dataset, plan: &Plan, id: u64) -> Vec<(i64, i64)> {
+    let mut segs = Vec::new();
+    plan.sample(ds, id, &mut segs).unwrap();
+    let mut row = Vec::new();
+    for s in &segs {
+        let d = ds.doc(s.doc).unwrap().to_vec();
+        for t in s.start..s.start + s.len {
+            row.push((d[t as usize] as i64, s.doc as i64));
+        }
+    }
+    row
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(40))]
+
+    /// Inputs, labels, positions, doc ids and cu_seqlens agree with the plan's rows.
+    #[test]
+    fn batch_arrays_follow_the_rows(lens in proptest::collection::vec(0u64..30, 1..20), seq_len in 1u64..12, pack in any::<bool>(), ignore in any::<bool>(), wide in any::<bool>()) {
+        let dir = tempfile::tempdir().unwrap();
+        let ds = crate::plan::tests::dataset(dir.path(), &lens);
+        let plan = if pack { Plan::pack(&ds, seq_len).unwrap() } else { Plan::concat(&ds, seq_len).unwrap() };
+        let n = plan.num_samples();
+        prop_assume!(n > 0);
+        let samples: Vec<(usize, u64)> = (0..n.min(5)).map(|i| (0, (i * 7) % n)).collect();
+        let mut c = cfg(seq_len, ignore.then_some(-7));
+        if wide { c.dtype = OutDType::I32; }
+        let b = assemble(&samples, &[(&ds, &plan)], &c).unwrap();
+        let (inp, lab, pos) = (i64s(&b.input_ids), i64s(&b.labels), i64s(&b.position_ids));
+        let l = seq_len as usize;
+        let mut cu = vec![0i32];
+        for (r, &(_, id)) in samples.iter().enumerate() {
+            let row = reference_row(&ds, &plan, id);
+            for i in 0..l {
+                let at = r * l + i;
+                let here = row.get(i).copied();
+                let next = row.get(i + 1).copied();
+                prop_assert_eq!(inp[at], here.map_or(0, |x| x.0));
+                prop_assert_eq!(b.doc_ids[at], here.map_or(-1, |x| x.1));
+                let want_label = match (here, next) {
+                    (_, None) => -100,
+                    (Some(h), Some(nx)) if ignore && h.1 != nx.1 => -7,
+                    (_, Some(nx)) => nx.0,
+                };
+                prop_assert_eq!(lab[at], want_label, "row {} col {}", r, i);
+                let starts_piece = i == 0 || b.doc_ids[at] != b.doc_ids[at - 1];
+                if starts_piece {
+                    prop_assert_eq!(pos[at], 0);
+                    if i > 0 { cu.push(at as i32); }
+                } else {
+                    prop_assert_eq!(pos[at], pos[at - 1] + 1);
+                }
+            }
+            cu.push(((r + 1) * l) as i32);
+        }
+        prop_assert_eq!(b.cu_seqlens, cu);
+    }
+
+    /// Resuming a loader from any batch's cursor continues the same stream,
+    /// also with another number of workers.
+    #[test]
+    fn resume_is_exact(lens in proptest::collection::vec(1u64..20, 5..25), seq_len in 1u64..6, b in 1u64..4, seed in any::<u64>(), stop in 0usize..10, workers in 1u64..4, threads in 1usize..3) {
+        let dir = tempfile::tempdir().unwrap();
+        let ds = Arc::new(crate::plan::tests::dataset(dir.path(), &lens));
+        let plan = Arc::new(Plan::concat(&ds, seq_len).unwrap());
+        let n = plan.num_samples();
+        prop_assume!(n >= b);
+        let mixture = Mixture::new(vec![n], vec![1.0], seed, true).unwrap();
+        let run = |start: Cursor, worker: u64, num_workers: u64| -> Vec<LoadedBatch> {
+            let spec = LoaderSpec {
+                sources: vec![Source { dataset: Arc::clone(&ds), plan: Arc::clone(&plan) }],
+                mixture: mixture.clone(),
+                sharding: Sharding { rank: 0, world: 1, worker, num_workers, batch_size: b, drop_last: true },
+                batch: cfg(seq_len, None),
+                start,
+                threads,
+                depth: 2,
+            };
+            let mut l = Loader::new(spec).unwrap();
+            let mut out = Vec::new();
+            while let Some(x) = l.next_batch() { out.push(x.unwrap()); }
+            out
+        };
+        let full = run(mixture.start(0), 0, 1);
+        prop_assert_eq!(full.len() as u64, n / b);
+        let stop = stop.min(full.len().saturating_sub(1));
+        let resumed_from = full[stop].after.clone();
+        if stop + 1 == full.len() {
+            // The last batch of an epoch points at the start of the next.
+            prop_assert_eq!(resumed_from, mixture.start(1));
+            return Ok(());
+        }
+        // The rest of the epoch, split over `workers` workers and merged round-robin.
+        let parts: Vec<Vec<LoadedBatch>> = (0..workers).map(|w| run(resumed_from.clone(), w, workers)).collect();
+        let mut merged = Vec::new();
+        for i in 0.. {
+            let mut any = false;
+            for p in &parts { if let Some(x) = p.get(i) { merged.push(x.batch.clone()); any = true; } }
+            if !any { break; }
+        }
+        let rest: Vec<Batch> = full[stop + 1..].iter().map(|x| x.batch.clone()).collect();
+        prop_assert_eq!(merged, rest);
+    }
+}
+
+#[test]
+fn mixture_draws_from_each_source() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = Arc::new(crate::plan::tests::dataset(
+        &dir.path().join("a"),
+        &[50; 20],
+    ));
+    let bds = Arc::new(crate::plan::tests::dataset(
+        &dir.path().join("b"),
+        &[30; 10],
+    ));
+    let pa = Arc::new(Plan::build(&a, PlanMode::Pack, 49, None).unwrap());
+    let pb = Arc::new(Plan::build(&bds, PlanMode::Pack, 49, None).unwrap());
+    let mixture = Mixture::new(
+        vec![pa.num_samples(), pb.num_samples()],
+        vec![0.75, 0.25],
+        3,
+        true,
+    )
+    .unwrap();
+    let spec = LoaderSpec {
+        sources: vec![
+            Source {
+                dataset: a,
+                plan: pa,
+            },
+            Source {
+                dataset: bds,
+                plan: pb,
+            },
+        ],
+        mixture: mixture.clone(),
+        sharding: Sharding {
+            rank: 0,
+            world: 1,
+            worker: 0,
+            num_workers: 1,
+            batch_size: 4,
+            drop_last: true,
+        },
+        batch: cfg(49, None),
+        start: mixture.start(0),
+        threads: 2,
+        depth: 2,
+    };
+    let mut l = Loader::new(spec).unwrap();
+    let mut per_source = [0usize; 2];
+    let mut last = None;
+    while let Some(x) = l.next_batch() {
+        let x = x.unwrap();
+        for &s in &x.batch.source_ids {
+            per_source[s as usize] += 1;
+        }
+        last = Some(x.after);
+    }
+    let total = per_source[0] + per_source[1];
+    assert_eq!(total as u64, mixture.epoch_len() / 4 * 4);
+    assert!(
+        (per_source[0] as f64 / total as f64 - 0.75).abs() < 0.05,
+        "{per_source:?}"
+    );
+    // The last batch's cursor is the next epoch's start (the dropped tail counted).
+    assert_eq!(last.unwrap(), mixture.start(1));
+}
+
+#[test]
+fn too_large_batches_are_rejected() {
+    let sh = Sharding {
+        rank: 0,
+        world: 2,
+        worker: 0,
+        num_workers: 1,
+        batch_size: 8,
+        drop_last: true,
+    };
+    assert!(sh.check(15).is_err());
+    assert!(sh.check(16).is_ok());
+    let sh = Sharding {
+        drop_last: false,
+        world: 20,
+        ..sh
+    };
+    assert!(sh.check(15).is_err(), "a rank would get no sample");
+    assert!(sh.check(0).is_err());
+}

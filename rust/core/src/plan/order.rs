@@ -1,0 +1,215 @@
+//! Order files: a sequence of document ids cut into contexts, written by the
+//! in-context ordering step and read by [`Plan::ordered`](super::Plan::ordered).
+//!
+//! ```text
+//! 0   8  magic            b"TLOOMORD"
+//! 8   4  version          u32 = 1
+//! 12  4  reserved         u32 = 0
+//! 16  8  dataset          u64  fingerprint of the dataset it orders
+//! 24  8  dataset_docs     u64  documents in that dataset
+//! 32  8  n                u64  document ids listed (each at most once)
+//! 40  8  c                u64  contexts
+//! 48  8·n                 document ids, u64
+//! ..  8·(c+1)             context starts into the ids: 0, non-decreasing, last = n
+//! end-8  8                xxh3-64 of every byte before it
+//! ```
+
+use std::path::Path;
+
+use xxhash_rust::xxh3::xxh3_64;
+
+use crate::error::{Error, IoContext, Result};
+use crate::shard::fsutil::write_atomic;
+use crate::shard::Dataset;
+
+const MAGIC: &[u8; 8] = b"TLOOMORD";
+const VERSION: u32 = 1;
+const HEADER: usize = 48;
+const FIX: &str = "the order file is damaged or not an order file; rebuild it with tokenloom.order";
+
+/// Documents in training order, cut into contexts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Order {
+    dataset: u64,
+    dataset_docs: u64,
+    docs: Vec<u64>,
+    context_starts: Vec<u64>,
+    checksum: u64,
+}
+
+fn u64_at(b: &[u8], at: usize) -> u64 {
+    let mut a = [0u8; 8];
+    a.copy_from_slice(&b[at..at + 8]);
+    u64::from_le_bytes(a)
+}
+
+impl Order {
+    /// An order over `ds`: `docs` in training order, context `k` being
+    /// `docs[context_starts[k] .. context_starts[k + 1]]`.
+    pub fn new(ds: &Dataset, docs: Vec<u64>, context_starts: Vec<u64>) -> Result<Self> {
+        let mut o = Order {
+            dataset: ds.fingerprint(),
+            dataset_docs: ds.num_docs(),
+            docs,
+            context_starts,
+            checksum: 0,
+        };
+        o.validate(|what| Error::invalid("order", what))?;
+        o.checksum = xxh3_64(&o.encode_body());
+        Ok(o)
+    }
+
+    fn validate(&self, err: impl Fn(String) -> Error) -> Result<()> {
+        let n = self.docs.len() as u64;
+        let mut seen = vec![false; self.dataset_docs as usize];
+        for (i, &d) in self.docs.iter().enumerate() {
+            if d >= self.dataset_docs {
+                return Err(err(format!(
+                    "entry {i} is document {d}, but the dataset has {} documents",
+                    self.dataset_docs
+                )));
+            }
+            if std::mem::replace(&mut seen[d as usize], true) {
+                return Err(err(format!("document {d} is listed twice (entry {i})")));
+            }
+        }
+        let s = &self.context_starts;
+        if s.first() != Some(&0) || s.last() != Some(&n) || s.windows(2).any(|w| w[0] > w[1]) {
+            return Err(err(format!(
+                "context starts must begin at 0, never decrease and end at {n} (the number of ids)"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Number of contexts.
+    pub fn num_contexts(&self) -> usize {
+        self.context_starts.len() - 1
+    }
+
+    /// Document ids of context `k`.
+    pub fn context(&self, k: usize) -> &[u64] {
+        &self.docs[self.context_starts[k] as usize..self.context_starts[k + 1] as usize]
+    }
+
+    /// All document ids in order.
+    pub fn docs(&self) -> &[u64] {
+        &self.docs
+    }
+
+    /// Context starts (`num_contexts() + 1` entries).
+    pub fn context_starts(&self) -> &[u64] {
+        &self.context_starts
+    }
+
+    /// Checksum of the file body; part of plan fingerprints.
+    pub fn checksum(&self) -> u64 {
+        self.checksum
+    }
+
+    /// Fails unless the order was made for `ds`.
+    pub fn check_dataset(&self, ds: &Dataset) -> Result<()> {
+        if self.dataset != ds.fingerprint() || self.dataset_docs != ds.num_docs() {
+            return Err(Error::invalid(
+                "order",
+                format!(
+                    "the order file was made for another dataset ({} documents, fingerprint {:016x}; this one has {} documents, fingerprint {:016x}); rebuild it with tokenloom.order",
+                    self.dataset_docs,
+                    self.dataset,
+                    ds.num_docs(),
+                    ds.fingerprint()
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    fn encode_body(&self) -> Vec<u8> {
+        let mut out =
+            Vec::with_capacity(HEADER + 8 * (self.docs.len() + self.context_starts.len()));
+        out.extend_from_slice(MAGIC);
+        out.extend_from_slice(&VERSION.to_le_bytes());
+        out.extend_from_slice(&0u32.to_le_bytes());
+        for v in [
+            self.dataset,
+            self.dataset_docs,
+            self.docs.len() as u64,
+            self.num_contexts() as u64,
+        ] {
+            out.extend_from_slice(&v.to_le_bytes());
+        }
+        for v in self.docs.iter().chain(&self.context_starts) {
+            out.extend_from_slice(&v.to_le_bytes());
+        }
+        out
+    }
+
+    /// Writes the order file atomically.
+    pub fn write(&self, path: &Path) -> Result<()> {
+        let mut bytes = self.encode_body();
+        let sum = xxh3_64(&bytes);
+        bytes.extend_from_slice(&sum.to_le_bytes());
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let tmp = path.with_file_name(format!(".tmp.{name}.{}", std::process::id()));
+        write_atomic(&tmp, path, &bytes).inspect_err(|_| {
+            let _ = std::fs::remove_file(&tmp);
+        })
+    }
+
+    /// Reads and checks an order file.
+    pub fn read(path: &Path) -> Result<Self> {
+        let bytes = std::fs::read(path).at(path)?;
+        let corrupt = |at: u64, what: String| Error::corrupt(path, at, what, FIX);
+        if bytes.len() < HEADER + 16 || &bytes[..8] != MAGIC {
+            return Err(corrupt(
+                0,
+                "no order-file magic (TLOOMORD) or too short".into(),
+            ));
+        }
+        let version = u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]);
+        if version != VERSION {
+            return Err(Error::UnsupportedVersion {
+                path: path.to_path_buf(),
+                offset: 8,
+                found: version as u64,
+                supported: VERSION as u64,
+            });
+        }
+        let body = bytes.len() - 8;
+        let stored = u64_at(&bytes, body);
+        if xxh3_64(&bytes[..body]) != stored {
+            return Err(corrupt(body as u64, "checksum mismatch".into()));
+        }
+        let (n, c) = (u64_at(&bytes, 32), u64_at(&bytes, 40));
+        let want = n
+            .checked_add(c)
+            .and_then(|x| x.checked_add(1))
+            .and_then(|x| x.checked_mul(8))
+            .and_then(|x| x.checked_add(HEADER as u64));
+        if want != Some(body as u64) {
+            return Err(corrupt(
+                32,
+                format!("{n} ids and {c} contexts do not match the file size"),
+            ));
+        }
+        let read = |from: usize, count: u64| -> Vec<u64> {
+            (0..count as usize)
+                .map(|i| u64_at(&bytes, from + 8 * i))
+                .collect()
+        };
+        let docs = read(HEADER, n);
+        let context_starts = read(HEADER + 8 * n as usize, c + 1);
+        let o = Order {
+            dataset: u64_at(&bytes, 16),
+            dataset_docs: u64_at(&bytes, 24),
+            docs,
+            context_starts,
+            checksum: xxh3_64(&bytes[..body]),
+        };
+        o.validate(|what| corrupt(HEADER as u64, what))?;
+        Ok(o)
+    }
+}
