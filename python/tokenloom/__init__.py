@@ -19,6 +19,7 @@ from tokenloom._core import (
     TokenloomError,
 )
 from tokenloom._core import __version__ as __version__
+from tokenloom.loader import DevicePrefetcher, TokenDataset, to_device, write_order
 from tokenloom.shard import DatasetWriter, open_dataset
 
 __all__ = [
@@ -26,8 +27,12 @@ __all__ = [
     "CorruptShardError",
     "Dataset",
     "DatasetWriter",
+    "DevicePrefetcher",
     "FormatVersionError",
+    "TokenDataset",
     "TokenloomError",
     "__version__",
     "open_dataset",
+    "to_device",
+    "write_order",
 ]

@@ -12,9 +12,12 @@ __all__ = [
     "Dataset",
     "DatasetWriter",
     "FormatVersionError",
+    "Loader",
+    "Stream",
     "TokenloomError",
     "__version__",
     "run_cli",
+    "write_order",
 ]
 
 __version__: str
@@ -74,3 +77,61 @@ class DatasetWriter:
     def path(self) -> str: ...
 
 def run_cli(argv: list[str]) -> int: ...
+
+_Cursor = tuple[int, int, list[int]]
+
+@final
+class Stream:
+    def __new__(
+        cls,
+        paths: list[str],
+        weights: list[float],
+        seq_len: int,
+        mode: str = "concat",
+        order: str | None = None,
+        seed: int = 0,
+        shuffle: bool = True,
+        cache_dirs: list[str | None] | None = None,
+    ) -> Stream: ...
+    @property
+    def epoch_len(self) -> int: ...
+    @property
+    def num_samples(self) -> list[int]: ...
+    @property
+    def plans_cached(self) -> list[bool]: ...
+    @property
+    def fingerprint(self) -> str: ...
+    def start(self, epoch: int) -> _Cursor: ...
+    def advance(self, at: _Cursor, n: int) -> _Cursor: ...
+    def batches_left(
+        self, position: int, batch_size: int, rank: int = 0, world: int = 1, drop_last: bool = True
+    ) -> int: ...
+    def loader(
+        self,
+        start: _Cursor,
+        batch_size: int,
+        rank: int = 0,
+        world: int = 1,
+        worker: int = 0,
+        num_workers: int = 1,
+        drop_last: bool = True,
+        dtype: str = "int64",
+        ignore_index: int | None = None,
+        pad_id: int = 0,
+        threads: int = 2,
+        depth: int = 2,
+        skip: int = 0,
+    ) -> Loader: ...
+
+@final
+class Loader:
+    def __iter__(self) -> Loader: ...
+    def __next__(self) -> tuple[dict[str, npt.NDArray[Any]], int, _Cursor]: ...
+    def __len__(self) -> int: ...
+
+def write_order(
+    dataset: str | os.PathLike[str],
+    path: str | os.PathLike[str],
+    docs: list[int],
+    context_starts: list[int],
+) -> None: ...

@@ -6,6 +6,7 @@ use pyo3::prelude::*;
 mod cli;
 mod detach;
 mod errors;
+mod loader;
 mod progress;
 mod shard;
 
@@ -15,6 +16,9 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     errors::register(m)?;
     m.add_class::<shard::PyDataset>()?;
     m.add_class::<shard::PyDatasetWriter>()?;
+    m.add_class::<loader::PyStream>()?;
+    m.add_class::<loader::PyLoader>()?;
+    m.add_function(wrap_pyfunction!(loader::write_order, m)?)?;
     m.add_function(wrap_pyfunction!(cli::run_cli, m)?)?;
     Ok(())
 }

@@ -1,0 +1,413 @@
+"""``TokenDataset``: batches for training, assembled by the Rust core.
+
+Samples come from a plan over one or more datasets (``concat``, ``pack`` or ``ordered``),
+in a keyed pseudo-random order per epoch, split across ranks and DataLoader workers so that
+each sample of an epoch is produced exactly once. The position in that stream is a few
+integers, so ``state_dict()``/``load_state_dict()`` resume exactly, also with another
+number of workers or ranks.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Union
+
+from tokenloom import _core
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator, Sequence
+
+    import numpy as np
+    from torch.utils.data import IterableDataset
+
+    _Base = IterableDataset[dict[str, Any]]
+else:
+    try:
+        from torch.utils.data import IterableDataset as _Base
+    except ImportError:  # the loader works without torch, yielding numpy arrays
+        _Base = object
+
+PathLike = Union[str, "os.PathLike[str]"]
+SourceSpec = Union[PathLike, "Sequence[PathLike]", "Sequence[tuple[PathLike, float]]"]
+Cursor = tuple[int, int, list[int]]
+
+STATE_VERSION = 1
+
+
+def _torch() -> Any:
+    try:
+        import torch
+    except ImportError:
+        return None
+    return torch
+
+
+def _parse_sources(sources: SourceSpec) -> tuple[list[str], list[float] | None]:
+    if isinstance(sources, (str, os.PathLike)):
+        return [os.fspath(sources)], [1.0]
+    items = list(sources)
+    if not items:
+        raise ValueError("sources is empty: give a dataset path or a list of (path, weight)")
+    if all(isinstance(s, tuple) for s in items):
+        paths, weights = [], []
+        for s in items:
+            if not isinstance(s, tuple) or len(s) != 2:
+                raise ValueError(f"each source must be (path, weight), got {s!r}")
+            paths.append(os.fspath(s[0]))
+            weights.append(float(s[1]))
+        return paths, weights
+    if any(isinstance(s, tuple) for s in items):
+        raise ValueError("give either paths or (path, weight) pairs, not both")
+    return [os.fspath(s) for s in items], None  # type: ignore[arg-type]
+
+
+def _cache_dir(path: str) -> str | None:
+    """``.plans`` next to the dataset when writable, else the user cache."""
+    p = Path(path)
+    home = p if p.is_dir() else p.parent
+    if os.access(home, os.W_OK):
+        return str(home / ".plans")
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return str(Path(base) / "tokenloom" / "plans")
+
+
+def _dist_info(rank: int | None, world_size: int | None) -> tuple[int, int]:
+    """Rank and world size: arguments, else torch.distributed, else RANK/WORLD_SIZE."""
+    if rank is not None or world_size is not None:
+        return int(rank or 0), int(world_size or 1)
+    torch = _torch()
+    if (
+        torch is not None
+        and torch.distributed.is_available()
+        and torch.distributed.is_initialized()
+    ):
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+
+
+def _worker_info() -> tuple[int, int] | None:
+    torch = _torch()
+    if torch is None:
+        return None
+    info = torch.utils.data.get_worker_info()
+    return None if info is None else (info.id, info.num_workers)
+
+
+class TokenDataset(_Base):
+    """Batches of ``[batch_size, seq_len]`` token arrays from tokenloom datasets.
+
+    Each item is a dict: ``input_ids``, ``labels`` (the next tokens; ``ignore_index`` where
+    the next token is in another document, when set, and for padding), ``position_ids``
+    (restarting at 0 at every document piece), ``doc_ids`` (document index of each token in
+    its dataset, -1 for padding), ``cu_seqlens`` (int32 boundaries of the pieces of the
+    flattened batch, flash-attn varlen convention) and ``source_ids`` (source of each row).
+    torch tensors when torch is installed (zero-copy from the Rust buffers), else numpy.
+
+    Use it with ``torch.utils.data.DataLoader(ds, batch_size=None, num_workers=..)``.
+    One pass over the iterator is the rest of the current epoch; the next pass starts the
+    next epoch. ``drop_last=True`` (default) drops a last global step that is not full on
+    every rank, so that all ranks get the same number of batches.
+    """
+
+    def __init__(
+        self,
+        sources: SourceSpec,
+        seq_len: int,
+        batch_size: int,
+        *,
+        mode: str = "concat",
+        order: PathLike | None = None,
+        shuffle: bool = True,
+        seed: int = 0,
+        dtype: str = "int64",
+        drop_last: bool = True,
+        ignore_index: int | None = None,
+        pad_id: int | None = None,
+        rank: int | None = None,
+        world_size: int | None = None,
+        threads: int = 2,
+        prefetch: int = 2,
+        output: str | None = None,
+        pin_memory: bool = False,
+        cache_plans: bool = True,
+    ) -> None:
+        if seq_len < 1:
+            raise ValueError(f"seq_len must be at least 1, got {seq_len}")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        if dtype not in ("int64", "int32"):
+            raise ValueError(f'dtype must be "int64" or "int32", got {dtype!r}')
+        if output is None:
+            output = "torch" if _torch() is not None else "numpy"
+        if output not in ("torch", "numpy"):
+            raise ValueError(f'output must be "torch" or "numpy", got {output!r}')
+        if output == "torch" and _torch() is None:
+            raise ImportError('output="torch" needs PyTorch: pip install torch')
+        paths, weights = _parse_sources(sources)
+        self.paths = paths
+        self.seq_len = int(seq_len)
+        self.batch_size = int(batch_size)
+        self.mode = mode
+        self.order = None if order is None else os.fspath(order)
+        self.shuffle = bool(shuffle)
+        self.seed = int(seed)
+        self.dtype = dtype
+        self.drop_last = bool(drop_last)
+        self.ignore_index = ignore_index
+        self.rank = rank
+        self.world_size = world_size
+        self.threads = max(1, int(threads))
+        self.prefetch = max(1, int(prefetch))
+        self.output = output
+        self.pin_memory = pin_memory
+        self.cache_plans = cache_plans
+        self.weights = weights
+        self._stream: _core.Stream | None = None
+        stream = self._get_stream()
+        if weights is None:  # plain list of paths: weights follow the sources' sizes
+            self.weights = [float(n) for n in stream.num_samples]
+            self._stream = None
+            stream = self._get_stream()
+        if pad_id is None:
+            eos = _core.Dataset(paths[0]).eos_id
+            pad_id = 0 if eos is None else int(eos)
+        self.pad_id = int(pad_id)
+        self._cursor: Cursor = stream.start(0)
+        self._origin: Cursor = self._cursor  # where the latest iteration started
+        self._resume_worker: tuple[int, int, int] | None = None  # (worker, num_workers, skip)
+        self._worker_state: dict[str, Any] | None = None
+
+    # -- plumbing -------------------------------------------------------------------------
+
+    def _get_stream(self) -> _core.Stream:
+        if self._stream is None:
+            weights = self.weights or [1.0] * len(self.paths)
+            caches = [_cache_dir(p) if self.cache_plans else None for p in self.paths]
+            self._stream = _core.Stream(
+                self.paths,
+                weights,
+                self.seq_len,
+                mode=self.mode,
+                order=self.order,
+                seed=self.seed,
+                shuffle=self.shuffle,
+                cache_dirs=caches,
+            )
+        return self._stream
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_stream"] = None  # reopened in the worker (plans come from the cache)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+
+    @property
+    def fingerprint(self) -> str:
+        """Identifies datasets, plan, mode, seq_len, order, weights, seed and shuffling."""
+        return self._get_stream().fingerprint
+
+    @property
+    def epoch(self) -> int:
+        """The epoch the next iteration reads."""
+        return self._cursor[0]
+
+    @property
+    def samples_per_epoch(self) -> int:
+        return self._get_stream().epoch_len
+
+    def set_epoch(self, epoch: int) -> None:
+        """Starts the next iteration at the beginning of ``epoch``."""
+        self._cursor = self._origin = self._get_stream().start(int(epoch))
+        self._resume_worker = None
+
+    def __len__(self) -> int:
+        """Batches this rank reads in the rest of the current epoch."""
+        rank, world = _dist_info(self.rank, self.world_size)
+        return self._get_stream().batches_left(
+            self._cursor[1], self.batch_size, rank, world, self.drop_last
+        )
+
+    def _convert(self, arrays: dict[str, np.ndarray]) -> dict[str, Any]:
+        if self.output == "numpy":
+            return arrays
+        torch = _torch()
+        out = {k: torch.from_numpy(v) for k, v in arrays.items()}
+        if self.pin_memory and torch.cuda.is_available():
+            out = {k: v.pin_memory() for k, v in out.items()}
+        return out
+
+    # -- iteration --------------------------------------------------------------------------
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        stream = self._get_stream()
+        rank, world = _dist_info(self.rank, self.world_size)
+        worker = _worker_info()
+        wid, nworkers = worker if worker is not None else (0, 1)
+        skip = 0
+        if self._resume_worker is not None:
+            rw, rn, rskip = self._resume_worker
+            if (rw, rn) != (wid, nworkers):
+                raise ValueError(
+                    f"this state was saved by worker {rw} of {rn}, but it is loaded into worker "
+                    f"{wid} of {nworkers}; to change num_workers, resume from "
+                    "ds.state_dict(consumed_batches=...) instead"
+                )
+            skip = rskip
+            self._resume_worker = None
+        start = self._origin = self._cursor
+        loader = stream.loader(
+            start,
+            self.batch_size,
+            rank=rank,
+            world=world,
+            worker=wid,
+            num_workers=nworkers,
+            drop_last=self.drop_last,
+            dtype=self.dtype,
+            ignore_index=self.ignore_index,
+            pad_id=self.pad_id,
+            threads=self.threads,
+            depth=self.prefetch,
+            skip=skip,
+        )
+        yielded = skip
+        last_after: Cursor | None = None
+        for arrays, _step, after in loader:
+            yielded += 1
+            last_after = after
+            if worker is None:
+                self._cursor = after
+            else:
+                self._worker_state = self._state(start, (wid, nworkers, yielded))
+            yield self._convert(arrays)
+        if worker is None and last_after is None:
+            self._cursor = stream.start(start[0] + 1)
+
+    # -- state --------------------------------------------------------------------------
+
+    def _state(self, cursor: Cursor, worker: tuple[int, int, int] | None = None) -> dict[str, Any]:
+        epoch, position, counts = cursor
+        state: dict[str, Any] = {
+            "version": STATE_VERSION,
+            "fingerprint": self.fingerprint,
+            "epoch": epoch,
+            "position": position,
+            "counts": list(counts),
+        }
+        if worker is not None:
+            state["worker"] = {"id": worker[0], "num_workers": worker[1], "batches": worker[2]}
+        return state
+
+    def state_dict(self, consumed_batches: int | None = None) -> dict[str, Any]:
+        """Where the stream stands: load it into a new ``TokenDataset`` to continue exactly.
+
+        - Iterated in this process (``num_workers=0``): the position after the last batch
+          yielded.
+        - Inside a DataLoader worker (as torchdata's ``StatefulDataLoader`` calls it): the
+          position of that worker's stream.
+        - With ``consumed_batches=k``: the position after this rank has consumed ``k`` batches
+          of the current pass (counted from where it started: the epoch start, or the loaded
+          state); works with any ``DataLoader`` and resumes with any ``num_workers`` and
+          world size.
+        """
+        if consumed_batches is not None:
+            return self._state(self._advance(self._origin, int(consumed_batches)))
+        if self._worker_state is not None and _worker_info() is not None:
+            return dict(self._worker_state)
+        return self._state(self._cursor)
+
+    def _advance(self, cursor: Cursor, batches: int) -> Cursor:
+        if batches < 0:
+            raise ValueError(f"consumed_batches must be >= 0, got {batches}")
+        stream = self._get_stream()
+        _rank, world = _dist_info(self.rank, self.world_size)
+        left = stream.batches_left(cursor[1], self.batch_size, 0, world, self.drop_last)
+        if batches >= left:
+            return stream.start(cursor[0] + 1)
+        return stream.advance(cursor, batches * self.batch_size * world)
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continues from ``state`` (from :meth:`state_dict`) at the next iteration."""
+        if state.get("version") != STATE_VERSION:
+            raise ValueError(
+                f"unsupported state version {state.get('version')!r} (this tokenloom "
+                f"reads {STATE_VERSION})"
+            )
+        if state.get("fingerprint") != self.fingerprint:
+            raise ValueError(
+                "this state was saved for other data: its fingerprint "
+                f"{state.get('fingerprint')} differs from this dataset's {self.fingerprint} "
+                "(datasets, mode, seq_len, order file, weights, seed and shuffle must match)"
+            )
+        counts = [int(c) for c in state["counts"]]
+        if len(counts) != len(self.paths):
+            raise ValueError(f"the state has {len(counts)} sources, this dataset {len(self.paths)}")
+        self._cursor = self._origin = (int(state["epoch"]), int(state["position"]), counts)
+        w = state.get("worker")
+        self._resume_worker = None if w is None else (w["id"], w["num_workers"], w["batches"])
+        self._worker_state = None
+
+
+def write_order(
+    dataset: PathLike,
+    path: PathLike,
+    docs: Sequence[int] | np.ndarray,
+    context_starts: Sequence[int] | np.ndarray,
+) -> None:
+    """Writes an order file for ``mode="ordered"``: ``docs`` (document ids of ``dataset``,
+    each at most once) in training order, cut into contexts at ``context_starts``
+    (``0 = s_0 <= s_1 <= ... <= s_k = len(docs)``)."""
+    _core.write_order(
+        os.fspath(dataset),
+        os.fspath(path),
+        [int(d) for d in docs],
+        [int(s) for s in context_starts],
+    )
+
+
+def to_device(batch: dict[str, Any], device: Any, non_blocking: bool = True) -> dict[str, Any]:
+    """Moves every tensor of ``batch`` to ``device`` (asynchronously from pinned memory)."""
+    return {k: v.to(device, non_blocking=non_blocking) for k, v in batch.items()}
+
+
+class DevicePrefetcher:
+    """Wraps an iterable of batches and copies batch *n + 1* to ``device`` on a side CUDA
+    stream while the caller computes on batch *n*. On a CPU device it passes batches through.
+
+    Batches should come from pinned memory (``DataLoader(..., pin_memory=True)`` or
+    ``TokenDataset(..., pin_memory=True)``) for the copy to overlap.
+    """
+
+    def __init__(self, batches: Any, device: Any) -> None:
+        torch = _torch()
+        if torch is None:
+            raise ImportError("DevicePrefetcher needs PyTorch")
+        self.batches = batches
+        self.device = torch.device(device)
+        self._cuda = self.device.type == "cuda"
+        self._stream = torch.cuda.Stream(self.device) if self._cuda else None
+
+    def _load(self, it: Iterator[dict[str, Any]]) -> dict[str, Any] | None:
+        batch = next(it, None)
+        if batch is None or not self._cuda:
+            return batch
+        torch = _torch()
+        with torch.cuda.stream(self._stream):
+            return to_device(batch, self.device)
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        torch = _torch()
+        it = iter(self.batches)
+        nxt = self._load(it)
+        while nxt is not None:
+            if self._cuda:
+                current = torch.cuda.current_stream(self.device)
+                current.wait_stream(self._stream)
+                for v in nxt.values():
+                    v.record_stream(current)
+            batch = nxt
+            nxt = self._load(it)
+            yield batch
