@@ -235,7 +235,9 @@ class TokenDataset(_Base):
             return arrays
         torch = _torch()
         out = {k: torch.from_numpy(v) for k, v in arrays.items()}
-        if self.pin_memory and torch.cuda.is_available():
+        # Pinning needs CUDA, which a forked DataLoader worker must not touch: there,
+        # DataLoader(pin_memory=True) pins in the main process instead.
+        if self.pin_memory and _worker_info() is None and torch.cuda.is_available():
             out = {k: v.pin_memory() for k, v in out.items()}
         return out
 
