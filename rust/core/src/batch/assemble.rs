@@ -111,6 +111,19 @@ fn fill_row<T: OutInt>(
     let mut at = 0usize; // position in the row of seq_len + 1 tokens
     for (k, seg) in segs.iter().enumerate() {
         let doc = ds.doc(seg.doc)?;
+        if seg.start.saturating_add(seg.len) > doc.len() as u64
+            || at as u64 + seg.len > cfg.seq_len + 1
+        {
+            return Err(crate::error::Error::invalid(
+                "plan",
+                format!(
+                    "a plan piece (document {}, tokens {}..{}) does not fit the dataset or the row; delete the dataset's .plans directory to rebuild it",
+                    seg.doc,
+                    seg.start,
+                    seg.start.saturating_add(seg.len)
+                ),
+            ));
+        }
         let piece = slice_tokens(doc, seg.start as usize, seg.len as usize);
         let end = at + seg.len as usize;
         // Inputs: row positions [at, min(end, l)).

@@ -8,9 +8,11 @@ use std::path::{Path, PathBuf};
 
 use xxhash_rust::xxh3::xxh3_64;
 
+use std::sync::Arc;
+
 use super::{Order, PieceTable, Plan, PlanMode, Table};
 use crate::error::Result;
-use crate::shard::fsutil::write_atomic;
+use crate::shard::fsutil::{write_atomic, MappedFile};
 use crate::shard::Dataset;
 
 const MAGIC: &[u8; 8] = b"TLOOMPLN";
@@ -26,9 +28,11 @@ pub fn plan_path(dir: &Path, plan: &Plan) -> PathBuf {
     ))
 }
 
+const HEADER_WORDS: usize = 7; // magic, version, mode, seq_len, fingerprint, rows, pieces
+
 fn encode(plan: &Plan, t: &PieceTable) -> Vec<u8> {
-    let words = 6 + t.row_starts.len() + 3 * t.docs.len();
-    let mut out = Vec::with_capacity(8 * words + 16);
+    let words = t.words();
+    let mut out = Vec::with_capacity(8 * (HEADER_WORDS + words.len() + 1));
     out.extend_from_slice(MAGIC);
     for v in [
         VERSION,
@@ -36,27 +40,33 @@ fn encode(plan: &Plan, t: &PieceTable) -> Vec<u8> {
         plan.seq_len,
         plan.fingerprint,
         t.rows(),
-        t.docs.len() as u64,
+        t.num_pieces() as u64,
     ] {
         out.extend_from_slice(&v.to_le_bytes());
     }
-    for a in [&t.row_starts, &t.docs, &t.starts, &t.lens] {
-        out.extend_from_slice(bytemuck::cast_slice(a));
-    }
+    out.extend_from_slice(bytemuck::cast_slice(&words));
     let sum = xxh3_64(&out);
     out.extend_from_slice(&sum.to_le_bytes());
     out
 }
 
-/// Decodes a cached table if the file is whole and made for `plan`'s parameters.
-fn decode(bytes: &[u8], plan: &Plan) -> Option<PieceTable> {
+fn word(b: &[u8], i: usize) -> Option<u64> {
+    Some(u64::from_le_bytes(
+        b.get(8 * i..8 * i + 8)?.try_into().ok()?,
+    ))
+}
+
+/// Maps a cached table if the file is whole and made for `plan`'s
+/// parameters: checksum, header and row starts are checked; pieces are
+/// checked against the dataset as samples are read.
+fn open_mapped(path: &Path, plan: &Plan) -> Option<PieceTable> {
+    let map = MappedFile::open(path).ok()?;
+    let bytes = map.bytes();
     let body = bytes.len().checked_sub(8)?;
-    let words: Vec<u64> = bytes[..body]
-        .chunks_exact(8)
-        .map(|c| u64::from_le_bytes(c.try_into().unwrap_or([0; 8])))
-        .collect();
-    let stored = u64::from_le_bytes(bytes[body..].try_into().ok()?);
-    if &bytes[..8] != MAGIC || xxh3_64(&bytes[..body]) != stored || body % 8 != 0 {
+    if body % 8 != 0
+        || bytes.get(..8)? != MAGIC
+        || xxh3_64(&bytes[..body]) != word(bytes, body / 8)?
+    {
         return None;
     }
     let head = [
@@ -65,25 +75,35 @@ fn decode(bytes: &[u8], plan: &Plan) -> Option<PieceTable> {
         plan.seq_len,
         plan.fingerprint,
     ];
-    if words.get(1..5)? != head {
+    if (1..5).map(|i| word(bytes, i)).collect::<Option<Vec<_>>>()? != head {
         return None;
     }
-    let (rows, pieces) = (*words.get(5)? as usize, *words.get(6)? as usize);
-    let at = 7;
-    if words.len() != at + rows + 1 + 3 * pieces {
+    let (rows, pieces) = (word(bytes, 5)? as usize, word(bytes, 6)? as usize);
+    let need = rows
+        .checked_add(1)?
+        .checked_add(pieces.checked_mul(3)?)?
+        .checked_add(HEADER_WORDS)?;
+    if need != body / 8 {
         return None;
     }
-    let take = |from: usize, n: usize| words[from..from + n].to_vec();
-    let t = PieceTable {
-        row_starts: take(at, rows + 1),
-        docs: take(at + rows + 1, pieces),
-        starts: take(at + rows + 1 + pieces, pieces),
-        lens: take(at + rows + 1 + 2 * pieces, pieces),
-    };
-    let ok = t.row_starts.first() == Some(&0)
-        && t.row_starts.last() == Some(&(pieces as u64))
-        && t.row_starts.windows(2).all(|w| w[0] <= w[1]);
-    ok.then_some(t)
+    let mut prev = 0u64;
+    for r in 0..=rows {
+        let s = word(bytes, HEADER_WORDS + r)?;
+        if (r == 0 && s != 0) || s < prev || s > pieces as u64 {
+            return None;
+        }
+        prev = s;
+    }
+    if prev != pieces as u64 {
+        return None;
+    }
+    map.advise_random();
+    Some(PieceTable::mapped(
+        Arc::new(map),
+        HEADER_WORDS,
+        rows,
+        pieces,
+    ))
 }
 
 /// The plan for `(mode, seq_len, order)` over `ds`, read from `cache_dir`
@@ -116,12 +136,10 @@ pub fn load_or_build(
         return Plan::build(ds, mode, seq_len, order).map(|p| (p, false));
     };
     let path = plan_path(dir, &shell);
-    if let Ok(bytes) = std::fs::read(&path) {
-        if let Some(t) = decode(&bytes, &shell) {
-            let mut p = shell;
-            p.table = Table::Pieces(t);
-            return Ok((p, true));
-        }
+    if let Some(t) = open_mapped(&path, &shell) {
+        let mut p = shell;
+        p.table = Table::Pieces(t);
+        return Ok((p, true));
     }
     let plan = Plan::build(ds, mode, seq_len, order)?;
     if let Some(t) = plan.pieces() {
