@@ -79,6 +79,10 @@ impl Loader {
     pub fn new(spec: LoaderSpec) -> Result<Self> {
         let n = spec.mixture.epoch_len();
         spec.sharding.check(n)?;
+        if spec.mixture.shuffled() {
+            // Random windows: no read-ahead, so only the pages read are mapped in.
+            spec.sources.iter().for_each(|s| s.dataset.advise_random());
+        }
         let steps = spec.sharding.steps_left(n, spec.start.position);
         let total = spec.sharding.worker_batches(steps);
         Ok(Loader {

@@ -81,6 +81,11 @@ impl Mixture {
         self.epoch_len
     }
 
+    /// Whether samples are shuffled.
+    pub fn shuffled(&self) -> bool {
+        self.shuffle
+    }
+
     /// Number of sources.
     pub fn num_sources(&self) -> usize {
         self.sizes.len()
