@@ -5,9 +5,10 @@
 Writes a synthetic dataset of ``--tokens`` u16 tokens (mean document 1,000 tokens) and a
 tenth of it, builds the plans once (they are cached next to the dataset), then in fresh
 processes measures the time from constructing ``TokenDataset`` to holding the first
-``[8, 2048]`` batch, and the process's peak RSS and anonymous (heap) RSS after 50 shuffled batches, for the
-``concat`` and ``pack`` modes. Most of the RSS is PyTorch's own libraries; mapped token
-pages count as file-backed RSS (reclaimable page cache). Nothing is asserted.
+``[8, 2048]`` batch, and the process's peak RSS and anonymous (heap) RSS after 50
+shuffled batches, for the ``concat`` and ``pack`` modes. Most of the RSS is PyTorch's own
+libraries; mapped token pages count as file-backed RSS (reclaimable page cache).
+Nothing is asserted.
 """
 
 from __future__ import annotations
