@@ -99,6 +99,16 @@ impl Error {
         }
     }
 
+    /// Data written by a newer format version than this build reads.
+    pub fn version(path: impl AsRef<Path>, offset: u64, found: u64, supported: u64) -> Self {
+        Error::UnsupportedVersion {
+            path: path.as_ref().to_path_buf(),
+            offset,
+            found,
+            supported,
+        }
+    }
+
     /// An invalid argument.
     pub fn invalid(name: impl Into<String>, reason: impl Into<String>) -> Self {
         Error::InvalidArgument {

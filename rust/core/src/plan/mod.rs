@@ -144,9 +144,7 @@ impl PartialEq for PieceTable {
 }
 
 fn word(bytes: &[u8], i: usize) -> u64 {
-    let mut a = [0u8; 8];
-    a.copy_from_slice(&bytes[8 * i..8 * i + 8]);
-    u64::from_le_bytes(a)
+    crate::shard::fsutil::u64_le(bytes, 8 * i)
 }
 
 impl PieceTable {

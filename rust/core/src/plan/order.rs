@@ -19,7 +19,7 @@ use std::path::Path;
 use xxhash_rust::xxh3::xxh3_64;
 
 use crate::error::{Error, IoContext, Result};
-use crate::shard::fsutil::write_atomic;
+use crate::shard::fsutil::{u32_le, u64_le as u64_at, write_atomic};
 use crate::shard::Dataset;
 
 const MAGIC: &[u8; 8] = b"TLOOMORD";
@@ -35,12 +35,6 @@ pub struct Order {
     docs: Vec<u64>,
     context_starts: Vec<u64>,
     checksum: u64,
-}
-
-fn u64_at(b: &[u8], at: usize) -> u64 {
-    let mut a = [0u8; 8];
-    a.copy_from_slice(&b[at..at + 8]);
-    u64::from_le_bytes(a)
 }
 
 impl Order {
@@ -169,14 +163,9 @@ impl Order {
                 "no order-file magic (TLOOMORD) or too short".into(),
             ));
         }
-        let version = u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]);
+        let version = u32_le(&bytes, 8);
         if version != VERSION {
-            return Err(Error::UnsupportedVersion {
-                path: path.to_path_buf(),
-                offset: 8,
-                found: version as u64,
-                supported: VERSION as u64,
-            });
+            return Err(Error::version(path, 8, version as u64, VERSION as u64));
         }
         let body = bytes.len() - 8;
         let stored = u64_at(&bytes, body);

@@ -61,3 +61,17 @@ pub fn write_atomic(tmp: &Path, dest: &Path, bytes: &[u8]) -> Result<()> {
     drop(f);
     fs::rename(tmp, dest).at(dest)
 }
+
+/// The little-endian `u32` at byte `at` of `b` (callers check the length).
+pub fn u32_le(b: &[u8], at: usize) -> u32 {
+    let mut a = [0u8; 4];
+    a.copy_from_slice(&b[at..at + 4]);
+    u32::from_le_bytes(a)
+}
+
+/// The little-endian `u64` at byte `at` of `b` (callers check the length).
+pub fn u64_le(b: &[u8], at: usize) -> u64 {
+    let mut a = [0u8; 8];
+    a.copy_from_slice(&b[at..at + 8]);
+    u64::from_le_bytes(a)
+}

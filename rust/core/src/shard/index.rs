@@ -70,17 +70,7 @@ pub fn encode(header: &IndexHeader, offsets: &[u64]) -> Vec<u8> {
     out
 }
 
-fn u32_at(b: &[u8], at: usize) -> u32 {
-    let mut a = [0u8; 4];
-    a.copy_from_slice(&b[at..at + 4]);
-    u32::from_le_bytes(a)
-}
-
-fn u64_at(b: &[u8], at: usize) -> u64 {
-    let mut a = [0u8; 8];
-    a.copy_from_slice(&b[at..at + 8]);
-    u64::from_le_bytes(a)
-}
+use super::fsutil::{u32_le as u32_at, u64_le as u64_at};
 
 /// A validated view of `.idx` bytes (usually a memory map).
 #[derive(Clone, Copy, Debug)]
@@ -118,12 +108,7 @@ impl<'a> IndexView<'a> {
         }
         let version = u32_at(bytes, 8);
         if version != VERSION {
-            return Err(Error::UnsupportedVersion {
-                path: path.to_path_buf(),
-                offset: 8,
-                found: version as u64,
-                supported: VERSION as u64,
-            });
+            return Err(Error::version(path, 8, version as u64, VERSION as u64));
         }
         let code = u32_at(bytes, 12);
         let dtype = DType::from_code(code).ok_or_else(|| {

@@ -148,12 +148,12 @@ impl Manifest {
         match value.get("version").and_then(|v| v.as_u64()) {
             Some(VERSION) => {}
             Some(found) => {
-                return Err(Error::UnsupportedVersion {
-                    path: path.to_path_buf(),
-                    offset: key_offset(text, "version"),
+                return Err(Error::version(
+                    path,
+                    key_offset(text, "version"),
                     found,
-                    supported: VERSION,
-                })
+                    VERSION,
+                ))
             }
             None => {
                 return Err(Error::corrupt(
