@@ -230,10 +230,12 @@ class TokenDataset(_Base):
             self._cursor[1], self.batch_size, rank, world, self.drop_last
         )
 
-    def _convert(self, arrays: dict[str, np.ndarray]) -> dict[str, Any]:
+    def _convert(self, arrays: dict[str, np.ndarray], in_worker: bool) -> dict[str, Any]:
         if self.output == "numpy":
             return arrays
         torch = _torch()
+        if in_worker:
+            return _shared_batch(torch, arrays)
         out = {k: torch.from_numpy(v) for k, v in arrays.items()}
         # Pinning needs CUDA, which a forked DataLoader worker must not touch: there,
         # DataLoader(pin_memory=True) pins in the main process instead.
@@ -284,7 +286,7 @@ class TokenDataset(_Base):
                 self._cursor = after
             else:
                 self._worker_state = self._state(start, (wid, nworkers, yielded))
-            yield self._convert(arrays)
+            yield self._convert(arrays, worker is not None)
         if worker is None and last_after is None:
             self._cursor = stream.start(start[0] + 1)
 
@@ -351,6 +353,28 @@ class TokenDataset(_Base):
         w = state.get("worker")
         self._resume_worker = None if w is None else (w["id"], w["num_workers"], w["batches"])
         self._worker_state = None
+
+
+def _shared_batch(torch: Any, arrays: dict[str, np.ndarray]) -> dict[str, Any]:
+    """The batch as views of one shared-memory buffer: a DataLoader worker then hands the
+    main process a single segment instead of copying each array into its own."""
+    sizes = {k: -(-v.nbytes // 8) for k, v in arrays.items()}  # in 8-byte words
+    buf = torch.empty(sum(sizes.values()), dtype=torch.int64).share_memory_()
+    out, at = {}, 0
+    for k, v in arrays.items():
+        words = buf[at : at + sizes[k]]
+        t = words.view(torch.uint8)[: v.nbytes].view(_TORCH_DTYPES[v.dtype.str](torch))
+        t = t.view(v.shape)
+        t.numpy()[...] = v
+        out[k] = t
+        at += sizes[k]
+    return out
+
+
+_TORCH_DTYPES = {
+    "<i8": lambda torch: torch.int64,
+    "<i4": lambda torch: torch.int32,
+}
 
 
 def write_order(
