@@ -6,10 +6,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
+import tokenloom as tl
 import torch
 from torch.utils.data import DataLoader
-
-import tokenloom as tl
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -32,7 +31,7 @@ def test_prefetcher_on_cpu_passes_batches_through(corpus: Path) -> None:
     ds.set_epoch(0)
     got = [b["input_ids"] for b in tl.DevicePrefetcher(ds, "cpu")]
     assert len(got) == len(want)
-    assert all(torch.equal(a, b) for a, b in zip(got, want))
+    assert all(torch.equal(a, b) for a, b in zip(got, want, strict=True))
 
 
 @cuda
@@ -49,7 +48,7 @@ def test_pinned_batches_and_side_stream_copy(corpus: Path) -> None:
         assert b["input_ids"].device.type == "cuda"
         got.append((b["input_ids"] * 1).cpu())  # compute on the default stream
     assert len(got) == len(want)
-    assert all(torch.equal(a, b) for a, b in zip(got, want))
+    assert all(torch.equal(a, b) for a, b in zip(got, want, strict=True))
 
 
 @cuda
