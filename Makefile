@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.stamp-deps
 
-.PHONY: demo test develop lint rust-test py-test bench clean
+.PHONY: demo test develop lint rust-test py-test bench bench-loaders clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -43,5 +43,18 @@ bench: develop
 	cargo build --release -p tokenloom-cli
 	$(PY) benches/shard_bench.py
 
+# The loader comparison needs the peers (litdata, MosaicML Streaming, HF datasets, megatron-core)
+# in a separate environment: their pins (numpy<2.2 for Streaming) must not leak into .venv.
+BENCH_VENV := .venv-bench
+$(BENCH_VENV)/.stamp: pyproject.toml
+	$(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/python -m pip install -q --upgrade pip "maturin>=1.9,<2"
+	touch $@
+
+bench-loaders: $(BENCH_VENV)/.stamp
+	VIRTUAL_ENV=$(abspath $(BENCH_VENV)) PATH=$(abspath $(BENCH_VENV))/bin:$$PATH \
+		$(BENCH_VENV)/bin/maturin develop --release --extras bench -q
+	$(BENCH_VENV)/bin/python benches/loader_bench.py --tokens 1e8 --repeats 3
+
 clean:
-	rm -rf $(VENV) target demo-out bench-out
+	rm -rf $(VENV) $(BENCH_VENV) target demo-out bench-out
