@@ -9,6 +9,7 @@ delivers ``[8, 2049]`` windows of tokens as int64 torch tensors:
 - ``tokenloom``: ``TokenDataset(mode="concat", seq_len=2048, batch_size=8)``. It yields the
   whole training dict (``input_ids``/``labels`` ``[8, 2048]``, ``position_ids``,
   ``doc_ids``, ``cu_seqlens``), i.e. more output than the raw windows most peers yield.
+- ``tokenloom-lean``: the same with ``outputs=()``: only ``input_ids`` and ``labels``.
 - ``nanogpt-memmap``: nanoGPT-style flat ``.bin`` read through ``np.memmap``; a map-style
   dataset slices a window, widens it to int64, and the DataLoader collates 8 of them.
 - ``megatron-indexed``: megatron-core ``IndexedDatasetBuilder`` ``.bin/.idx`` and
@@ -55,6 +56,7 @@ WIN = SEQ + 1
 BATCH = 8
 CONTENDERS = [
     "tokenloom",
+    "tokenloom-lean",
     "nanogpt-memmap",
     "megatron-indexed",
     "megatron-gpt",
@@ -63,7 +65,7 @@ CONTENDERS = [
     "hf-arrow",
 ]
 # Which directory each contender reads (megatron-gpt reads megatron-indexed's files).
-FILES = {"megatron-gpt": "megatron-indexed"}
+FILES = {"megatron-gpt": "megatron-indexed", "tokenloom-lean": "tokenloom"}
 
 
 # ---------------------------------------------------------------- corpus and writers
@@ -160,6 +162,7 @@ WRITERS = {
 }
 IMPORTS = {
     "tokenloom": "tokenloom",
+    "tokenloom-lean": "tokenloom",
     "nanogpt-memmap": "torch",
     "megatron-indexed": "megatron.core",
     "megatron-gpt": "megatron.core",
@@ -250,10 +253,13 @@ def open_loader(name: str, path: Path, shuffle: bool, workers: int) -> Any:
     from torch.utils.data import DataLoader
 
     common: dict[str, Any] = {"num_workers": workers, "collate_fn": _long_collate}
-    if name == "tokenloom":
+    if name.startswith("tokenloom"):
         import tokenloom as tl
 
-        ds = tl.TokenDataset(path, seq_len=SEQ, batch_size=BATCH, shuffle=shuffle, seed=0)
+        outputs = () if name == "tokenloom-lean" else tl.loader.OPTIONAL_OUTPUTS
+        ds = tl.TokenDataset(
+            path, seq_len=SEQ, batch_size=BATCH, shuffle=shuffle, seed=0, outputs=outputs
+        )
         return ds if workers == 0 else DataLoader(ds, batch_size=None, num_workers=workers)
     if name == "nanogpt-memmap":
         return DataLoader(_Memmap(path / "train.bin"), BATCH, shuffle=shuffle, **common)
@@ -294,7 +300,7 @@ def open_loader(name: str, path: Path, shuffle: bool, workers: int) -> Any:
 
 def window_of(name: str, batch: Any) -> tuple[Any, int]:
     """(the tensor whose first row is checked, window tokens delivered in the batch)."""
-    if name == "tokenloom":
+    if name.startswith("tokenloom"):
         ids = batch["input_ids"]
         return ids, ids.numel() + ids.shape[0]
     if name == "megatron-gpt":
@@ -460,18 +466,23 @@ def main() -> int:
         if first is not None and rss is not None and write is not None:
             tail = [f"{first:.1f}", f"{rss:.0f}", f"{write:.2f}", str(all(checks))]
         print(f"| {name} | " + " | ".join(cells + tail) + " |")
-    print("\nratio tokenloom / fastest peer:")
-    for order, workers in configs:
-        ours = med(f"tokenloom|{order}|{workers}", "mtok_s")
-        peers = {n: med(f"{n}|{order}|{workers}", "mtok_s") for n in names if n != "tokenloom"}
-        peers = {n: v for n, v in peers.items() if v is not None}
-        if ours is None or not peers:
-            continue
-        best = max(peers, key=lambda n: peers[n] or 0.0)
-        print(f"  {order} w={workers}: {ours / peers[best]:.1f}x ({best} {peers[best]:.1f})")
-    ours = med("tokenloom|sequential|0", "mtok_s")
-    if ours is not None:
-        print(f"  sequential w=0 vs the widening ceiling: {ours / ceil:.0%}")
+    for ours_name in ("tokenloom", "tokenloom-lean"):
+        print(f"\nratio {ours_name} / fastest peer:")
+        for order, workers in configs:
+            ours = med(f"{ours_name}|{order}|{workers}", "mtok_s")
+            peers = {
+                n: med(f"{n}|{order}|{workers}", "mtok_s")
+                for n in names
+                if not n.startswith("tokenloom")
+            }
+            peers = {n: v for n, v in peers.items() if v is not None}
+            if ours is None or not peers:
+                continue
+            best = max(peers, key=lambda n: peers[n] or 0.0)
+            print(f"  {order} w={workers}: {ours / peers[best]:.1f}x ({best} {peers[best]:.1f})")
+        ours = med(f"{ours_name}|sequential|0", "mtok_s")
+        if ours is not None:
+            print(f"  sequential w=0 vs the widening ceiling: {ours / ceil:.0%}")
     (args.out / "results.json").write_text(
         json.dumps({"ceiling_mtok_s": ceil, "writes_s": writes, "runs": runs}, indent=1)
     )

@@ -111,6 +111,28 @@ def test_int32_and_numpy_output(corpus: Path) -> None:
     assert b["labels"].dtype == np.int32
 
 
+def test_outputs_leave_out_arrays_and_change_nothing_else(corpus: Path) -> None:
+    full = tl.TokenDataset(corpus, seq_len=16, batch_size=3, mode="pack", seed=4)
+    lean = tl.TokenDataset(
+        corpus, seq_len=16, batch_size=3, mode="pack", seed=4, outputs=("cu_seqlens",)
+    )
+    assert lean.fingerprint == full.fingerprint  # same stream: states are interchangeable
+    for a, b in zip(epoch(full), epoch(lean), strict=True):
+        assert sorted(b) == ["cu_seqlens", "input_ids", "labels"]
+        for k in b:
+            assert torch.equal(a[k], b[k])
+    loader = DataLoader(
+        tl.TokenDataset(corpus, seq_len=16, batch_size=3, seed=4, outputs=()),
+        batch_size=None,
+        num_workers=2,
+    )
+    assert all(sorted(b) == ["input_ids", "labels"] for b in loader)
+    with pytest.raises(ValueError, match="outputs"):
+        tl.TokenDataset(corpus, seq_len=16, batch_size=3, outputs=("attention_mask",))
+    with pytest.raises(ValueError, match="outputs"):
+        tl.TokenDataset(corpus, seq_len=16, batch_size=3, outputs="doc_ids")
+
+
 def test_pack_covers_every_document_token(corpus: Path) -> None:
     ds = tl.TokenDataset(corpus, seq_len=24, batch_size=1, mode="pack", output="numpy")
     seen: Counter[int] = Counter()

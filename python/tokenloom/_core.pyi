@@ -121,6 +121,8 @@ class Stream:
         threads: int = 2,
         depth: int = 2,
         skip: int = 0,
+        position_ids: bool = True,
+        doc_ids: bool = True,
     ) -> Loader: ...
 
 @final

@@ -33,6 +33,8 @@ SourceSpec = Union[PathLike, "Sequence[PathLike]", "Sequence[tuple[PathLike, flo
 Cursor = tuple[int, int, list[int]]
 
 STATE_VERSION = 1
+# Arrays a batch can carry besides input_ids and labels.
+OPTIONAL_OUTPUTS = ("position_ids", "doc_ids", "cu_seqlens", "source_ids")
 
 
 def _torch() -> Any:
@@ -102,6 +104,8 @@ class TokenDataset(_Base):
     (restarting at 0 at every document piece), ``doc_ids`` (document index of each token in
     its dataset, -1 for padding), ``cu_seqlens`` (int32 boundaries of the pieces of the
     flattened batch, flash-attn varlen convention) and ``source_ids`` (source of each row).
+    ``outputs=`` names the ones to produce besides ``input_ids`` and ``labels`` (default: all);
+    leaving out ``position_ids`` and ``doc_ids`` halves the memory traffic per batch.
     torch tensors when torch is installed (zero-copy from the Rust buffers), else numpy.
 
     Use it with ``torch.utils.data.DataLoader(ds, batch_size=None, num_workers=..)``.
@@ -131,7 +135,15 @@ class TokenDataset(_Base):
         output: str | None = None,
         pin_memory: bool = False,
         cache_plans: bool = True,
+        outputs: Sequence[str] = OPTIONAL_OUTPUTS,
     ) -> None:
+        unknown = sorted(set(outputs) - set(OPTIONAL_OUTPUTS))
+        if unknown or isinstance(outputs, str):
+            raise ValueError(
+                f"outputs must be a sequence of names among {', '.join(OPTIONAL_OUTPUTS)}; "
+                f"got {outputs!r} (input_ids and labels are always produced)"
+            )
+        self.outputs = tuple(o for o in OPTIONAL_OUTPUTS if o in outputs)
         if seq_len < 1:
             raise ValueError(f"seq_len must be at least 1, got {seq_len}")
         if batch_size < 1:
@@ -276,10 +288,15 @@ class TokenDataset(_Base):
             threads=self.threads,
             depth=self.prefetch,
             skip=skip,
+            position_ids="position_ids" in self.outputs,
+            doc_ids="doc_ids" in self.outputs,
         )
+        drop = [k for k in ("cu_seqlens", "source_ids") if k not in self.outputs]
         yielded = skip
         last_after: Cursor | None = None
         for arrays, _step, after in loader:
+            for k in drop:
+                del arrays[k]
             yielded += 1
             last_after = after
             if worker is None:

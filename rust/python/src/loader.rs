@@ -155,7 +155,7 @@ impl PyStream {
     }
 
     /// A loader of one worker's batches for the rest of the epoch at `start`.
-    #[pyo3(signature = (start, batch_size, rank = 0, world = 1, worker = 0, num_workers = 1, drop_last = true, dtype = "int64", ignore_index = None, pad_id = 0, threads = 2, depth = 2, skip = 0))]
+    #[pyo3(signature = (start, batch_size, rank = 0, world = 1, worker = 0, num_workers = 1, drop_last = true, dtype = "int64", ignore_index = None, pad_id = 0, threads = 2, depth = 2, skip = 0, position_ids = true, doc_ids = true))]
     #[allow(clippy::too_many_arguments)]
     fn loader(
         &self,
@@ -172,6 +172,8 @@ impl PyStream {
         threads: usize,
         depth: usize,
         skip: u64,
+        position_ids: bool,
+        doc_ids: bool,
     ) -> PyResult<PyLoader> {
         let dtype = match dtype {
             "int64" => OutDType::I64,
@@ -215,6 +217,8 @@ impl PyStream {
                 ignore_index,
                 pad_id,
                 pad_label: ignore_index.unwrap_or(-100),
+                position_ids,
+                doc_ids,
             },
             start,
             threads,
@@ -253,8 +257,12 @@ fn to_dict<'py>(py: Python<'py>, lb: LoadedBatch) -> PyResult<Bound<'py, PyTuple
     let d = PyDict::new(py);
     d.set_item("input_ids", int_array(py, b.input_ids, rows, cols)?)?;
     d.set_item("labels", int_array(py, b.labels, rows, cols)?)?;
-    d.set_item("position_ids", int_array(py, b.position_ids, rows, cols)?)?;
-    d.set_item("doc_ids", b.doc_ids.into_pyarray(py).reshape([rows, cols])?)?;
+    if let Some(p) = b.position_ids {
+        d.set_item("position_ids", int_array(py, p, rows, cols)?)?;
+    }
+    if let Some(ids) = b.doc_ids {
+        d.set_item("doc_ids", ids.into_pyarray(py).reshape([rows, cols])?)?;
+    }
     d.set_item("cu_seqlens", PyArray1::from_vec(py, b.cu_seqlens))?;
     d.set_item("source_ids", PyArray1::from_vec(py, b.source_ids))?;
     (d, lb.step, py_cursor(&lb.after)).into_pyobject(py)

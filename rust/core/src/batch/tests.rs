@@ -13,6 +13,8 @@ fn cfg(seq_len: u64, ignore: Option<i64>) -> BatchConfig {
         ignore_index: ignore,
         pad_id: 0,
         pad_label: -100,
+        position_ids: true,
+        doc_ids: true,
     }
 }
 
@@ -52,7 +54,9 @@ proptest! {
         let mut c = cfg(seq_len, ignore.then_some(-7));
         if wide { c.dtype = OutDType::I32; }
         let b = assemble(&samples, &[(&ds, &plan)], &c).unwrap();
-        let (inp, lab, pos) = (i64s(&b.input_ids), i64s(&b.labels), i64s(&b.position_ids));
+        let (inp, lab) = (i64s(&b.input_ids), i64s(&b.labels));
+        let pos = i64s(b.position_ids.as_ref().unwrap());
+        let ids = b.doc_ids.clone().unwrap();
         let l = seq_len as usize;
         let mut cu = vec![0i32];
         for (r, &(_, id)) in samples.iter().enumerate() {
@@ -62,14 +66,14 @@ proptest! {
                 let here = row.get(i).copied();
                 let next = row.get(i + 1).copied();
                 prop_assert_eq!(inp[at], here.map_or(0, |x| x.0));
-                prop_assert_eq!(b.doc_ids[at], here.map_or(-1, |x| x.1));
+                prop_assert_eq!(ids[at], here.map_or(-1, |x| x.1));
                 let want_label = match (here, next) {
                     (_, None) => -100,
                     (Some(h), Some(nx)) if ignore && h.1 != nx.1 => -7,
                     (_, Some(nx)) => nx.0,
                 };
                 prop_assert_eq!(lab[at], want_label, "row {} col {}", r, i);
-                let starts_piece = i == 0 || b.doc_ids[at] != b.doc_ids[at - 1];
+                let starts_piece = i == 0 || ids[at] != ids[at - 1];
                 if starts_piece {
                     prop_assert_eq!(pos[at], 0);
                     if i > 0 { cu.push(at as i32); }
@@ -79,7 +83,14 @@ proptest! {
             }
             cu.push(((r + 1) * l) as i32);
         }
-        prop_assert_eq!(b.cu_seqlens, cu);
+        prop_assert_eq!(&b.cu_seqlens, &cu);
+        // Leaving out the optional arrays changes nothing else.
+        let lean = BatchConfig { position_ids: false, doc_ids: false, ..c };
+        let b2 = assemble(&samples, &[(&ds, &plan)], &lean).unwrap();
+        prop_assert!(b2.position_ids.is_none() && b2.doc_ids.is_none());
+        prop_assert_eq!(b2.input_ids, b.input_ids);
+        prop_assert_eq!(b2.labels, b.labels);
+        prop_assert_eq!(b2.cu_seqlens, cu);
     }
 
     /// Resuming a loader from any batch's cursor continues the same stream,
