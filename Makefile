@@ -46,6 +46,7 @@ bench: develop
 # The loader comparison needs the peers (litdata, MosaicML Streaming, HF datasets, megatron-core)
 # in a separate environment: their pins (numpy<2.2 for Streaming) must not leak into .venv.
 BENCH_VENV := .venv-bench
+BENCH_ARGS ?= --tokens 1e8 --repeats 3
 $(BENCH_VENV)/.stamp: pyproject.toml
 	$(PYTHON) -m venv $(BENCH_VENV)
 	$(BENCH_VENV)/bin/python -m pip install -q --upgrade pip "maturin>=1.9,<2"
@@ -54,7 +55,7 @@ $(BENCH_VENV)/.stamp: pyproject.toml
 bench-loaders: $(BENCH_VENV)/.stamp
 	VIRTUAL_ENV=$(abspath $(BENCH_VENV)) PATH=$(abspath $(BENCH_VENV))/bin:$$PATH \
 		$(BENCH_VENV)/bin/maturin develop --release --extras bench -q
-	$(BENCH_VENV)/bin/python benches/loader_bench.py --tokens 1e8 --repeats 3
+	$(BENCH_VENV)/bin/python benches/loader_bench.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) $(BENCH_VENV) target demo-out bench-out
