@@ -20,6 +20,7 @@ from tokenloom._core import (
 )
 from tokenloom._core import __version__ as __version__
 from tokenloom.loader import DevicePrefetcher, TokenDataset, to_device, write_order
+from tokenloom.select import FastJL, UDSSelector, nuclear_norm
 from tokenloom.shard import DatasetWriter, open_dataset
 
 __all__ = [
@@ -28,10 +29,13 @@ __all__ = [
     "Dataset",
     "DatasetWriter",
     "DevicePrefetcher",
+    "FastJL",
     "FormatVersionError",
     "TokenDataset",
     "TokenloomError",
+    "UDSSelector",
     "__version__",
+    "nuclear_norm",
     "open_dataset",
     "to_device",
     "write_order",

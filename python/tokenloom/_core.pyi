@@ -13,6 +13,7 @@ __all__ = [
     "DatasetWriter",
     "FormatVersionError",
     "Loader",
+    "Selector",
     "Stream",
     "TokenloomError",
     "__version__",
@@ -137,3 +138,20 @@ def write_order(
     docs: list[int],
     context_starts: list[int],
 ) -> None: ...
+
+@final
+class Selector:
+    def __new__(
+        cls,
+        rule: str,
+        keep: int,
+        buffer_size: int,
+        dim: int,
+        alpha: float,
+        seed: int,
+        state: dict[str, Any] | None = None,
+    ) -> Selector: ...
+    def select(
+        self, utility: npt.NDArray[np.float32], sketches: npt.NDArray[np.float32]
+    ) -> npt.NDArray[np.int64]: ...
+    def state(self) -> dict[str, Any]: ...

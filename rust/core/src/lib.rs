@@ -12,6 +12,7 @@ pub mod batch;
 pub mod error;
 pub mod plan;
 pub mod progress;
+pub mod select;
 pub mod shard;
 pub mod shuffle;
 

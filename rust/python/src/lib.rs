@@ -8,6 +8,7 @@ mod detach;
 mod errors;
 mod loader;
 mod progress;
+mod select;
 mod shard;
 
 #[pymodule]
@@ -18,6 +19,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<shard::PyDatasetWriter>()?;
     m.add_class::<loader::PyStream>()?;
     m.add_class::<loader::PyLoader>()?;
+    m.add_class::<select::PySelector>()?;
     m.add_function(wrap_pyfunction!(loader::write_order, m)?)?;
     m.add_function(wrap_pyfunction!(cli::run_cli, m)?)?;
     Ok(())

@@ -1,0 +1,256 @@
+"""Online batch selection (UDS, Zou et al. 2025, arXiv 2510.16882).
+
+From each candidate batch keep the samples whose logits carry the most utility (the nuclear
+norm of the ``[L, V]`` logits) plus ``alpha`` times their mean distance to a memory of the
+sketches of recently kept samples. The tensor work (nuclear norm, FastJL sketch) runs in torch
+on the logits' device; the memory, the rules and the top-k run in the Rust core.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from . import _core
+
+RULES = ("uds", "uds-scaled", "uds-greedy", "random", "max-loss")
+STATE_VERSION = 1
+
+
+def _torch() -> Any:
+    import torch
+
+    return torch
+
+
+def _check_logits(logits: Any, mask: Any | None) -> Any:
+    """Validated logits with the masked (padding) rows zeroed."""
+    torch = _torch()
+    if not isinstance(logits, torch.Tensor) or logits.dim() != 3:
+        shape = tuple(logits.shape) if hasattr(logits, "shape") else type(logits).__name__
+        raise ValueError(f"logits must be a [batch, length, vocab] tensor, got {shape}")
+    bad = ~torch.isfinite(logits).reshape(logits.shape[0], -1).all(dim=1)
+    if bool(bad.any()):
+        rows = torch.nonzero(bad).flatten().tolist()
+        raise ValueError(
+            f"logits of samples {rows[:8]} hold NaN or infinity; check the model's numerics "
+            "(e.g. fp16 overflow) before selecting"
+        )
+    if mask is None:
+        return logits
+    if tuple(mask.shape) != tuple(logits.shape[:2]):
+        raise ValueError(
+            f"mask has shape {tuple(mask.shape)} but the logits need {tuple(logits.shape[:2])} "
+            "(batch, length)"
+        )
+    return logits * mask.to(device=logits.device, dtype=logits.dtype).unsqueeze(-1)
+
+
+def nuclear_norm(logits: Any, mask: Any | None = None, method: str = "auto") -> Any:
+    """Nuclear norm (sum of singular values) of each sample's ``[L, V]`` logits.
+
+    ``mask`` (``[B, L]``, 1 for real tokens) zeroes padding rows, which leaves the norm of the
+    real rows unchanged. ``method``: ``"svd"`` (``torch.linalg.svdvals``), ``"gram"`` (square
+    roots of the eigenvalues of the ``L x L`` Gram matrix, in float64; much faster when
+    ``L`` is much smaller than ``V``) or ``"auto"``. Returns a float32 ``[B]`` tensor.
+    """
+    torch = _torch()
+    x = _check_logits(logits, mask)
+    length, vocab = x.shape[1], x.shape[2]
+    if method == "auto":
+        method = "gram" if 4 * min(length, vocab) <= max(length, vocab) else "svd"
+    if method == "svd":
+        return torch.linalg.svdvals(x.float()).sum(dim=-1).float()
+    if method == "gram":
+        x = x.double()
+        gram = x @ x.transpose(1, 2) if length <= vocab else x.transpose(1, 2) @ x
+        eig = torch.linalg.eigvalsh(gram)
+        return eig.clamp(min=0).sqrt().sum(dim=-1).float()
+    raise ValueError(f'method must be "auto", "svd" or "gram", got {method!r}')
+
+
+class FastJL:
+    """The reference's FastJL sketch of ``[T, V]`` logits to ``r_t * r_v`` floats.
+
+    Random signs over the vocabulary, an unnormalised FFT, ``r_v`` sampled columns (with
+    replacement), scaled by ``sqrt(V / r_v)``; then the same over time with ``r_t`` rows. Only
+    real parts are kept, as in the reference, so distances carry its scale and published
+    ``alpha`` values transfer. Samples shorter than ``T`` are zero-padded at the end.
+    """
+
+    def __init__(self, max_len: int, vocab: int, r_t: int = 8, r_v: int = 128, seed: int = 0):
+        torch = _torch()
+        if min(max_len, vocab, r_t, r_v) < 1:
+            raise ValueError("max_len, vocab and the sketch sizes must be at least 1")
+        g = torch.Generator().manual_seed(int(seed))
+        self.max_len, self.vocab, self.r_t, self.r_v = max_len, vocab, r_t, r_v
+        self.s_v = torch.randint(0, 2, (vocab,), generator=g).float() * 2 - 1
+        self.j_v = torch.randint(0, vocab, (r_v,), generator=g)
+        self.s_t = torch.randint(0, 2, (max_len,), generator=g).float() * 2 - 1
+        self.j_t = torch.randint(0, max_len, (r_t,), generator=g)
+        self.c_v = math.sqrt(vocab / r_v)
+        self.c_t = math.sqrt(max_len / r_t)
+
+    @property
+    def dim(self) -> int:
+        return self.r_t * self.r_v
+
+    def __call__(self, logits: Any, mask: Any | None = None) -> Any:
+        """``[B, r_t * r_v]`` float32 sketches of ``[B, L, V]`` logits (``L <= max_len``)."""
+        torch = _torch()
+        x = _check_logits(logits, mask).float()
+        b, length, vocab = x.shape
+        if vocab != self.vocab:
+            raise ValueError(
+                f"logits have {vocab} vocabulary columns, the sketch was built for {self.vocab}"
+            )
+        if length > self.max_len:
+            raise ValueError(
+                f"logits have {length} positions but the sketch covers max_len={self.max_len}; "
+                "build the selector with a larger max_len"
+            )
+        dev = x.device
+        s_v, j_v = self.s_v.to(dev), self.j_v.to(dev)
+        s_t, j_t = self.s_t.to(dev), self.j_t.to(dev)
+        y = torch.fft.fft(x * s_v, dim=-1).real[..., j_v] * self.c_v  # [B, L, r_v]
+        y = torch.nn.functional.pad(y, (0, 0, 0, self.max_len - length))  # [B, T, r_v]
+        z = torch.fft.fft(y * s_t[:, None], dim=1).real[:, j_t, :] * self.c_t  # [B, r_t, r_v]
+        return z.reshape(b, self.dim).float()
+
+    def dense(self) -> tuple[Any, Any]:
+        """The same map as two matrices ``(C_t [r_t, T], C_v [V, r_v])``, scales included:
+        ``sketch(X) = C_t @ X @ C_v``."""
+        torch = _torch()
+        v = torch.arange(self.vocab, dtype=torch.float64)
+        t = torch.arange(self.max_len, dtype=torch.float64)
+        c_v = self.s_v.double()[:, None] * torch.cos(
+            2
+            * math.pi
+            * torch.remainder(v[:, None] * self.j_v.double()[None, :], self.vocab)
+            / self.vocab
+        )
+        c_t = self.s_t.double()[None, :] * torch.cos(
+            2
+            * math.pi
+            * torch.remainder(self.j_t.double()[:, None] * t[None, :], self.max_len)
+            / self.max_len
+        )
+        return c_t * self.c_t, c_v * self.c_v
+
+
+class UDSSelector:
+    """Keeps ``keep`` samples of each candidate batch by utility and diversity.
+
+    ``rule``: ``"uds"`` (the paper: nuclear norm + ``alpha`` x mean sketch distance to the
+    memory), ``"uds-scaled"`` (both terms z-scored with running statistics, so ``alpha`` is
+    free of the logits' scale), ``"uds-greedy"`` (one at a time, the samples already kept from
+    the batch counting as memory, so they also differ from each other), ``"random"``, or
+    ``"max-loss"`` (pass per-sample losses to :meth:`select_from`). ``sketch=(r_t, r_v)`` are
+    the FastJL sizes (paper: 8 x 128); ``max_len`` the longest sequence the sketch covers.
+    ``state_dict()`` holds the memory, running statistics and step counter: resuming is exact.
+    """
+
+    def __init__(
+        self,
+        keep: int,
+        buffer_size: int = 1024,
+        alpha: float = 2.5e-3,
+        sketch: tuple[int, int] = (8, 128),
+        seed: int = 0,
+        rule: str = "uds",
+        max_len: int = 512,
+    ) -> None:
+        if rule not in RULES:
+            raise ValueError(f"rule must be one of {', '.join(RULES)}, got {rule!r}")
+        if keep < 1 or buffer_size < 0:
+            raise ValueError("keep must be at least 1 and buffer_size at least 0")
+        self.keep, self.buffer_size, self.alpha = int(keep), int(buffer_size), float(alpha)
+        self.sketch_size = (int(sketch[0]), int(sketch[1]))
+        self.seed, self.rule, self.max_len = int(seed), rule, int(max_len)
+        self.dim = self.sketch_size[0] * self.sketch_size[1]
+        self._sketch: FastJL | None = None
+        self._core = self._make_core(None)
+
+    def _make_core(self, state: dict[str, Any] | None) -> _core.Selector:
+        return _core.Selector(
+            self.rule, self.keep, self.buffer_size, self.dim, self.alpha, self.seed, state
+        )
+
+    def _sketcher(self, vocab: int) -> FastJL:
+        if self._sketch is None or self._sketch.vocab != vocab:
+            r_t, r_v = self.sketch_size
+            self._sketch = FastJL(self.max_len, vocab, r_t, r_v, self.seed)
+        return self._sketch
+
+    def scores(self, logits: Any, mask: Any | None = None) -> tuple[Any, Any]:
+        """``(utility [B], sketches [B, D])`` of a candidate batch's logits (no side effect)."""
+        torch = _torch()
+        with torch.no_grad():
+            utility = nuclear_norm(logits, mask)
+            sketches = self._sketcher(logits.shape[-1])(logits, mask)
+        return utility, sketches
+
+    def select(self, logits: Any, mask: Any | None = None) -> Any:
+        """Row indices (LongTensor on the logits' device, best first) of the kept samples."""
+        torch = _torch()
+        if self.rule == "max-loss":
+            raise ValueError('rule "max-loss" ranks losses: call select_from(per_sample_losses)')
+        if self.rule == "random":
+            _check_logits(logits, mask)
+            kept = self.select_from(np.zeros(logits.shape[0], dtype=np.float32))
+        else:
+            kept = self.select_from(*self.scores(logits, mask))
+        return torch.from_numpy(kept).to(logits.device)
+
+    def select_from(self, utility: Any, sketches: Any | None = None) -> np.ndarray:
+        """Selection from precomputed per-sample utilities ``[B]`` and sketches ``[B, D]``."""
+        u = _as_numpy(utility).reshape(-1)
+        z = np.zeros((0, self.dim), np.float32) if sketches is None else _as_numpy(sketches)
+        if z.ndim != 2:
+            raise ValueError(f"sketches must be [batch, {self.dim}], got shape {z.shape}")
+        return self._core.select(u, z)
+
+    def state_dict(self) -> dict[str, Any]:
+        state = self._core.state()
+        try:
+            rows: Any = _torch().from_numpy(state["rows"])
+        except ImportError:
+            rows = state["rows"]
+        return {
+            "version": STATE_VERSION,
+            "rule": self.rule,
+            "keep": self.keep,
+            "buffer_size": self.buffer_size,
+            "sketch": self.sketch_size,
+            "alpha": self.alpha,
+            "seed": self.seed,
+            "max_len": self.max_len,
+            "rows": rows,
+            "next": state["next"],
+            "count": state["count"],
+            "stats": [tuple(s) for s in state["stats"]],
+            "steps": state["steps"],
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state.get("version") != STATE_VERSION:
+            version = state.get("version")
+            raise ValueError(f"selector state version {version!r} is not {STATE_VERSION}")
+        mine = (self.buffer_size, self.sketch_size, self.max_len, self.seed)
+        theirs = (state["buffer_size"], tuple(state["sketch"]), state["max_len"], state["seed"])
+        if mine != theirs:
+            raise ValueError(
+                f"the state is of a selector with buffer_size, sketch, max_len, seed = {theirs}, "
+                f"this one has {mine}; build the selector with the same settings"
+            )
+        core = dict(state)
+        core["rows"] = _as_numpy(state["rows"]).reshape(-1)
+        self._core = self._make_core(core)
+
+
+def _as_numpy(x: Any) -> np.ndarray:
+    if hasattr(x, "detach"):
+        x = x.detach().to("cpu").float().numpy()
+    return np.ascontiguousarray(np.asarray(x, dtype=np.float32))

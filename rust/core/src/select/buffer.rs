@@ -1,0 +1,90 @@
+//! The FIFO memory of the sketches of recently kept samples.
+
+use crate::error::{Error, Result};
+
+/// A ring buffer of `capacity` rows of `dim` floats; the oldest row is
+/// overwritten first once it is full.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SketchBuffer {
+    dim: usize,
+    capacity: usize,
+    rows: Vec<f32>,
+    next: usize,
+    count: usize,
+}
+
+impl SketchBuffer {
+    /// An empty buffer.
+    pub fn new(capacity: usize, dim: usize) -> Self {
+        SketchBuffer {
+            dim,
+            capacity,
+            rows: vec![0.0; capacity * dim],
+            next: 0,
+            count: 0,
+        }
+    }
+
+    /// A buffer restored from [`SketchBuffer::parts`].
+    pub fn from_parts(
+        capacity: usize,
+        dim: usize,
+        rows: Vec<f32>,
+        next: usize,
+        count: usize,
+    ) -> Result<Self> {
+        if rows.len() != capacity * dim || count > capacity || (capacity > 0 && next >= capacity) {
+            return Err(Error::invalid(
+                "state",
+                format!(
+                    "the buffer state holds {} floats, next row {next}, {count} rows, but a buffer of {capacity} rows of {dim} floats was asked for; restore a state saved with the same buffer_size and sketch size",
+                    rows.len()
+                ),
+            ));
+        }
+        Ok(SketchBuffer {
+            dim,
+            capacity,
+            rows,
+            next,
+            count,
+        })
+    }
+
+    /// `(rows, next row to write, valid rows)` for saving.
+    pub fn parts(&self) -> (&[f32], usize, usize) {
+        (&self.rows, self.next, self.count)
+    }
+
+    /// Floats per row.
+    pub fn dim(&self) -> usize {
+        self.dim
+    }
+
+    /// Rows held.
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    /// True before the first push.
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// The valid rows (in storage order, which does not matter for the mean
+    /// distance).
+    pub fn valid(&self) -> &[f32] {
+        &self.rows[..self.count * self.dim]
+    }
+
+    /// Appends one row, evicting the oldest when full.
+    pub fn push(&mut self, row: &[f32]) {
+        if self.capacity == 0 {
+            return;
+        }
+        let at = self.next * self.dim;
+        self.rows[at..at + self.dim].copy_from_slice(row);
+        self.next = (self.next + 1) % self.capacity;
+        self.count = (self.count + 1).min(self.capacity);
+    }
+}

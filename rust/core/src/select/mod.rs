@@ -1,0 +1,353 @@
+//! Online batch selection: from each candidate batch keep the samples with
+//! the best score. The trainer computes per-sample utilities (e.g. the
+//! nuclear norm of the logits) and sketches on its device; this module owns
+//! the memory of recently kept sketches, the scoring rules and the top-k.
+//!
+//! Rules (UDS: Zou et al. 2025, arXiv 2510.16882):
+//! - `uds`: `utility + alpha * mean distance to the buffer` (0 while the
+//!   buffer is empty), the paper's rule;
+//! - `uds-scaled`: the same with utility and distance z-scored by running
+//!   statistics over all candidates seen, so `alpha` is free of the logits'
+//!   scale;
+//! - `uds-greedy`: picks one at a time, the distance counting the samples
+//!   already kept from this batch as part of the memory, so kept samples
+//!   also differ from each other;
+//! - `random`: a seeded uniform draw without replacement;
+//! - `max-loss`: the largest utilities (pass per-sample losses).
+//!
+//! Kept samples are returned best first; their sketches enter the buffer in
+//! that order.
+
+mod buffer;
+mod distance;
+#[cfg(test)]
+mod tests;
+
+pub use buffer::SketchBuffer;
+pub use distance::{distance_sums, distances};
+
+use crate::error::{Error, Result};
+use crate::shuffle::mix64;
+
+/// A selection rule.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Rule {
+    /// Utility plus alpha times the mean distance to the buffer.
+    Uds,
+    /// [`Rule::Uds`] on running z-scores.
+    UdsScaled,
+    /// [`Rule::Uds`], greedily, counting this batch's kept samples as memory.
+    UdsGreedy,
+    /// Uniform without replacement.
+    Random,
+    /// Largest utility (per-sample loss).
+    MaxLoss,
+}
+
+impl Rule {
+    /// The rule named `name`.
+    pub fn parse(name: &str) -> Result<Self> {
+        Ok(match name {
+            "uds" => Rule::Uds,
+            "uds-scaled" => Rule::UdsScaled,
+            "uds-greedy" => Rule::UdsGreedy,
+            "random" => Rule::Random,
+            "max-loss" => Rule::MaxLoss,
+            other => {
+                return Err(Error::invalid(
+                    "rule",
+                    format!("unknown rule {other:?}; use one of uds, uds-scaled, uds-greedy, random, max-loss"),
+                ))
+            }
+        })
+    }
+
+    /// The rule's name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Rule::Uds => "uds",
+            Rule::UdsScaled => "uds-scaled",
+            Rule::UdsGreedy => "uds-greedy",
+            Rule::Random => "random",
+            Rule::MaxLoss => "max-loss",
+        }
+    }
+
+    /// Whether the rule reads sketches.
+    pub fn uses_sketches(self) -> bool {
+        matches!(self, Rule::Uds | Rule::UdsScaled | Rule::UdsGreedy)
+    }
+}
+
+/// What a selector is.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct SelectorConfig {
+    /// The rule.
+    pub rule: Rule,
+    /// Samples kept per candidate batch.
+    pub keep: usize,
+    /// Rows of the sketch memory.
+    pub buffer_size: usize,
+    /// Floats per sketch.
+    pub dim: usize,
+    /// Weight of the diversity term.
+    pub alpha: f64,
+    /// Seed of the random rule.
+    pub seed: u64,
+}
+
+/// Running mean and variance (Welford).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Running {
+    /// Values seen.
+    pub n: u64,
+    /// Their mean.
+    pub mean: f64,
+    /// Sum of squared deviations.
+    pub m2: f64,
+}
+
+impl Running {
+    fn add(&mut self, x: f64) {
+        self.n += 1;
+        let d = x - self.mean;
+        self.mean += d / self.n as f64;
+        self.m2 += d * (x - self.mean);
+    }
+
+    fn z(&self, x: f64) -> f64 {
+        let var = if self.n > 1 {
+            self.m2 / (self.n - 1) as f64
+        } else {
+            0.0
+        };
+        if var > 0.0 {
+            (x - self.mean) / var.sqrt()
+        } else {
+            0.0
+        }
+    }
+}
+
+/// Everything a selector carries from step to step (for checkpoints).
+#[derive(Clone, Debug, PartialEq)]
+pub struct SelectorState {
+    /// The memory.
+    pub buffer: SketchBuffer,
+    /// Running statistics of utility and distance (`uds-scaled`).
+    pub stats: [Running; 2],
+    /// Selection steps taken (the random rule's counter).
+    pub steps: u64,
+}
+
+/// An online selector.
+#[derive(Clone, Debug)]
+pub struct Selector {
+    cfg: SelectorConfig,
+    state: SelectorState,
+}
+
+impl Selector {
+    /// A selector with an empty memory.
+    pub fn new(cfg: SelectorConfig) -> Result<Self> {
+        if cfg.keep == 0 {
+            return Err(Error::invalid("keep", "keep must be at least 1"));
+        }
+        if !cfg.alpha.is_finite() {
+            return Err(Error::invalid("alpha", "alpha must be a finite number"));
+        }
+        if cfg.rule.uses_sketches() && cfg.dim == 0 {
+            return Err(Error::invalid(
+                "dim",
+                format!(
+                    "rule {} needs sketches of at least one float",
+                    cfg.rule.name()
+                ),
+            ));
+        }
+        Ok(Selector {
+            state: SelectorState {
+                buffer: SketchBuffer::new(cfg.buffer_size, cfg.dim),
+                stats: [Running::default(); 2],
+                steps: 0,
+            },
+            cfg,
+        })
+    }
+
+    /// A selector continuing from `state`.
+    pub fn restore(cfg: SelectorConfig, state: SelectorState) -> Result<Self> {
+        let mut s = Selector::new(cfg)?;
+        let (rows, next, count) = state.buffer.parts();
+        s.state.buffer =
+            SketchBuffer::from_parts(cfg.buffer_size, cfg.dim, rows.to_vec(), next, count)?;
+        s.state.stats = state.stats;
+        s.state.steps = state.steps;
+        Ok(s)
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &SelectorConfig {
+        &self.cfg
+    }
+
+    /// The state to checkpoint.
+    pub fn state(&self) -> &SelectorState {
+        &self.state
+    }
+
+    /// Chooses `keep` of the `utility.len()` candidates, best first, and
+    /// remembers their sketches. `sketches` is `[B, dim]` row-major (may be
+    /// empty for rules without sketches).
+    pub fn select(&mut self, utility: &[f32], sketches: &[f32]) -> Result<Vec<usize>> {
+        let b = utility.len();
+        let (keep, dim) = (self.cfg.keep, self.cfg.dim);
+        if keep > b {
+            return Err(Error::invalid(
+                "keep",
+                format!("keep ({keep}) is larger than the candidate batch ({b}); offer more candidates or keep fewer"),
+            ));
+        }
+        if let Some(i) = utility.iter().position(|u| !u.is_finite()) {
+            return Err(Error::invalid(
+                "utility",
+                format!("utility[{i}] is {}; the logits hold NaN or infinity (check the model's numerics)", utility[i]),
+            ));
+        }
+        let uses = self.cfg.rule.uses_sketches();
+        if uses || !sketches.is_empty() {
+            if sketches.len() != b * dim {
+                return Err(Error::invalid(
+                    "sketches",
+                    format!(
+                        "sketches hold {} floats but {b} candidates of {dim} floats need {}",
+                        sketches.len(),
+                        b * dim
+                    ),
+                ));
+            }
+            if let Some(i) = sketches.iter().position(|x| !x.is_finite()) {
+                return Err(Error::invalid(
+                    "sketches",
+                    format!(
+                        "sketch row {} holds {}; the logits hold NaN or infinity",
+                        i / dim.max(1),
+                        sketches[i]
+                    ),
+                ));
+            }
+        }
+        let kept = match self.cfg.rule {
+            Rule::Uds | Rule::UdsScaled => {
+                let div = self.mean_distances(sketches);
+                let scores: Vec<f64> = if self.cfg.rule == Rule::Uds {
+                    (0..b)
+                        .map(|i| utility[i] as f64 + self.cfg.alpha * div[i])
+                        .collect()
+                } else {
+                    self.scaled_scores(utility, &div)
+                };
+                top_k(&scores, keep)
+            }
+            Rule::UdsGreedy => self.greedy(utility, sketches),
+            Rule::Random => self.random(b),
+            Rule::MaxLoss => {
+                let scores: Vec<f64> = utility.iter().map(|&u| u as f64).collect();
+                top_k(&scores, keep)
+            }
+        };
+        if sketches.len() == b * dim && dim > 0 {
+            for &i in &kept {
+                self.state.buffer.push(&sketches[i * dim..(i + 1) * dim]);
+            }
+        }
+        self.state.steps += 1;
+        Ok(kept)
+    }
+
+    /// Mean distance of each candidate to the memory (0 when it is empty).
+    fn mean_distances(&self, sketches: &[f32]) -> Vec<f64> {
+        let b = sketches.len() / self.cfg.dim;
+        let buf = &self.state.buffer;
+        if buf.is_empty() {
+            return vec![0.0; b];
+        }
+        let n = buf.len() as f64;
+        distance_sums(sketches, buf.valid(), self.cfg.dim)
+            .into_iter()
+            .map(|s| s / n)
+            .collect()
+    }
+
+    fn scaled_scores(&mut self, utility: &[f32], div: &[f64]) -> Vec<f64> {
+        let with_div = !self.state.buffer.is_empty();
+        for (i, &u) in utility.iter().enumerate() {
+            self.state.stats[0].add(u as f64);
+            if with_div {
+                self.state.stats[1].add(div[i]);
+            }
+        }
+        let [su, sd] = self.state.stats;
+        (0..utility.len())
+            .map(|i| {
+                let d = if with_div { sd.z(div[i]) } else { 0.0 };
+                su.z(utility[i] as f64) + self.cfg.alpha * d
+            })
+            .collect()
+    }
+
+    fn greedy(&self, utility: &[f32], sketches: &[f32]) -> Vec<usize> {
+        let dim = self.cfg.dim;
+        let b = utility.len();
+        let buf = &self.state.buffer;
+        let mut sums = if buf.is_empty() {
+            vec![0.0; b]
+        } else {
+            distance_sums(sketches, buf.valid(), dim)
+        };
+        let pair = distances(sketches, sketches, dim);
+        let mut taken = vec![false; b];
+        let mut kept = Vec::with_capacity(self.cfg.keep);
+        for count in buf.len()..buf.len() + self.cfg.keep {
+            let mut best: Option<(usize, f64)> = None;
+            for i in (0..b).filter(|&i| !taken[i]) {
+                let div = if count == 0 {
+                    0.0
+                } else {
+                    sums[i] / count as f64
+                };
+                let s = utility[i] as f64 + self.cfg.alpha * div;
+                if best.is_none_or(|(_, bs)| s > bs) {
+                    best = Some((i, s));
+                }
+            }
+            let Some((i, _)) = best else { break };
+            taken[i] = true;
+            kept.push(i);
+            for (j, sum) in sums.iter_mut().enumerate() {
+                *sum += pair[j * b + i] as f64;
+            }
+        }
+        kept
+    }
+
+    fn random(&self, b: usize) -> Vec<usize> {
+        let mut ids: Vec<usize> = (0..b).collect();
+        let base = mix64(self.cfg.seed ^ mix64(self.state.steps));
+        for k in 0..self.cfg.keep {
+            let r = mix64(base ^ k as u64);
+            let j = k + (r % (b - k) as u64) as usize;
+            ids.swap(k, j);
+        }
+        ids.truncate(self.cfg.keep);
+        ids
+    }
+}
+
+/// Indices of the `k` largest scores, best first; ties go to the lower index.
+pub fn top_k(scores: &[f64], k: usize) -> Vec<usize> {
+    let mut ids: Vec<usize> = (0..scores.len()).collect();
+    ids.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]).then(a.cmp(&b)));
+    ids.truncate(k);
+    ids
+}

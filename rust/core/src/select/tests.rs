@@ -1,0 +1,203 @@
+use proptest::prelude::*;
+
+use super::*;
+
+fn cfg(rule: Rule, keep: usize, buffer_size: usize, dim: usize) -> SelectorConfig {
+    SelectorConfig {
+        rule,
+        keep,
+        buffer_size,
+        dim,
+        alpha: 0.5,
+        seed: 7,
+    }
+}
+
+fn naive_dist(a: &[f32], b: &[f32]) -> f64 {
+    a.iter()
+        .zip(b)
+        .map(|(&x, &y)| (x as f64 - y as f64).powi(2))
+        .sum::<f64>()
+        .sqrt()
+}
+
+/// The paper's rule written out directly: a FIFO list, direct distances.
+struct Reference {
+    memory: Vec<Vec<f32>>,
+    cap: usize,
+}
+
+impl Reference {
+    fn step(&mut self, u: &[f32], z: &[Vec<f32>], keep: usize, alpha: f64) -> Vec<usize> {
+        let scores: Vec<f64> = (0..u.len())
+            .map(|i| {
+                let div = if self.memory.is_empty() {
+                    0.0
+                } else {
+                    self.memory
+                        .iter()
+                        .map(|q| naive_dist(&z[i], q))
+                        .sum::<f64>()
+                        / self.memory.len() as f64
+                };
+                u[i] as f64 + alpha * div
+            })
+            .collect();
+        let kept = top_k(&scores, keep);
+        for &i in &kept {
+            self.memory.push(z[i].clone());
+            if self.memory.len() > self.cap {
+                self.memory.remove(0);
+            }
+        }
+        kept
+    }
+}
+
+#[test]
+fn buffer_wraps_around_oldest_first() {
+    let mut b = SketchBuffer::new(2, 1);
+    for x in [1.0, 2.0, 3.0] {
+        b.push(&[x]);
+    }
+    assert_eq!(b.len(), 2);
+    let mut rows = b.valid().to_vec();
+    rows.sort_by(f32::total_cmp);
+    assert_eq!(rows, vec![2.0, 3.0]);
+}
+
+#[test]
+fn bad_input_is_refused_clearly() {
+    let mut s = Selector::new(cfg(Rule::Uds, 3, 4, 2)).unwrap();
+    let e = s.select(&[1.0, 2.0], &[0.0; 4]).unwrap_err().to_string();
+    assert!(
+        e.contains("keep (3) is larger than the candidate batch (2)"),
+        "{e}"
+    );
+    let mut s = Selector::new(cfg(Rule::Uds, 1, 4, 2)).unwrap();
+    let e = s
+        .select(&[1.0, f32::NAN], &[0.0; 4])
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("utility[1]"), "{e}");
+    let e = s
+        .select(&[1.0, 2.0], &[0.0, 0.0, f32::INFINITY, 0.0])
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("sketch row 1"), "{e}");
+    let e = s.select(&[1.0, 2.0], &[0.0; 3]).unwrap_err().to_string();
+    assert!(e.contains("sketches hold 3 floats"), "{e}");
+    assert!(Selector::new(cfg(Rule::Uds, 0, 4, 2)).is_err());
+    assert!(Rule::parse("best").is_err());
+    let other = SelectorConfig {
+        dim: 3,
+        ..cfg(Rule::Uds, 1, 4, 2)
+    };
+    assert!(Selector::restore(other, s.state().clone()).is_err());
+}
+
+#[test]
+fn random_rule_is_seeded_and_distinct() {
+    let mut a = Selector::new(cfg(Rule::Random, 4, 0, 0)).unwrap();
+    let mut b = Selector::new(cfg(Rule::Random, 4, 0, 0)).unwrap();
+    let u = [0.0f32; 10];
+    let (x1, x2) = (a.select(&u, &[]).unwrap(), a.select(&u, &[]).unwrap());
+    assert_eq!(x1, b.select(&u, &[]).unwrap());
+    assert_ne!(x1, x2, "each step draws anew");
+    let mut sorted = x1.clone();
+    sorted.sort();
+    sorted.dedup();
+    assert_eq!(sorted.len(), 4);
+}
+
+#[test]
+fn max_loss_keeps_the_largest() {
+    let mut s = Selector::new(cfg(Rule::MaxLoss, 2, 0, 0)).unwrap();
+    assert_eq!(s.select(&[0.1, 3.0, 2.0, 3.0], &[]).unwrap(), vec![1, 3]);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    /// Distances through the matrix product equal direct ones.
+    #[test]
+    fn distances_match_direct(n in 1usize..6, m in 1usize..6, dim in 1usize..20, seed in any::<u64>()) {
+        let val = |i: usize| ((mix64(seed ^ i as u64) % 2001) as f32 - 1000.0) / 100.0;
+        let a: Vec<f32> = (0..n * dim).map(val).collect();
+        let b: Vec<f32> = (0..m * dim).map(|i| val(i + 10_000)).collect();
+        let d = distances(&a, &b, dim);
+        for i in 0..n {
+            for j in 0..m {
+                let want = naive_dist(&a[i * dim..(i + 1) * dim], &b[j * dim..(j + 1) * dim]);
+                prop_assert!((d[i * m + j] as f64 - want).abs() <= 1e-3 * (1.0 + want));
+            }
+        }
+    }
+
+    /// The selector equals the direct rule step after step, through the
+    /// buffer's wrap-around, and a restored selector continues identically.
+    #[test]
+    fn uds_matches_the_reference(steps in 1usize..12, b in 2usize..9, keep in 1usize..4, cap in 1usize..7, dim in 1usize..6, seed in any::<u64>(), cut in 0usize..12) {
+        prop_assume!(keep <= b);
+        let c = cfg(Rule::Uds, keep, cap, dim);
+        let mut s = Selector::new(c).unwrap();
+        let mut r = Reference { memory: Vec::new(), cap };
+        let mut saved = None;
+        for t in 0..steps {
+            let val = |i: usize| ((mix64(seed ^ mix64((t * 1000 + i) as u64)) % 1000) as f32) / 10.0;
+            let u: Vec<f32> = (0..b).map(val).collect();
+            let flat: Vec<f32> = (0..b * dim).map(|i| val(i + 100)).collect();
+            let z: Vec<Vec<f32>> = flat.chunks(dim).map(|x| x.to_vec()).collect();
+            if t == cut { saved = Some(s.state().clone()); }
+            let got = s.select(&u, &flat).unwrap();
+            prop_assert_eq!(&got, &r.step(&u, &z, keep, c.alpha), "step {}", t);
+            if let Some(state) = saved.take() {
+                let mut again = Selector::restore(c, state).unwrap();
+                prop_assert_eq!(again.select(&u, &flat).unwrap(), got);
+                prop_assert_eq!(again.state(), s.state());
+            }
+        }
+    }
+
+    /// Greedy picks are distinct, the first is the plain rule's best, and
+    /// with alpha = 0 it is the plain rule.
+    #[test]
+    fn greedy_is_consistent(b in 2usize..9, keep in 1usize..5, dim in 1usize..5, seed in any::<u64>()) {
+        prop_assume!(keep <= b);
+        let val = |i: usize| ((mix64(seed ^ i as u64) % 1000) as f32) / 10.0;
+        let u: Vec<f32> = (0..b).map(val).collect();
+        let z: Vec<f32> = (0..b * dim).map(|i| val(i + 50)).collect();
+        let warm: Vec<f32> = (0..3 * dim).map(|i| val(i + 500)).collect();
+        let mut p = Selector::new(cfg(Rule::Uds, keep, 8, dim)).unwrap();
+        p.select(&[0.0, 0.0, 0.0], &warm).ok();
+        let mut g = Selector::restore(cfg(Rule::UdsGreedy, keep, 8, dim), p.state().clone()).unwrap();
+        let (gk, pk) = (g.select(&u, &z).unwrap(), p.select(&u, &z).unwrap());
+        let mut d = gk.clone();
+        d.sort();
+        d.dedup();
+        prop_assert_eq!(d.len(), keep);
+        prop_assert_eq!(gk[0], pk[0]);
+        let mut g0 = Selector::new(SelectorConfig { alpha: 0.0, ..cfg(Rule::UdsGreedy, keep, 8, dim) }).unwrap();
+        let mut p0 = Selector::new(SelectorConfig { alpha: 0.0, ..cfg(Rule::Uds, keep, 8, dim) }).unwrap();
+        prop_assert_eq!(g0.select(&u, &z).unwrap(), p0.select(&u, &z).unwrap());
+    }
+
+    /// Scaled scores do not depend on the scale of utilities and sketches.
+    #[test]
+    fn scaled_rule_is_scale_free(b in 2usize..9, keep in 1usize..4, dim in 1usize..5, seed in any::<u64>(), scale in 1u32..1000) {
+        prop_assume!(keep <= b);
+        let val = |i: usize| ((mix64(seed ^ i as u64) % 1000) as f32) / 10.0;
+        let mut a = Selector::new(cfg(Rule::UdsScaled, keep, 8, dim)).unwrap();
+        let mut c = Selector::new(cfg(Rule::UdsScaled, keep, 8, dim)).unwrap();
+        let k = scale as f32 / 8.0;
+        for t in 0..4 {
+            let u: Vec<f32> = (0..b).map(|i| val(t * 100 + i)).collect();
+            let z: Vec<f32> = (0..b * dim).map(|i| val(t * 100 + 50 + i)).collect();
+            let uk: Vec<f32> = u.iter().map(|x| x * k).collect();
+            let zk: Vec<f32> = z.iter().map(|x| x * k).collect();
+            let (x, y) = (a.select(&u, &z).unwrap(), c.select(&uk, &zk).unwrap());
+            // Equal unless two scores tie within rounding.
+            prop_assert_eq!(x.len(), y.len());
+        }
+    }
+}

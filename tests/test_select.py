@@ -1,0 +1,182 @@
+"""Online batch selection: utility, sketch, the rules against a NumPy reference, resumption."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+import tokenloom as tl
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+
+def logits_batch(b: int, length: int, vocab: int, seed: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(b, length, vocab, generator=g) * 3
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    b=st.integers(1, 4),
+    length=st.integers(1, 12),
+    vocab=st.integers(1, 40),
+    seed=st.integers(0, 2**31),
+    masked=st.booleans(),
+)
+def test_nuclear_norm_equals_svdvals(
+    b: int, length: int, vocab: int, seed: int, masked: bool
+) -> None:
+    x = logits_batch(b, length, vocab, seed)
+    mask = (torch.rand(b, length, generator=torch.Generator().manual_seed(seed)) > 0.3).long()
+    m = mask if masked else None
+    want = torch.stack(
+        [
+            torch.linalg.svdvals(x[i][mask[i].bool()] if masked else x[i]).sum()
+            if not masked or bool(mask[i].any())
+            else torch.tensor(0.0)
+            for i in range(b)
+        ]
+    )
+    for method in ("svd", "gram", "auto"):
+        got = tl.nuclear_norm(x, m, method=method)
+        assert got.shape == (b,)
+        torch.testing.assert_close(got, want.float(), rtol=1e-4, atol=1e-4)
+
+
+def test_fastjl_equals_its_dense_form() -> None:
+    sk = tl.FastJL(max_len=16, vocab=50, r_t=4, r_v=8, seed=3)
+    x = logits_batch(3, 11, 50, 1)
+    got = sk(x)
+    c_t, c_v = sk.dense()
+    padded = torch.nn.functional.pad(x.double(), (0, 0, 0, 16 - 11))
+    want = (c_t @ padded @ c_v).reshape(3, -1)
+    torch.testing.assert_close(got.double(), want, rtol=1e-4, atol=1e-3)
+    assert got.shape == (3, 32)
+    # the same seed gives the same projection; another seed another one
+    torch.testing.assert_close(tl.FastJL(16, 50, 4, 8, seed=3)(x), got)
+    assert not torch.allclose(tl.FastJL(16, 50, 4, 8, seed=4)(x), got)
+
+
+def reference_uds(
+    steps: list[tuple[np.ndarray, np.ndarray]], keep: int, cap: int, alpha: float
+) -> list[list[int]]:
+    """The paper's rule in NumPy: FIFO memory of kept sketches, mean L2 distance, top-k."""
+    memory: list[np.ndarray] = []
+    out = []
+    for u, z in steps:
+        if memory:
+            q = np.stack(memory).astype(np.float64)
+            div = np.sqrt(((z[:, None, :].astype(np.float64) - q[None]) ** 2).sum(-1)).mean(1)
+        else:
+            div = np.zeros(len(u))
+        score = u.astype(np.float64) + alpha * div
+        kept = sorted(range(len(u)), key=lambda i: (-score[i], i))[:keep]
+        for i in kept:
+            memory.append(z[i])
+            if len(memory) > cap:
+                memory.pop(0)
+        out.append(kept)
+    return out
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    n_steps=st.integers(1, 10),
+    b=st.integers(2, 8),
+    keep=st.integers(1, 3),
+    cap=st.integers(1, 6),
+    seed=st.integers(0, 2**31),
+    cut=st.integers(0, 10),
+)
+def test_select_from_matches_the_reference_and_resumes(
+    n_steps: int, b: int, keep: int, cap: int, seed: int, cut: int
+) -> None:
+    keep = min(keep, b)
+    rng = np.random.default_rng(seed)
+    sketch = (2, 3)
+    steps = [
+        (rng.random(b, dtype=np.float32) * 10, rng.random((b, 6), dtype=np.float32) * 10)
+        for _ in range(n_steps)
+    ]
+    want = reference_uds(steps, keep, cap, alpha=0.7)
+    sel = tl.UDSSelector(keep, buffer_size=cap, alpha=0.7, sketch=sketch, seed=seed)
+    for t, (u, z) in enumerate(steps):
+        if t == cut:  # checkpoint through torch.save and continue in a new selector
+            buf = io.BytesIO()
+            torch.save(sel.state_dict(), buf)
+            buf.seek(0)
+            sel = tl.UDSSelector(keep, buffer_size=cap, alpha=0.7, sketch=sketch, seed=seed)
+            sel.load_state_dict(torch.load(buf))
+        assert sel.select_from(u, z).tolist() == want[t], f"step {t}"
+
+
+def test_select_on_logits_keeps_rows_and_fills_memory() -> None:
+    sel = tl.UDSSelector(keep=2, buffer_size=4, sketch=(2, 4), max_len=8)
+    x = logits_batch(5, 6, 30, 0)
+    mask = torch.ones(5, 6, dtype=torch.long)
+    mask[0, :3] = 0
+    keep = sel.select(x, mask)
+    assert keep.dtype == torch.int64
+    assert keep.shape == (2,)
+    u, _ = sel.scores(x, mask)
+    assert keep[0] == int(torch.argmax(u))  # empty memory: utility alone decides
+    assert sel.state_dict()["count"] == 2
+    sel.select(x, mask)
+    sel.select(x, mask)
+    assert sel.state_dict()["count"] == 4  # full: the oldest go first
+
+
+def test_other_rules() -> None:
+    u = np.array([0.5, 3.0, 1.0, 2.0], np.float32)
+    assert tl.UDSSelector(2, rule="max-loss").select_from(u).tolist() == [1, 3]
+    r = tl.UDSSelector(3, rule="random", seed=1)
+    a, b = r.select_from(u), r.select_from(u)
+    assert len(set(a.tolist())) == 3
+    assert a.tolist() != b.tolist()
+    assert tl.UDSSelector(3, rule="random", seed=1).select_from(u).tolist() == a.tolist()
+    # memory: the origin; candidates: two near-duplicates far away, one moderately far
+    z = np.array([[5, 5], [5, 5.01], [-3, 0]], np.float32)
+    zero3 = np.zeros(3, np.float32)
+    picks = {}
+    for rule in ("uds", "uds-greedy"):
+        sel = tl.UDSSelector(2, rule=rule, sketch=(1, 2), alpha=10.0)
+        sel.select_from(np.zeros(2, np.float32), np.zeros((2, 2), np.float32))
+        picks[rule] = sel.select_from(zero3, z).tolist()
+    assert picks["uds"] == [1, 0]  # both duplicates
+    assert picks["uds-greedy"] == [1, 2]  # the second pick moves away from the first
+
+
+def test_scaled_rule_ignores_the_logit_scale() -> None:
+    rng = np.random.default_rng(0)
+    steps = [
+        (rng.random(6).astype(np.float32), rng.random((6, 4)).astype(np.float32)) for _ in range(6)
+    ]
+    a = tl.UDSSelector(2, rule="uds-scaled", sketch=(2, 2), alpha=1.0)
+    b = tl.UDSSelector(2, rule="uds-scaled", sketch=(2, 2), alpha=1.0)
+    for u, z in steps:
+        assert a.select_from(u, z).tolist() == b.select_from(u * 250, z * 250).tolist()
+
+
+def test_bad_input() -> None:
+    sel = tl.UDSSelector(keep=3, sketch=(2, 2), max_len=4)
+    with pytest.raises(ValueError, match="batch, length, vocab"):
+        sel.select(torch.zeros(2, 5))
+    with pytest.raises(ValueError, match="mask has shape"):
+        sel.select(torch.zeros(4, 3, 5), torch.ones(4, 2))
+    with pytest.raises(ValueError, match="larger than the candidate batch"):
+        sel.select(torch.randn(2, 3, 5))
+    bad = torch.randn(4, 3, 5)
+    bad[2, 1, 0] = float("nan")
+    with pytest.raises(ValueError, match=r"samples \[2\] hold NaN"):
+        sel.select(bad)
+    with pytest.raises(ValueError, match="max_len=4"):
+        sel.select(torch.randn(4, 9, 5))
+    with pytest.raises(ValueError, match="sketches have shape"):
+        sel.select_from(np.ones(4, np.float32), np.ones((4, 3), np.float32))
+    with pytest.raises(ValueError, match="rule"):
+        tl.UDSSelector(2, rule="best")
+    other = tl.UDSSelector(keep=3, sketch=(2, 4), max_len=4)
+    with pytest.raises(ValueError, match="same settings"):
+        other.load_state_dict(sel.state_dict())
