@@ -45,6 +45,16 @@ def test_nuclear_norm_equals_svdvals(
         torch.testing.assert_close(got, want.float(), rtol=1e-4, atol=1e-4)
 
 
+def test_gram_path_is_exact_on_a_decaying_spectrum() -> None:
+    # Real logits are close to low rank: the small singular values must survive the Gram path.
+    g = torch.Generator().manual_seed(0)
+    low = torch.randn(2, 64, 4, generator=g) @ torch.randn(2, 4, 3000, generator=g) * 3
+    x = low + 0.01 * torch.randn(2, 64, 3000, generator=g)
+    truth = torch.linalg.svdvals(x.double()).sum(-1)
+    got = tl.nuclear_norm(x, method="gram").double()
+    assert float(((got - truth).abs() / truth).max()) < 1e-4
+
+
 def test_fastjl_equals_its_dense_form() -> None:
     sk = tl.FastJL(max_len=16, vocab=50, r_t=4, r_v=8, seed=3)
     x = logits_batch(3, 11, 50, 1)

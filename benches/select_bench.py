@@ -1,0 +1,71 @@
+"""Cost of online batch selection: the Rust rule step and the torch utility paths.
+
+    python benches/select_bench.py [--device cpu|cuda]
+
+Measures (median of repeats, nothing asserted):
+  * ``UDSSelector.select_from`` for 64 candidates, 1,024-float sketches, a full 1,024-row
+    memory (the rule step the trainer pays per candidate batch);
+  * ``nuclear_norm`` of ``[B, 512, 32000]`` logits by ``svdvals`` and by the Gram path, and
+    the FastJL sketch of the same logits.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from typing import TYPE_CHECKING
+
+import numpy as np
+import tokenloom as tl
+import torch
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+
+def timed(fn: Callable[[], object], repeats: int, sync: Callable[[], None]) -> float:
+    fn()
+    sync()
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        sync()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--batch", type=int, default=1, help="samples of [512, 32000] logits")
+    args = ap.parse_args()
+    dev = torch.device(args.device)
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
+
+    rng = np.random.default_rng(0)
+    sel = tl.UDSSelector(keep=16, buffer_size=1024, sketch=(8, 128))
+    for _ in range(64):  # fill the memory
+        sel.select_from(rng.random(64, np.float32), rng.random((64, 1024), np.float32))
+    u, z = rng.random(64, np.float32), rng.random((64, 1024), np.float32)
+    for rule in ("uds", "uds-greedy"):
+        s = tl.UDSSelector(keep=16, buffer_size=1024, sketch=(8, 128), rule=rule)
+        s.load_state_dict({**sel.state_dict(), "rule": rule})
+        step = timed(lambda s=s: s.select_from(u, z), 50, lambda: None)
+        print(f"rule step ({rule}), 64 candidates x 1024 floats, memory 1024: {step * 1e3:.2f} ms")
+
+    x = torch.randn(args.batch, 512, 32000, device=dev)
+    svd = timed(lambda: tl.nuclear_norm(x, method="svd"), 3, sync)
+    gram = timed(lambda: tl.nuclear_norm(x, method="gram"), 3, sync)
+    sketch = tl.FastJL(512, 32000, 8, 128)
+    sk = timed(lambda: sketch(x), 3, sync)
+    print(
+        f"nuclear norm of {args.batch} x [512, 32000] on {dev}: svdvals {svd * 1e3:.0f} ms, "
+        f"Gram {gram * 1e3:.0f} ms ({svd / gram:.1f}x faster); FastJL sketch {sk * 1e3:.0f} ms"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
