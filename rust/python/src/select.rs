@@ -20,24 +20,6 @@ pub struct PySelector {
     inner: Mutex<Selector>,
 }
 
-fn config(
-    rule: &str,
-    keep: usize,
-    buffer_size: usize,
-    dim: usize,
-    alpha: f64,
-    seed: u64,
-) -> PyResult<SelectorConfig> {
-    Ok(SelectorConfig {
-        rule: to_py(Rule::parse(rule))?,
-        keep,
-        buffer_size,
-        dim,
-        alpha,
-        seed,
-    })
-}
-
 impl PySelector {
     fn lock(&self) -> PyResult<std::sync::MutexGuard<'_, Selector>> {
         self.inner
@@ -59,7 +41,14 @@ impl PySelector {
         seed: u64,
         state: Option<&Bound<'_, PyDict>>,
     ) -> PyResult<Self> {
-        let cfg = config(rule, keep, buffer_size, dim, alpha, seed)?;
+        let cfg = SelectorConfig {
+            rule: to_py(Rule::parse(rule))?,
+            keep,
+            buffer_size,
+            dim,
+            alpha,
+            seed,
+        };
         let sel = match state {
             None => to_py(Selector::new(cfg))?,
             Some(d) => to_py(Selector::restore(cfg, state_from_dict(d, cfg)?))?,
