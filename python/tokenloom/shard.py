@@ -19,10 +19,11 @@ __all__ = ["DatasetWriter", "open_dataset"]
 
 
 def open_dataset(path: str | os.PathLike[str]) -> _core.Dataset:
-    """Opens a dataset: a directory holding ``manifest.json``, or a raw token file indexed
-    by ``tokenloom index``. Opening maps the shards and checks their headers and sizes:
-    O(shards), whatever the number of tokens. ``ds[i]`` is a read-only numpy view of
-    document ``i`` straight from the map."""
+    """Opens a dataset: a directory holding ``manifest.json``, a raw token file indexed
+    by ``tokenloom index``, a Megatron ``.bin``/``.idx`` pair (either file or their path
+    prefix), or a datatrove ``.ds`` file (or a directory of them), read in place. Opening
+    maps the shards and checks their headers and sizes: O(shards), whatever the number of
+    tokens. ``ds[i]`` is a read-only numpy view of document ``i`` straight from the map."""
     return _core.Dataset(os.fspath(path))
 
 

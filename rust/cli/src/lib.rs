@@ -1,4 +1,4 @@
-//! The `tokenloom` command line: `index`, `inspect` and `verify`.
+//! The `tokenloom` command line: `convert`, `index`, `inspect` and `verify`.
 //!
 //! Everything runs through [`run_with`], which writes to the given writers and
 //! returns the exit status instead of exiting, so the same code serves the
@@ -26,7 +26,7 @@ pub const EXIT_USAGE: i32 = 2;
 /// Exit status: cancelled by Ctrl-C (128 + SIGINT).
 pub const EXIT_CANCELLED: i32 = 130;
 
-/// Token datasets for LLM training: index raw token files, inspect and verify datasets.
+/// Token datasets for LLM training: index raw token files, convert, inspect and verify datasets.
 #[derive(Debug, Parser)]
 #[command(name = "tokenloom", bin_name = "tokenloom", version)]
 pub struct Cli {

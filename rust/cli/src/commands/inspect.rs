@@ -12,7 +12,8 @@ use super::Failure;
 /// Arguments of `tokenloom inspect`.
 #[derive(Debug, Args)]
 pub struct InspectArgs {
-    /// A dataset directory (holding manifest.json), or a raw token file indexed by `tokenloom index`.
+    /// A dataset directory (holding manifest.json), a raw token file indexed by `tokenloom index`,
+    /// a Megatron .bin/.idx (or their path prefix), or a datatrove .ds (or a folder of them).
     #[arg(value_name = "PATH")]
     pub path: PathBuf,
     /// Print one JSON object instead of text.

@@ -6,6 +6,7 @@ use std::io::{self, Write};
 use clap::Subcommand;
 use tokenloom_core::{Error, Progress};
 
+pub mod convert;
 pub mod index;
 pub mod inspect;
 pub mod verify;
@@ -13,6 +14,8 @@ pub mod verify;
 /// The subcommands of `tokenloom`.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Copy a dataset (tokenloom, Megatron, datatrove, indexed raw) into the tokenloom or Megatron format.
+    Convert(convert::ConvertArgs),
     /// Index a raw token file (nanoGPT headerless or llm.c .bin) by its end-of-document token.
     Index(index::IndexArgs),
     /// Print a dataset's sizes, metadata and document-length distribution.
@@ -76,6 +79,7 @@ impl From<io::Error> for Failure {
 /// Runs one subcommand, writing its result to `out`.
 pub fn run(command: Command, out: &mut dyn Write, progress: &dyn Progress) -> Result<(), Failure> {
     match command {
+        Command::Convert(args) => convert::run(&args, out, progress),
         Command::Index(args) => index::run(&args, out, progress),
         Command::Inspect(args) => inspect::run(&args, out),
         Command::Verify(args) => verify::run(&args, out, progress),

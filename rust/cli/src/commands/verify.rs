@@ -12,7 +12,8 @@ use super::Failure;
 /// Arguments of `tokenloom verify`.
 #[derive(Debug, Args)]
 pub struct VerifyArgs {
-    /// A dataset directory (holding manifest.json), or a raw token file indexed by `tokenloom index`.
+    /// A dataset directory (holding manifest.json), a raw token file indexed by `tokenloom index`,
+    /// a Megatron .bin/.idx (or their path prefix), or a datatrove .ds (or a folder of them).
     #[arg(value_name = "PATH")]
     pub path: PathBuf,
     /// Also check that every token is below the manifest's vocab_size.

@@ -72,14 +72,40 @@ pub fn encode(header: &IndexHeader, offsets: &[u64]) -> Vec<u8> {
 
 use super::fsutil::{u32_le as u32_at, u64_le as u64_at};
 
-/// A validated view of `.idx` bytes (usually a memory map).
-#[derive(Clone, Copy, Debug)]
-pub struct IndexView<'a> {
-    /// The decoded header.
-    pub header: IndexHeader,
-    bytes: &'a [u8],
+/// Where the document boundaries live in the index bytes. Every layout is
+/// read in place: no offsets array is ever built in memory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Layout {
+    /// tokenloom `.idx`: `num_docs + 1` u64 offsets at byte 48.
+    Native,
+    /// datatrove `.ds.index`: `num_docs` u64 document *ends* from byte 0;
+    /// the first document starts at 0.
+    Ends,
+    /// Megatron `.idx`: i32 sequence lengths at `lengths_at`, i64 byte
+    /// pointers at `pointers_at`; a sequence is a document and the data
+    /// must be contiguous (each sequence starts where the previous ends).
+    Megatron {
+        /// Byte position of `sequence_lengths[0]`.
+        lengths_at: usize,
+        /// Byte position of `sequence_pointers[0]`.
+        pointers_at: usize,
+        /// Bytes per token in the `.bin` (Megatron pointers are in bytes).
+        itemsize: u8,
+    },
 }
 
+/// A validated view of index bytes (usually a memory map): a tokenloom
+/// `.idx`, or a foreign index read in place (see [`Layout`]).
+#[derive(Clone, Copy, Debug)]
+pub struct IndexView<'a> {
+    /// The decoded header (for foreign layouts: derived from the index and
+    /// the token file; `bin_xxh3` is 0, no checksum is recorded).
+    pub header: IndexHeader,
+    bytes: &'a [u8],
+    layout: Layout,
+}
+
+const MEGATRON_FIX: &str = "the Megatron index is damaged or not contiguous; rebuild it with Megatron's tools/preprocess_data.py, or restore the .bin/.idx pair";
 const REWRITE: &str = "the index is damaged; rebuild it (`tokenloom index` for raw token files) or restore the dataset from a good copy";
 
 impl<'a> IndexView<'a> {
@@ -140,7 +166,11 @@ impl<'a> IndexView<'a> {
             bin_offset: u64_at(bytes, 32),
             bin_xxh3: u64_at(bytes, 40),
         };
-        let view = IndexView { header, bytes };
+        let view = IndexView {
+            header,
+            bytes,
+            layout: Layout::Native,
+        };
         if view.offset(0) != 0 {
             return Err(Error::corrupt(
                 path,
@@ -164,26 +194,84 @@ impl<'a> IndexView<'a> {
         Ok(view)
     }
 
-    /// A view of bytes already validated by [`parse`](Self::parse) into `header`.
-    pub(crate) fn from_parsed(bytes: &'a [u8], header: IndexHeader) -> Self {
-        IndexView { header, bytes }
+    /// A view of bytes already validated into `header` and `layout` (by
+    /// [`parse`](Self::parse) or a compat parser).
+    pub(crate) fn from_parsed(bytes: &'a [u8], header: IndexHeader, layout: Layout) -> Self {
+        IndexView {
+            header,
+            bytes,
+            layout,
+        }
+    }
+
+    /// Where the boundaries live.
+    pub fn layout(&self) -> Layout {
+        self.layout
     }
 
     /// Offset (in tokens) of document boundary `i`, `0 <= i <= num_docs`.
-    /// Callers stay in range; the length was validated by [`parse`](Self::parse).
+    /// Callers stay in range; the length was validated by the parser.
     pub fn offset(&self, i: usize) -> u64 {
-        u64_at(self.bytes, HEADER_LEN + 8 * i)
+        match self.layout {
+            Layout::Native => u64_at(self.bytes, HEADER_LEN + 8 * i),
+            Layout::Ends if i == 0 => 0,
+            Layout::Ends => u64_at(self.bytes, 8 * (i - 1)),
+            Layout::Megatron { .. } if i as u64 == self.header.num_docs => self.header.num_tokens,
+            Layout::Megatron {
+                pointers_at,
+                itemsize,
+                ..
+            } => u64_at(self.bytes, pointers_at + 8 * i) / itemsize as u64,
+        }
     }
 
     /// Byte position of offset entry `i` in the file (for error messages).
     pub fn offset_pos(&self, i: usize) -> u64 {
-        (HEADER_LEN + 8 * i) as u64
+        let n = self.header.num_docs as usize;
+        (match self.layout {
+            Layout::Native => HEADER_LEN + 8 * i,
+            Layout::Ends => 8 * i.saturating_sub(1),
+            // The end of the data is where the last sequence's length is.
+            Layout::Megatron { lengths_at, .. } if i == n => lengths_at + 4 * n.saturating_sub(1),
+            Layout::Megatron { pointers_at, .. } => pointers_at + 8 * i,
+        }) as u64
     }
 
     /// Token range `[start, end)` of document `j`, checked against the
     /// neighbouring offsets and the token count: O(1).
     pub fn doc_range(&self, j: usize, path: &Path) -> Result<(u64, u64)> {
         let (start, end) = (self.offset(j), self.offset(j + 1));
+        if let Layout::Megatron {
+            lengths_at,
+            pointers_at,
+            itemsize,
+        } = self.layout
+        {
+            let pointer = u64_at(self.bytes, pointers_at + 8 * j);
+            let len = u32_at(self.bytes, lengths_at + 4 * j) as i32;
+            if pointer % itemsize as u64 != 0 || pointer > i64::MAX as u64 {
+                return Err(Error::corrupt(
+                    path,
+                    (pointers_at + 8 * j) as u64,
+                    format!(
+                        "sequence {j} starts at byte {} of the .bin, which is not a token boundary ({itemsize}-byte tokens)",
+                        pointer as i64
+                    ),
+                    MEGATRON_FIX,
+                ));
+            }
+            if len < 0 || start.checked_add(len as u64) != Some(end) {
+                return Err(Error::corrupt(
+                    path,
+                    (lengths_at + 4 * j) as u64,
+                    format!(
+                        "sequence {j} has length {len} but the next sequence starts {} tokens after it (tokenloom reads contiguous Megatron data only)",
+                        end as i128 - start as i128
+                    ),
+                    MEGATRON_FIX,
+                ));
+            }
+        }
         if start > end || end > self.header.num_tokens {
             return Err(Error::corrupt(
                 path,
@@ -193,7 +281,7 @@ impl<'a> IndexView<'a> {
                     if start > end { "backwards" } else { "past the end" },
                     self.header.num_tokens
                 ),
-                REWRITE,
+                self.fix(),
             ));
         }
         Ok((start, end))
@@ -204,8 +292,25 @@ impl<'a> IndexView<'a> {
         u64_at(self.bytes, self.bytes.len() - TRAILER_LEN)
     }
 
-    /// Full check: trailer checksum and monotonic offsets. O(documents).
+    /// Full check: trailer checksum and monotonic offsets (tokenloom), or
+    /// every document's range and the document table (foreign layouts,
+    /// which record no checksum). O(documents).
     pub fn check_all(&self, path: &Path) -> Result<()> {
+        match self.layout {
+            Layout::Native => {}
+            Layout::Ends => return self.check_monotonic(path),
+            Layout::Megatron { pointers_at, .. } => {
+                for j in 0..self.header.num_docs as usize {
+                    self.doc_range(j, path)?;
+                }
+                return super::compat::megatron::check_document_indices(
+                    self.bytes,
+                    pointers_at + 8 * self.header.num_docs as usize,
+                    self.header.num_docs,
+                    path,
+                );
+            }
+        }
         let body = &self.bytes[..self.bytes.len() - TRAILER_LEN];
         let actual = xxh3_64(body);
         if actual != self.stored_checksum() {
@@ -219,6 +324,10 @@ impl<'a> IndexView<'a> {
                 REWRITE,
             ));
         }
+        self.check_monotonic(path)
+    }
+
+    fn check_monotonic(&self, path: &Path) -> Result<()> {
         let mut prev = 0u64;
         for i in 1..=self.header.num_docs as usize {
             let o = self.offset(i);
@@ -227,7 +336,7 @@ impl<'a> IndexView<'a> {
                     path,
                     self.offset_pos(i),
                     format!("document offsets go backwards ({prev} then {o})"),
-                    REWRITE,
+                    self.fix(),
                 ));
             }
             prev = o;
@@ -235,9 +344,26 @@ impl<'a> IndexView<'a> {
         Ok(())
     }
 
+    /// What to do about a damaged index of this layout.
+    fn fix(&self) -> &'static str {
+        match self.layout {
+            Layout::Native => REWRITE,
+            Layout::Ends => super::compat::datatrove::FIX,
+            Layout::Megatron { .. } => MEGATRON_FIX,
+        }
+    }
+
     /// Lengths of all documents; errors on non-monotonic offsets. O(documents).
     pub fn doc_lengths_into(&self, out: &mut Vec<u64>, path: &Path) -> Result<()> {
         out.reserve(self.header.num_docs as usize);
+        if matches!(self.layout, Layout::Megatron { .. }) {
+            // Lengths and pointers must agree: check each sequence.
+            for j in 0..self.header.num_docs as usize {
+                let (s, e) = self.doc_range(j, path)?;
+                out.push(e - s);
+            }
+            return Ok(());
+        }
         let mut prev = 0u64;
         for i in 1..=self.header.num_docs as usize {
             let o = self.offset(i);
@@ -246,7 +372,7 @@ impl<'a> IndexView<'a> {
                     path,
                     self.offset_pos(i),
                     format!("document offsets go backwards ({prev} then {o})"),
-                    REWRITE,
+                    self.fix(),
                 )
             })?;
             out.push(len);

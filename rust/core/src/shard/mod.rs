@@ -2,6 +2,7 @@
 //! `.bin` of little-endian tokens and an `.idx` of document offsets.
 //! The byte-level specification is `docs/format.md`.
 
+pub mod compat;
 pub mod dtype;
 pub mod fsutil;
 pub mod index;
@@ -13,7 +14,7 @@ pub mod verify;
 pub mod writer;
 
 pub use dtype::{DType, Tokens};
-pub use index::{IndexHeader, IndexView};
+pub use index::{IndexHeader, IndexView, Layout};
 pub use manifest::{Manifest, ShardEntry};
 pub use reader::{Dataset, Shard};
 pub use scan::{

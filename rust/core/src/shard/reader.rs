@@ -3,12 +3,13 @@
 //! last offsets are checked; every document access checks its own offsets.
 
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
+use super::compat::{self, Source};
 use super::dtype::{DType, Tokens};
 use super::fsutil::MappedFile;
-use super::index::{IndexHeader, IndexView};
+use super::index::{IndexHeader, IndexView, Layout};
 use super::manifest::{Manifest, ShardEntry, FILE_NAME};
-use super::scan::{default_index_path, is_tokenloom_index};
 use crate::error::{Error, IoContext, Result};
 
 /// One opened shard.
@@ -22,6 +23,10 @@ pub struct Shard {
     idx: MappedFile,
     header: IndexHeader,
     dtype: DType,
+    layout: Layout,
+    /// xxh3 of a foreign index (which records no checksum), computed on
+    /// first use by [`Dataset::fingerprint`].
+    index_hash: OnceLock<u64>,
 }
 
 impl Shard {
@@ -106,13 +111,56 @@ impl Shard {
             idx,
             header: h,
             dtype,
+            layout: Layout::Native,
+            index_hash: OnceLock::new(),
+        })
+    }
+
+    /// Opens a token file and its index in the format `src` names (see
+    /// [`compat::detect`]): the index is validated against the token file's
+    /// size before the token file is mapped, so a truncated file is an error,
+    /// never a fault on access.
+    pub fn open_source(src: &Source) -> Result<Self> {
+        let (bin_path, idx_path) = src.paths();
+        if let Source::Indexed { bin, idx } = src {
+            let map = MappedFile::open(idx)?;
+            let dtype = IndexView::parse(map.bytes(), idx)?.header.dtype;
+            return Self::open(bin.clone(), idx.clone(), dtype, None);
+        }
+        let bin_len = std::fs::metadata(bin_path).at(bin_path)?.len();
+        let idx = MappedFile::open(idx_path)?;
+        let (header, layout) = compat::parse(src, idx.bytes(), bin_len)?;
+        let bin = MappedFile::open(bin_path)?;
+        if bin.bytes().len() as u64 != bin_len {
+            return Err(Error::corrupt(
+                bin_path,
+                bin.bytes().len() as u64,
+                "the token file changed size while being opened",
+                "wait for the program writing it to finish, then open it again",
+            ));
+        }
+        Ok(Shard {
+            bin_path: bin_path.to_path_buf(),
+            idx_path: idx_path.to_path_buf(),
+            bin,
+            idx,
+            header,
+            dtype: header.dtype,
+            layout,
+            index_hash: OnceLock::new(),
         })
     }
 
     /// The validated index of this shard.
     pub fn index(&self) -> IndexView<'_> {
-        // `header` was parsed from these very bytes in `open`.
-        IndexView::from_parsed(self.idx.bytes(), self.header)
+        // `header` and `layout` were parsed from these very bytes on open.
+        IndexView::from_parsed(self.idx.bytes(), self.header, self.layout)
+    }
+
+    /// Where this shard's index keeps document boundaries (tokenloom's own
+    /// `.idx`, or a foreign layout read in place).
+    pub fn layout(&self) -> Layout {
+        self.layout
     }
 
     /// The raw bytes of the `.idx` file.
@@ -174,8 +222,27 @@ impl Dataset {
     /// Opens the dataset directory `root` (the directory holding `manifest.json`).
     pub fn open(root: impl AsRef<Path>) -> Result<Self> {
         let root = root.as_ref().to_path_buf();
-        if root.is_file() {
-            return Self::open_indexed_file(root);
+        if root.is_dir() && !root.join(FILE_NAME).exists() {
+            if let Some(ds) = Self::open_datatrove_folder(&root)? {
+                return Ok(ds);
+            }
+        }
+        if !root.is_dir() {
+            if let Some(src) = compat::detect(&root)? {
+                let shard = Shard::open_source(&src)?;
+                let home = src.paths().0.parent().map(Path::to_path_buf);
+                return Self::from_shards(home.unwrap_or_default(), vec![shard]);
+            }
+            if root.is_file() {
+                return Err(Error::invalid(
+                    "path",
+                    format!(
+                        "{} is a file without an index beside it; run `tokenloom index {} --dtype u16 --eos ID` first, or pass a dataset directory (holding {FILE_NAME}), a Megatron .bin/.idx (or their path prefix) or a datatrove .ds",
+                        root.display(),
+                        root.display()
+                    ),
+                ));
+            }
         }
         let manifest = Manifest::load(&root)?;
         let mut shards = Vec::with_capacity(manifest.shards.len());
@@ -201,46 +268,67 @@ impl Dataset {
         })
     }
 
-    /// Opens a raw token file indexed by `tokenloom index` (its `.idx` beside it)
-    /// as a one-shard dataset.
-    fn open_indexed_file(bin: PathBuf) -> Result<Self> {
-        let idx = default_index_path(&bin);
-        if !idx.exists() || !is_tokenloom_index(&idx)? {
-            return Err(Error::invalid(
-                "path",
-                format!(
-                    "{} is a file without a tokenloom index beside it; run `tokenloom index {} --dtype u16 --eos ID` first, or pass a dataset directory (holding {FILE_NAME})",
-                    bin.display(),
-                    bin.display()
-                ),
-            ));
+    /// Opens every `*.ds` file of a directory (datatrove's output folder)
+    /// as the shards of one dataset, in file-name order; `None` when the
+    /// directory holds no `.ds` file.
+    fn open_datatrove_folder(dir: &Path) -> Result<Option<Self>> {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+            .at(dir)?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|e| e == "ds") && p.is_file())
+            .collect();
+        if files.is_empty() {
+            return Ok(None);
         }
-        let map = MappedFile::open(&idx)?;
-        let header = IndexView::parse(map.bytes(), &idx)?.header;
-        drop(map);
-        let shard = Shard::open(bin.clone(), idx.clone(), header.dtype, None)?;
+        files.sort();
+        let shards = files
+            .into_iter()
+            .map(|ds| Shard::open_source(&compat::datatrove_source(ds)))
+            .collect::<Result<Vec<_>>>()?;
+        Self::from_shards(dir.to_path_buf(), shards).map(Some)
+    }
+
+    /// A dataset of shards opened outside a manifest (raw indexed files and
+    /// foreign formats); they must share one dtype.
+    fn from_shards(root: PathBuf, shards: Vec<Shard>) -> Result<Self> {
+        let dtype = shards.first().map_or(DType::U16, |s| s.dtype);
         let name = |p: &Path| {
             p.file_name()
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_default()
         };
-        let mut manifest = Manifest::new(header.dtype);
-        manifest.num_docs = header.num_docs;
-        manifest.num_tokens = header.num_tokens;
-        manifest.shards.push(ShardEntry {
-            bin: name(&bin),
-            idx: name(&idx),
-            num_docs: header.num_docs,
-            num_tokens: header.num_tokens,
-            bin_xxh3: String::new(),
-            idx_xxh3: String::new(),
-        });
-        let root = bin.parent().map(Path::to_path_buf).unwrap_or_default();
+        let mut manifest = Manifest::new(dtype);
+        let mut doc_starts = vec![0];
+        for s in &shards {
+            if s.dtype != dtype {
+                return Err(Error::corrupt(
+                    &s.bin_path,
+                    0,
+                    format!(
+                        "tokens are {} but {} holds {dtype} tokens; a dataset has one token type",
+                        s.dtype,
+                        shards[0].bin_path.display()
+                    ),
+                    "open the files separately, or convert them to one dtype with `tokenloom convert`",
+                ));
+            }
+            manifest.num_docs += s.num_docs();
+            manifest.num_tokens += s.num_tokens();
+            doc_starts.push(manifest.num_docs);
+            manifest.shards.push(ShardEntry {
+                bin: name(&s.bin_path),
+                idx: name(&s.idx_path),
+                num_docs: s.num_docs(),
+                num_tokens: s.num_tokens(),
+                bin_xxh3: String::new(),
+                idx_xxh3: String::new(),
+            });
+        }
         Ok(Dataset {
             root,
             manifest,
-            shards: vec![shard],
-            doc_starts: vec![0, header.num_docs],
+            shards,
+            doc_starts,
         })
     }
 
@@ -363,6 +451,13 @@ impl Dataset {
             h.update(&s.header.num_docs.to_le_bytes());
             h.update(&s.header.num_tokens.to_le_bytes());
             h.update(&s.header.dtype.code().to_le_bytes());
+            if s.layout != Layout::Native {
+                // Foreign indexes carry no checksum: their bytes stand in.
+                let sum = *s
+                    .index_hash
+                    .get_or_init(|| xxhash_rust::xxh3::xxh3_64(s.idx.bytes()));
+                h.update(&sum.to_le_bytes());
+            }
         }
         h.digest()
     }
