@@ -19,10 +19,13 @@ from tokenloom._core import (
     TokenloomError,
 )
 from tokenloom._core import __version__ as __version__
+from tokenloom.build import BuildInputError, BuildResult, build
 from tokenloom.loader import DevicePrefetcher, TokenDataset, to_device, write_order
 from tokenloom.shard import DatasetWriter, open_dataset
 
 __all__ = [
+    "BuildInputError",
+    "BuildResult",
     "CancelledError",
     "CorruptShardError",
     "Dataset",
@@ -32,6 +35,7 @@ __all__ = [
     "TokenDataset",
     "TokenloomError",
     "__version__",
+    "build",
     "open_dataset",
     "to_device",
     "write_order",
