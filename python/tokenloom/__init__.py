@@ -19,11 +19,14 @@ from tokenloom._core import (
     TokenloomError,
 )
 from tokenloom._core import __version__ as __version__
+from tokenloom.build import BuildInputError, BuildResult, build
 from tokenloom.loader import DevicePrefetcher, TokenDataset, to_device, write_order
 from tokenloom.select import FastJL, UDSSelector, nuclear_norm
 from tokenloom.shard import DatasetWriter, open_dataset
 
 __all__ = [
+    "BuildInputError",
+    "BuildResult",
     "CancelledError",
     "CorruptShardError",
     "Dataset",
@@ -35,6 +38,7 @@ __all__ = [
     "TokenloomError",
     "UDSSelector",
     "__version__",
+    "build",
     "nuclear_norm",
     "open_dataset",
     "to_device",

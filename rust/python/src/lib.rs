@@ -22,5 +22,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<select::PySelector>()?;
     m.add_function(wrap_pyfunction!(loader::write_order, m)?)?;
     m.add_function(wrap_pyfunction!(cli::run_cli, m)?)?;
+    m.add_function(wrap_pyfunction!(shard::write_sources, m)?)?;
+    m.add_function(wrap_pyfunction!(shard::merge_datasets, m)?)?;
     Ok(())
 }

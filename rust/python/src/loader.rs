@@ -78,6 +78,12 @@ impl PyStream {
                 cached.push(hit);
                 sources.push((Arc::new(ds), Arc::new(plan)));
             }
+            let manifests: Vec<_> = paths
+                .iter()
+                .zip(&sources)
+                .map(|(p, (d, _))| (p.as_path(), d.manifest()))
+                .collect();
+            tokenloom_core::shard::check_compatible(&manifests, "mix")?;
             let sizes = sources.iter().map(|(_, p)| p.num_samples()).collect();
             let mixture = Mixture::new(sizes, weights.clone(), seed, shuffle)?;
             let mut parts = vec![seed, u64::from(shuffle)];

@@ -1,7 +1,8 @@
 //! Bindings of `tokenloom_core::shard`: open, read, verify and write datasets.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use numpy::ndarray::ArrayView1;
 use numpy::npyffi::{flags::NPY_ARRAY_WRITEABLE, objects::_PyArray_GET_ITEM_DATA};
@@ -9,7 +10,7 @@ use numpy::{PyArray1, PyReadonlyArray1, PyUntypedArray, PyUntypedArrayMethods};
 use pyo3::exceptions::{PyIndexError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
-use tokenloom_core::shard::{verify::verify_dataset, TokenInt};
+use tokenloom_core::shard::{merge, source, verify::verify_dataset, Sources, TokenInt};
 use tokenloom_core::{
     DType, Dataset, DatasetSummary, DatasetWriter, Tokens, VerifyOptions, WriterOptions,
 };
@@ -44,6 +45,8 @@ fn view<'py, T: numpy::Element>(data: &[T], owner: Bound<'py, PyAny>) -> Bound<'
 #[pyclass(name = "Dataset", module = "tokenloom._core", frozen)]
 pub struct PyDataset {
     inner: Arc<Dataset>,
+    /// Provenance sidecars read so far, by shard.
+    sources: Mutex<HashMap<usize, Arc<Sources>>>,
 }
 
 #[pymethods]
@@ -53,6 +56,7 @@ impl PyDataset {
         let ds = run_detached(py, move || Dataset::open(path))?;
         Ok(PyDataset {
             inner: Arc::new(ds),
+            sources: Mutex::new(HashMap::new()),
         })
     }
 
@@ -74,6 +78,43 @@ impl PyDataset {
             Tokens::U16(t) => view(t, owner),
             Tokens::U32(t) => view(t, owner),
         })
+    }
+
+    /// The input file and row (0-based line or record) that document
+    /// `index` came from; datasets made by `build` record them.
+    fn source(&self, py: Python<'_>, index: isize) -> PyResult<(String, u64)> {
+        let ds = &self.inner;
+        let n = ds.num_docs() as isize;
+        let i = if index < 0 { index + n } else { index };
+        if i < 0 || i >= n {
+            return Err(PyIndexError::new_err(format!(
+                "document {index} is out of range (the dataset has {n} documents)"
+            )));
+        }
+        let (s, j) = to_py(ds.locate(i as u64))?;
+        let cached = self
+            .sources
+            .lock()
+            .map_err(|_| PyValueError::new_err("provenance cache poisoned"))?
+            .get(&s)
+            .cloned();
+        let src = match cached {
+            Some(src) => src,
+            None => {
+                let ds2 = Arc::clone(ds);
+                let src = Arc::new(run_detached(py, move || source::load_shard(&ds2, s))?);
+                if let Ok(mut m) = self.sources.lock() {
+                    m.insert(s, Arc::clone(&src));
+                }
+                src
+            }
+        };
+        let (path, row) = src.get(j).ok_or_else(|| {
+            PyValueError::new_err(format!(
+                "document {i} is missing from its provenance sidecar"
+            ))
+        })?;
+        Ok((path.to_string(), row))
     }
 
     /// Number of tokens.
@@ -338,4 +379,35 @@ impl PyDatasetWriter {
     fn path(&self) -> PathBuf {
         self.inner.root().to_path_buf()
     }
+}
+
+/// Writes the provenance sidecars of the committed dataset at `path`:
+/// `runs` are (input file, first document) pairs, `rows` one row per document.
+#[pyfunction]
+pub fn write_sources(
+    py: Python<'_>,
+    path: PathBuf,
+    runs: Vec<(String, u64)>,
+    rows: PyReadonlyArray1<'_, u64>,
+) -> PyResult<()> {
+    let rows = rows.as_slice()?.to_vec();
+    run_detached(py, move || source::write_for_dataset(&path, &runs, &rows))
+}
+
+/// Combines the committed datasets `parts`, in order, into one dataset at
+/// `out` by linking their shard files and writing one manifest atomically.
+#[pyfunction]
+#[pyo3(signature = (out, parts, overwrite = false))]
+pub fn merge_datasets<'py>(
+    py: Python<'py>,
+    out: PathBuf,
+    parts: Vec<PathBuf>,
+    overwrite: bool,
+) -> PyResult<Bound<'py, PyDict>> {
+    let m = run_detached(py, move || merge(&out, &parts, overwrite))?;
+    let d = PyDict::new(py);
+    d.set_item("num_docs", m.num_docs)?;
+    d.set_item("num_tokens", m.num_tokens)?;
+    d.set_item("num_shards", m.shards.len())?;
+    Ok(d)
 }

@@ -7,8 +7,10 @@ pub mod dtype;
 pub mod fsutil;
 pub mod index;
 pub mod manifest;
+pub mod merge;
 pub mod reader;
 pub mod scan;
+pub mod source;
 pub mod summary;
 pub mod verify;
 pub mod writer;
@@ -16,11 +18,13 @@ pub mod writer;
 pub use dtype::{DType, Tokens};
 pub use index::{IndexHeader, IndexView, Layout};
 pub use manifest::{Manifest, ShardEntry};
+pub use merge::{check_compatible, merge};
 pub use reader::{Dataset, Shard};
 pub use scan::{
     default_index_path, index_raw, is_tokenloom_index, Boundary, RawHeader, RawIndexOptions,
     RawIndexReport,
 };
+pub use source::Sources;
 pub use summary::DatasetSummary;
 pub use verify::{verify, VerifyOptions, VerifyReport};
 pub use writer::{DatasetWriter, TokenInt, WriterOptions};
