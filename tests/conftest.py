@@ -1,13 +1,14 @@
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 import tokenloom as tl
 
-if TYPE_CHECKING:
-    from pathlib import Path
+TOKENLOOM = Path(sys.executable).parent / "tokenloom"
 
 
 def write_docs(path: Path, docs: list[list[int]], **kw: object) -> Path:
@@ -34,3 +35,14 @@ def dataset(tmp_path: Path, docs: list[list[int]]) -> Path:
 
 def shard_files(path: Path, ext: str) -> list[Path]:
     return sorted(path.glob(f"part-*.{ext}"))
+
+
+def run_cli(*args: str | Path) -> subprocess.CompletedProcess[str]:
+    """Runs the installed ``tokenloom`` command quietly and captures its output."""
+    return subprocess.run(
+        [str(TOKENLOOM), "--quiet", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )

@@ -3,29 +3,17 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 import tokenloom as tl
+from conftest import run_cli
 from tokenloom.cli import main
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     import pytest
-
-TOKENLOOM = Path(sys.executable).parent / "tokenloom"
-
-
-def run(*args: str | Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(TOKENLOOM), "--quiet", *map(str, args)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
 
 
 def raw_file(path: Path, docs: list[list[int]], eos: int, dtype: type = np.uint16) -> Path:
@@ -38,7 +26,7 @@ def raw_file(path: Path, docs: list[list[int]], eos: int, dtype: type = np.uint1
 def test_index_then_open_matches_the_documents(tmp_path: Path) -> None:
     docs = [[5, 6, 7], [8], [9, 10]]
     raw = raw_file(tmp_path / "train.bin", docs, eos=1)
-    r = run("index", raw, "--dtype", "u16", "--eos", "1")
+    r = run_cli("index", raw, "--dtype", "u16", "--eos", "1")
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "train.idx").exists()
     assert "3 documents" in r.stdout
@@ -52,7 +40,7 @@ def test_index_llmc_header_is_detected(tmp_path: Path) -> None:
     body = np.asarray([3, 4, 50256, 7, 8, 50256], dtype=np.uint16)
     raw = tmp_path / "val.bin"
     raw.write_bytes(header.tobytes() + body.tobytes())
-    r = run("index", raw, "--eos", "50256")
+    r = run_cli("index", raw, "--eos", "50256")
     assert r.returncode == 0, r.stderr
     ds = tl.open_dataset(raw)
     assert ds.num_tokens == 6
@@ -62,15 +50,15 @@ def test_index_llmc_header_is_detected(tmp_path: Path) -> None:
 
 def test_index_refuses_to_replace_an_index(tmp_path: Path) -> None:
     raw = raw_file(tmp_path / "a.bin", [[2, 3]], eos=0)
-    assert run("index", raw, "--dtype", "u16", "--eos", "0").returncode == 0
-    again = run("index", raw, "--dtype", "u16", "--eos", "0")
+    assert run_cli("index", raw, "--dtype", "u16", "--eos", "0").returncode == 0
+    again = run_cli("index", raw, "--dtype", "u16", "--eos", "0")
     assert again.returncode != 0
     assert "--overwrite" in again.stderr
-    assert run("index", raw, "--dtype", "u16", "--eos", "0", "--overwrite").returncode == 0
+    assert run_cli("index", raw, "--dtype", "u16", "--eos", "0", "--overwrite").returncode == 0
 
 
 def test_inspect_json_reports_the_dataset(dataset: Path) -> None:
-    r = run("inspect", dataset, "--json")
+    r = run_cli("inspect", dataset, "--json")
     assert r.returncode == 0, r.stderr
     info = json.loads(r.stdout)
     ds = tl.open_dataset(dataset)
@@ -81,21 +69,21 @@ def test_inspect_json_reports_the_dataset(dataset: Path) -> None:
 
 
 def test_verify_passes_then_fails_on_a_flipped_token(dataset: Path) -> None:
-    assert run("verify", dataset).returncode == 0
+    assert run_cli("verify", dataset).returncode == 0
     shard = sorted(dataset.glob("part-*.bin"))[0]
     data = bytearray(shard.read_bytes())
     data[3] ^= 0x40
     shard.write_bytes(bytes(data))
-    r = run("verify", dataset)
+    r = run_cli("verify", dataset)
     assert r.returncode == 1
     assert shard.name in r.stderr
     assert "checksum" in r.stderr.lower()
 
 
 def test_bad_usage_exits_2(tmp_path: Path) -> None:
-    assert run("index").returncode == 2
-    assert run("frobnicate").returncode == 2
-    r = run("inspect", tmp_path / "missing")
+    assert run_cli("index").returncode == 2
+    assert run_cli("frobnicate").returncode == 2
+    r = run_cli("inspect", tmp_path / "missing")
     assert r.returncode != 0
     assert "missing" in r.stderr
 

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import json
 import struct
-import subprocess
-import sys
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -17,12 +15,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pytest
 import tokenloom as tl
-from conftest import write_docs
+from conftest import run_cli, write_docs
 
 if TYPE_CHECKING:
     from types import ModuleType
-
-TOKENLOOM = Path(sys.executable).parent / "tokenloom"
 
 
 def megatron() -> ModuleType:
@@ -70,16 +66,6 @@ def read_all(path: Path | str) -> list[list[int]]:
     return [ds[i].tolist() for i in range(len(ds))]
 
 
-def cli(*args: str | Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(TOKENLOOM), "--quiet", *map(str, args)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-
-
 def batches(path: Path, **kw: Any) -> list[dict[str, Any]]:
     return list(tl.TokenDataset(path, output="numpy", seed=3, **kw))
 
@@ -115,7 +101,7 @@ def test_convert_to_megatron_is_read_by_megatron_core(
     tmp_path: Path, dataset: Path, docs: list[list[int]]
 ) -> None:
     out = tmp_path / "conv_text_document"
-    r = cli("convert", dataset, out, "--to", "megatron")
+    r = run_cli("convert", dataset, out, "--to", "megatron")
     assert r.returncode == 0, r.stderr
     assert "25 documents" in r.stdout
     mds = megatron().IndexedDataset(str(out))
@@ -124,24 +110,24 @@ def test_convert_to_megatron_is_read_by_megatron_core(
     assert read_all(out) == docs
     # Existing output needs --overwrite (usage error, nothing changed).
     before = (tmp_path / "conv_text_document.idx").read_bytes()
-    r = cli("convert", dataset, out, "--to", "megatron")
+    r = run_cli("convert", dataset, out, "--to", "megatron")
     assert r.returncode == 2
     assert "already exists" in r.stderr
     assert (tmp_path / "conv_text_document.idx").read_bytes() == before
-    assert cli("convert", dataset, out, "--to", "megatron", "--overwrite").returncode == 0
+    assert run_cli("convert", dataset, out, "--to", "megatron", "--overwrite").returncode == 0
 
 
 def test_convert_megatron_to_tokenloom_and_verify(tmp_path: Path, docs: list[list[int]]) -> None:
     prefix = write_megatron(tmp_path / "m", docs)
     out = tmp_path / "tl"
-    r = cli("convert", prefix, out, "--to", "tokenloom")
+    r = run_cli("convert", prefix, out, "--to", "tokenloom")
     assert r.returncode == 0, r.stderr
     assert read_all(out) == docs
     assert (out / "manifest.json").exists()
     for p in (out, prefix):
-        r = cli("verify", p)
+        r = run_cli("verify", p)
         assert r.returncode == 0, r.stderr
-    r = cli("inspect", prefix, "--json")
+    r = run_cli("inspect", prefix, "--json")
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["num_docs"] == len(docs)
 
@@ -164,7 +150,7 @@ def test_datatrove_written_by_datatrove_reads_token_for_token(
         batches(tmp_path, seq_len=8, batch_size=3, mode="pack"),
         batches(native, seq_len=8, batch_size=3, mode="pack"),
     )
-    r = cli("convert", tmp_path, tmp_path / "m_text_document", "--to", "megatron")
+    r = run_cli("convert", tmp_path, tmp_path / "m_text_document", "--to", "megatron")
     assert r.returncode == 0, r.stderr
     assert read_all(tmp_path / "m_text_document") == big
 
@@ -235,7 +221,7 @@ def test_megatron_pointer_out_of_bounds(mega: Path, docs: list[list[int]]) -> No
     with pytest.raises(tl.CorruptShardError) as e:
         ds[3]
     assert e.value.path == str(idx)  # type: ignore[attr-defined]
-    r = cli("verify", mega)
+    r = run_cli("verify", mega)
     assert r.returncode == 1
     assert str(idx) in r.stderr
 
