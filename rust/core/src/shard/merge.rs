@@ -8,10 +8,10 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use super::fsutil::{fsync_dir, write_atomic};
+use super::generation::{prepare_root, remove_unlisted, shard_name, TMP_PREFIX};
 use super::manifest::{Manifest, ShardEntry, FILE_NAME};
 use super::reader::Dataset;
 use super::source::sidecar_name;
-use super::writer::{prepare_root, remove_unlisted};
 use crate::error::{Error, IoContext, Result};
 
 /// Refuses datasets that disagree on the tokenizer fingerprint (when both
@@ -116,8 +116,8 @@ pub fn merge(out: &Path, parts: &[PathBuf], overwrite: bool) -> Result<Manifest>
     for (part, ds) in parts.iter().zip(&opened) {
         for e in &ds.manifest().shards {
             let n = manifest.shards.len();
-            let bin = format!("part-{n:05}.g{generation}.bin");
-            let idx = format!("part-{n:05}.g{generation}.idx");
+            let bin = shard_name(n, generation, "bin");
+            let idx = shard_name(n, generation, "idx");
             link_or_copy(&part.join(&e.bin), &out.join(&bin))?;
             link_or_copy(&part.join(&e.idx), &out.join(&idx))?;
             let src = part.join(sidecar_name(&e.bin));
@@ -136,7 +136,7 @@ pub fn merge(out: &Path, parts: &[PathBuf], overwrite: bool) -> Result<Manifest>
     fsync_dir(out)?;
     let bytes = manifest.to_bytes()?;
     write_atomic(
-        &out.join(format!(".tmp.{FILE_NAME}")),
+        &out.join(format!("{TMP_PREFIX}{FILE_NAME}")),
         &out.join(FILE_NAME),
         &bytes,
     )?;

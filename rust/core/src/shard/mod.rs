@@ -5,6 +5,7 @@
 pub mod compat;
 pub mod dtype;
 pub mod fsutil;
+mod generation;
 pub mod index;
 pub mod manifest;
 pub mod merge;

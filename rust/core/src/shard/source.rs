@@ -12,6 +12,7 @@ use std::path::Path;
 use xxhash_rust::xxh3::xxh3_64;
 
 use super::fsutil::{u32_le, u64_le, write_atomic};
+use super::generation::TMP_PREFIX;
 use super::manifest::Manifest;
 use super::reader::Dataset;
 use crate::error::{Error, IoContext, Result};
@@ -191,7 +192,7 @@ pub fn write_for_dataset(root: &Path, runs: &[(String, u64)], rows: &[u64]) -> R
         };
         let name = sidecar_name(&shard.bin);
         write_atomic(
-            &root.join(format!(".tmp.{name}")),
+            &root.join(format!("{TMP_PREFIX}{name}")),
             &root.join(&name),
             &s.encode()?,
         )?;
