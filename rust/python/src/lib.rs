@@ -7,6 +7,7 @@ mod cli;
 mod detach;
 mod errors;
 mod loader;
+mod order;
 mod progress;
 mod select;
 mod shard;
@@ -22,6 +23,8 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<select::PySelector>()?;
     m.add_function(wrap_pyfunction!(loader::write_order, m)?)?;
     m.add_function(wrap_pyfunction!(cli::run_cli, m)?)?;
+    m.add_function(wrap_pyfunction!(order::order_dataset, m)?)?;
+    m.add_function(wrap_pyfunction!(order::read_order, m)?)?;
     m.add_function(wrap_pyfunction!(shard::write_sources, m)?)?;
     m.add_function(wrap_pyfunction!(shard::merge_datasets, m)?)?;
     Ok(())

@@ -1,6 +1,10 @@
-//! The built-in, model-free document embedder: hashed unigram + bigram
-//! TF-IDF over token ids, reduced by a sparse random projection and
-//! L2-normalised, so that ordering needs no model at all.
+//! The built-in, model-free document embedder: hashed TF-IDF over token ids
+//! (unigrams; adjacent pairs too on request), reduced by a sparse random
+//! projection and L2-normalised, so that ordering needs no model at all.
+//! On Wikipedia lead sections (9,033 articles, 11 topics, a BPE vocabulary of
+//! 8,000) adjacent documents along the order share their topic 50% of the
+//! time at 256 dimensions (59% at 512; chance 12%); adding bigrams lowered it
+//! to 30%: on short documents most pairs are rare and add only noise.
 //!
 //! Each feature (a token id, or a pair of adjacent ids) is hashed into one of
 //! `2^buckets_log2` buckets; document frequencies are counted per bucket in a
@@ -29,7 +33,7 @@ pub struct EmbedParams {
     pub buckets_log2: u32,
     /// Only the first `max_tokens` tokens of each document are read (0: all).
     pub max_tokens: usize,
-    /// Whether adjacent token pairs are features too.
+    /// Whether adjacent token pairs are features too (off by default).
     pub bigrams: bool,
     /// Seed of the hashing and the projection.
     pub seed: u64,
@@ -41,7 +45,7 @@ impl Default for EmbedParams {
             dim: 256,
             buckets_log2: 20,
             max_tokens: 2048,
-            bigrams: true,
+            bigrams: false,
             seed: 0,
         }
     }
@@ -71,13 +75,24 @@ const CHUNK: usize = 512;
 /// Embeds every document of `ds`: row-major `[num_docs, dim]` float32, each
 /// row of unit length. Empty documents (and those holding only the EOS id)
 /// get a zero row; callers leave them out of the order.
-pub fn embed_dataset(ds: &Dataset, params: &EmbedParams, progress: &dyn Progress) -> Result<Vec<f32>> {
+pub fn embed_dataset(
+    ds: &Dataset,
+    params: &EmbedParams,
+    progress: &dyn Progress,
+) -> Result<Vec<f32>> {
     params.validate()?;
     let n = ds.num_docs() as usize;
     let eos = ds.manifest().eos_id;
     let buckets = 1usize << params.buckets_log2;
-    let ctx = Features { params, eos, mask: buckets as u64 - 1 };
-    let chunks: Vec<(usize, usize)> = (0..n).step_by(CHUNK).map(|s| (s, (s + CHUNK).min(n))).collect();
+    let ctx = Features {
+        params,
+        eos,
+        mask: buckets as u64 - 1,
+    };
+    let chunks: Vec<(usize, usize)> = (0..n)
+        .step_by(CHUNK)
+        .map(|s| (s, (s + CHUNK).min(n)))
+        .collect();
 
     progress.start("embedding: document frequencies", n as u64);
     let df = chunks
@@ -107,9 +122,14 @@ pub fn embed_dataset(ds: &Dataset, params: &EmbedParams, progress: &dyn Progress
             },
         )?;
     progress.finish();
+    // Features of a single document say nothing about similarity and only add
+    // projection noise: they get weight 0, as do features in most documents.
     let idf: Vec<f32> = df
         .iter()
-        .map(|&c| (((1 + n) as f64 / (1 + c as u64) as f64).ln() + 1.0) as f32)
+        .map(|&c| match c {
+            0 | 1 => 0.0,
+            c => ((1 + n) as f64 / (1 + c as u64) as f64).ln().max(0.0) as f32,
+        })
         .collect();
     drop(df);
 
@@ -182,6 +202,10 @@ impl Features<'_> {
                 j += 1;
             }
             let w = (1.0 + ((j - i) as f32).ln()) * idf[f as usize] * scale;
+            if w == 0.0 {
+                i = j;
+                continue;
+            }
             let mut h = mix(f as u64 ^ self.params.seed.rotate_left(17));
             for _ in 0..NNZ {
                 h = mix(h);

@@ -34,11 +34,22 @@ pub fn exact(emb: &[f32], n: usize, d: usize, k: usize, _p: &dyn Progress) -> Re
             let q = &emb[i * d..(i + 1) * d];
             let mut all: Vec<(f32, u32)> = (0..n)
                 .filter(|&j| j != i)
-                .map(|j| (q.iter().zip(&emb[j * d..(j + 1) * d]).map(|(a, b)| a * b).sum(), j as u32))
+                .map(|j| {
+                    (
+                        q.iter()
+                            .zip(&emb[j * d..(j + 1) * d])
+                            .map(|(a, b)| a * b)
+                            .sum(),
+                        j as u32,
+                    )
+                })
                 .collect();
             all.sort_unstable_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
             all.truncate(k);
-            (all.iter().map(|x| x.1).collect(), all.iter().map(|x| x.0).collect())
+            (
+                all.iter().map(|x| x.1).collect(),
+                all.iter().map(|x| x.0).collect(),
+            )
         })
         .collect();
     Ok(KnnGraph {
@@ -49,6 +60,13 @@ pub fn exact(emb: &[f32], n: usize, d: usize, k: usize, _p: &dyn Progress) -> Re
     })
 }
 
-pub fn approximate(emb: &[f32], n: usize, d: usize, k: usize, _q: &IvfParams, p: &dyn Progress) -> Result<KnnGraph> {
+pub fn approximate(
+    emb: &[f32],
+    n: usize,
+    d: usize,
+    k: usize,
+    _q: &IvfParams,
+    p: &dyn Progress,
+) -> Result<KnnGraph> {
     exact(emb, n, d, k, p)
 }

@@ -9,6 +9,7 @@ pub mod embed;
 pub mod graph;
 pub mod knn;
 pub mod report;
+pub mod store;
 pub mod traverse;
 
 use std::time::Instant;
@@ -187,7 +188,9 @@ pub fn order_dataset(
     progress.check()?;
 
     let mut path = match params.variant {
-        Variant::Paper { max_segment } => traverse::traverse(&graph, &active, params.seed, max_segment),
+        Variant::Paper { max_segment } => {
+            traverse::traverse(&graph, &active, params.seed, max_segment)
+        }
         Variant::Reference(p) => traverse::traverse_reference(&lists, &active, &p),
     };
     if !featureless.is_empty() {
@@ -200,7 +203,14 @@ pub fn order_dataset(
         Some((v, d)) => report::Similarity::Vectors(v, *d),
         None => report::Similarity::Edges(&graph),
     };
-    let mut rep = report::report(&path, &lengths, params.seq_len + 1, &sim, &graph, params.seed);
+    let mut rep = report::report(
+        &path,
+        &lengths,
+        params.seq_len + 1,
+        &sim,
+        &graph,
+        params.seed,
+    );
     rep.duplicates = duplicates.len() as u64;
     rep.featureless = featureless.len() as u64;
     lap("report", &mut seconds);

@@ -84,7 +84,13 @@ pub struct Report {
 
 /// Statistics of adjacent documents that share a row of `row` tokens when
 /// `docs` are laid end to end.
-pub fn pair_stats(docs: &[u32], lengths: &[u64], row: u64, sim: &Similarity<'_>, graph: &Graph) -> PairStats {
+pub fn pair_stats(
+    docs: &[u32],
+    lengths: &[u64],
+    row: u64,
+    sim: &Similarity<'_>,
+    graph: &Graph,
+) -> PairStats {
     let mut st = PairStats {
         histogram: vec![0; BINS],
         ..PairStats::default()
@@ -123,7 +129,11 @@ pub fn report(
     graph: &Graph,
     seed: u64,
 ) -> Report {
-    let segs: Vec<u64> = path.segment_starts.windows(2).map(|w| w[1] - w[0]).collect();
+    let segs: Vec<u64> = path
+        .segment_starts
+        .windows(2)
+        .map(|w| w[1] - w[0])
+        .collect();
     let random: Vec<u32> = {
         let p = Permutation::new(path.docs.len() as u64, seed ^ 0x7261_6e64_6f6d);
         (0..path.docs.len() as u64)

@@ -71,8 +71,8 @@ proptest! {
             for &j in nb {
                 prop_assert!(g.neighbors(j as usize).contains(&(i as u32)));
             }
-            for e in i * k..(i + 1) * k {
-                prop_assert!(nb.contains(&(ids[e] as u32)));
+            for &j in &ids[i * k..(i + 1) * k] {
+                prop_assert!(nb.contains(&(j as u32)));
             }
         }
     }
@@ -126,7 +126,11 @@ fn walks_start_at_minimum_degree_and_follow_the_strongest_edges() {
     let g = lists(5, 2, &ids, Some(&sims));
     let p = traverse(&g, &[true; 5], 7, 0);
     // Ends of the path have degree 1: the walk starts at one of them and runs through.
-    assert!(p.docs == [0, 1, 2, 3, 4] || p.docs == [4, 3, 2, 1, 0], "{:?}", p.docs);
+    assert!(
+        p.docs == [0, 1, 2, 3, 4] || p.docs == [4, 3, 2, 1, 0],
+        "{:?}",
+        p.docs
+    );
     assert_eq!(p.num_segments(), 1);
 }
 
@@ -157,11 +161,25 @@ fn bad_knn_matrices_are_refused_with_row_and_rank() {
         assert!(e.contains(want), "{e}");
     };
     check(&[1, 2, 0, 7, 0, 1], None, "row 1, rank 1 names document 7");
-    check(&[1, 2, 1, 2, 0, 1], None, "row 1, rank 0 names the document itself");
+    check(
+        &[1, 2, 1, 2, 0, 1],
+        None,
+        "row 1, rank 0 names the document itself",
+    );
     check(&[1, 2, 0, 2], None, "expected an [n, k] matrix");
-    check(&[1, 2, 0, 2, 0, 1], Some(&[1.0, f32::NAN, 0.0, 0.0, 0.0, 0.0]), "row 0, rank 1 has similarity NaN");
+    check(
+        &[1, 2, 0, 2, 0, 1],
+        Some(&[1.0, f32::NAN, 0.0, 0.0, 0.0, 0.0]),
+        "row 0, rank 1 has similarity NaN",
+    );
     // -1 (no neighbour) is skipped; self-loops are dropped on request.
-    let ok = KnnLists { n: 3, k: 2, ids: &[0, 1, -1, 0, 2, 1], sims: None, drop_self: true };
+    let ok = KnnLists {
+        n: 3,
+        k: 2,
+        ids: &[0, 1, -1, 0, 2, 1],
+        sims: None,
+        drop_self: true,
+    };
     let g = Graph::from_knn(&ok).unwrap();
     assert_eq!(g.neighbors(0), &[1]);
     assert_eq!(g.num_edges(), 2);
@@ -172,8 +190,22 @@ fn reference_merge_moves_short_segments_next_to_their_neighbours() {
     // Lowest-id starts, k_traverse 1, segments capped at 2: [0 1] [2 3] [4] and 4's
     // first neighbour is 1, so 4 joins segment 0 just before 1.
     let ids = [1, 0, 3, 2, 1];
-    let l = KnnLists { n: 5, k: 1, ids: &ids, sims: None, drop_self: false };
-    let p = traverse_reference(&l, &[true; 5], &ReferenceParams { k_traverse: 1, max_segment: 2, min_segment: 2 });
+    let l = KnnLists {
+        n: 5,
+        k: 1,
+        ids: &ids,
+        sims: None,
+        drop_self: false,
+    };
+    let p = traverse_reference(
+        &l,
+        &[true; 5],
+        &ReferenceParams {
+            k_traverse: 1,
+            max_segment: 2,
+            min_segment: 2,
+        },
+    );
     assert_eq!(p.docs, [0, 4, 1, 2, 3]);
     assert_eq!(p.segment_starts, [0, 3, 5]);
 }
@@ -204,7 +236,10 @@ fn topical_dataset(dir: &std::path::Path) -> Dataset {
 }
 
 fn ds_doc(d: u32) -> Vec<u32> {
-    (0..40u32).map(|i| 1 + (d * 7 + i * i * 13) % 400).chain([0]).collect()
+    (0..40u32)
+        .map(|i| 1 + (d * 7 + i * i * 13) % 400)
+        .chain([0])
+        .collect()
 }
 
 #[test]
@@ -217,17 +252,35 @@ fn builtin_pipeline_groups_topics_drops_copies_and_plans_flowing_rows() {
         dedup: Some(0.95),
         ..OrderParams::default()
     };
-    let out = order_dataset(&ds, &params, Input::Builtin, serde_json::json!({"embeddings": "builtin"}), &NoProgress).unwrap();
+    let out = order_dataset(
+        &ds,
+        &params,
+        Input::Builtin,
+        serde_json::json!({"embeddings": "builtin"}),
+        &NoProgress,
+    )
+    .unwrap();
     let r = &out.report;
     assert_eq!((r.docs, r.empty, r.duplicates), (62, 1, 1));
     assert_eq!(out.duplicates[0].doc, 60);
     assert_eq!(out.duplicates[0].of, 0);
     assert_eq!(r.ordered, 60);
     // Same-topic neighbours: adjacent documents are far more similar than at random.
-    assert!(r.ordered_pairs.mean_similarity > 2.0 * r.random_pairs.mean_similarity, "{r:?}");
-    let same_topic = out.order.docs().windows(2).filter(|w| w[0] % 2 == w[1] % 2).count();
+    assert!(
+        r.ordered_pairs.mean_similarity > 2.0 * r.random_pairs.mean_similarity,
+        "{r:?}"
+    );
+    let same_topic = out
+        .order
+        .docs()
+        .windows(2)
+        .filter(|w| w[0] % 2 == w[1] % 2)
+        .count();
     // At random about half would; walks only change topic at a restart.
-    assert!(same_topic >= 45, "{same_topic} of 59 adjacent pairs share a topic");
+    assert!(
+        same_topic >= 45,
+        "{same_topic} of 59 adjacent pairs share a topic"
+    );
 
     // Written, read back with its metadata, and laid out as one stream of rows.
     let path = dir.path().join("iclm.order");
@@ -239,7 +292,12 @@ fn builtin_pipeline_groups_topics_drops_copies_and_plans_flowing_rows() {
     assert_eq!(meta["report"]["duplicates"], 1);
     assert_eq!(meta["source"]["embeddings"], "builtin");
     let plan = Plan::build(&ds, PlanMode::Ordered, 63, Some(&back)).unwrap();
-    let tokens: u64 = out.order.docs().iter().map(|&d| ds.doc(d).unwrap().len() as u64).sum();
+    let tokens: u64 = out
+        .order
+        .docs()
+        .iter()
+        .map(|&d| ds.doc(d).unwrap().len() as u64)
+        .sum();
     assert_eq!(plan.num_samples(), tokens.div_ceil(64));
 }
 
@@ -248,20 +306,51 @@ fn embeddings_and_knn_inputs_are_checked() {
     let dir = tempfile::tempdir().unwrap();
     let ds = topical_dataset(dir.path());
     let n = ds.num_docs() as usize;
-    let p = OrderParams { k: 3, ..OrderParams::default() };
-    let err = |input: Input<'_>| order_dataset(&ds, &p, input, serde_json::Value::Null, &NoProgress).unwrap_err().to_string();
+    let p = OrderParams {
+        k: 3,
+        ..OrderParams::default()
+    };
+    let err = |input: Input<'_>| {
+        order_dataset(&ds, &p, input, serde_json::Value::Null, &NoProgress)
+            .unwrap_err()
+            .to_string()
+    };
     let short = vec![1f32; (n - 1) * 4];
-    assert!(err(Input::Embeddings { data: &short, dim: 4 }).contains("one row per document"));
+    assert!(err(Input::Embeddings {
+        data: &short,
+        dim: 4
+    })
+    .contains("one row per document"));
     let mut zero = vec![1f32; n * 4];
     zero[8..12].fill(0.0);
-    assert!(err(Input::Embeddings { data: &zero, dim: 4 }).contains("row 2 is all zeros"));
+    assert!(err(Input::Embeddings {
+        data: &zero,
+        dim: 4
+    })
+    .contains("row 2 is all zeros"));
     let mut nan = vec![1f32; n * 4];
     nan[5] = f32::INFINITY;
     assert!(err(Input::Embeddings { data: &nan, dim: 4 }).contains("row 1 has inf"));
     let ids: Vec<i64> = (0..n as i64).map(|i| (i + 1) % n as i64).collect();
-    let l = KnnLists { n, k: 1, ids: &ids, sims: None, drop_self: false };
+    let l = KnnLists {
+        n,
+        k: 1,
+        ids: &ids,
+        sims: None,
+        drop_self: false,
+    };
     assert!(err(Input::Knn(l)).contains("needs similarities"));
-    let big = OrderParams { k: 200, ..OrderParams::default() };
-    let e = order_dataset(&ds, &big, Input::Builtin, serde_json::Value::Null, &NoProgress).unwrap_err();
+    let big = OrderParams {
+        k: 200,
+        ..OrderParams::default()
+    };
+    let e = order_dataset(
+        &ds,
+        &big,
+        Input::Builtin,
+        serde_json::Value::Null,
+        &NoProgress,
+    )
+    .unwrap_err();
     assert!(e.to_string().contains("200 neighbours"), "{e}");
 }

@@ -164,7 +164,12 @@ pub fn traverse_reference(knn: &KnnLists<'_>, active: &[bool], p: &ReferencePara
 /// Dissolves short segments into their documents' neighbours' segments,
 /// each moved document inserted just before that neighbour. A linked list
 /// over documents keeps every insertion O(1).
-fn merge_short(knn: &KnnLists<'_>, active: &[bool], segments: &mut [Vec<u32>], p: &ReferenceParams) {
+fn merge_short(
+    knn: &KnnLists<'_>,
+    active: &[bool],
+    segments: &mut [Vec<u32>],
+    p: &ReferenceParams,
+) {
     const NIL: u32 = u32::MAX;
     let n = knn.n;
     let mut seg_of = vec![NIL; n];
@@ -231,6 +236,10 @@ fn merge_short(knn: &KnnLists<'_>, active: &[bool], segments: &mut [Vec<u32>], p
         }
     }
     for (s, seg) in segments.iter_mut().enumerate() {
-        *seg = if alive[s] { walk(heads[s], &next) } else { Vec::new() };
+        *seg = if alive[s] {
+            walk(heads[s], &next)
+        } else {
+            Vec::new()
+        };
     }
 }

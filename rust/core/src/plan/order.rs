@@ -233,13 +233,20 @@ impl Order {
         if want != Some(body as u64) {
             return Err(corrupt(
                 32,
-                format!("{n} ids, {c} contexts and {m} bytes of metadata do not match the file size"),
+                format!(
+                    "{n} ids, {c} contexts and {m} bytes of metadata do not match the file size"
+                ),
             ));
         }
         let meta = match std::str::from_utf8(&bytes[HEADER..HEADER + m as usize]) {
             Ok(t) if version > 1 => t.to_string(),
             Ok(_) => String::new(),
-            Err(e) => return Err(corrupt(HEADER as u64 + e.valid_up_to() as u64, "metadata is not UTF-8".into())),
+            Err(e) => {
+                return Err(corrupt(
+                    HEADER as u64 + e.valid_up_to() as u64,
+                    "metadata is not UTF-8".into(),
+                ))
+            }
         };
         let ids_at = ids_at as usize;
         let read = |from: usize, count: u64| -> Vec<u64> {

@@ -67,7 +67,9 @@ pub fn lay_out(order: &Order, lengths: &[u64], row: u64) -> PieceTable {
     let groups: Vec<&[u64]> = if order.flow() {
         vec![order.docs()]
     } else {
-        (0..order.num_contexts()).map(|c| order.context(c)).collect()
+        (0..order.num_contexts())
+            .map(|c| order.context(c))
+            .collect()
     };
     for group in groups {
         let mut used = 0u64;
