@@ -4,6 +4,8 @@
 //! similarity (highest first, ties by smaller id), so "the most similar
 //! unvisited neighbour" is the first unvisited entry.
 
+use rayon::prelude::*;
+
 use crate::error::{Error, Result};
 
 /// Directed nearest-neighbour lists, row-major `[n, k]`: row `i` lists the
@@ -78,6 +80,14 @@ impl KnnLists<'_> {
         }
     }
 
+    /// Valid neighbour ids of row `i`, in rank order.
+    pub fn row_ids(&self, i: usize) -> impl Iterator<Item = u32> + '_ {
+        self.ids[i * self.k..(i + 1) * self.k]
+            .iter()
+            .filter(move |&&j| j >= 0 && j as usize != i)
+            .map(|&j| j as u32)
+    }
+
     /// Valid neighbours of row `i`, in rank order, as `(id, similarity)`.
     pub fn row(&self, i: usize) -> impl Iterator<Item = (u32, f32)> + '_ {
         (i * self.k..(i + 1) * self.k).filter_map(move |e| {
@@ -85,6 +95,20 @@ impl KnnLists<'_> {
             (j >= 0 && j as usize != i).then(|| (j as u32, self.sim(e)))
         })
     }
+}
+
+/// Packs `(sim, id)` so that ascending `u64` order is similarity descending, then id
+/// ascending.
+fn pack(sim: f32, id: u32) -> u64 {
+    let b = sim.to_bits();
+    let mono = if b & 0x8000_0000 != 0 { !b } else { b | 0x8000_0000 };
+    ((!mono as u64) << 32) | id as u64
+}
+
+fn unpack(key: u64) -> (f32, u32) {
+    let mono = !((key >> 32) as u32);
+    let b = if mono & 0x8000_0000 != 0 { mono & 0x7fff_ffff } else { !mono };
+    (f32::from_bits(b), key as u32)
 }
 
 /// Undirected weighted adjacency lists.
@@ -114,40 +138,45 @@ impl Graph {
             total += d;
         }
         offsets.push(total);
+        // Each entry packed as (similarity descending, id ascending) in one u64, so that a
+        // plain integer sort orders a list; lists are sorted in parallel.
         let mut fill = offsets.clone();
-        let mut ids = vec![0u32; total as usize];
-        let mut sims = vec![0f32; total as usize];
+        let mut keys = vec![0u64; total as usize];
         for i in 0..n {
             for (j, s) in knn.row(i) {
-                for (a, b) in [(i, j as usize), (j as usize, i)] {
-                    let at = fill[a] as usize;
-                    ids[at] = b as u32;
-                    sims[at] = s;
+                for (a, b) in [(i, j), (j as usize, i as u32)] {
+                    keys[fill[a] as usize] = pack(s, b);
                     fill[a] += 1;
                 }
             }
         }
-        // Sort each list by (similarity desc, id asc) and keep each id once.
-        let mut new_offsets = Vec::with_capacity(n + 1);
-        let mut w = 0usize;
-        let mut pairs: Vec<(f32, u32)> = Vec::new();
+        drop(fill);
+        let mut lists: Vec<&mut [u64]> = Vec::with_capacity(n);
+        let mut rest: &mut [u64] = &mut keys;
         for i in 0..n {
-            new_offsets.push(w as u64);
-            let (a, b) = (offsets[i] as usize, offsets[i + 1] as usize);
-            pairs.clear();
-            pairs.extend(sims[a..b].iter().copied().zip(ids[a..b].iter().copied()));
-            pairs.sort_unstable_by(|x, y| x.1.cmp(&y.1).then(y.0.total_cmp(&x.0)));
-            pairs.dedup_by_key(|p| p.1);
-            pairs.sort_unstable_by(|x, y| y.0.total_cmp(&x.0).then(x.1.cmp(&y.1)));
-            for &(s, j) in &pairs {
-                ids[w] = j;
-                sims[w] = s;
-                w += 1;
+            let (head, tail) = rest.split_at_mut((offsets[i + 1] - offsets[i]) as usize);
+            lists.push(head);
+            rest = tail;
+        }
+        lists.par_iter_mut().for_each(|l| l.sort_unstable());
+        drop(lists);
+        // Keep each neighbour once (its highest similarity, which sorts first).
+        let mut new_offsets = Vec::with_capacity(n + 1);
+        let mut ids = Vec::with_capacity(keys.len());
+        let mut sims = Vec::with_capacity(keys.len());
+        let mut mark = vec![u32::MAX; n];
+        for i in 0..n {
+            new_offsets.push(ids.len() as u64);
+            for &key in &keys[offsets[i] as usize..offsets[i + 1] as usize] {
+                let (s, j) = unpack(key);
+                if mark[j as usize] != i as u32 {
+                    mark[j as usize] = i as u32;
+                    ids.push(j);
+                    sims.push(s);
+                }
             }
         }
-        new_offsets.push(w as u64);
-        ids.truncate(w);
-        sims.truncate(w);
+        new_offsets.push(ids.len() as u64);
         Ok(Graph {
             offsets: new_offsets,
             ids,

@@ -103,10 +103,13 @@ pub fn pair_stats(
             continue; // the next document starts a new row
         }
         st.pairs += 1;
-        if graph.edge(w[0] as usize, w[1]).is_some() {
-            st.edges += 1;
-        }
-        if let Some(s) = sim.of(w[0], w[1]) {
+        let edge = graph.edge(w[0] as usize, w[1]);
+        st.edges += edge.is_some() as u64;
+        let s = match sim {
+            Similarity::Vectors(..) => sim.of(w[0], w[1]),
+            Similarity::Edges(_) => edge,
+        };
+        if let Some(s) = s {
             st.measured += 1;
             total += s as f64;
             let bin = (((s.clamp(-1.0, 1.0) + 1.0) / 2.0) * BINS as f32) as usize;
@@ -140,8 +143,10 @@ pub fn report(
             .map(|i| path.docs[p.get(i) as usize])
             .collect()
     };
-    let ordered_pairs = pair_stats(&path.docs, lengths, row, sim, graph);
-    let random_pairs = pair_stats(&random, lengths, row, sim, graph);
+    let (ordered_pairs, random_pairs) = rayon::join(
+        || pair_stats(&path.docs, lengths, row, sim, graph),
+        || pair_stats(&random, lengths, row, sim, graph),
+    );
     let tokens: u64 = path.docs.iter().map(|&d| lengths[d as usize]).sum();
     Report {
         docs: lengths.len() as u64,

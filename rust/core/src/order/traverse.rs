@@ -13,6 +13,8 @@
 //! lies in another segment (left in place when there is none, where the
 //! script would crash).
 
+use rayon::prelude::*;
+
 use super::graph::{Graph, KnnLists};
 use crate::shuffle::mix64;
 
@@ -58,16 +60,21 @@ pub fn traverse(graph: &Graph, active: &[bool], seed: u64, max_segment: usize) -
             .filter(|&&j| active[j as usize])
             .count()
     };
-    let mut starts: Vec<(usize, u64, u32)> = (0..n)
+    // Start queue: (degree, seeded hash) packed in one key, ties by id.
+    let mut starts: Vec<(u64, u32)> = (0..n)
+        .into_par_iter()
         .filter(|&i| active[i])
-        .map(|i| (degree(i), mix64(seed ^ mix64(i as u64)), i as u32))
+        .map(|i| {
+            let deg = (degree(i) as u64).min((1 << 23) - 1);
+            ((deg << 40) | (mix64(seed ^ mix64(i as u64)) >> 24), i as u32)
+        })
         .collect();
-    starts.sort_unstable();
+    starts.par_sort_unstable();
     let mut visited: Vec<bool> = active.iter().map(|a| !a).collect();
     let mut cursor: Vec<u32> = vec![0; n];
     let mut docs = Vec::with_capacity(starts.len());
     let mut segment_starts = vec![0u64];
-    for &(_, _, s) in &starts {
+    for &(_, s) in &starts {
         if visited[s as usize] {
             continue;
         }
@@ -143,10 +150,10 @@ pub fn traverse_reference(knn: &KnnLists<'_>, active: &[bool], p: &ReferencePara
                 break;
             }
             let next = knn
-                .row(d)
-                .filter(|&(j, _)| active[j as usize])
+                .row_ids(d)
+                .filter(|&j| active[j as usize])
                 .take(p.k_traverse)
-                .map(|(j, _)| j as usize)
+                .map(|j| j as usize)
                 .find(|&j| !visited[j]);
             match next {
                 Some(j) => d = j,
@@ -202,10 +209,9 @@ fn merge_short(
         let mut stayed = Vec::new();
         for &d in &members {
             let target = knn
-                .row(d as usize)
-                .filter(|&(j, _)| active[j as usize])
+                .row_ids(d as usize)
+                .filter(|&j| active[j as usize])
                 .take(p.k_traverse)
-                .map(|(j, _)| j)
                 .find(|&j| seg_of[j as usize] != s as u32 && alive[seg_of[j as usize] as usize]);
             let Some(t) = target else {
                 stayed.push(d);
