@@ -18,6 +18,7 @@ __all__ = [
     "Stream",
     "TokenloomError",
     "__version__",
+    "knn_graph",
     "merge_datasets",
     "order_dataset",
     "read_order",
@@ -84,6 +85,16 @@ class DatasetWriter:
     def path(self) -> str: ...
 
 def run_cli(argv: list[str]) -> int: ...
+def knn_graph(
+    embeddings: npt.NDArray[np.float32],
+    k: int,
+    exact: bool = False,
+    nlist: int | None = None,
+    nprobe: int | None = None,
+    train_size: int | None = None,
+    seed: int = 0,
+    progress: bool = True,
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]: ...
 def write_sources(
     path: str | os.PathLike[str], runs: list[tuple[str, int]], rows: npt.NDArray[np.uint64]
 ) -> None: ...

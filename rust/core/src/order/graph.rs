@@ -101,13 +101,21 @@ impl KnnLists<'_> {
 /// ascending.
 fn pack(sim: f32, id: u32) -> u64 {
     let b = sim.to_bits();
-    let mono = if b & 0x8000_0000 != 0 { !b } else { b | 0x8000_0000 };
+    let mono = if b & 0x8000_0000 != 0 {
+        !b
+    } else {
+        b | 0x8000_0000
+    };
     ((!mono as u64) << 32) | id as u64
 }
 
 fn unpack(key: u64) -> (f32, u32) {
     let mono = !((key >> 32) as u32);
-    let b = if mono & 0x8000_0000 != 0 { mono & 0x7fff_ffff } else { !mono };
+    let b = if mono & 0x8000_0000 != 0 {
+        mono & 0x7fff_ffff
+    } else {
+        !mono
+    };
     (f32::from_bits(b), key as u32)
 }
 

@@ -7,9 +7,11 @@
 pub mod dedup;
 pub mod embed;
 pub mod graph;
+mod kmeans;
 pub mod knn;
 pub mod report;
 pub mod store;
+mod topk;
 pub mod traverse;
 
 use std::time::Instant;
@@ -19,6 +21,7 @@ use serde_json::json;
 pub use dedup::Duplicate;
 pub use embed::EmbedParams;
 pub use graph::{Graph, KnnLists};
+pub use knn::EXACT_BELOW;
 pub use report::Report;
 pub use traverse::{Path, ReferenceParams};
 
@@ -26,9 +29,6 @@ use crate::error::{Error, Result};
 use crate::plan::Order;
 use crate::progress::Progress;
 use crate::shard::Dataset;
-
-/// Below this many documents the kNN graph is exact unless told otherwise.
-pub const EXACT_BELOW: usize = 20_000;
 
 /// Which traversal to run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -157,7 +157,7 @@ pub fn order_dataset(
             let exact = params
                 .exact
                 .unwrap_or(active.iter().filter(|&&a| a).count() < EXACT_BELOW);
-            let (ids, sims) = neighbours(v, *d, &active, params.k, exact, progress)?;
+            let (ids, sims) = neighbours(v, *d, &active, params.k, exact, params.seed, progress)?;
             lap("knn", &mut seconds);
             (ids, Some(sims), params.k, Some(exact))
         }
@@ -276,6 +276,7 @@ fn neighbours(
     active: &[bool],
     k: usize,
     exact: bool,
+    seed: u64,
     progress: &dyn Progress,
 ) -> Result<(Vec<i64>, Vec<f32>)> {
     let rows: Vec<usize> = (0..active.len()).filter(|&i| active[i]).collect();
@@ -301,7 +302,12 @@ fn neighbours(
     let g = if exact {
         knn::exact(data, rows.len(), d, k, progress)?
     } else {
-        knn::approximate(data, rows.len(), d, k, &knn::IvfParams::default(), progress)?
+        let params = knn::IvfParams {
+            seed,
+            exact_below: 0,
+            ..knn::IvfParams::default()
+        };
+        knn::approximate(data, rows.len(), d, k, &params, progress)?
     };
     let n = active.len();
     let mut ids = vec![-1i64; n * k];

@@ -66,7 +66,10 @@ pub fn traverse(graph: &Graph, active: &[bool], seed: u64, max_segment: usize) -
         .filter(|&i| active[i])
         .map(|i| {
             let deg = (degree(i) as u64).min((1 << 23) - 1);
-            ((deg << 40) | (mix64(seed ^ mix64(i as u64)) >> 24), i as u32)
+            (
+                (deg << 40) | (mix64(seed ^ mix64(i as u64)) >> 24),
+                i as u32,
+            )
         })
         .collect();
     starts.par_sort_unstable();
