@@ -10,6 +10,16 @@ pub const ORDERS_DIR: &str = "orders";
 /// Extension of order files.
 pub const EXTENSION: &str = "order";
 
+/// The folder holding the dataset at `root`: the directory itself, or the
+/// folder of a foreign file (a Megatron prefix, a raw `.bin`).
+fn home(root: &Path) -> &Path {
+    if root.is_dir() {
+        root
+    } else {
+        root.parent().unwrap_or(root)
+    }
+}
+
 /// The file of the order `name` of the dataset at `root`.
 pub fn order_path(root: &Path, name: &str) -> Result<PathBuf> {
     let ok = !name.is_empty()
@@ -24,12 +34,12 @@ pub fn order_path(root: &Path, name: &str) -> Result<PathBuf> {
             format!("{name:?} is not an order name; use letters, digits, '-', '_' and '.' (e.g. \"iclm\")"),
         ));
     }
-    Ok(root.join(ORDERS_DIR).join(format!("{name}.{EXTENSION}")))
+    Ok(home(root).join(ORDERS_DIR).join(format!("{name}.{EXTENSION}")))
 }
 
 /// Names of the orders stored with the dataset at `root`, sorted.
 pub fn list(root: &Path) -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(root.join(ORDERS_DIR))
+    let mut names: Vec<String> = std::fs::read_dir(home(root).join(ORDERS_DIR))
         .into_iter()
         .flatten()
         .flatten()
@@ -72,7 +82,7 @@ pub fn resolve(root: &Path, spec: &Path) -> Result<PathBuf> {
 /// replacing an older one of that name) and returns its path.
 pub fn save(root: &Path, name: &str, order: &crate::plan::Order) -> Result<PathBuf> {
     let path = order_path(root, name)?;
-    let dir = root.join(ORDERS_DIR);
+    let dir = home(root).join(ORDERS_DIR);
     std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
     order.write(&path)?;
     Ok(path)
