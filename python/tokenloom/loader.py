@@ -106,6 +106,10 @@ class TokenDataset(_Base):
     flattened batch, flash-attn varlen convention) and ``source_ids`` (source of each row).
     ``outputs=`` names the ones to produce besides ``input_ids`` and ``labels`` (default: all);
     leaving out ``position_ids`` and ``doc_ids`` halves the memory traffic per batch.
+    ``order=`` names an order made by :func:`tokenloom.order` (``"iclm"``, stored with the
+    dataset) or an order file, and implies ``mode="ordered"``: rows follow the order's
+    contexts; ``shuffle=True`` shuffles whole rows (contexts) so that consecutive contexts are
+    unrelated, ``shuffle=False`` keeps path order.
     torch tensors when torch is installed (zero-copy from the Rust buffers), else numpy.
 
     Use it with ``torch.utils.data.DataLoader(ds, batch_size=None, num_workers=..)``.
@@ -120,7 +124,7 @@ class TokenDataset(_Base):
         seq_len: int,
         batch_size: int,
         *,
-        mode: str = "concat",
+        mode: str | None = None,
         order: PathLike | None = None,
         shuffle: bool = True,
         seed: int = 0,
@@ -160,7 +164,7 @@ class TokenDataset(_Base):
         self.paths = paths
         self.seq_len = int(seq_len)
         self.batch_size = int(batch_size)
-        self.mode = mode
+        self.mode = mode or ("ordered" if order is not None else "concat")
         self.order = None if order is None else os.fspath(order)
         self.shuffle = bool(shuffle)
         self.seed = int(seed)

@@ -10,6 +10,8 @@ compile_error!("tokenloom stores little-endian tokens and maps them in place; bi
 
 pub mod batch;
 pub mod error;
+mod gemm;
+pub mod order;
 pub mod plan;
 pub mod progress;
 pub mod select;

@@ -67,7 +67,9 @@ impl PyStream {
         }
         let cache_dirs = cache_dirs.unwrap_or_else(|| vec![None; paths.len()]);
         run_detached(py, move || {
-            let order = order.map(|p| Order::read(&p)).transpose()?;
+            let order = order
+                .map(|p| Order::read(&tokenloom_core::order::store::resolve(&paths[0], &p)?))
+                .transpose()?;
             let mut sources = Vec::with_capacity(paths.len());
             let mut cached = Vec::with_capacity(paths.len());
             for (i, path) in paths.iter().enumerate() {

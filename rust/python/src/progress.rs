@@ -14,6 +14,7 @@ const TICK: Duration = Duration::from_millis(100);
 /// Progress sink bound to the calling Python thread.
 pub struct PyProgress {
     show: bool,
+    unit: &'static str,
     bar: Mutex<Option<Py<PyAny>>>,
     last: Mutex<Instant>,
     pending: AtomicU64,
@@ -22,10 +23,16 @@ pub struct PyProgress {
 }
 
 impl PyProgress {
-    /// A sink that draws a bar if `show` and tqdm is importable.
+    /// A sink that draws a bar of bytes if `show` and tqdm is importable.
     pub fn new(show: bool) -> Self {
+        Self::with_unit(show, "B")
+    }
+
+    /// The same, counting in `unit` (`""` for plain counts).
+    pub fn with_unit(show: bool, unit: &'static str) -> Self {
         PyProgress {
             show,
+            unit,
             bar: Mutex::new(None),
             last: Mutex::new(Instant::now()),
             pending: AtomicU64::new(0),
@@ -76,7 +83,7 @@ impl Progress for PyProgress {
             let kwargs = pyo3::types::PyDict::new(py);
             let _ = kwargs.set_item("total", total);
             let _ = kwargs.set_item("desc", what);
-            let _ = kwargs.set_item("unit", "B");
+            let _ = kwargs.set_item("unit", self.unit);
             let _ = kwargs.set_item("unit_scale", true);
             let _ = kwargs.set_item("leave", false);
             if let (Ok(bar), Ok(mut slot)) = (tqdm.call((), Some(&kwargs)), self.bar.lock()) {

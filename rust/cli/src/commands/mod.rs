@@ -9,6 +9,7 @@ use tokenloom_core::{Error, Progress};
 pub mod convert;
 pub mod index;
 pub mod inspect;
+pub mod order;
 pub mod verify;
 
 /// The subcommands of `tokenloom`.
@@ -20,6 +21,8 @@ pub enum Command {
     Index(index::IndexArgs),
     /// Print a dataset's sizes, metadata and document-length distribution.
     Inspect(inspect::InspectArgs),
+    /// Order documents for In-Context Pretraining (related documents share a context).
+    Order(order::OrderArgs),
     /// Check every checksum and offset of a dataset (and optionally every token).
     Verify(verify::VerifyArgs),
 }
@@ -82,6 +85,7 @@ pub fn run(command: Command, out: &mut dyn Write, progress: &dyn Progress) -> Re
         Command::Convert(args) => convert::run(&args, out, progress),
         Command::Index(args) => index::run(&args, out, progress),
         Command::Inspect(args) => inspect::run(&args, out),
+        Command::Order(args) => order::run(&args, out, progress),
         Command::Verify(args) => verify::run(&args, out, progress),
     }
 }

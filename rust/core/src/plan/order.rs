@@ -3,13 +3,17 @@
 //!
 //! ```text
 //! 0   8  magic            b"TLOOMORD"
-//! 8   4  version          u32 = 1
-//! 12  4  reserved         u32 = 0
+//! 8   4  version          u32 = 2 (version 1 files, without flags and metadata, are read too)
+//! 12  4  flags            u32: bit 0 "flow" — contexts follow each other in one token
+//!                         stream cut into rows (In-Context Pretraining); otherwise each
+//!                         context starts a new row and its last row is padded
 //! 16  8  dataset          u64  fingerprint of the dataset it orders
 //! 24  8  dataset_docs     u64  documents in that dataset
 //! 32  8  n                u64  document ids listed (each at most once)
 //! 40  8  c                u64  contexts
-//! 48  8·n                 document ids, u64
+//! 48  8  m                u64  bytes of metadata (version 2 only)
+//! 56  m, padded to 8      metadata: UTF-8 JSON (how the order was made, its report)
+//! ..  8·n                 document ids, u64
 //! ..  8·(c+1)             context starts into the ids: 0, non-decreasing, last = n
 //! end-8  8                xxh3-64 of every byte before it
 //! ```
@@ -23,8 +27,10 @@ use crate::shard::fsutil::{u32_le, u64_le as u64_at, write_atomic};
 use crate::shard::Dataset;
 
 const MAGIC: &[u8; 8] = b"TLOOMORD";
-const VERSION: u32 = 1;
-const HEADER: usize = 48;
+const VERSION: u32 = 2;
+const HEADER_V1: usize = 48;
+const HEADER: usize = 56;
+const FLOW: u32 = 1;
 const FIX: &str = "the order file is damaged or not an order file; rebuild it with tokenloom.order";
 
 /// Documents in training order, cut into contexts.
@@ -34,6 +40,8 @@ pub struct Order {
     dataset_docs: u64,
     docs: Vec<u64>,
     context_starts: Vec<u64>,
+    flow: bool,
+    meta: String,
     checksum: u64,
 }
 
@@ -41,11 +49,26 @@ impl Order {
     /// An order over `ds`: `docs` in training order, context `k` being
     /// `docs[context_starts[k] .. context_starts[k + 1]]`.
     pub fn new(ds: &Dataset, docs: Vec<u64>, context_starts: Vec<u64>) -> Result<Self> {
+        Self::with_meta(ds, docs, context_starts, false, String::new())
+    }
+
+    /// Like [`new`](Self::new), with the flow flag (contexts follow each
+    /// other in one stream of rows instead of each starting a row) and JSON
+    /// metadata saying how the order was made.
+    pub fn with_meta(
+        ds: &Dataset,
+        docs: Vec<u64>,
+        context_starts: Vec<u64>,
+        flow: bool,
+        meta: String,
+    ) -> Result<Self> {
         let mut o = Order {
             dataset: ds.fingerprint(),
             dataset_docs: ds.num_docs(),
             docs,
             context_starts,
+            flow,
+            meta,
             checksum: 0,
         };
         o.validate(|what| Error::invalid("order", what))?;
@@ -96,6 +119,16 @@ impl Order {
         &self.context_starts
     }
 
+    /// Whether contexts flow into each other (one stream of rows).
+    pub fn flow(&self) -> bool {
+        self.flow
+    }
+
+    /// The JSON metadata (empty for orders written without it).
+    pub fn meta(&self) -> &str {
+        &self.meta
+    }
+
     /// Checksum of the file body; part of plan fingerprints.
     pub fn checksum(&self) -> u64 {
         self.checksum
@@ -123,15 +156,18 @@ impl Order {
             Vec::with_capacity(HEADER + 8 * (self.docs.len() + self.context_starts.len()));
         out.extend_from_slice(MAGIC);
         out.extend_from_slice(&VERSION.to_le_bytes());
-        out.extend_from_slice(&0u32.to_le_bytes());
+        out.extend_from_slice(&(if self.flow { FLOW } else { 0 }).to_le_bytes());
         for v in [
             self.dataset,
             self.dataset_docs,
             self.docs.len() as u64,
             self.num_contexts() as u64,
+            self.meta.len() as u64,
         ] {
             out.extend_from_slice(&v.to_le_bytes());
         }
+        out.extend_from_slice(self.meta.as_bytes());
+        out.resize(out.len().next_multiple_of(8), 0);
         for v in self.docs.iter().chain(&self.context_starts) {
             out.extend_from_slice(&v.to_le_bytes());
         }
@@ -157,14 +193,14 @@ impl Order {
     pub fn read(path: &Path) -> Result<Self> {
         let bytes = std::fs::read(path).at(path)?;
         let corrupt = |at: u64, what: String| Error::corrupt(path, at, what, FIX);
-        if bytes.len() < HEADER + 16 || &bytes[..8] != MAGIC {
+        if bytes.len() < HEADER_V1 + 16 || &bytes[..8] != MAGIC {
             return Err(corrupt(
                 0,
                 "no order-file magic (TLOOMORD) or too short".into(),
             ));
         }
         let version = u32_le(&bytes, 8);
-        if version != VERSION {
+        if version != VERSION && version != 1 {
             return Err(Error::version(path, 8, version as u64, VERSION as u64));
         }
         let body = bytes.len() - 8;
@@ -172,33 +208,64 @@ impl Order {
         if xxh3_64(&bytes[..body]) != stored {
             return Err(corrupt(body as u64, "checksum mismatch".into()));
         }
+        let flags = u32_le(&bytes, 12);
+        if flags & !FLOW != 0 || (version == 1 && flags != 0) {
+            return Err(corrupt(12, format!("unknown flags {flags:#x}")));
+        }
         let (n, c) = (u64_at(&bytes, 32), u64_at(&bytes, 40));
+        let (m, ids_at) = if version == 1 {
+            (0, HEADER_V1 as u64)
+        } else if body >= HEADER {
+            let m = u64_at(&bytes, 48);
+            let at = m
+                .checked_next_multiple_of(8)
+                .and_then(|x| x.checked_add(HEADER as u64));
+            (m, at.unwrap_or(u64::MAX))
+        } else {
+            return Err(corrupt(48, "file too short for its header".into()));
+        };
         let want = n
             .checked_add(c)
             .and_then(|x| x.checked_add(1))
             .and_then(|x| x.checked_mul(8))
-            .and_then(|x| x.checked_add(HEADER as u64));
+            .and_then(|x| x.checked_add(ids_at))
+            .filter(|_| ids_at != u64::MAX);
         if want != Some(body as u64) {
             return Err(corrupt(
                 32,
-                format!("{n} ids and {c} contexts do not match the file size"),
+                format!(
+                    "{n} ids, {c} contexts and {m} bytes of metadata do not match the file size"
+                ),
             ));
         }
+        let meta = match std::str::from_utf8(&bytes[HEADER..HEADER + m as usize]) {
+            Ok(t) if version > 1 => t.to_string(),
+            Ok(_) => String::new(),
+            Err(e) => {
+                return Err(corrupt(
+                    HEADER as u64 + e.valid_up_to() as u64,
+                    "metadata is not UTF-8".into(),
+                ))
+            }
+        };
+        let ids_at = ids_at as usize;
         let read = |from: usize, count: u64| -> Vec<u64> {
             (0..count as usize)
                 .map(|i| u64_at(&bytes, from + 8 * i))
                 .collect()
         };
-        let docs = read(HEADER, n);
-        let context_starts = read(HEADER + 8 * n as usize, c + 1);
+        let docs = read(ids_at, n);
+        let context_starts = read(ids_at + 8 * n as usize, c + 1);
         let o = Order {
             dataset: u64_at(&bytes, 16),
             dataset_docs: u64_at(&bytes, 24),
             docs,
             context_starts,
+            flow: flags & FLOW != 0,
+            meta,
             checksum: xxh3_64(&bytes[..body]),
         };
-        o.validate(|what| corrupt(HEADER as u64, what))?;
+        o.validate(|what| corrupt(ids_at as u64, what))?;
         Ok(o)
     }
 }

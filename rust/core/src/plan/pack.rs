@@ -60,12 +60,20 @@ pub fn pack(lengths: &[u64], row: u64) -> PieceTable {
 
 /// Lays the contexts of `order` into rows of `row` tokens: each context's
 /// documents end to end, cut at row boundaries, the last row of each
-/// context padded. Empty documents are skipped.
+/// context padded — or, for a flowing order, all contexts as one stream
+/// (only the very last row padded). Empty documents are skipped.
 pub fn lay_out(order: &Order, lengths: &[u64], row: u64) -> PieceTable {
     let mut table = PieceTable::new();
-    for c in 0..order.num_contexts() {
+    let groups: Vec<&[u64]> = if order.flow() {
+        vec![order.docs()]
+    } else {
+        (0..order.num_contexts())
+            .map(|c| order.context(c))
+            .collect()
+    };
+    for group in groups {
         let mut used = 0u64;
-        for &doc in order.context(c) {
+        for &doc in group {
             let len = lengths[doc as usize];
             let mut start = 0u64;
             while start < len {

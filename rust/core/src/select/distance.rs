@@ -1,6 +1,5 @@
 //! Euclidean distances between sketch rows, through one matrix product:
 //! `|a - b|² = |a|² + |b|² - 2 a·b`.
-#![allow(unsafe_code)]
 
 /// Sum over the rows `b` of `others` of `|a - b|` for every row `a` of
 /// `rows` (both row-major with `dim` columns), accumulated in f64.
@@ -25,31 +24,8 @@ pub fn distances(rows: &[f32], others: &[f32], dim: usize) -> Vec<f32> {
     let (n, m) = (rows.len() / dim, others.len() / dim);
     assert_eq!(rows.len(), n * dim, "rows are whole");
     assert_eq!(others.len(), m * dim, "rows are whole");
-    let mut dots = vec![0f32; n * m];
-    if n > 0 && m > 0 {
-        // SAFETY: `rows` is n×dim with row stride dim, `others` is m×dim read
-        // as its transpose (dim×m: row stride 1, column stride dim), `dots`
-        // is n×m with row stride m; every index the product touches is in
-        // bounds by the asserts above.
-        unsafe {
-            matrixmultiply::sgemm(
-                n,
-                dim,
-                m,
-                1.0,
-                rows.as_ptr(),
-                dim as isize,
-                1,
-                others.as_ptr(),
-                1,
-                dim as isize,
-                0.0,
-                dots.as_mut_ptr(),
-                m as isize,
-                1,
-            );
-        }
-    }
+    let mut dots = Vec::new();
+    crate::gemm::dot_rows(rows, others, dim, &mut dots);
     let sq = |r: &[f32]| r.iter().map(|&x| x as f64 * x as f64).sum::<f64>();
     let a: Vec<f64> = rows.chunks_exact(dim).map(sq).collect();
     let b: Vec<f64> = others.chunks_exact(dim).map(sq).collect();

@@ -1,0 +1,221 @@
+"""In-Context Pretraining order (Shi et al. 2023): related documents share a training
+context. ``order`` writes ``<dataset>/orders/<name>.order``; ``TokenDataset(...,
+order=name)`` reads it, and with ``shuffle=True`` shuffles whole contexts so that
+consecutive contexts are unrelated. ``order_report`` reads the quality report back and can
+draw its histogram."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tokenloom import _core
+
+PathLike = str | os.PathLike[str]
+Embedder = Callable[[list[str]], Any]
+Decoder = Callable[[list[int]], str]
+
+
+def order(
+    dataset: PathLike,
+    seq_len: int = 8192,
+    *,
+    k: int = 10,
+    name: str = "iclm",
+    embeddings: PathLike | np.ndarray | Embedder | None = None,
+    knn: PathLike | np.ndarray | None = None,
+    knn_similarities: PathLike | np.ndarray | None = None,
+    drop_self: bool = False,
+    tokenizer: Any = None,
+    batch_size: int = 256,
+    dedup: float | None = 0.95,
+    variant: str = "paper",
+    max_segment: int = 0,
+    exact: bool | None = None,
+    dim: int = 256,
+    max_tokens: int = 2048,
+    seed: int = 0,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Orders ``dataset`` for In-Context Pretraining and returns the report.
+
+    Embeddings come from the built-in model-free embedder over token ids (default; ``dim``,
+    ``max_tokens``), from ``embeddings`` — an ``[N, d]`` float array, a ``.npy`` file (memory
+    mapped) or a callable ``list[str] -> [b, d]`` applied to the documents' text in batches
+    of ``batch_size`` (text decoded with ``tokenizer``: a ``tokenizers.Tokenizer``, a path to
+    a ``tokenizer.json`` or a callable ``list[int] -> str``) — or the kNN graph is given
+    directly: ``knn`` ``[N, k]`` neighbour ids (``-1``: none; ``drop_self=True`` accepts
+    faiss output that lists each query first) with optional ``knn_similarities``.
+
+    Documents whose similarity to an already kept neighbour is at least ``dedup`` are left
+    out (``None`` keeps all). ``variant="paper"`` walks the undirected graph from
+    minimum-degree documents (ties broken by ``seed``); ``"reference"`` reproduces the
+    public script (lowest-id starts, 9 neighbours, segments of 21, short ones merged).
+    """
+    root = Path(dataset)
+    source: dict[str, Any] = {}
+    emb: np.ndarray | None = None
+    ids: np.ndarray | None = None
+    sims: np.ndarray | None = None
+    if embeddings is not None and knn is not None:
+        raise ValueError("give embeddings or knn, not both")
+    if callable(embeddings):
+        emb = _embed_text(root, embeddings, tokenizer, batch_size, progress)
+        source = {"embeddings": f"callable {getattr(embeddings, '__qualname__', '?')}"}
+    elif embeddings is not None:
+        emb, source["embeddings"] = _load(embeddings, "embeddings")
+        if emb.ndim != 2:
+            raise ValueError(f"embeddings must be [N, d], got shape {emb.shape}")
+        emb = np.ascontiguousarray(emb, dtype=np.float32)
+        source["dim"] = int(emb.shape[1])
+    elif knn is not None:
+        ids, source["knn"] = _load(knn, "knn")
+        if ids.ndim != 2 or not np.issubdtype(ids.dtype, np.integer):
+            raise ValueError(f"knn must be an [N, k] integer array, got {ids.dtype} {ids.shape}")
+        ids = np.ascontiguousarray(ids, dtype=np.int64)
+        if knn_similarities is not None:
+            sims, source["knn_similarities"] = _load(knn_similarities, "knn_similarities")
+            if sims.shape != ids.shape:
+                raise ValueError(f"knn_similarities has shape {sims.shape} but knn has {ids.shape}")
+            sims = np.ascontiguousarray(sims, dtype=np.float32)
+    else:
+        source = {"embeddings": "builtin", "dim": dim, "max_tokens": max_tokens}
+    _, report = _core.order_dataset(
+        root,
+        int(seq_len),
+        name=name,
+        k=int(k),
+        dedup=None if dedup is None else float(dedup),
+        variant=variant,
+        max_segment=int(max_segment),
+        seed=int(seed),
+        exact=exact,
+        dim=int(dim),
+        max_tokens=int(max_tokens),
+        embeddings=emb,
+        knn=ids,
+        knn_similarities=sims,
+        drop_self=drop_self,
+        source=json.dumps(source),
+        progress=progress,
+    )
+    out: dict[str, Any] = json.loads(report)
+    return out
+
+
+def order_report(
+    dataset: PathLike, name: str = "iclm", *, png: PathLike | None = None
+) -> dict[str, Any]:
+    """The report and settings of the order ``name`` (or an order file) of ``dataset``:
+    adjacent-document similarity inside contexts against a random order, near-duplicate
+    counts, path and restart statistics, and the order itself (``docs_in_order``,
+    ``segment_starts``: numpy arrays). With ``png``, also draws the two similarity
+    histograms there (needs matplotlib)."""
+    path, docs, starts, _, meta_text = _core.read_order(Path(dataset), Path(name))
+    if not meta_text:
+        raise ValueError(f"{path} carries no report (it was written by write_order)")
+    meta: dict[str, Any] = json.loads(meta_text)
+    report: dict[str, Any] = meta["report"]
+    report["settings"] = {k: v for k, v in meta.items() if k not in ("report", "duplicates")}
+    report["duplicate_pairs"] = meta.get("duplicates", [])
+    report["path"] = str(path)
+    report["docs_in_order"] = docs
+    report["segment_starts"] = starts
+    if png is not None:
+        _plot(report, Path(png))
+    return report
+
+
+def _plot(report: dict[str, Any], png: Path) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as e:
+        raise ImportError("drawing the report needs matplotlib: pip install matplotlib") from e
+    bins = len(report["ordered_pairs"]["histogram"])
+    edges = np.linspace(-1.0, 1.0, bins + 1)
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for key, label in (("random_pairs", "random order"), ("ordered_pairs", "ICLM order")):
+        h = np.asarray(report[key]["histogram"], dtype=np.float64)
+        mean = report[key]["mean_similarity"]
+        ax.stairs(
+            h / max(h.sum(), 1.0), edges, fill=True, alpha=0.5, label=f"{label} (mean {mean:.3f})"
+        )
+    ax.set_xlabel("similarity of adjacent documents in a context")
+    ax.set_ylabel("fraction of pairs")
+    ax.set_title(f"{report['ordered']} documents, ratio {report['similarity_ratio']:.2f}x")
+    ax.legend()
+    fig.tight_layout()
+    png.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(png, dpi=100)
+    plt.close(fig)
+
+
+def _load(x: PathLike | np.ndarray, what: str) -> tuple[np.ndarray, str]:
+    if isinstance(x, np.ndarray):
+        return x, f"array {list(x.shape)}"
+    path = Path(x)
+    try:
+        arr = np.load(path, mmap_mode="r")
+    except (OSError, ValueError) as e:
+        raise ValueError(f"{path}: cannot read {what} as a .npy file ({e})") from e
+    return np.asarray(arr), f"{path} {list(arr.shape)}"
+
+
+def _decoder(tokenizer: Any) -> Callable[[Sequence[list[int]]], list[str]]:
+    if tokenizer is None:
+        raise ValueError(
+            "embeddings=callable needs the documents' text: pass tokenizer= (a tokenizers."
+            "Tokenizer, a tokenizer.json path or a callable list[int] -> str)"
+        )
+    if isinstance(tokenizer, (str, os.PathLike)):
+        from tokenizers import Tokenizer
+
+        tokenizer = Tokenizer.from_file(os.fspath(tokenizer))
+    if hasattr(tokenizer, "decode_batch"):
+        tok = tokenizer
+        return lambda docs: list(tok.decode_batch([list(d) for d in docs]))
+    if callable(tokenizer):
+        fn = tokenizer
+        return lambda docs: [fn(list(d)) for d in docs]
+    raise TypeError(f"tokenizer must be a Tokenizer, a path or a callable, got {type(tokenizer)}")
+
+
+def _embed_text(
+    root: Path, embed: Embedder, tokenizer: Any, batch_size: int, progress: bool
+) -> np.ndarray:
+    decode = _decoder(tokenizer)
+    ds = _core.Dataset(root)
+    n = len(ds)
+    bar = None
+    if progress:
+        try:
+            tqdm: Any = importlib.import_module("tqdm.auto").tqdm
+            bar = tqdm(total=n, desc="embedding documents", unit="doc", leave=False)
+        except ImportError:
+            bar = None
+    rows: list[np.ndarray] = []
+    try:
+        for start in range(0, n, batch_size):
+            docs = [ds[i].tolist() for i in range(start, min(start + batch_size, n))]
+            out = np.asarray(embed(decode(docs)), dtype=np.float32)
+            if out.ndim != 2 or out.shape[0] != len(docs):
+                raise ValueError(
+                    f"the embedder returned shape {out.shape} for {len(docs)} documents "
+                    f"(documents {start}..{start + len(docs) - 1}); it must return [batch, d]"
+                )
+            rows.append(out)
+            if bar is not None:
+                bar.update(len(docs))
+    finally:
+        if bar is not None:
+            bar.close()
+    return np.concatenate(rows) if rows else np.zeros((0, 1), dtype=np.float32)

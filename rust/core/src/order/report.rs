@@ -1,0 +1,177 @@
+//! The quality report of an order: how similar adjacent documents inside a
+//! training context are, against the same documents in a random order, plus
+//! deduplication and path statistics. Stored in the order file's metadata.
+
+use serde::{Deserialize, Serialize};
+
+use super::graph::Graph;
+use super::traverse::Path;
+use crate::shuffle::Permutation;
+
+/// Bins of the adjacent-similarity histograms, over `[-1, 1]`.
+pub const BINS: usize = 40;
+
+/// Where pair similarities come from.
+#[derive(Clone, Copy, Debug)]
+pub enum Similarity<'a> {
+    /// Unit-length embeddings, row-major `[n, dim]`: every pair is known.
+    Vectors(&'a [f32], usize),
+    /// Only kNN edges are known.
+    Edges(&'a Graph),
+}
+
+impl Similarity<'_> {
+    fn of(&self, a: u32, b: u32) -> Option<f32> {
+        match *self {
+            Similarity::Vectors(v, d) => {
+                let (x, y) = (&v[a as usize * d..][..d], &v[b as usize * d..][..d]);
+                Some(x.iter().zip(y).map(|(p, q)| p * q).sum())
+            }
+            Similarity::Edges(g) => g.edge(a as usize, b),
+        }
+    }
+}
+
+/// Adjacent-pair statistics of one order.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct PairStats {
+    /// Adjacent document pairs sharing a training context (row).
+    pub pairs: u64,
+    /// Of those, pairs joined by a kNN edge.
+    pub edges: u64,
+    /// Pairs whose similarity is known (all of them with embeddings).
+    pub measured: u64,
+    /// Mean similarity of the measured pairs.
+    pub mean_similarity: f64,
+    /// Histogram of the measured similarities over `[-1, 1]`, [`BINS`] bins.
+    pub histogram: Vec<u64>,
+}
+
+/// Everything `tokenloom order --report` prints.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Report {
+    /// Documents in the dataset.
+    pub docs: u64,
+    /// Documents in the order.
+    pub ordered: u64,
+    /// Empty documents (no tokens), left out.
+    pub empty: u64,
+    /// Near-duplicates left out.
+    pub duplicates: u64,
+    /// Documents without features (e.g. only an EOS id), placed after the path.
+    pub featureless: u64,
+    /// Path segments (each restart begins one).
+    pub segments: u64,
+    /// Mean documents per segment.
+    pub mean_segment_docs: f64,
+    /// Longest segment, in documents.
+    pub max_segment_docs: u64,
+    /// Segments of a single document.
+    pub single_doc_segments: u64,
+    /// Training rows (`seq_len + 1` tokens) the order fills.
+    pub rows: u64,
+    /// Adjacent pairs inside rows, in this order.
+    pub ordered_pairs: PairStats,
+    /// The same documents in a random order.
+    pub random_pairs: PairStats,
+    /// `ordered_pairs.mean_similarity / random_pairs.mean_similarity` (0 if undefined).
+    pub similarity_ratio: f64,
+    /// "embeddings" (all pairs measured) or "knn" (only kNN edges known).
+    pub similarity_source: String,
+    /// Seconds spent per phase.
+    pub seconds: std::collections::BTreeMap<String, f64>,
+}
+
+/// Statistics of adjacent documents that share a row of `row` tokens when
+/// `docs` are laid end to end.
+pub fn pair_stats(
+    docs: &[u32],
+    lengths: &[u64],
+    row: u64,
+    sim: &Similarity<'_>,
+    graph: &Graph,
+) -> PairStats {
+    let mut st = PairStats {
+        histogram: vec![0; BINS],
+        ..PairStats::default()
+    };
+    let mut end = 0u64;
+    let mut total = 0f64;
+    for w in docs.windows(2) {
+        end += lengths[w[0] as usize];
+        if end % row == 0 {
+            continue; // the next document starts a new row
+        }
+        st.pairs += 1;
+        let edge = graph.edge(w[0] as usize, w[1]);
+        st.edges += edge.is_some() as u64;
+        let s = match sim {
+            Similarity::Vectors(..) => sim.of(w[0], w[1]),
+            Similarity::Edges(_) => edge,
+        };
+        if let Some(s) = s {
+            st.measured += 1;
+            total += s as f64;
+            let bin = (((s.clamp(-1.0, 1.0) + 1.0) / 2.0) * BINS as f32) as usize;
+            st.histogram[bin.min(BINS - 1)] += 1;
+        }
+    }
+    if st.measured > 0 {
+        st.mean_similarity = total / st.measured as f64;
+    }
+    st
+}
+
+/// The report of `path` (all of it, featureless tail included), with a
+/// random order of the same documents (seeded) as the baseline.
+pub fn report(
+    path: &Path,
+    lengths: &[u64],
+    row: u64,
+    sim: &Similarity<'_>,
+    graph: &Graph,
+    seed: u64,
+) -> Report {
+    let segs: Vec<u64> = path
+        .segment_starts
+        .windows(2)
+        .map(|w| w[1] - w[0])
+        .collect();
+    let random: Vec<u32> = {
+        let p = Permutation::new(path.docs.len() as u64, seed ^ 0x7261_6e64_6f6d);
+        (0..path.docs.len() as u64)
+            .map(|i| path.docs[p.get(i) as usize])
+            .collect()
+    };
+    let (ordered_pairs, random_pairs) = rayon::join(
+        || pair_stats(&path.docs, lengths, row, sim, graph),
+        || pair_stats(&random, lengths, row, sim, graph),
+    );
+    let tokens: u64 = path.docs.iter().map(|&d| lengths[d as usize]).sum();
+    Report {
+        docs: lengths.len() as u64,
+        ordered: path.docs.len() as u64,
+        empty: lengths.iter().filter(|&&l| l == 0).count() as u64,
+        segments: segs.len() as u64,
+        mean_segment_docs: if segs.is_empty() {
+            0.0
+        } else {
+            path.docs.len() as f64 / segs.len() as f64
+        },
+        max_segment_docs: segs.iter().copied().max().unwrap_or(0),
+        single_doc_segments: segs.iter().filter(|&&s| s == 1).count() as u64,
+        rows: tokens.div_ceil(row),
+        similarity_ratio: if random_pairs.mean_similarity.abs() > 1e-12 {
+            ordered_pairs.mean_similarity / random_pairs.mean_similarity
+        } else {
+            0.0
+        },
+        ordered_pairs,
+        random_pairs,
+        similarity_source: match sim {
+            Similarity::Vectors(..) => "embeddings".into(),
+            Similarity::Edges(_) => "knn".into(),
+        },
+        ..Report::default()
+    }
+}

@@ -1,0 +1,254 @@
+//! Greedy maximum-TSP traversal of the document graph (In-Context
+//! Pretraining, Algorithm 1): start at an unvisited document of minimum
+//! degree, move to its most similar unvisited neighbour, and restart at the
+//! next minimum-degree document when stuck. O(n·k): every adjacency list is
+//! scanned once by a cursor that only moves forward, and the start queue is
+//! one sorted list walked once.
+//!
+//! The public reference script's variant is offered too
+//! ([`traverse_reference`]): start at the lowest unvisited id, look at the
+//! first `k_traverse` directed neighbours only, cap segments at
+//! `max_segment` documents, then dissolve segments shorter than `min_segment`
+//! by moving each of their documents in front of its first neighbour that
+//! lies in another segment (left in place when there is none, where the
+//! script would crash).
+
+use rayon::prelude::*;
+
+use super::graph::{Graph, KnnLists};
+use crate::shuffle::mix64;
+
+/// A traversal: documents in order, cut into segments at each restart.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Path {
+    /// Document ids, each active document exactly once.
+    pub docs: Vec<u32>,
+    /// Start of each segment in `docs`, plus `docs.len()` at the end.
+    pub segment_starts: Vec<u64>,
+}
+
+impl Path {
+    /// Number of segments (restarts + 1, or 0 when empty).
+    pub fn num_segments(&self) -> usize {
+        self.segment_starts.len().saturating_sub(1)
+    }
+
+    fn from_segments(segments: impl IntoIterator<Item = Vec<u32>>) -> Self {
+        let mut p = Path {
+            docs: Vec::new(),
+            segment_starts: vec![0],
+        };
+        for s in segments {
+            if !s.is_empty() {
+                p.docs.extend(s);
+                p.segment_starts.push(p.docs.len() as u64);
+            }
+        }
+        p
+    }
+}
+
+/// The paper's traversal over the undirected graph, visiting only `active`
+/// documents. Ties in degree are broken by a seeded hash of the id; with
+/// `max_segment` (0: none) a segment is cut after that many documents.
+pub fn traverse(graph: &Graph, active: &[bool], seed: u64, max_segment: usize) -> Path {
+    let n = graph.len();
+    let degree = |i: usize| {
+        graph
+            .neighbors(i)
+            .iter()
+            .filter(|&&j| active[j as usize])
+            .count()
+    };
+    // Start queue: (degree, seeded hash) packed in one key, ties by id.
+    let mut starts: Vec<(u64, u32)> = (0..n)
+        .into_par_iter()
+        .filter(|&i| active[i])
+        .map(|i| {
+            let deg = (degree(i) as u64).min((1 << 23) - 1);
+            (
+                (deg << 40) | (mix64(seed ^ mix64(i as u64)) >> 24),
+                i as u32,
+            )
+        })
+        .collect();
+    starts.par_sort_unstable();
+    let mut visited: Vec<bool> = active.iter().map(|a| !a).collect();
+    let mut cursor: Vec<u32> = vec![0; n];
+    let mut docs = Vec::with_capacity(starts.len());
+    let mut segment_starts = vec![0u64];
+    for &(_, s) in &starts {
+        if visited[s as usize] {
+            continue;
+        }
+        let mut d = s as usize;
+        let mut len = 0usize;
+        loop {
+            visited[d] = true;
+            docs.push(d as u32);
+            len += 1;
+            if max_segment > 0 && len >= max_segment {
+                break;
+            }
+            let nb = graph.neighbors(d);
+            let mut c = cursor[d] as usize;
+            while c < nb.len() && visited[nb[c] as usize] {
+                c += 1;
+            }
+            cursor[d] = c as u32;
+            match nb.get(c) {
+                Some(&next) => d = next as usize,
+                None => break,
+            }
+        }
+        segment_starts.push(docs.len() as u64);
+    }
+    Path {
+        docs,
+        segment_starts,
+    }
+}
+
+/// Settings of the reference script's traversal.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReferenceParams {
+    /// Neighbours looked at per step (the script: ranks 1..9 of a list that
+    /// starts with the document itself, so 9).
+    pub k_traverse: usize,
+    /// Segment cap in documents (the script: 21).
+    pub max_segment: usize,
+    /// Segments shorter than this are dissolved (the script: 21; 0: off).
+    pub min_segment: usize,
+}
+
+impl Default for ReferenceParams {
+    fn default() -> Self {
+        ReferenceParams {
+            k_traverse: 9,
+            max_segment: 21,
+            min_segment: 21,
+        }
+    }
+}
+
+/// The public script's traversal and merge over directed lists.
+pub fn traverse_reference(knn: &KnnLists<'_>, active: &[bool], p: &ReferenceParams) -> Path {
+    let n = knn.n;
+    let mut visited: Vec<bool> = active.iter().map(|a| !a).collect();
+    let mut segments: Vec<Vec<u32>> = Vec::new();
+    let mut lowest = 0usize;
+    loop {
+        while lowest < n && visited[lowest] {
+            lowest += 1;
+        }
+        if lowest == n {
+            break;
+        }
+        let mut d = lowest;
+        let mut seg = Vec::new();
+        loop {
+            visited[d] = true;
+            seg.push(d as u32);
+            if seg.len() >= p.max_segment.max(1) {
+                break;
+            }
+            let next = knn
+                .row_ids(d)
+                .filter(|&j| active[j as usize])
+                .take(p.k_traverse)
+                .map(|j| j as usize)
+                .find(|&j| !visited[j]);
+            match next {
+                Some(j) => d = j,
+                None => break,
+            }
+        }
+        segments.push(seg);
+    }
+    if p.min_segment > 1 {
+        merge_short(knn, active, &mut segments, p);
+    }
+    Path::from_segments(segments)
+}
+
+/// Dissolves short segments into their documents' neighbours' segments,
+/// each moved document inserted just before that neighbour. A linked list
+/// over documents keeps every insertion O(1).
+fn merge_short(
+    knn: &KnnLists<'_>,
+    active: &[bool],
+    segments: &mut [Vec<u32>],
+    p: &ReferenceParams,
+) {
+    const NIL: u32 = u32::MAX;
+    let n = knn.n;
+    let mut seg_of = vec![NIL; n];
+    let mut next = vec![NIL; n];
+    let mut prev = vec![NIL; n];
+    let mut heads = vec![NIL; segments.len()];
+    for (s, seg) in segments.iter().enumerate() {
+        heads[s] = seg.first().copied().unwrap_or(NIL);
+        for (w, &d) in seg.iter().enumerate() {
+            seg_of[d as usize] = s as u32;
+            prev[d as usize] = if w > 0 { seg[w - 1] } else { NIL };
+            next[d as usize] = seg.get(w + 1).copied().unwrap_or(NIL);
+        }
+    }
+    let mut alive = vec![true; segments.len()];
+    let walk = |head: u32, next: &[u32]| {
+        let mut out = Vec::new();
+        let mut d = head;
+        while d != NIL {
+            out.push(d);
+            d = next[d as usize];
+        }
+        out
+    };
+    for s in 0..segments.len() {
+        let members = walk(heads[s], &next);
+        if members.len() >= p.min_segment {
+            continue;
+        }
+        let mut stayed = Vec::new();
+        for &d in &members {
+            let target = knn
+                .row_ids(d as usize)
+                .filter(|&j| active[j as usize])
+                .take(p.k_traverse)
+                .find(|&j| seg_of[j as usize] != s as u32 && alive[seg_of[j as usize] as usize]);
+            let Some(t) = target else {
+                stayed.push(d);
+                continue;
+            };
+            let (ts, du, tu) = (seg_of[t as usize], d as usize, t as usize);
+            // Unlink d from its own segment, then insert it before t.
+            if prev[du] != NIL {
+                next[prev[du] as usize] = next[du];
+            } else if heads[s] == d {
+                heads[s] = next[du];
+            }
+            if next[du] != NIL {
+                prev[next[du] as usize] = prev[du];
+            }
+            prev[du] = prev[tu];
+            next[du] = t;
+            if prev[tu] != NIL {
+                next[prev[tu] as usize] = d;
+            } else {
+                heads[ts as usize] = d;
+            }
+            prev[tu] = d;
+            seg_of[du] = ts;
+        }
+        if stayed.is_empty() {
+            alive[s] = false;
+        }
+    }
+    for (s, seg) in segments.iter_mut().enumerate() {
+        *seg = if alive[s] {
+            walk(heads[s], &next)
+        } else {
+            Vec::new()
+        };
+    }
+}
