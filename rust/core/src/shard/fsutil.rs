@@ -2,37 +2,132 @@
 
 use std::fs::{self, File};
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
 
 use memmap2::Mmap;
 
-use crate::error::{IoContext, Result};
+use crate::error::{Error, IoContext, Result};
 
 /// A read-only file mapping; empty files have no mapping.
+///
+/// The file's identity (device, inode), size and modification time are
+/// recorded when it is mapped: [`MappedFile::check_unchanged`] compares them
+/// with the file on disk, so that readers report a file truncated or
+/// rewritten in place by another program before touching its pages, instead
+/// of faulting (SIGBUS) on pages past its new end.
 #[derive(Debug)]
 pub struct MappedFile {
     map: Option<Mmap>,
+    path: PathBuf,
+    stamp: Stamp,
 }
+
+/// What identifies one version of a file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Stamp {
+    dev: u64,
+    ino: u64,
+    len: u64,
+    mtime: Option<SystemTime>,
+}
+
+impl Stamp {
+    fn of(m: &fs::Metadata) -> Self {
+        #[cfg(unix)]
+        let (dev, ino) = {
+            use std::os::unix::fs::MetadataExt;
+            (m.dev(), m.ino())
+        };
+        #[cfg(not(unix))]
+        let (dev, ino) = (0, 0);
+        Stamp {
+            dev,
+            ino,
+            len: m.len(),
+            mtime: m.modified().ok(),
+        }
+    }
+}
+
+const CHANGED_FIX: &str = "another program truncated or rewrote the file in place after it was opened (tokenloom itself only ever writes new files and renames them over old ones); reopen the dataset once that program is done, or restore the file from a good copy";
 
 impl MappedFile {
     /// Maps `path` read-only.
     pub fn open(path: &Path) -> Result<Self> {
         let file = File::open(path).at(path)?;
-        let len = file.metadata().at(path)?.len();
-        if len == 0 {
-            return Ok(MappedFile { map: None });
+        let stamp = Stamp::of(&file.metadata().at(path)?);
+        let path = path.to_path_buf();
+        if stamp.len == 0 {
+            return Ok(MappedFile {
+                map: None,
+                path,
+                stamp,
+            });
         }
         // SAFETY: the map is read-only and private to this process. Files are
         // only ever replaced by rename, never rewritten in place, by tokenloom;
-        // sizes are validated against the index before any page is touched.
+        // sizes are validated against the index before any page is touched,
+        // and readers call `check_unchanged` before touching pages, so that a
+        // file another program truncates is reported rather than faulted on.
         #[allow(unsafe_code)]
-        let map = unsafe { Mmap::map(&file) }.at(path)?;
-        Ok(MappedFile { map: Some(map) })
+        let map = unsafe { Mmap::map(&file) }.at(&path)?;
+        Ok(MappedFile {
+            map: Some(map),
+            path,
+            stamp,
+        })
     }
 
     /// The mapped bytes.
     pub fn bytes(&self) -> &[u8] {
         self.map.as_deref().unwrap_or(&[])
+    }
+
+    /// The path the file was mapped from.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Fails when the mapped file was truncated or rewritten in place since
+    /// it was mapped: its pages may then be gone (reading them would fault)
+    /// or hold other data. One `stat` of the path. A file replaced by a
+    /// rename (or deleted) is fine: the map keeps the old file alive, whole.
+    pub fn check_unchanged(&self) -> Result<()> {
+        if self.map.is_none() {
+            return Ok(());
+        }
+        let Ok(meta) = fs::metadata(&self.path) else {
+            return Ok(()); // deleted: the mapped inode lives on, unchanged
+        };
+        let now = Stamp::of(&meta);
+        let was = self.stamp;
+        if (now.dev, now.ino) != (was.dev, was.ino) {
+            return Ok(()); // replaced by another file: the map still holds the old one
+        }
+        if now.len < was.len {
+            return Err(Error::corrupt(
+                &self.path,
+                now.len,
+                format!(
+                    "the file was truncated from {} to {} bytes while mapped",
+                    was.len, now.len
+                ),
+                CHANGED_FIX,
+            ));
+        }
+        if now != was {
+            return Err(Error::corrupt(
+                &self.path,
+                0,
+                format!(
+                    "the file changed on disk while mapped (now {} bytes, was {}; modified since it was opened)",
+                    now.len, was.len
+                ),
+                CHANGED_FIX,
+            ));
+        }
+        Ok(())
     }
 
     /// Tells the kernel the map will be read at random (no read-ahead).

@@ -104,6 +104,14 @@ impl Shard {
             ));
         }
         let bin = MappedFile::open(&bin_path)?;
+        if bin.bytes().len() as u64 != bin_len {
+            return Err(Error::corrupt(
+                &bin_path,
+                bin.bytes().len() as u64,
+                "the token file changed size while being opened",
+                "wait for the program writing it to finish, then open it again",
+            ));
+        }
         Ok(Shard {
             bin_path,
             idx_path,
@@ -205,6 +213,14 @@ impl Shard {
     pub fn advise_random(&self) {
         self.bin.advise_random();
     }
+
+    /// Fails when the shard's `.idx` or `.bin` was truncated or rewritten in
+    /// place since it was opened (see [`MappedFile::check_unchanged`]);
+    /// readers call it before touching the shard's pages.
+    pub fn check_unchanged(&self) -> Result<()> {
+        self.idx.check_unchanged()?;
+        self.bin.check_unchanged()
+    }
 }
 
 /// An opened dataset.
@@ -216,6 +232,9 @@ pub struct Dataset {
     /// `doc_starts[s]` is the global id of shard `s`'s first document; one
     /// extra entry holds the total.
     doc_starts: Vec<u64>,
+    /// `token_starts[s]` is the position of shard `s`'s first token in the
+    /// concatenated stream; one extra entry holds the total.
+    token_starts: Vec<u64>,
 }
 
 impl Dataset {
@@ -260,11 +279,13 @@ impl Dataset {
             shards.push(shard);
         }
         doc_starts.push(total);
+        let token_starts = token_starts(&shards);
         Ok(Dataset {
             root,
             manifest,
             shards,
             doc_starts,
+            token_starts,
         })
     }
 
@@ -324,11 +345,13 @@ impl Dataset {
                 idx_xxh3: String::new(),
             });
         }
+        let token_starts = token_starts(&shards);
         Ok(Dataset {
             root,
             manifest,
             shards,
             doc_starts,
+            token_starts,
         })
     }
 
@@ -372,16 +395,50 @@ impl Dataset {
         Ok((s, i - self.doc_starts[s]))
     }
 
-    /// Document `i`, borrowed from the map (zero-copy).
+    /// Document `i`, borrowed from the map (zero-copy). Readers that may
+    /// outlive other programs' edits of the files call
+    /// [`check_unchanged`](Self::check_unchanged) first (the batch loader
+    /// does, once per batch and shard), or use [`doc_checked`](Self::doc_checked).
     pub fn doc(&self, i: u64) -> Result<Tokens<'_>> {
         let (s, j) = self.locate(i)?;
         self.shards[s].doc(j)
+    }
+
+    /// Document `i` after checking that its shard's files are unchanged on
+    /// disk: a shard truncated by another program is an error, not a fault.
+    pub fn doc_checked(&self, i: u64) -> Result<Tokens<'_>> {
+        let (s, j) = self.locate(i)?;
+        self.shards[s].check_unchanged()?;
+        self.shards[s].doc(j)
+    }
+
+    /// Fails when a file of shard `s` was truncated or rewritten in place
+    /// since the dataset was opened; see [`Shard::check_unchanged`].
+    pub fn check_unchanged(&self, s: usize) -> Result<()> {
+        self.shards
+            .get(s)
+            .map_or(Ok(()), |shard| shard.check_unchanged())
+    }
+
+    /// The shards holding tokens `first..=last` of the concatenated stream
+    /// (and any empty shards between them), from in-memory headers alone.
+    pub fn shards_of_tokens(&self, first: u64, last: u64) -> std::ops::Range<usize> {
+        let of = |t: u64| {
+            self.token_starts[1..]
+                .partition_point(|&end| end <= t)
+                .min(self.shards.len().saturating_sub(1))
+        };
+        if self.shards.is_empty() {
+            return 0..0;
+        }
+        of(first)..of(last.max(first)) + 1
     }
 
     /// Length of every document, in order. O(documents).
     pub fn doc_lengths(&self) -> Result<Vec<u64>> {
         let mut out = Vec::with_capacity(self.num_docs() as usize);
         for s in &self.shards {
+            s.check_unchanged()?;
             s.index().doc_lengths_into(&mut out, &s.idx_path)?;
         }
         Ok(out)
@@ -461,4 +518,16 @@ impl Dataset {
         }
         h.digest()
     }
+}
+
+/// Prefix sums of the shards' token counts, with the total last.
+fn token_starts(shards: &[Shard]) -> Vec<u64> {
+    let mut out = Vec::with_capacity(shards.len() + 1);
+    let mut total = 0u64;
+    out.push(0);
+    for s in shards {
+        total += s.num_tokens();
+        out.push(total);
+    }
+    out
 }
