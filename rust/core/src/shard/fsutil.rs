@@ -148,13 +148,20 @@ pub fn fsync_dir(dir: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Writes `bytes` to `tmp`, fsyncs it and renames it over `dest` (same directory).
+/// Writes `bytes` to `tmp`, fsyncs it and renames it over `dest` (same
+/// directory). On failure (a full disk, say) `tmp` is removed and `dest` is
+/// left as it was.
 pub fn write_atomic(tmp: &Path, dest: &Path, bytes: &[u8]) -> Result<()> {
-    let mut f = File::create(tmp).at(tmp)?;
-    f.write_all(bytes).at(tmp)?;
-    f.sync_all().at(tmp)?;
-    drop(f);
-    fs::rename(tmp, dest).at(dest)
+    let write = || -> Result<()> {
+        let mut f = File::create(tmp).at(tmp)?;
+        f.write_all(bytes).at(tmp)?;
+        f.sync_all().at(tmp)?;
+        drop(f);
+        fs::rename(tmp, dest).at(dest)
+    };
+    write().inspect_err(|_| {
+        let _ = fs::remove_file(tmp);
+    })
 }
 
 /// The little-endian `u32` at byte `at` of `b` (callers check the length).
