@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.stamp-deps
 
-.PHONY: demo test develop lint rust-test py-test bench bench-loaders clean
+.PHONY: demo test develop lint rust-test py-test bench bench-loaders fuzz fuzz-stable clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -56,6 +56,17 @@ bench-loaders: $(BENCH_VENV)/.stamp
 	VIRTUAL_ENV=$(abspath $(BENCH_VENV)) PATH=$(abspath $(BENCH_VENV))/bin:$$PATH \
 		$(BENCH_VENV)/bin/maturin develop --release --extras bench -q
 	$(BENCH_VENV)/bin/python benches/loader_bench.py $(BENCH_ARGS)
+
+# Fuzzing the file parsers (rust/fuzz; corpus in rust/fuzz/corpus/parsers). `fuzz` needs a
+# nightly toolchain and cargo-fuzz; `fuzz-stable` runs the same target under a seeded random
+# mutator on any toolchain.
+FUZZ_SECONDS ?= 300
+fuzz:
+	cargo +nightly fuzz run parsers --fuzz-dir rust/fuzz -O -- -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=2048
+
+fuzz-stable:
+	cargo run --release --manifest-path rust/fuzz/Cargo.toml --no-default-features --bin mutate \
+		-- --seconds $(FUZZ_SECONDS) --corpus rust/fuzz/corpus/parsers --artifacts rust/fuzz/artifacts
 
 clean:
 	rm -rf $(VENV) $(BENCH_VENV) target demo-out bench-out

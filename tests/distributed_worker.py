@@ -11,8 +11,8 @@ import json
 import sys
 from pathlib import Path
 
-import torch.distributed as dist
 import tokenloom as tl
+import torch.distributed as dist
 from torch.utils.data import DataLoader
 
 
@@ -27,7 +27,7 @@ def main() -> None:
     state = None
     for b in DataLoader(ds, batch_size=None, num_workers=2):
         ids, labels = b["input_ids"], b["labels"]
-        steps.append([ids[r].tolist() + [int(labels[r, -1])] for r in range(ids.shape[0])])
+        steps.append([[*ids[r].tolist(), int(labels[r, -1])] for r in range(ids.shape[0])])
         if len(steps) == int(stop):
             state = ds.state_dict(consumed_batches=len(steps))
     gathered: list[object] = [None] * world

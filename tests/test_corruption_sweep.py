@@ -85,7 +85,15 @@ def sweep(tmp_path: Path, seed: int, cases: int) -> Counter[str]:
     i = 0
     while i < cases:
         with subprocess.Popen(
-            [sys.executable, str(WORKER), str(pristine), str(work), str(seed), str(i), str(cases - i)],
+            [
+                sys.executable,
+                str(WORKER),
+                str(pristine),
+                str(work),
+                str(seed),
+                str(i),
+                str(cases - i),
+            ],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,

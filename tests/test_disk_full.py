@@ -162,8 +162,19 @@ def test_index_out_of_room_keeps_previous(tmp_path: Path) -> None:
     idx = raw.with_suffix(".idx")
     before = idx.read_bytes()
     again = subprocess.run(
-        [*TOKENLOOM, "--quiet", "index", str(raw), "--dtype", "u16", "--eos", "0"]
-        + ["--boundary", "before", "--overwrite"],
+        [
+            *TOKENLOOM,
+            "--quiet",
+            "index",
+            str(raw),
+            "--dtype",
+            "u16",
+            "--eos",
+            "0",
+            "--boundary",
+            "before",
+            "--overwrite",
+        ],
         preexec_fn=limited,
         capture_output=True,
         text=True,
@@ -196,7 +207,8 @@ try:
 except OSError as e:
     ds = tl.open_dataset(root)
     ds.verify(progress=False)
-    out = {"errno": e.errno, "message": str(e), "intact": [ds[i].tolist() for i in range(len(ds))] == old,
+    out = {"errno": e.errno, "message": str(e),
+           "intact": [ds[i].tolist() for i in range(len(ds))] == old,
            "same_files": sorted(os.listdir(root)) == before}
 print(json.dumps(out))
 """
@@ -212,8 +224,17 @@ def test_full_disk_keeps_previous(tmp_path: Path) -> None:
     mnt = tmp_path / "mnt"
     mnt.mkdir()
     proc = subprocess.run(
-        [unshare, "-rm", "sh", "-c", 'mount -t tmpfs -o size=1m none "$1" && exec "$2" "$3" "$1/ds"']
-        + ["sh", str(mnt), sys.executable, str(script)],
+        [
+            unshare,
+            "-rm",
+            "sh",
+            "-c",
+            'mount -t tmpfs -o size=1m none "$1" && exec "$2" "$3" "$1/ds"',
+            "sh",
+            str(mnt),
+            sys.executable,
+            str(script),
+        ],
         capture_output=True,
         text=True,
         timeout=120,

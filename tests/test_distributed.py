@@ -41,8 +41,16 @@ def torchrun(world: int, corpus: Path, out: Path, stop: int, state: Path | None)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     args = [str(corpus), str(out), str(B), str(stop), str(state) if state else "-"]
     proc = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone"]
-        + ["--nproc-per-node", str(world), str(WORKER), *args],
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc-per-node",
+            str(world),
+            str(WORKER),
+            *args,
+        ],
         capture_output=True,
         text=True,
         timeout=300,
@@ -59,9 +67,7 @@ def global_steps(report: dict[str, Any]) -> list[list[Row]]:
     ranks = sorted(report["ranks"], key=lambda r: r["rank"])
     counts = {len(r["steps"]) for r in ranks}
     assert len(counts) == 1, "ranks read different numbers of batches"
-    return [
-        [tuple(row) for r in ranks for row in r["steps"][k]] for k in range(counts.pop())
-    ]
+    return [[tuple(row) for r in ranks for row in r["steps"][k]] for k in range(counts.pop())]
 
 
 def single(corpus: Path, batch: int, **kw: Any) -> tl.TokenDataset:

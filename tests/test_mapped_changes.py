@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 # Reads batches (or documents) of a dataset: one first, then waits for the test to change
 # the files, then the rest. Prints one JSON line: the rows read and the error raised, if any.
 READER = """
-import json, sys
+import json, sys, time
 sys.modules["torch"] = None  # numpy output; starts in a third of a second without torch
 import tokenloom as tl
 path, what = sys.argv[1], sys.argv[2]
@@ -47,6 +47,7 @@ else:
     ds = tl.open_dataset(path)
     rows.append(ds[0].tolist())
     print("ready", flush=True); sys.stdin.readline()
+    time.sleep(0.01)  # ds[i] trusts a shard checked less than a millisecond ago
     try:
         for i in range(len(ds)):
             rows.append(ds[i].tolist())

@@ -90,8 +90,16 @@ pub fn check(data: &[u8]) {
     let reseal = head & RESEAL != 0;
     match kind {
         Kind::Manifest => manifest(rest),
-        Kind::Index => index(&if reseal { resealed(rest) } else { rest.to_vec() }),
-        Kind::Order => order(&if reseal { resealed(rest) } else { rest.to_vec() }),
+        Kind::Index => index(&if reseal {
+            resealed(rest)
+        } else {
+            rest.to_vec()
+        }),
+        Kind::Order => order(&if reseal {
+            resealed(rest)
+        } else {
+            rest.to_vec()
+        }),
         Kind::Pair => {
             let (idx, bin) = split(rest);
             let idx = if reseal { resealed(idx) } else { idx.to_vec() };
@@ -135,9 +143,19 @@ fn index(bytes: &[u8]) {
     let mut lengths = Vec::new();
     let listed = view.doc_lengths_into(&mut lengths, path);
     if view.check_all(path).is_ok() {
-        assert!(ranges.iter().all(Result::is_ok), "a checked index has a bad range");
-        assert!(listed.is_ok(), "a checked index fails doc_lengths: {listed:?}");
-        assert_eq!(lengths.iter().sum::<u64>(), h.num_tokens, "lengths of {h:?}");
+        assert!(
+            ranges.iter().all(Result::is_ok),
+            "a checked index has a bad range"
+        );
+        assert!(
+            listed.is_ok(),
+            "a checked index fails doc_lengths: {listed:?}"
+        );
+        assert_eq!(
+            lengths.iter().sum::<u64>(),
+            h.num_tokens,
+            "lengths of {h:?}"
+        );
     }
 }
 
@@ -145,7 +163,11 @@ fn order(bytes: &[u8]) {
     let Ok(o) = Order::from_bytes(bytes, Path::new("x.order")) else {
         return;
     };
-    assert_eq!(o.to_bytes(), bytes, "an accepted order file does not round-trip");
+    assert_eq!(
+        o.to_bytes(),
+        bytes,
+        "an accepted order file does not round-trip"
+    );
     let listed: usize = (0..o.num_contexts()).map(|k| o.context(k).len()).sum();
     assert_eq!(listed, o.docs().len());
 }
@@ -180,14 +202,13 @@ fn dataset(files: &[(&str, &[u8])], open: &str) {
     let Ok(ds) = Dataset::open(dir.join(open)) else {
         return;
     };
-    let docs: Vec<_> = (0..ds.num_docs()).map(|i| ds.doc(i).map(|d| d.len())).collect();
+    let docs: Vec<_> = (0..ds.num_docs())
+        .map(|i| ds.doc(i).map(|d| d.len()))
+        .collect();
     let lengths = ds.doc_lengths();
-    let verified = tokenloom_core::shard::verify::verify_dataset(
-        &ds,
-        VerifyOptions::default(),
-        &NoProgress,
-    )
-    .is_ok();
+    let verified =
+        tokenloom_core::shard::verify::verify_dataset(&ds, VerifyOptions::default(), &NoProgress)
+            .is_ok();
     if verified {
         let lengths = lengths.unwrap_or_else(|e| panic!("verified, yet doc_lengths fails: {e}"));
         let read: Vec<u64> = docs
@@ -202,7 +223,10 @@ fn dataset(files: &[(&str, &[u8])], open: &str) {
     }
     for mode in [PlanMode::Concat, PlanMode::Pack] {
         let Ok(plan) = Plan::build(&ds, mode, 8, None) else {
-            assert!(!verified || mode == PlanMode::Concat, "verified, yet no pack plan");
+            assert!(
+                !verified || mode == PlanMode::Concat,
+                "verified, yet no pack plan"
+            );
             continue;
         };
         let cfg = BatchConfig {
@@ -216,7 +240,10 @@ fn dataset(files: &[(&str, &[u8])], open: &str) {
         };
         for i in 0..plan.num_samples().min(256) {
             let got = assemble(&[(0, i)], &[(&ds, &plan)], &cfg);
-            assert!(!verified || got.is_ok(), "verified, yet sample {i} fails: {got:?}");
+            assert!(
+                !verified || got.is_ok(),
+                "verified, yet sample {i} fails: {got:?}"
+            );
         }
     }
 }

@@ -16,14 +16,19 @@ fn docs(n: usize, seed: u64) -> Vec<Vec<u32>> {
             x ^= x << 13;
             x ^= x >> 7;
             x ^= x << 17;
-            (0..(x % 9) as u32).map(|t| 1 + (t + d as u32) % 500).collect()
+            (0..(x % 9) as u32)
+                .map(|t| 1 + (t + d as u32) % 500)
+                .collect()
         })
         .collect()
 }
 
 fn le_bytes(tokens: &[u32], dtype: DType) -> Vec<u8> {
     match dtype {
-        DType::U16 => tokens.iter().flat_map(|&t| (t as u16).to_le_bytes()).collect(),
+        DType::U16 => tokens
+            .iter()
+            .flat_map(|&t| (t as u16).to_le_bytes())
+            .collect(),
         DType::U32 => tokens.iter().flat_map(|&t| t.to_le_bytes()).collect(),
     }
 }
@@ -81,6 +86,10 @@ pub fn seeds(dir: &Path) -> Vec<Vec<u8>> {
         out.push(input(Kind::Datatrove, false, &[&ends, &bin]));
     }
     out.push(input(Kind::Metadata, false, &[b"gpt2|2\n1234\n"]));
-    out.push(input(Kind::Metadata, false, &[b"meta-llama/Llama-3|4\n99\n"]));
+    out.push(input(
+        Kind::Metadata,
+        false,
+        &[b"meta-llama/Llama-3|4\n99\n"],
+    ));
     out
 }

@@ -177,3 +177,41 @@ pub fn u64_le(b: &[u8], at: usize) -> u64 {
     a.copy_from_slice(&b[at..at + 8]);
     u64::from_le_bytes(a)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn changes_in_place_are_caught_replacements_are_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f.bin");
+        fs::write(&path, vec![7u8; 8192]).unwrap();
+        let map = MappedFile::open(&path).unwrap();
+        map.check_unchanged().unwrap();
+        // replaced by rename: the map keeps the old inode, whole
+        let tmp = dir.path().join("f.tmp");
+        fs::write(&tmp, vec![1u8; 10]).unwrap();
+        fs::rename(&tmp, &path).unwrap();
+        map.check_unchanged().unwrap();
+        assert_eq!(map.bytes()[8191], 7);
+        // truncated in place
+        let map = MappedFile::open(&path).unwrap();
+        File::options()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_len(3)
+            .unwrap();
+        let err = map.check_unchanged().unwrap_err();
+        assert!(
+            err.to_string().contains("truncated from 10 to 3 bytes"),
+            "{err}"
+        );
+        assert_eq!(err.offset(), Some(3));
+        // deleted: the map lives on
+        let map = MappedFile::open(&path).unwrap();
+        fs::remove_file(&path).unwrap();
+        map.check_unchanged().unwrap();
+    }
+}

@@ -51,7 +51,11 @@ fn mutate(rng: &mut Rng, base: &[u8], other: &[u8]) -> Vec<u8> {
             3 if len > 9 => {
                 let at = 1 + rng.below(len - 8);
                 let x = INTERESTING[rng.below(INTERESTING.len())];
-                let x = if rng.below(2) == 0 { x } else { x.wrapping_add(len as u64) };
+                let x = if rng.below(2) == 0 {
+                    x
+                } else {
+                    x.wrapping_add(len as u64)
+                };
                 v[at..at + 8].copy_from_slice(&x.to_le_bytes());
             }
             4 => {
@@ -77,13 +81,18 @@ fn mutate(rng: &mut Rng, base: &[u8], other: &[u8]) -> Vec<u8> {
 }
 
 fn arg_values(args: &[String], name: &str) -> Vec<String> {
-    args.windows(2).filter(|w| w[0] == name).map(|w| w[1].clone()).collect()
+    args.windows(2)
+        .filter(|w| w[0] == name)
+        .map(|w| w[1].clone())
+        .collect()
 }
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
     let one = |name: &str| arg_values(&args, name).pop();
-    let seconds: f64 = one("--seconds").and_then(|s| s.parse().ok()).unwrap_or(10.0);
+    let seconds: f64 = one("--seconds")
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(10.0);
     let seed: u64 = one("--seed").and_then(|s| s.parse().ok()).unwrap_or(0);
     let artifacts = PathBuf::from(one("--artifacts").unwrap_or_else(|| "fuzz-artifacts".into()));
     let scratch = std::env::temp_dir().join(format!("tokenloom-seeds-{}", std::process::id()));
