@@ -188,6 +188,11 @@ fn scratch() -> &'static Path {
     })
 }
 
+/// Removes this process's scratch directory (libFuzzer runs leave theirs: a few KiB).
+pub fn cleanup() {
+    let _ = fs::remove_dir_all(scratch());
+}
+
 /// Opens the files as a dataset and reads everything: documents, lengths, plans, batches,
 /// verification. What `verify` accepts must read whole.
 fn dataset(files: &[(&str, &[u8])], open: &str) {

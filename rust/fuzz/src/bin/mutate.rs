@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use tokenloom_fuzz::{check, seeds::seeds};
+use tokenloom_fuzz::{check, cleanup, seeds::seeds};
 
 struct Rng(u64);
 
@@ -139,6 +139,7 @@ fn main() -> ExitCode {
         }
     }
     let _ = fs::remove_file(&current);
+    cleanup();
     let secs = start.elapsed().as_secs_f64();
     println!(
         "{execs} execs in {secs:.0} s ({:.0}/s) over {} inputs, seed {seed}: {crashes} crashes",
