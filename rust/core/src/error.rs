@@ -71,6 +71,12 @@ fn io_hint(e: &io::Error) -> &'static str {
         io::ErrorKind::StorageFull => {
             " (the disk is full; free space and retry — the previous dataset is untouched)"
         }
+        io::ErrorKind::QuotaExceeded => {
+            " (the disk quota is exhausted; free space or raise the quota and retry — the previous dataset is untouched)"
+        }
+        io::ErrorKind::FileTooLarge => {
+            " (the file size limit was reached: see `ulimit -f` or the file system's maximum file size; raise it, or write smaller shards, and retry — the previous dataset is untouched)"
+        }
         _ => "",
     }
 }

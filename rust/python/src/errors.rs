@@ -43,14 +43,24 @@ impl From<Error> for PyTlError {
     }
 }
 
-fn io_class(kind: ErrorKind, msg: String) -> PyErr {
-    match kind {
-        ErrorKind::NotFound => PyFileNotFoundError::new_err(msg),
-        ErrorKind::PermissionDenied => PyPermissionError::new_err(msg),
-        ErrorKind::AlreadyExists => PyFileExistsError::new_err(msg),
-        ErrorKind::IsADirectory => PyIsADirectoryError::new_err(msg),
-        ErrorKind::NotADirectory => PyNotADirectoryError::new_err(msg),
-        _ => PyOSError::new_err(msg),
+/// The `OSError` subclass for `source`, with its `errno` when the system gave one (so that
+/// `e.errno == errno.ENOSPC` tells a full disk).
+fn io_class(source: &std::io::Error, msg: String) -> PyErr {
+    macro_rules! new {
+        ($cls:ty) => {
+            match source.raw_os_error() {
+                Some(code) => <$cls>::new_err((code, msg)),
+                None => <$cls>::new_err(msg),
+            }
+        };
+    }
+    match source.kind() {
+        ErrorKind::NotFound => new!(PyFileNotFoundError),
+        ErrorKind::PermissionDenied => new!(PyPermissionError),
+        ErrorKind::AlreadyExists => new!(PyFileExistsError),
+        ErrorKind::IsADirectory => new!(PyIsADirectoryError),
+        ErrorKind::NotADirectory => new!(PyNotADirectoryError),
+        _ => new!(PyOSError),
     }
 }
 
@@ -60,7 +70,7 @@ impl From<PyTlError> for PyErr {
         let msg = err.to_string();
         let (path, offset) = (err.path().map(|p| p.display().to_string()), err.offset());
         let py_err = match &err {
-            Error::Io { source, .. } => io_class(source.kind(), msg),
+            Error::Io { source, .. } => io_class(source, msg),
             Error::Corrupt { .. } => CorruptShardError::new_err(msg),
             Error::UnsupportedVersion { .. } => FormatVersionError::new_err(msg),
             Error::AlreadyExists { .. } => PyFileExistsError::new_err(msg),

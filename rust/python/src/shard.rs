@@ -74,7 +74,7 @@ impl PyDataset {
             )));
         }
         let owner = slf.clone().into_any();
-        Ok(match to_py(ds.doc(i as u64))? {
+        Ok(match to_py(ds.doc_checked(i as u64))? {
             Tokens::U16(t) => view(t, owner),
             Tokens::U32(t) => view(t, owner),
         })

@@ -1,5 +1,6 @@
 //! Gathering samples into batch arrays.
 
+use super::guard::FileCheck;
 use crate::error::Result;
 use crate::plan::{Plan, Segment};
 use crate::shard::{Dataset, Tokens};
@@ -207,9 +208,12 @@ fn assemble_typed<T: OutInt>(
     let mut doc_ids = cfg.doc_ids.then(|| vec![0i64; n]);
     let mut cu = vec![0i32];
     let mut segs = Vec::new();
+    let mut check = FileCheck::new(sources.len());
     for (r, &(s, id)) in samples.iter().enumerate() {
         let (ds, plan) = sources[s];
+        check.sample(s, ds, plan, id)?;
         plan.sample(ds, id, &mut segs)?;
+        check.segments(s, ds, &segs)?;
         let span = r * l..(r + 1) * l;
         fill_row(
             ds,

@@ -2,6 +2,7 @@
 //! ([`assemble`]) and the prefetching [`loader`].
 
 pub mod assemble;
+mod guard;
 pub mod loader;
 pub mod schedule;
 

@@ -225,3 +225,25 @@ fn too_large_batches_are_rejected() {
     assert!(sh.check(15).is_err(), "a rank would get no sample");
     assert!(sh.check(0).is_err());
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(40))]
+
+    /// The shards checked before a concat sample is planned cover every document it reads.
+    #[test]
+    fn checked_shards_cover_concat_samples(lens in proptest::collection::vec(0u64..30, 1..20), seq_len in 1u64..12) {
+        let dir = tempfile::tempdir().unwrap();
+        let ds = crate::plan::tests::dataset(dir.path(), &lens);
+        let plan = Plan::concat(&ds, seq_len).unwrap();
+        let mut segs = Vec::new();
+        for id in 0..plan.num_samples() {
+            let (first, last) = plan.token_span(id).unwrap();
+            let span = ds.shards_of_tokens(first, last.min(ds.num_tokens() - 1));
+            plan.sample(&ds, id, &mut segs).unwrap();
+            for s in &segs {
+                let (shard, _) = ds.locate(s.doc).unwrap();
+                prop_assert!(span.contains(&shard), "sample {} reads shard {} outside {:?}", id, shard, span);
+            }
+        }
+    }
+}

@@ -389,6 +389,31 @@ impl Plan {
         }
     }
 
+    /// Fails when the plan's table is mapped from a cache file that was
+    /// truncated or rewritten in place since it was opened.
+    pub fn check_unchanged(&self) -> Result<()> {
+        match &self.table {
+            Table::Pieces(PieceTable {
+                store: Store::Mapped { map, .. },
+            }) => map.check_unchanged(),
+            _ => Ok(()),
+        }
+    }
+
+    /// For a concat plan, the first and last stream positions of the tokens
+    /// of sample `i` (the dataset pages [`sample`](Self::sample) reads are
+    /// those of the shards holding them); `None` for table plans, whose
+    /// samples name their documents without reading the dataset.
+    pub fn token_span(&self, i: u64) -> Option<(u64, u64)> {
+        match self.table {
+            Table::Concat { .. } => {
+                let first = i.saturating_mul(self.seq_len);
+                Some((first, first.saturating_add(self.seq_len)))
+            }
+            Table::Pieces(_) => None,
+        }
+    }
+
     /// Writes the segments of sample `i` into `out` (cleared first).
     pub fn sample(&self, ds: &Dataset, i: u64, out: &mut Vec<Segment>) -> Result<()> {
         out.clear();

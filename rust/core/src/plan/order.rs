@@ -78,7 +78,6 @@ impl Order {
 
     fn validate(&self, err: impl Fn(String) -> Error) -> Result<()> {
         let n = self.docs.len() as u64;
-        let mut seen = vec![false; self.dataset_docs as usize];
         for (i, &d) in self.docs.iter().enumerate() {
             if d >= self.dataset_docs {
                 return Err(err(format!(
@@ -86,9 +85,9 @@ impl Order {
                     self.dataset_docs
                 )));
             }
-            if std::mem::replace(&mut seen[d as usize], true) {
-                return Err(err(format!("document {d} is listed twice (entry {i})")));
-            }
+        }
+        if let Some((d, i)) = first_repeat(&self.docs, self.dataset_docs) {
+            return Err(err(format!("document {d} is listed twice (entry {i})")));
         }
         let s = &self.context_starts;
         if s.first() != Some(&0) || s.last() != Some(&n) || s.windows(2).any(|w| w[0] > w[1]) {
@@ -174,11 +173,17 @@ impl Order {
         out
     }
 
-    /// Writes the order file atomically.
-    pub fn write(&self, path: &Path) -> Result<()> {
+    /// The bytes of the order file (body and checksum).
+    pub fn to_bytes(&self) -> Vec<u8> {
         let mut bytes = self.encode_body();
         let sum = xxh3_64(&bytes);
         bytes.extend_from_slice(&sum.to_le_bytes());
+        bytes
+    }
+
+    /// Writes the order file atomically.
+    pub fn write(&self, path: &Path) -> Result<()> {
+        let bytes = self.to_bytes();
         let name = path
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
@@ -192,6 +197,11 @@ impl Order {
     /// Reads and checks an order file.
     pub fn read(path: &Path) -> Result<Self> {
         let bytes = std::fs::read(path).at(path)?;
+        Self::from_bytes(&bytes, path)
+    }
+
+    /// Parses and checks the bytes of an order file; `path` names it in errors.
+    pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<Self> {
         let corrupt = |at: u64, what: String| Error::corrupt(path, at, what, FIX);
         if bytes.len() < HEADER_V1 + 16 || &bytes[..8] != MAGIC {
             return Err(corrupt(
@@ -199,24 +209,24 @@ impl Order {
                 "no order-file magic (TLOOMORD) or too short".into(),
             ));
         }
-        let version = u32_le(&bytes, 8);
+        let version = u32_le(bytes, 8);
         if version != VERSION && version != 1 {
             return Err(Error::version(path, 8, version as u64, VERSION as u64));
         }
         let body = bytes.len() - 8;
-        let stored = u64_at(&bytes, body);
+        let stored = u64_at(bytes, body);
         if xxh3_64(&bytes[..body]) != stored {
             return Err(corrupt(body as u64, "checksum mismatch".into()));
         }
-        let flags = u32_le(&bytes, 12);
+        let flags = u32_le(bytes, 12);
         if flags & !FLOW != 0 || (version == 1 && flags != 0) {
             return Err(corrupt(12, format!("unknown flags {flags:#x}")));
         }
-        let (n, c) = (u64_at(&bytes, 32), u64_at(&bytes, 40));
+        let (n, c) = (u64_at(bytes, 32), u64_at(bytes, 40));
         let (m, ids_at) = if version == 1 {
             (0, HEADER_V1 as u64)
         } else if body >= HEADER {
-            let m = u64_at(&bytes, 48);
+            let m = u64_at(bytes, 48);
             let at = m
                 .checked_next_multiple_of(8)
                 .and_then(|x| x.checked_add(HEADER as u64));
@@ -251,14 +261,14 @@ impl Order {
         let ids_at = ids_at as usize;
         let read = |from: usize, count: u64| -> Vec<u64> {
             (0..count as usize)
-                .map(|i| u64_at(&bytes, from + 8 * i))
+                .map(|i| u64_at(bytes, from + 8 * i))
                 .collect()
         };
         let docs = read(ids_at, n);
         let context_starts = read(ids_at + 8 * n as usize, c + 1);
         let o = Order {
-            dataset: u64_at(&bytes, 16),
-            dataset_docs: u64_at(&bytes, 24),
+            dataset: u64_at(bytes, 16),
+            dataset_docs: u64_at(bytes, 24),
             docs,
             context_starts,
             flow: flags & FLOW != 0,
@@ -267,5 +277,68 @@ impl Order {
         };
         o.validate(|what| corrupt(ids_at as u64, what))?;
         Ok(o)
+    }
+}
+
+/// The first entry that repeats an earlier one, as (document, entry), for
+/// ids all below `universe`: a bitset over the ids when it is small next to
+/// the list (it is for any real dataset), else a sort, so that a damaged
+/// document count cannot make this allocate more than the list itself.
+fn first_repeat(docs: &[u64], universe: u64) -> Option<(u64, usize)> {
+    let words = universe.div_ceil(64);
+    if words <= (docs.len() as u64).saturating_mul(2).max(1 << 16) {
+        let mut seen = vec![0u64; words as usize];
+        for (i, &d) in docs.iter().enumerate() {
+            let (w, bit) = ((d / 64) as usize, 1u64 << (d % 64));
+            if seen[w] & bit != 0 {
+                return Some((d, i));
+            }
+            seen[w] |= bit;
+        }
+        return None;
+    }
+    let mut pairs: Vec<(u64, usize)> = docs.iter().copied().zip(0..).collect();
+    pairs.sort_unstable();
+    pairs
+        .windows(2)
+        .filter(|w| w[0].0 == w[1].0)
+        .map(|w| w[1])
+        .min_by_key(|&(_, i)| i)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn naive(docs: &[u64]) -> Option<(u64, usize)> {
+        (0..docs.len()).find_map(|i| docs[..i].contains(&docs[i]).then_some((docs[i], i)))
+    }
+
+    proptest! {
+        #[test]
+        fn repeats_are_found_by_bitset_and_by_sort(docs in prop::collection::vec(0u64..40, 0..30)) {
+            prop_assert_eq!(first_repeat(&docs, 40), naive(&docs)); // bitset
+            prop_assert_eq!(first_repeat(&docs, u64::MAX / 2), naive(&docs)); // sort
+        }
+    }
+
+    #[test]
+    fn a_huge_document_count_is_no_allocation() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w =
+            crate::shard::DatasetWriter::create(dir.path().join("d"), Default::default()).unwrap();
+        w.add(&[1u16, 2]).unwrap();
+        w.close().unwrap();
+        let ds = Dataset::open(dir.path().join("d")).unwrap();
+        let mut bytes = Order::new(&ds, vec![0], vec![0, 1]).unwrap().to_bytes();
+        bytes[24..32].copy_from_slice(&(1u64 << 60).to_le_bytes()); // dataset_docs
+        let body = bytes.len() - 8;
+        let sum = xxh3_64(&bytes[..body]);
+        bytes[body..].copy_from_slice(&sum.to_le_bytes());
+        let o = Order::from_bytes(&bytes, Path::new("x.order")).unwrap();
+        assert!(o.check_dataset(&ds).is_err()); // made for another dataset
+        bytes[12] = 1; // reserved
+        assert!(Order::from_bytes(&bytes, Path::new("x.order")).is_err());
     }
 }

@@ -8,6 +8,7 @@ pub mod fsutil;
 mod generation;
 pub mod index;
 pub mod manifest;
+mod mapped_shard;
 pub mod merge;
 pub mod reader;
 pub mod scan;

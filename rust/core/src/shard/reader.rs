@@ -3,209 +3,13 @@
 //! last offsets are checked; every document access checks its own offsets.
 
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
 
-use super::compat::{self, Source};
+use super::compat;
 use super::dtype::{DType, Tokens};
-use super::fsutil::MappedFile;
-use super::index::{IndexHeader, IndexView, Layout};
+use super::index::Layout;
 use super::manifest::{Manifest, ShardEntry, FILE_NAME};
+pub use super::mapped_shard::Shard;
 use crate::error::{Error, IoContext, Result};
-
-/// One opened shard.
-#[derive(Debug)]
-pub struct Shard {
-    /// Path of the `.bin`.
-    pub bin_path: PathBuf,
-    /// Path of the `.idx`.
-    pub idx_path: PathBuf,
-    bin: MappedFile,
-    idx: MappedFile,
-    header: IndexHeader,
-    dtype: DType,
-    layout: Layout,
-    /// xxh3 of a foreign index (which records no checksum), computed on
-    /// first use by [`Dataset::fingerprint`].
-    index_hash: OnceLock<u64>,
-}
-
-impl Shard {
-    /// Maps a `.bin`/`.idx` pair and checks they agree with each other and
-    /// with `expect` (documents, tokens) when given.
-    pub fn open(
-        bin_path: PathBuf,
-        idx_path: PathBuf,
-        dtype: DType,
-        expect: Option<(u64, u64)>,
-    ) -> Result<Self> {
-        let idx = MappedFile::open(&idx_path)?;
-        let view = IndexView::parse(idx.bytes(), &idx_path)?;
-        let h = view.header;
-        if h.dtype != dtype {
-            return Err(Error::corrupt(
-                &idx_path,
-                12,
-                format!("index dtype is {} but the dataset is {dtype}", h.dtype),
-                "the shard belongs to another dataset; restore the matching .idx/.bin pair",
-            ));
-        }
-        if let Some((docs, tokens)) = expect {
-            if h.bin_offset != 0 {
-                return Err(Error::corrupt(
-                    &idx_path,
-                    32,
-                    format!(
-                        "token data offset is {} (dataset shards have none)",
-                        h.bin_offset
-                    ),
-                    "the index is damaged; restore the dataset from a good copy or rebuild it",
-                ));
-            }
-            if h.num_docs != docs || h.num_tokens != tokens {
-                return Err(Error::corrupt(
-                    &idx_path,
-                    16,
-                    format!(
-                        "index holds {} documents / {} tokens but the manifest says {docs} / {tokens}",
-                        h.num_docs, h.num_tokens
-                    ),
-                    "the shard and manifest disagree; restore the dataset from a good copy or rebuild it",
-                ));
-            }
-        }
-        let bin_len = std::fs::metadata(&bin_path).at(&bin_path)?.len();
-        let need = h
-            .num_tokens
-            .checked_mul(dtype.itemsize() as u64)
-            .and_then(|b| b.checked_add(h.bin_offset));
-        if need != Some(bin_len) {
-            let at = need.map_or(bin_len, |n| n.min(bin_len));
-            return Err(Error::corrupt(
-                &bin_path,
-                at,
-                format!(
-                    "token file has {bin_len} bytes but its index describes {} tokens of {dtype} ({} bytes){}",
-                    h.num_tokens,
-                    need.map_or_else(|| "overflow".into(), |n| n.to_string()),
-                    if need.is_some_and(|n| n > bin_len) { "; the file is truncated" } else { "" }
-                ),
-                "restore the shard from a good copy, or rebuild the dataset",
-            ));
-        }
-        if h.bin_offset % dtype.itemsize() as u64 != 0 {
-            return Err(Error::corrupt(
-                &idx_path,
-                32,
-                format!(
-                    "token data offset {} is not a multiple of the token size",
-                    h.bin_offset
-                ),
-                "rebuild the index with `tokenloom index`",
-            ));
-        }
-        let bin = MappedFile::open(&bin_path)?;
-        Ok(Shard {
-            bin_path,
-            idx_path,
-            bin,
-            idx,
-            header: h,
-            dtype,
-            layout: Layout::Native,
-            index_hash: OnceLock::new(),
-        })
-    }
-
-    /// Opens a token file and its index in the format `src` names (see
-    /// [`compat::detect`]): the index is validated against the token file's
-    /// size before the token file is mapped, so a truncated file is an error,
-    /// never a fault on access.
-    pub fn open_source(src: &Source) -> Result<Self> {
-        let (bin_path, idx_path) = src.paths();
-        if let Source::Indexed { bin, idx } = src {
-            let map = MappedFile::open(idx)?;
-            let dtype = IndexView::parse(map.bytes(), idx)?.header.dtype;
-            return Self::open(bin.clone(), idx.clone(), dtype, None);
-        }
-        let bin_len = std::fs::metadata(bin_path).at(bin_path)?.len();
-        let idx = MappedFile::open(idx_path)?;
-        let (header, layout) = compat::parse(src, idx.bytes(), bin_len)?;
-        let bin = MappedFile::open(bin_path)?;
-        if bin.bytes().len() as u64 != bin_len {
-            return Err(Error::corrupt(
-                bin_path,
-                bin.bytes().len() as u64,
-                "the token file changed size while being opened",
-                "wait for the program writing it to finish, then open it again",
-            ));
-        }
-        Ok(Shard {
-            bin_path: bin_path.to_path_buf(),
-            idx_path: idx_path.to_path_buf(),
-            bin,
-            idx,
-            header,
-            dtype: header.dtype,
-            layout,
-            index_hash: OnceLock::new(),
-        })
-    }
-
-    /// The validated index of this shard.
-    pub fn index(&self) -> IndexView<'_> {
-        // `header` and `layout` were parsed from these very bytes on open.
-        IndexView::from_parsed(self.idx.bytes(), self.header, self.layout)
-    }
-
-    /// Where this shard's index keeps document boundaries (tokenloom's own
-    /// `.idx`, or a foreign layout read in place).
-    pub fn layout(&self) -> Layout {
-        self.layout
-    }
-
-    /// The raw bytes of the `.idx` file.
-    pub fn index_bytes(&self) -> &[u8] {
-        self.idx.bytes()
-    }
-
-    /// Documents in the shard.
-    pub fn num_docs(&self) -> u64 {
-        self.header.num_docs
-    }
-
-    /// Tokens in the shard.
-    pub fn num_tokens(&self) -> u64 {
-        self.header.num_tokens
-    }
-
-    /// All token bytes of the shard (after any header).
-    pub fn token_bytes(&self) -> &[u8] {
-        let start = self.header.bin_offset as usize;
-        let end = start + self.num_tokens() as usize * self.dtype.itemsize();
-        &self.bin.bytes()[start..end]
-    }
-
-    /// Tokens `[start, end)` of the shard.
-    pub fn tokens(&self, start: u64, end: u64) -> Tokens<'_> {
-        let size = self.dtype.itemsize();
-        let bytes = &self.token_bytes()[start as usize * size..end as usize * size];
-        Tokens::from_bytes(self.dtype, bytes).unwrap_or(match self.dtype {
-            DType::U16 => Tokens::U16(&[]),
-            DType::U32 => Tokens::U32(&[]),
-        })
-    }
-
-    /// Document `j` of the shard.
-    pub fn doc(&self, j: u64) -> Result<Tokens<'_>> {
-        let (s, e) = self.index().doc_range(j as usize, &self.idx_path)?;
-        Ok(self.tokens(s, e))
-    }
-
-    /// Hints the kernel that documents will be read at random.
-    pub fn advise_random(&self) {
-        self.bin.advise_random();
-    }
-}
 
 /// An opened dataset.
 #[derive(Debug)]
@@ -216,6 +20,9 @@ pub struct Dataset {
     /// `doc_starts[s]` is the global id of shard `s`'s first document; one
     /// extra entry holds the total.
     doc_starts: Vec<u64>,
+    /// `token_starts[s]` is the position of shard `s`'s first token in the
+    /// concatenated stream; one extra entry holds the total.
+    token_starts: Vec<u64>,
 }
 
 impl Dataset {
@@ -260,11 +67,13 @@ impl Dataset {
             shards.push(shard);
         }
         doc_starts.push(total);
+        let token_starts = token_starts(&shards);
         Ok(Dataset {
             root,
             manifest,
             shards,
             doc_starts,
+            token_starts,
         })
     }
 
@@ -324,11 +133,13 @@ impl Dataset {
                 idx_xxh3: String::new(),
             });
         }
+        let token_starts = token_starts(&shards);
         Ok(Dataset {
             root,
             manifest,
             shards,
             doc_starts,
+            token_starts,
         })
     }
 
@@ -372,16 +183,52 @@ impl Dataset {
         Ok((s, i - self.doc_starts[s]))
     }
 
-    /// Document `i`, borrowed from the map (zero-copy).
+    /// Document `i`, borrowed from the map (zero-copy). Readers that may
+    /// outlive other programs' edits of the files call
+    /// [`check_unchanged`](Self::check_unchanged) first (the batch loader
+    /// does, once per batch and shard), or use [`doc_checked`](Self::doc_checked).
     pub fn doc(&self, i: u64) -> Result<Tokens<'_>> {
         let (s, j) = self.locate(i)?;
         self.shards[s].doc(j)
+    }
+
+    /// Document `i` after checking that its shard's files are unchanged on
+    /// disk: a shard truncated by another program is an error, not a fault.
+    /// (Checked at most once a millisecond
+    /// per shard: a read takes a tenth of the check.)
+    pub fn doc_checked(&self, i: u64) -> Result<Tokens<'_>> {
+        let (s, j) = self.locate(i)?;
+        self.shards[s].check_unchanged_lately()?;
+        self.shards[s].doc(j)
+    }
+
+    /// Fails when a file of shard `s` was truncated or rewritten in place
+    /// since the dataset was opened; see [`Shard::check_unchanged`].
+    pub fn check_unchanged(&self, s: usize) -> Result<()> {
+        self.shards
+            .get(s)
+            .map_or(Ok(()), |shard| shard.check_unchanged())
+    }
+
+    /// The shards holding tokens `first..=last` of the concatenated stream
+    /// (and any empty shards between them), from in-memory headers alone.
+    pub fn shards_of_tokens(&self, first: u64, last: u64) -> std::ops::Range<usize> {
+        let of = |t: u64| {
+            self.token_starts[1..]
+                .partition_point(|&end| end <= t)
+                .min(self.shards.len().saturating_sub(1))
+        };
+        if self.shards.is_empty() {
+            return 0..0;
+        }
+        of(first)..of(last.max(first)) + 1
     }
 
     /// Length of every document, in order. O(documents).
     pub fn doc_lengths(&self) -> Result<Vec<u64>> {
         let mut out = Vec::with_capacity(self.num_docs() as usize);
         for s in &self.shards {
+            s.check_unchanged()?;
             s.index().doc_lengths_into(&mut out, &s.idx_path)?;
         }
         Ok(out)
@@ -461,4 +308,16 @@ impl Dataset {
         }
         h.digest()
     }
+}
+
+/// Prefix sums of the shards' token counts, with the total last.
+fn token_starts(shards: &[Shard]) -> Vec<u64> {
+    let mut out = Vec::with_capacity(shards.len() + 1);
+    let mut total = 0u64;
+    out.push(0);
+    for s in shards {
+        total += s.num_tokens();
+        out.push(total);
+    }
+    out
 }

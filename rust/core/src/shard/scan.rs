@@ -242,9 +242,7 @@ pub fn index_raw(
     };
     let encoded = index::encode(&header, &offsets);
     let tmp = idx_path.with_extension(format!("idx.tmp.{}", std::process::id()));
-    write_atomic(&tmp, &idx_path, &encoded).inspect_err(|_| {
-        let _ = std::fs::remove_file(&tmp);
-    })?;
+    write_atomic(&tmp, &idx_path, &encoded)?;
     Ok(RawIndexReport {
         idx_path,
         dtype,

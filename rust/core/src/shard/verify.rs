@@ -65,6 +65,7 @@ pub fn verify_dataset(
     progress.start("verify", total_bytes);
     let mut first_doc = 0u64;
     for (shard, entry) in ds.shards().iter().zip(&ds.manifest().shards) {
+        shard.check_unchanged()?;
         let index = shard.index();
         index.check_all(&shard.idx_path)?;
         if !entry.idx_xxh3.is_empty() {
@@ -86,6 +87,7 @@ pub fn verify_dataset(
         let size = ds.dtype().itemsize();
         for (c, chunk) in bytes.chunks(CHUNK).enumerate() {
             progress.check()?;
+            shard.check_unchanged()?;
             hasher.update(chunk);
             if let Some(limit) = vocab {
                 let tokens = Tokens::from_bytes(ds.dtype(), chunk).ok_or_else(|| {

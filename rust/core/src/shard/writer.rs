@@ -327,6 +327,14 @@ impl DatasetWriter {
         let Some(cur) = self.cur.take() else {
             return Ok(());
         };
+        let tmp_bin = cur.tmp_bin.clone();
+        // On failure (a full disk, most often) the shard's temporary file goes too.
+        self.commit_shard(cur).inspect_err(|_| {
+            let _ = fs::remove_file(&tmp_bin);
+        })
+    }
+
+    fn commit_shard(&mut self, cur: OpenShard) -> Result<()> {
         let generation = self.manifest.generation;
         let file = cur
             .file
@@ -406,7 +414,7 @@ impl DatasetWriter {
         }
         self.done = true;
         if let Some(cur) = self.cur.take() {
-            drop(cur.file);
+            let _ = cur.file.into_parts(); // closed without flushing what is buffered
             let _ = fs::remove_file(&cur.tmp_bin);
         }
         for p in self.written.drain(..) {

@@ -72,11 +72,18 @@ fn for_each_doc(
     mut each: impl FnMut(u64, Tokens<'_>) -> Result<()>,
 ) -> Result<()> {
     let mut pending = 0u64;
+    let mut shard = usize::MAX;
     for i in 0..ds.num_docs() {
+        let (s, _) = ds.locate(i)?;
+        if s != shard {
+            ds.check_unchanged(s)?; // a shard truncated meanwhile: an error, not a fault
+            shard = s;
+        }
         let doc = ds.doc(i)?;
         each(i, doc)?;
         pending += doc.as_bytes().len() as u64;
         if pending >= STEP {
+            ds.check_unchanged(s)?;
             progress.check()?;
             progress.advance(pending);
             pending = 0;

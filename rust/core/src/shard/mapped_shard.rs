@@ -1,0 +1,252 @@
+//! One shard of a dataset: its `.idx` and `.bin` mapped read-only, checked
+//! against each other on open; every document access checks its own offsets.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use super::compat::{self, Source};
+use super::dtype::{DType, Tokens};
+use super::fsutil::MappedFile;
+use super::index::{IndexHeader, IndexView, Layout};
+use crate::error::{Error, IoContext, Result};
+
+/// How long a shard found unchanged on disk stays trusted by
+/// [`Shard::check_unchanged_lately`].
+pub const RECHECK_AFTER: Duration = Duration::from_millis(1);
+
+/// Nanoseconds since the first call in this process.
+fn monotonic_ns() -> u64 {
+    static START: OnceLock<Instant> = OnceLock::new();
+    START.get_or_init(Instant::now).elapsed().as_nanos() as u64
+}
+
+/// One opened shard.
+#[derive(Debug)]
+pub struct Shard {
+    /// Path of the `.bin`.
+    pub bin_path: PathBuf,
+    /// Path of the `.idx`.
+    pub idx_path: PathBuf,
+    pub(super) bin: MappedFile,
+    pub(super) idx: MappedFile,
+    pub(super) header: IndexHeader,
+    pub(super) dtype: DType,
+    pub(super) layout: Layout,
+    /// xxh3 of a foreign index (which records no checksum), computed on
+    /// first use by [`Dataset::fingerprint`].
+    pub(super) index_hash: OnceLock<u64>,
+    /// When the files were last found unchanged (see [`Shard::check_unchanged_lately`]).
+    checked_at: AtomicU64,
+}
+
+impl Shard {
+    /// Maps a `.bin`/`.idx` pair and checks they agree with each other and
+    /// with `expect` (documents, tokens) when given.
+    pub fn open(
+        bin_path: PathBuf,
+        idx_path: PathBuf,
+        dtype: DType,
+        expect: Option<(u64, u64)>,
+    ) -> Result<Self> {
+        let idx = MappedFile::open(&idx_path)?;
+        let view = IndexView::parse(idx.bytes(), &idx_path)?;
+        let h = view.header;
+        if h.dtype != dtype {
+            return Err(Error::corrupt(
+                &idx_path,
+                12,
+                format!("index dtype is {} but the dataset is {dtype}", h.dtype),
+                "the shard belongs to another dataset; restore the matching .idx/.bin pair",
+            ));
+        }
+        if let Some((docs, tokens)) = expect {
+            if h.bin_offset != 0 {
+                return Err(Error::corrupt(
+                    &idx_path,
+                    32,
+                    format!(
+                        "token data offset is {} (dataset shards have none)",
+                        h.bin_offset
+                    ),
+                    "the index is damaged; restore the dataset from a good copy or rebuild it",
+                ));
+            }
+            if h.num_docs != docs || h.num_tokens != tokens {
+                return Err(Error::corrupt(
+                    &idx_path,
+                    16,
+                    format!(
+                        "index holds {} documents / {} tokens but the manifest says {docs} / {tokens}",
+                        h.num_docs, h.num_tokens
+                    ),
+                    "the shard and manifest disagree; restore the dataset from a good copy or rebuild it",
+                ));
+            }
+        }
+        let bin_len = std::fs::metadata(&bin_path).at(&bin_path)?.len();
+        let need = h
+            .num_tokens
+            .checked_mul(dtype.itemsize() as u64)
+            .and_then(|b| b.checked_add(h.bin_offset));
+        if need != Some(bin_len) {
+            let at = need.map_or(bin_len, |n| n.min(bin_len));
+            return Err(Error::corrupt(
+                &bin_path,
+                at,
+                format!(
+                    "token file has {bin_len} bytes but its index describes {} tokens of {dtype} ({} bytes){}",
+                    h.num_tokens,
+                    need.map_or_else(|| "overflow".into(), |n| n.to_string()),
+                    if need.is_some_and(|n| n > bin_len) { "; the file is truncated" } else { "" }
+                ),
+                "restore the shard from a good copy, or rebuild the dataset",
+            ));
+        }
+        if h.bin_offset % dtype.itemsize() as u64 != 0 {
+            return Err(Error::corrupt(
+                &idx_path,
+                32,
+                format!(
+                    "token data offset {} is not a multiple of the token size",
+                    h.bin_offset
+                ),
+                "rebuild the index with `tokenloom index`",
+            ));
+        }
+        let bin = MappedFile::open(&bin_path)?;
+        if bin.bytes().len() as u64 != bin_len {
+            return Err(Error::corrupt(
+                &bin_path,
+                bin.bytes().len() as u64,
+                "the token file changed size while being opened",
+                "wait for the program writing it to finish, then open it again",
+            ));
+        }
+        Ok(Shard {
+            bin_path,
+            idx_path,
+            bin,
+            idx,
+            header: h,
+            dtype,
+            layout: Layout::Native,
+            index_hash: OnceLock::new(),
+            checked_at: AtomicU64::new(0),
+        })
+    }
+
+    /// Opens a token file and its index in the format `src` names (see
+    /// [`compat::detect`]): the index is validated against the token file's
+    /// size before the token file is mapped, so a truncated file is an error,
+    /// never a fault on access.
+    pub fn open_source(src: &Source) -> Result<Self> {
+        let (bin_path, idx_path) = src.paths();
+        if let Source::Indexed { bin, idx } = src {
+            let map = MappedFile::open(idx)?;
+            let dtype = IndexView::parse(map.bytes(), idx)?.header.dtype;
+            return Self::open(bin.clone(), idx.clone(), dtype, None);
+        }
+        let bin_len = std::fs::metadata(bin_path).at(bin_path)?.len();
+        let idx = MappedFile::open(idx_path)?;
+        let (header, layout) = compat::parse(src, idx.bytes(), bin_len)?;
+        let bin = MappedFile::open(bin_path)?;
+        if bin.bytes().len() as u64 != bin_len {
+            return Err(Error::corrupt(
+                bin_path,
+                bin.bytes().len() as u64,
+                "the token file changed size while being opened",
+                "wait for the program writing it to finish, then open it again",
+            ));
+        }
+        Ok(Shard {
+            bin_path: bin_path.to_path_buf(),
+            idx_path: idx_path.to_path_buf(),
+            bin,
+            idx,
+            header,
+            dtype: header.dtype,
+            layout,
+            index_hash: OnceLock::new(),
+            checked_at: AtomicU64::new(0),
+        })
+    }
+
+    /// The validated index of this shard.
+    pub fn index(&self) -> IndexView<'_> {
+        // `header` and `layout` were parsed from these very bytes on open.
+        IndexView::from_parsed(self.idx.bytes(), self.header, self.layout)
+    }
+
+    /// Where this shard's index keeps document boundaries (tokenloom's own
+    /// `.idx`, or a foreign layout read in place).
+    pub fn layout(&self) -> Layout {
+        self.layout
+    }
+
+    /// The raw bytes of the `.idx` file.
+    pub fn index_bytes(&self) -> &[u8] {
+        self.idx.bytes()
+    }
+
+    /// Documents in the shard.
+    pub fn num_docs(&self) -> u64 {
+        self.header.num_docs
+    }
+
+    /// Tokens in the shard.
+    pub fn num_tokens(&self) -> u64 {
+        self.header.num_tokens
+    }
+
+    /// All token bytes of the shard (after any header).
+    pub fn token_bytes(&self) -> &[u8] {
+        let start = self.header.bin_offset as usize;
+        let end = start + self.num_tokens() as usize * self.dtype.itemsize();
+        &self.bin.bytes()[start..end]
+    }
+
+    /// Tokens `[start, end)` of the shard.
+    pub fn tokens(&self, start: u64, end: u64) -> Tokens<'_> {
+        let size = self.dtype.itemsize();
+        let bytes = &self.token_bytes()[start as usize * size..end as usize * size];
+        Tokens::from_bytes(self.dtype, bytes).unwrap_or(match self.dtype {
+            DType::U16 => Tokens::U16(&[]),
+            DType::U32 => Tokens::U32(&[]),
+        })
+    }
+
+    /// Document `j` of the shard.
+    pub fn doc(&self, j: u64) -> Result<Tokens<'_>> {
+        let (s, e) = self.index().doc_range(j as usize, &self.idx_path)?;
+        Ok(self.tokens(s, e))
+    }
+
+    /// Hints the kernel that documents will be read at random.
+    pub fn advise_random(&self) {
+        self.bin.advise_random();
+    }
+
+    /// Fails when the shard's `.idx` or `.bin` was truncated or rewritten in
+    /// place since it was opened (see [`MappedFile::check_unchanged`]);
+    /// readers call it before touching the shard's pages.
+    pub fn check_unchanged(&self) -> Result<()> {
+        self.idx.check_unchanged()?;
+        self.bin.check_unchanged()
+    }
+
+    /// [`check_unchanged`](Self::check_unchanged) at most once per
+    /// [`RECHECK_AFTER`]: for single-document reads, which take a tenth of a
+    /// `stat`. A change is reported by the first read after that interval.
+    pub fn check_unchanged_lately(&self) -> Result<()> {
+        let now = monotonic_ns();
+        let last = self.checked_at.load(Ordering::Relaxed);
+        if last != 0 && now.saturating_sub(last) < RECHECK_AFTER.as_nanos() as u64 {
+            return Ok(());
+        }
+        self.check_unchanged()?;
+        self.checked_at.store(now.max(1), Ordering::Relaxed);
+        Ok(())
+    }
+}
