@@ -6,11 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.stamp-deps
 
-<<<<<<< HEAD
-.PHONY: demo test develop lint rust-test py-test bench bench-loaders bench-knn clean
-=======
-.PHONY: demo test develop lint rust-test py-test bench bench-loaders fuzz fuzz-stable clean
->>>>>>> faults
+.PHONY: demo test develop lint rust-test py-test bench bench-loaders bench-knn fuzz fuzz-stable clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -64,14 +60,13 @@ bench-loaders: $(BENCH_VENV)/.stamp
 		$(BENCH_VENV)/bin/maturin develop --release --extras bench -q
 	$(BENCH_VENV)/bin/python benches/loader_bench.py $(BENCH_ARGS)
 
-<<<<<<< HEAD
 # kNN graph against faiss-cpu (IVF and HNSW), same embeddings and threads.
 KNN_ARGS ?= --n 100000
 bench-knn: $(BENCH_VENV)/.stamp
 	VIRTUAL_ENV=$(abspath $(BENCH_VENV)) PATH=$(abspath $(BENCH_VENV))/bin:$$PATH \
 		$(BENCH_VENV)/bin/maturin develop --release --extras bench -q
 	$(BENCH_VENV)/bin/python benches/knn_bench.py $(KNN_ARGS)
-=======
+
 # Fuzzing the file parsers (rust/fuzz; corpus in rust/fuzz/corpus/parsers). `fuzz` needs a
 # nightly toolchain and cargo-fuzz; `fuzz-stable` runs the same target under a seeded random
 # mutator on any toolchain.
@@ -82,7 +77,6 @@ fuzz:
 fuzz-stable:
 	cargo run --release --manifest-path rust/fuzz/Cargo.toml --no-default-features --bin mutate \
 		-- --seconds $(FUZZ_SECONDS) --corpus rust/fuzz/corpus/parsers --artifacts rust/fuzz/artifacts
->>>>>>> faults
 
 clean:
 	rm -rf $(VENV) $(BENCH_VENV) target demo-out bench-out
