@@ -152,9 +152,8 @@ def main() -> None:
         for variant, (r, total) in runs.items():
             loop = r["seconds"]["traverse"]
             print(f"| tokenloom traversal loop, {variant} | {loop:.3f} | {t_py / loop:.0f}x |")
-            print(
-                f"| tokenloom.order end to end from .npy, {variant} | {total:.2f} | {t_py / total:.1f}x |"
-            )
+            step = f"tokenloom.order end to end from .npy, {variant}"
+            print(f"| {step} | {total:.2f} | {t_py / total:.1f}x |")
         rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         print(f"\npeak RSS of this process so far: {rss:.0f} MiB")
 
@@ -162,14 +161,20 @@ def main() -> None:
             root = Path(tmp) / "corpus"
             t0 = time.perf_counter()
             write_dataset(root, n, args.doc_len, args.seed, topics=max(10, n // 2000))
-            print(f"\nsynthetic topical corpus: {n:,} docs x {args.doc_len} tokens, written in "
-                  f"{time.perf_counter() - t0:.1f}s")
+            print(
+                f"\nsynthetic topical corpus: {n:,} docs x {args.doc_len} tokens, written in "
+                f"{time.perf_counter() - t0:.1f}s"
+            )
             t0 = time.perf_counter()
             r = tl.order(root, seq_len=2048, k=args.k, progress=True)
             total = time.perf_counter() - t0
             secs = ", ".join(f"{k} {v:.1f}s" for k, v in r["seconds"].items())
-            print(f"built-in pipeline: {total:.1f}s end to end ({secs}); adjacent similarity "
-                  f"{r['ordered_pairs']['mean_similarity']:.3f} vs {r['random_pairs']['mean_similarity']:.3f} at random")
+            ordered = r["ordered_pairs"]["mean_similarity"]
+            random = r["random_pairs"]["mean_similarity"]
+            print(
+                f"built-in pipeline: {total:.1f}s end to end ({secs}); adjacent similarity "
+                f"{ordered:.3f} vs {random:.3f} at random"
+            )
             rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
             print(f"peak RSS: {rss:.0f} MiB")
 

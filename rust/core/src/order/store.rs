@@ -34,7 +34,9 @@ pub fn order_path(root: &Path, name: &str) -> Result<PathBuf> {
             format!("{name:?} is not an order name; use letters, digits, '-', '_' and '.' (e.g. \"iclm\")"),
         ));
     }
-    Ok(home(root).join(ORDERS_DIR).join(format!("{name}.{EXTENSION}")))
+    Ok(home(root)
+        .join(ORDERS_DIR)
+        .join(format!("{name}.{EXTENSION}")))
 }
 
 /// Names of the orders stored with the dataset at `root`, sorted.
