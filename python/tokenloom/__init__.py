@@ -21,6 +21,7 @@ from tokenloom._core import (
 from tokenloom._core import __version__ as __version__
 from tokenloom.build import BuildInputError, BuildResult, build
 from tokenloom.loader import DevicePrefetcher, TokenDataset, to_device, write_order
+from tokenloom.rows import concat_rows, take_rows
 from tokenloom.select import FastJL, UDSSelector, nuclear_norm
 from tokenloom.shard import DatasetWriter, open_dataset
 
@@ -39,8 +40,10 @@ __all__ = [
     "UDSSelector",
     "__version__",
     "build",
+    "concat_rows",
     "nuclear_norm",
     "open_dataset",
+    "take_rows",
     "to_device",
     "write_order",
 ]
