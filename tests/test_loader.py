@@ -69,7 +69,15 @@ def test_concat_epoch_is_every_window_once(corpus: Path) -> None:
 def test_outputs_are_consistent(corpus: Path) -> None:
     ds = tl.TokenDataset(corpus, seq_len=32, batch_size=3, mode="pack", ignore_index=-1)
     b = next(iter(ds))
-    assert set(b) == {"input_ids", "labels", "position_ids", "doc_ids", "cu_seqlens", "source_ids"}
+    assert set(b) == {
+        "input_ids",
+        "labels",
+        "position_ids",
+        "doc_ids",
+        "cu_seqlens",
+        "source_ids",
+        "sample_ids",
+    }
     assert b["input_ids"].dtype == torch.int64
     assert b["input_ids"].shape == (3, 32)
     assert b["cu_seqlens"].dtype == torch.int32

@@ -23,6 +23,7 @@ from tokenloom.build import BuildInputError, BuildResult, build
 from tokenloom.knn import knn
 from tokenloom.loader import DevicePrefetcher, TokenDataset, to_device, write_order
 from tokenloom.order import order, order_report
+from tokenloom.rows import concat_rows, take_rows
 from tokenloom.select import FastJL, UDSSelector, nuclear_norm
 from tokenloom.shard import DatasetWriter, open_dataset
 
@@ -41,11 +42,13 @@ __all__ = [
     "UDSSelector",
     "__version__",
     "build",
+    "concat_rows",
     "knn",
     "nuclear_norm",
     "open_dataset",
     "order",
     "order_report",
+    "take_rows",
     "to_device",
     "write_order",
 ]

@@ -130,6 +130,15 @@ class Stream:
     def batches_left(
         self, position: int, batch_size: int, rank: int = 0, world: int = 1, drop_last: bool = True
     ) -> int: ...
+    def assemble(
+        self,
+        samples: list[tuple[int, int]],
+        dtype: str = "int64",
+        ignore_index: int | None = None,
+        pad_id: int = 0,
+        position_ids: bool = True,
+        doc_ids: bool = True,
+    ) -> dict[str, npt.NDArray[Any]]: ...
     def loader(
         self,
         start: _Cursor,

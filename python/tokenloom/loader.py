@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Union
 
 from tokenloom import _core
+from tokenloom.device import DevicePrefetcher, to_device
+from tokenloom.ledger import SelectionAccounting
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Sequence
@@ -32,9 +34,11 @@ PathLike = Union[str, "os.PathLike[str]"]
 SourceSpec = Union[PathLike, "Sequence[PathLike]", "Sequence[tuple[PathLike, float]]"]
 Cursor = tuple[int, int, list[int]]
 
+__all__ = ["DevicePrefetcher", "TokenDataset", "to_device", "write_order"]
+
 STATE_VERSION = 1
 # Arrays a batch can carry besides input_ids and labels.
-OPTIONAL_OUTPUTS = ("position_ids", "doc_ids", "cu_seqlens", "source_ids")
+OPTIONAL_OUTPUTS = ("position_ids", "doc_ids", "cu_seqlens", "source_ids", "sample_ids")
 
 
 def _torch() -> Any:
@@ -96,14 +100,15 @@ def _worker_info() -> tuple[int, int] | None:
     return None if info is None else (info.id, info.num_workers)
 
 
-class TokenDataset(_Base):
+class TokenDataset(SelectionAccounting, _Base):
     """Batches of ``[batch_size, seq_len]`` token arrays from tokenloom datasets.
 
     Each item is a dict: ``input_ids``, ``labels`` (the next tokens; ``ignore_index`` where
     the next token is in another document, when set, and for padding), ``position_ids``
     (restarting at 0 at every document piece), ``doc_ids`` (document index of each token in
     its dataset, -1 for padding), ``cu_seqlens`` (int32 boundaries of the pieces of the
-    flattened batch, flash-attn varlen convention) and ``source_ids`` (source of each row).
+    flattened batch, flash-attn varlen convention), ``source_ids`` (source of each row) and
+    ``sample_ids`` (sample of each row in its source's plan).
     ``outputs=`` names the ones to produce besides ``input_ids`` and ``labels`` (default: all);
     leaving out ``position_ids`` and ``doc_ids`` halves the memory traffic per batch.
     ``order=`` names an order made by :func:`tokenloom.order` (``"iclm"``, stored with the
@@ -116,6 +121,12 @@ class TokenDataset(_Base):
     One pass over the iterator is the rest of the current epoch; the next pass starts the
     next epoch. ``drop_last=True`` (default) drops a last global step that is not full on
     every rank, so that all ranks get the same number of batches.
+
+    With online selection, :meth:`record_selection` books which rows of each candidate batch
+    were kept (:meth:`selection_stats`, saved in :meth:`state_dict`). ``reoffer_unkept=n``
+    offers each unkept sample up to ``n`` more times: :meth:`candidates` appends up to
+    ``reoffer_rows`` queued samples (first in, first out; at most ``reoffer_capacity``
+    queued, the oldest dropped beyond) to each candidate batch.
     """
 
     def __init__(
@@ -140,6 +151,9 @@ class TokenDataset(_Base):
         pin_memory: bool = False,
         cache_plans: bool = True,
         outputs: Sequence[str] = OPTIONAL_OUTPUTS,
+        reoffer_unkept: int = 0,
+        reoffer_rows: int | None = None,
+        reoffer_capacity: int | None = None,
     ) -> None:
         unknown = sorted(set(outputs) - set(OPTIONAL_OUTPUTS))
         if unknown or isinstance(outputs, str):
@@ -193,6 +207,14 @@ class TokenDataset(_Base):
         self._origin: Cursor = self._cursor  # where the latest iteration started
         self._resume_worker: tuple[int, int, int] | None = None  # (worker, num_workers, skip)
         self._worker_state: dict[str, Any] | None = None
+        if reoffer_unkept < 0 or (reoffer_rows is not None and reoffer_rows < 1):
+            raise ValueError("reoffer_unkept must be >= 0 and reoffer_rows >= 1")
+        self.reoffer = (
+            int(reoffer_unkept),
+            max(1, self.batch_size // 4) if reoffer_rows is None else int(reoffer_rows),
+            8 * self.batch_size if reoffer_capacity is None else int(reoffer_capacity),
+        )
+        self._ledger = None
 
     # -- plumbing -------------------------------------------------------------------------
 
@@ -215,6 +237,7 @@ class TokenDataset(_Base):
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         state["_stream"] = None  # reopened in the worker (plans come from the cache)
+        state["_ledger"] = None  # selection is booked where it happens, not in workers
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -295,7 +318,7 @@ class TokenDataset(_Base):
             position_ids="position_ids" in self.outputs,
             doc_ids="doc_ids" in self.outputs,
         )
-        drop = [k for k in ("cu_seqlens", "source_ids") if k not in self.outputs]
+        drop = [k for k in ("cu_seqlens", "source_ids", "sample_ids") if k not in self.outputs]
         yielded = skip
         last_after: Cursor | None = None
         for arrays, _step, after in loader:
@@ -338,11 +361,16 @@ class TokenDataset(_Base):
           state); works with any ``DataLoader`` and resumes with any ``num_workers`` and
           world size.
         """
+        in_worker = self._worker_state is not None and _worker_info() is not None
+        if in_worker and consumed_batches is None:
+            return dict(self._worker_state or {})
         if consumed_batches is not None:
-            return self._state(self._advance(self._origin, int(consumed_batches)))
-        if self._worker_state is not None and _worker_info() is not None:
-            return dict(self._worker_state)
-        return self._state(self._cursor)
+            state = self._state(self._advance(self._origin, int(consumed_batches)))
+        else:
+            state = self._state(self._cursor)
+        if self._ledger is not None:
+            state["selection"] = self._ledger.state()
+        return state
 
     def _advance(self, cursor: Cursor, batches: int) -> Cursor:
         if batches < 0:
@@ -374,6 +402,8 @@ class TokenDataset(_Base):
         w = state.get("worker")
         self._resume_worker = None if w is None else (w["id"], w["num_workers"], w["batches"])
         self._worker_state = None
+        if "selection" in state:
+            self._get_ledger().load(state["selection"])
 
 
 def _shared_batch(torch: Any, arrays: dict[str, np.ndarray]) -> dict[str, Any]:
@@ -413,48 +443,3 @@ def write_order(
         [int(d) for d in docs],
         [int(s) for s in context_starts],
     )
-
-
-def to_device(batch: dict[str, Any], device: Any, non_blocking: bool = True) -> dict[str, Any]:
-    """Moves every tensor of ``batch`` to ``device`` (asynchronously from pinned memory)."""
-    return {k: v.to(device, non_blocking=non_blocking) for k, v in batch.items()}
-
-
-class DevicePrefetcher:
-    """Wraps an iterable of batches and copies batch *n + 1* to ``device`` on a side CUDA
-    stream while the caller computes on batch *n*. On a CPU device it passes batches through.
-
-    Batches should come from pinned memory (``DataLoader(..., pin_memory=True)`` or
-    ``TokenDataset(..., pin_memory=True)``) for the copy to overlap.
-    """
-
-    def __init__(self, batches: Any, device: Any) -> None:
-        torch = _torch()
-        if torch is None:
-            raise ImportError("DevicePrefetcher needs PyTorch")
-        self.batches = batches
-        self.device = torch.device(device)
-        self._cuda = self.device.type == "cuda"
-        self._stream = torch.cuda.Stream(self.device) if self._cuda else None
-
-    def _load(self, it: Iterator[dict[str, Any]]) -> dict[str, Any] | None:
-        batch = next(it, None)
-        if batch is None or not self._cuda:
-            return batch
-        torch = _torch()
-        with torch.cuda.stream(self._stream):
-            return to_device(batch, self.device)
-
-    def __iter__(self) -> Iterator[dict[str, Any]]:
-        torch = _torch()
-        it = iter(self.batches)
-        nxt = self._load(it)
-        while nxt is not None:
-            if self._cuda:
-                current = torch.cuda.current_stream(self.device)
-                current.wait_stream(self._stream)
-                for v in nxt.values():
-                    v.record_stream(current)
-            batch = nxt
-            nxt = self._load(it)
-            yield batch

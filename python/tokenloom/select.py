@@ -14,8 +14,10 @@ from typing import Any
 import numpy as np
 
 from . import _core
+from .select_dist import active, gather_candidates, local_rows
 
 RULES = ("uds", "uds-scaled", "uds-greedy", "random", "max-loss")
+SCOPES = ("rank", "global")
 STATE_VERSION = 1
 
 
@@ -31,7 +33,7 @@ def _check_logits(logits: Any, mask: Any | None) -> Any:
     if not isinstance(logits, torch.Tensor) or logits.dim() != 3:
         shape = tuple(logits.shape) if hasattr(logits, "shape") else type(logits).__name__
         raise ValueError(f"logits must be a [batch, length, vocab] tensor, got {shape}")
-    bad = ~torch.isfinite(logits).reshape(logits.shape[0], -1).all(dim=1)
+    bad = ~torch.isfinite(logits).flatten(1).all(dim=1)
     if bool(bad.any()):
         rows = torch.nonzero(bad).flatten().tolist()
         raise ValueError(
@@ -150,6 +152,13 @@ class UDSSelector:
     ``"max-loss"`` (pass per-sample losses to :meth:`select_from`). ``sketch=(r_t, r_v)`` are
     the FastJL sizes (paper: 8 x 128); ``max_len`` the longest sequence the sketch covers.
     ``state_dict()`` holds the memory, running statistics and step counter: resuming is exact.
+
+    Under ``torch.distributed``, ``scope="rank"`` (default) selects within each rank's batch
+    with a memory per rank. ``scope="global"`` all-gathers utilities and sketches (of
+    ``group``, default: all ranks), selects ``keep`` samples from the global candidate batch
+    (the ranks' rows in rank order) and returns to each rank its own kept rows, so ranks keep
+    different numbers of rows; every rank holds the same memory. The selection is the same
+    on any world size for the same global candidates. ``keep`` then counts over all ranks.
     """
 
     def __init__(
@@ -161,9 +170,14 @@ class UDSSelector:
         seed: int = 0,
         rule: str = "uds",
         max_len: int = 512,
+        scope: str = "rank",
+        group: Any = None,
     ) -> None:
         if rule not in RULES:
             raise ValueError(f"rule must be one of {', '.join(RULES)}, got {rule!r}")
+        if scope not in SCOPES:
+            raise ValueError(f"scope must be one of {', '.join(SCOPES)}, got {scope!r}")
+        self.scope, self.group = scope, group
         if keep < 1 or buffer_size < 0:
             raise ValueError("keep must be at least 1 and buffer_size at least 0")
         self.keep, self.buffer_size, self.alpha = int(keep), int(buffer_size), float(alpha)
@@ -205,7 +219,14 @@ class UDSSelector:
         return torch.from_numpy(kept).to(logits.device)
 
     def select_from(self, utility: Any, sketches: Any | None = None) -> np.ndarray:
-        """Selection from precomputed per-sample utilities ``[B]`` and sketches ``[B, D]``."""
+        """Selection from precomputed per-sample utilities ``[B]`` and sketches ``[B, D]``
+        (or per-sample losses for ``max-loss``): this rank's kept rows, best first."""
+        if self.scope == "global" and active(self.group):
+            u_all, z_all, offset, rows = gather_candidates(utility, sketches, self.dim, self.group)
+            return local_rows(self._select(u_all, z_all), offset, rows)
+        return self._select(utility, sketches)
+
+    def _select(self, utility: Any, sketches: Any | None) -> np.ndarray:
         u = _as_numpy(utility).reshape(-1)
         z = np.zeros((0, self.dim), np.float32) if sketches is None else _as_numpy(sketches)
         if z.ndim != 2:

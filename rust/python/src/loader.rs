@@ -9,8 +9,8 @@ use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyTuple};
 use tokenloom_core::batch::{
-    BatchConfig, Cursor, IntBuf, LoadedBatch, Loader, LoaderSpec, Mixture, OutDType, Sharding,
-    Source,
+    assemble, Batch, BatchConfig, Cursor, IntBuf, LoadedBatch, Loader, LoaderSpec, Mixture,
+    OutDType, Sharding, Source,
 };
 use tokenloom_core::plan::{cache, Order, Plan, PlanMode};
 use tokenloom_core::shuffle::key_of;
@@ -162,6 +162,26 @@ impl PyStream {
         Ok(sh.steps_left(self.mixture.epoch_len(), position))
     }
 
+    /// The batch of the given `(source, sample id)` pairs, laid out as the
+    /// loader lays out its batches.
+    #[pyo3(signature = (samples, dtype = "int64", ignore_index = None, pad_id = 0, position_ids = true, doc_ids = true))]
+    #[allow(clippy::too_many_arguments)]
+    fn assemble<'py>(
+        &self,
+        py: Python<'py>,
+        samples: Vec<(usize, u64)>,
+        dtype: &str,
+        ignore_index: Option<i64>,
+        pad_id: i64,
+        position_ids: bool,
+        doc_ids: bool,
+    ) -> PyResult<Bound<'py, PyDict>> {
+        let cfg = self.batch_config(dtype, ignore_index, pad_id, position_ids, doc_ids)?;
+        let refs: Vec<(&Dataset, &Plan)> = self.sources.iter().map(|(d, p)| (&**d, &**p)).collect();
+        let batch = run_detached(py, || assemble(&samples, &refs, &cfg))?;
+        batch_dict(py, batch)
+    }
+
     /// A loader of one worker's batches for the rest of the epoch at `start`.
     #[pyo3(signature = (start, batch_size, rank = 0, world = 1, worker = 0, num_workers = 1, drop_last = true, dtype = "int64", ignore_index = None, pad_id = 0, threads = 2, depth = 2, skip = 0, position_ids = true, doc_ids = true))]
     #[allow(clippy::too_many_arguments)]
@@ -183,15 +203,6 @@ impl PyStream {
         position_ids: bool,
         doc_ids: bool,
     ) -> PyResult<PyLoader> {
-        let dtype = match dtype {
-            "int64" => OutDType::I64,
-            "int32" => OutDType::I32,
-            other => {
-                return Err(PyValueError::new_err(format!(
-                    "dtype {other:?} is not supported; use \"int64\" or \"int32\""
-                )))
-            }
-        };
         let start = cursor(start);
         if start.counts.len() != self.mixture.num_sources() {
             return Err(PyValueError::new_err(format!(
@@ -200,7 +211,6 @@ impl PyStream {
                 self.mixture.num_sources()
             )));
         }
-        let seq_len = self.sources.first().map_or(1, |(_, p)| p.seq_len());
         let spec = LoaderSpec {
             sources: self
                 .sources
@@ -219,15 +229,7 @@ impl PyStream {
                 batch_size,
                 drop_last,
             },
-            batch: BatchConfig {
-                seq_len,
-                dtype,
-                ignore_index,
-                pad_id,
-                pad_label: ignore_index.unwrap_or(-100),
-                position_ids,
-                doc_ids,
-            },
+            batch: self.batch_config(dtype, ignore_index, pad_id, position_ids, doc_ids)?,
             start,
             threads,
             depth,
@@ -236,6 +238,36 @@ impl PyStream {
         loader.skip(skip);
         Ok(PyLoader {
             inner: Mutex::new(loader),
+        })
+    }
+}
+
+impl PyStream {
+    fn batch_config(
+        &self,
+        dtype: &str,
+        ignore_index: Option<i64>,
+        pad_id: i64,
+        position_ids: bool,
+        doc_ids: bool,
+    ) -> PyResult<BatchConfig> {
+        let dtype = match dtype {
+            "int64" => OutDType::I64,
+            "int32" => OutDType::I32,
+            other => {
+                return Err(PyValueError::new_err(format!(
+                    "dtype {other:?} is not supported; use \"int64\" or \"int32\""
+                )))
+            }
+        };
+        Ok(BatchConfig {
+            seq_len: self.sources.first().map_or(1, |(_, p)| p.seq_len()),
+            dtype,
+            ignore_index,
+            pad_id,
+            pad_label: ignore_index.unwrap_or(-100),
+            position_ids,
+            doc_ids,
         })
     }
 }
@@ -259,8 +291,7 @@ fn int_array<'py>(
     })
 }
 
-fn to_dict<'py>(py: Python<'py>, lb: LoadedBatch) -> PyResult<Bound<'py, PyTuple>> {
-    let b = lb.batch;
+fn batch_dict<'py>(py: Python<'py>, b: Batch) -> PyResult<Bound<'py, PyDict>> {
     let (rows, cols) = (b.rows, b.seq_len);
     let d = PyDict::new(py);
     d.set_item("input_ids", int_array(py, b.input_ids, rows, cols)?)?;
@@ -273,6 +304,12 @@ fn to_dict<'py>(py: Python<'py>, lb: LoadedBatch) -> PyResult<Bound<'py, PyTuple
     }
     d.set_item("cu_seqlens", PyArray1::from_vec(py, b.cu_seqlens))?;
     d.set_item("source_ids", PyArray1::from_vec(py, b.source_ids))?;
+    d.set_item("sample_ids", PyArray1::from_vec(py, b.sample_ids))?;
+    Ok(d)
+}
+
+fn to_dict<'py>(py: Python<'py>, lb: LoadedBatch) -> PyResult<Bound<'py, PyTuple>> {
+    let d = batch_dict(py, lb.batch)?;
     (d, lb.step, py_cursor(&lb.after)).into_pyobject(py)
 }
 

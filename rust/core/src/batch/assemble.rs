@@ -62,6 +62,9 @@ pub struct Batch {
     pub doc_ids: Option<Vec<i64>>,
     /// Source index of each row (0 without mixing).
     pub source_ids: Vec<i64>,
+    /// Sample id of each row in its source's plan: with `source_ids`, names
+    /// the sample (e.g. to count which samples were kept or offer one again).
+    pub sample_ids: Vec<i64>,
     /// Cumulative lengths of the pieces (documents and padding) of the
     /// flattened `[rows * seq_len]` input, starting at 0 (flash-attn varlen).
     pub cu_seqlens: Vec<i32>,
@@ -238,7 +241,17 @@ pub fn assemble(
     sources: &[(&Dataset, &Plan)],
     cfg: &BatchConfig,
 ) -> Result<Batch> {
+    if let Some(&(s, _)) = samples.iter().find(|&&(s, _)| s >= sources.len()) {
+        return Err(crate::error::Error::invalid(
+            "sample",
+            format!(
+                "source {s} does not exist (there are {} sources)",
+                sources.len()
+            ),
+        ));
+    }
     let source_ids = samples.iter().map(|&(s, _)| s as i64).collect();
+    let sample_ids = samples.iter().map(|&(_, id)| id as i64).collect();
     let (input_ids, labels, position_ids, doc_ids, cu_seqlens) = match cfg.dtype {
         OutDType::I32 => {
             let (a, b, c, d, e) = assemble_typed::<i32>(samples, sources, cfg)?;
@@ -257,6 +270,7 @@ pub fn assemble(
         position_ids,
         doc_ids,
         source_ids,
+        sample_ids,
         cu_seqlens,
     })
 }

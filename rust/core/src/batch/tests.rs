@@ -160,6 +160,7 @@ fn mixture_draws_from_each_source() {
         true,
     )
     .unwrap();
+    let spec_plans = (Arc::clone(&pa), Arc::clone(&pb));
     let spec = LoaderSpec {
         sources: vec![
             Source {
@@ -187,13 +188,26 @@ fn mixture_draws_from_each_source() {
     };
     let mut l = Loader::new(spec).unwrap();
     let mut per_source = [0usize; 2];
+    let mut named = std::collections::HashMap::new();
     let mut last = None;
     while let Some(x) = l.next_batch() {
         let x = x.unwrap();
-        for &s in &x.batch.source_ids {
+        for (&s, &id) in x.batch.source_ids.iter().zip(&x.batch.sample_ids) {
             per_source[s as usize] += 1;
+            let plan = if s == 0 { &spec_plans.0 } else { &spec_plans.1 };
+            assert!((id as u64) < plan.num_samples());
+            *named.entry((s, id)).or_insert(0u64) += 1;
         }
         last = Some(x.after);
+    }
+    // (source, sample id) names samples: a source read in whole passes (each a
+    // permutation of its plan) gives every sample the same count, give or take one.
+    for (src, plan) in [(0i64, &spec_plans.0), (1, &spec_plans.1)] {
+        let counts: Vec<u64> = (0..plan.num_samples() as i64)
+            .map(|id| named.get(&(src, id)).copied().unwrap_or(0))
+            .collect();
+        let (lo, hi) = (counts.iter().min().unwrap(), counts.iter().max().unwrap());
+        assert!(hi - lo <= 1, "source {src}: counts {lo}..{hi}");
     }
     let total = per_source[0] + per_source[1];
     assert_eq!(total as u64, mixture.epoch_len() / 4 * 4);
@@ -246,4 +260,20 @@ proptest! {
             }
         }
     }
+}
+
+#[test]
+fn sample_ids_name_rows_and_bad_sources_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let ds = crate::plan::tests::dataset(dir.path(), &[7, 3, 12, 5]);
+    let plan = Plan::concat(&ds, 4).unwrap();
+    let b = assemble(&[(0, 3), (0, 1)], &[(&ds, &plan)], &cfg(4, None)).unwrap();
+    assert_eq!(b.sample_ids, vec![3, 1]);
+    assert_eq!(b.source_ids, vec![0, 0]);
+    let one = assemble(&[(0, 1)], &[(&ds, &plan)], &cfg(4, None)).unwrap();
+    assert_eq!(i64s(&one.input_ids), i64s(&b.input_ids)[4..]);
+    let err = assemble(&[(1, 0)], &[(&ds, &plan)], &cfg(4, None)).unwrap_err();
+    assert!(err.to_string().contains("source 1 does not exist"), "{err}");
+    let err = assemble(&[(0, 99)], &[(&ds, &plan)], &cfg(4, None)).unwrap_err();
+    assert!(err.to_string().contains("out of range"), "{err}");
 }

@@ -1,0 +1,91 @@
+"""UDSTrainer: selection inside the Hugging Face Trainer, on a tiny random GPT-2 (no download)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pytest
+import tokenloom as tl
+import torch
+
+transformers = pytest.importorskip("transformers")
+pytest.importorskip("accelerate")
+from tokenloom.hf import UDSTrainer, model_inputs  # noqa: E402
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+VOCAB = 64
+SEQ = 16
+
+
+@pytest.fixture
+def corpus(tmp_path: Path) -> Path:
+    rng = np.random.default_rng(0)
+    with tl.DatasetWriter(tmp_path / "c", "u16", eos_id=0, vocab_size=VOCAB) as w:
+        for n in rng.integers(5, 60, size=60):
+            w.add(rng.integers(1, VOCAB, size=int(n)))
+    return tmp_path / "c"
+
+
+def tiny_gpt2(seed: int = 0) -> Any:
+    torch.manual_seed(seed)
+    cfg = transformers.GPT2Config(
+        vocab_size=VOCAB, n_positions=SEQ, n_embd=32, n_layer=2, n_head=2,
+        resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
+    )  # fmt: skip
+    return transformers.GPT2LMHeadModel(cfg)
+
+
+def test_model_inputs_do_not_shift_labels_twice(corpus: Path) -> None:
+    ds = tl.TokenDataset(corpus, seq_len=SEQ, batch_size=3, mode="pack", ignore_index=-1)
+    b = next(iter(ds))
+    model = tiny_gpt2()
+    out = model(**model_inputs(b, ds.ignore_index))
+    labels = b["labels"].masked_fill(b["labels"] == -1, -100)
+    want = torch.nn.functional.cross_entropy(
+        out.logits.reshape(-1, VOCAB), labels.reshape(-1), ignore_index=-100
+    )
+    torch.testing.assert_close(out.loss, want)
+
+
+def test_trainer_trains_on_the_selected_rows(corpus: Path, tmp_path: Path) -> None:
+    ds = tl.TokenDataset(corpus, seq_len=SEQ, batch_size=8, seed=1, reoffer_unkept=1)
+    sel = tl.UDSSelector(keep=2, buffer_size=16, sketch=(2, 8), max_len=SEQ, seed=0)
+    model = tiny_gpt2()
+    rows: list[tuple[int, bool]] = []
+    model.register_forward_pre_hook(
+        lambda _m, args, kw: rows.append((int(kw["input_ids"].shape[0]), torch.is_grad_enabled())),
+        with_kwargs=True,
+    )
+    before = [p.detach().clone() for p in model.parameters()]
+    args = transformers.TrainingArguments(
+        output_dir=str(tmp_path / "out"), max_steps=4, learning_rate=1e-2, use_cpu=True,
+        report_to=[], save_strategy="no", logging_steps=1, disable_tqdm=True,
+        gradient_accumulation_steps=2,
+    )  # fmt: skip
+    trainer = UDSTrainer(model=model, args=args, train_dataset=ds, selector=sel)
+    result = trainer.train()
+    assert np.isfinite(result.training_loss)
+    # per optimizer step, 2 micro-batches: scoring forwards without gradients on the
+    # candidates, then training on the kept rows; re-offered samples make candidate batches
+    # larger than 8
+    assert [grad for _, grad in rows] == [False, False, True, True] * 4
+    scoring = [n for n, grad in rows if not grad]
+    training = [n for n, grad in rows if grad]
+    assert training == [2] * 8
+    assert min(scoring) == 8
+    assert max(scoring) > 8
+    stats = ds.selection_stats()
+    assert stats["kept"] == 8 * 2
+    assert stats["seen"] == sum(scoring)
+    assert stats["reoffered"] > 0
+    assert sel.state_dict()["count"] == 16
+    assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
+
+
+def test_trainer_needs_a_token_dataset(tmp_path: Path) -> None:
+    args = transformers.TrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to=[])
+    with pytest.raises(TypeError, match="TokenDataset"):
+        UDSTrainer(model=tiny_gpt2(), args=args, train_dataset=[1, 2], selector=tl.UDSSelector(1))
