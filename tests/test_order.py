@@ -235,3 +235,31 @@ def test_quality_on_wikipedia_vital_articles(tmp_path: Path) -> None:
     agree = np.mean(topics[docs[1:]] == topics[docs[:-1]])
     chance = sum((np.sum(topics == t) / len(topics)) ** 2 for t in set(topics))
     assert agree > 3 * chance, (agree, chance)
+
+
+def test_kill_9_during_order_leaves_the_old_order_or_the_new_one(tmp_path: Path) -> None:
+    """A SIGKILL at any moment of tl.order: the order file is either absent/old or complete,
+    never half-written, and re-running gives the same bytes as an uninterrupted run."""
+    import subprocess
+    import sys
+    import time
+
+    root = topical(tmp_path / "ds", n=3000, seed=2)
+    tl.order(root, seq_len=64, k=8, seed=1, progress=False)
+    want = (root / "orders" / "iclm.order").read_bytes()
+    (root / "orders" / "iclm.order").unlink()
+    code = (
+        f"import tokenloom as tl; tl.order({str(root)!r}, seq_len=64, k=8, seed=1, progress=False)"
+    )
+    for delay in (0.05, 0.2, 0.4, 0.8):
+        p = subprocess.Popen([sys.executable, "-c", code])
+        time.sleep(delay)
+        p.kill()
+        p.wait()
+        files = sorted((root / "orders").glob("*")) if (root / "orders").exists() else []
+        for f in files:
+            if f.name.endswith(".order"):
+                assert f.read_bytes() == want  # complete, or not there at all
+        tl.order(root, seq_len=64, k=8, seed=1, progress=False)
+        assert (root / "orders" / "iclm.order").read_bytes() == want
+        (root / "orders" / "iclm.order").unlink()
