@@ -133,31 +133,35 @@ impl Default for ReferenceParams {
 
 /// The public script's traversal and merge over directed lists.
 pub fn traverse_reference(knn: &KnnLists<'_>, active: &[bool], p: &ReferenceParams) -> Path {
+    const OPEN: u8 = 0;
+    const DONE: u8 = 1;
+    const OUT: u8 = 2;
     let n = knn.n;
-    let mut visited: Vec<bool> = active.iter().map(|a| !a).collect();
+    // One state byte per document: unvisited, visited, or not in the order.
+    let mut state: Vec<u8> = active.iter().map(|&a| if a { OPEN } else { OUT }).collect();
     let mut segments: Vec<Vec<u32>> = Vec::new();
     let mut lowest = 0usize;
     loop {
-        while lowest < n && visited[lowest] {
+        while lowest < n && state[lowest] != OPEN {
             lowest += 1;
         }
         if lowest == n {
             break;
         }
         let mut d = lowest;
-        let mut seg = Vec::new();
+        let mut seg = Vec::with_capacity(p.max_segment.clamp(1, 64));
         loop {
-            visited[d] = true;
+            state[d] = DONE;
             seg.push(d as u32);
             if seg.len() >= p.max_segment.max(1) {
                 break;
             }
             let next = knn
                 .row_ids(d)
-                .filter(|&j| active[j as usize])
+                .filter(|&j| state[j as usize] != OUT)
                 .take(p.k_traverse)
                 .map(|j| j as usize)
-                .find(|&j| !visited[j]);
+                .find(|&j| state[j] == OPEN);
             match next {
                 Some(j) => d = j,
                 None => break,
