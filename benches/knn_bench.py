@@ -118,8 +118,28 @@ def timed(fn: Callable[[], object]) -> tuple[float, object]:
     return time.perf_counter() - t, out
 
 
+def search_all(index: faiss.Index, x: Matrix, k: int, queries: Ids | None) -> tuple[float, Ids]:
+    """Seconds to search every row (extrapolated from ``queries`` when given) and the ids found
+    for those rows (the others left at -1)."""
+    if queries is None:
+        t, (_, ids) = timed(lambda: index.search(x, k + 1))
+        return t, drop_self(ids, k)
+    t, (_, found) = timed(lambda: index.search(x[queries], k + 1))
+    ids = np.full((len(x), k), -1, dtype=np.int64)
+    for row, q in zip(found, queries, strict=True):
+        ids[q] = row[row != q][:k]
+    return t * len(x) / len(queries), ids
+
+
 def faiss_ivf(
-    x: Matrix, k: int, nlist: int, nprobes: list[int], train: Matrix | None, label: str, score
+    x: Matrix,
+    k: int,
+    nlist: int,
+    nprobes: list[int],
+    train: Matrix | None,
+    label: str,
+    score: Callable[[Ids], float],
+    queries: Ids | None,
 ) -> list[Run]:
     index = faiss.IndexIVFFlat(
         faiss.IndexFlatIP(x.shape[1]), x.shape[1], nlist, faiss.METRIC_INNER_PRODUCT
@@ -129,12 +149,12 @@ def faiss_ivf(
     runs = []
     for nprobe in nprobes:
         index.nprobe = nprobe
-        t_search, (_, ids) = timed(lambda: index.search(x, k + 1))
+        t_search, ids = search_all(index, x, k, queries)
         run = Run(
             f"faiss IVFFlat {label} nlist={nlist} nprobe={nprobe}",
             t_train + t_add,
             t_search,
-            score(drop_self(ids, k)),
+            score(ids),
         )
         print(run_line(run), flush=True)
         runs.append(run)
@@ -143,16 +163,16 @@ def faiss_ivf(
     return runs
 
 
-def faiss_hnsw(x: Matrix, k: int, efs: list[int], score) -> list[Run]:
+def faiss_hnsw(
+    x: Matrix, k: int, efs: list[int], score: Callable[[Ids], float], queries: Ids | None
+) -> list[Run]:
     index = faiss.IndexHNSWFlat(x.shape[1], 32, faiss.METRIC_INNER_PRODUCT)
     t_build, _ = timed(lambda: index.add(x))
     runs = []
     for ef in efs:
         index.hnsw.efSearch = max(ef, k + 1)
-        t_search, (_, ids) = timed(lambda: index.search(x, k + 1))
-        run = Run(
-            f"faiss HNSWFlat M=32 efC=40 efSearch={ef}", t_build, t_search, score(drop_self(ids, k))
-        )
+        t_search, ids = search_all(index, x, k, queries)
+        run = Run(f"faiss HNSWFlat M=32 efC=40 efSearch={ef}", t_build, t_search, score(ids))
         print(run_line(run), flush=True)
         runs.append(run)
         if run.recall >= 0.99:
@@ -179,7 +199,19 @@ def main() -> int:
     ap.add_argument("--nprobe", default="4,8,16,32,64", help="faiss IVF nprobe values")
     ap.add_argument("--ef", default="16,32,64,128", help="faiss HNSW efSearch values")
     ap.add_argument("--tl-nprobe", default="", help="extra tokenloom nprobe values to try")
+    ap.add_argument(
+        "--faiss-queries",
+        type=int,
+        default=0,
+        help="faiss searches this many random rows (the recall sample among them) and its time "
+        "for all N is extrapolated; 0: all rows",
+    )
     ap.add_argument("--skip-hnsw", action="store_true")
+    ap.add_argument(
+        "--skip-faiss-default-training",
+        action="store_true",
+        help="train faiss IVF only on the sample (its default trains on up to 256 rows per list)",
+    )
     ap.add_argument("--skip-faiss-exact", action="store_true")
     args = ap.parse_args()
     os.environ.setdefault("RAYON_NUM_THREADS", str(args.threads))
@@ -212,13 +244,12 @@ def main() -> int:
     else:
         rows = np.sort(np.random.default_rng(1).choice(n, args.sample, replace=False))
         t_truth, truth = timed(lambda: exact_rows(x, rows, k))
-        sims = np.take_along_axis(x[rows] @ x.T, truth, axis=1) if n * args.sample < 5e9 else None
+        sims = np.einsum("id,ikd->ik", x[rows], x[truth])
         print(f"  exact truth for {len(rows):,} sampled rows by numpy: {t_truth:.1f} s", flush=True)
-    if sims is not None:
-        nn = float(np.mean(sims[:, 0])), float(np.mean(sims[:, k - 1]))
-        pairs = np.random.default_rng(2).integers(0, n, (20000, 2))
-        rand = float(np.mean(np.einsum("ij,ij->i", x[pairs[:, 0]], x[pairs[:, 1]])))
-        print(f"  cosine: random pairs {rand:.3f}, 1st neighbour {nn[0]:.3f}, {k}th {nn[1]:.3f}")
+    nn = float(np.mean(sims[:, 0])), float(np.mean(sims[:, k - 1]))
+    pairs = np.random.default_rng(2).integers(0, n, (20000, 2))
+    rand = float(np.mean(np.einsum("ij,ij->i", x[pairs[:, 0]], x[pairs[:, 1]])))
+    print(f"  cosine: random pairs {rand:.3f}, 1st neighbour {nn[0]:.3f}, {k}th {nn[1]:.3f}")
 
     def score(found: Ids) -> float:
         return recall(found[rows], truth)
@@ -236,10 +267,19 @@ def main() -> int:
     nlist = round(4 * math.sqrt(n))
     nprobes = [int(p) for p in args.nprobe.split(",") if p]
     sample = x[np.random.default_rng(3).choice(n, min(n, 32 * nlist), replace=False)]
-    faiss_runs = faiss_ivf(x, k, nlist, nprobes, None, "(faiss training)", score)
-    faiss_runs += faiss_ivf(x, k, nlist, nprobes, sample, f"(train {len(sample):,})", score)
+    queries = None
+    if 0 < args.faiss_queries < n:
+        extra = np.random.default_rng(4).choice(n, args.faiss_queries, replace=False)
+        queries = np.union1d(rows, extra[: args.faiss_queries - len(rows)])
+        print(f"  faiss search times: {len(queries):,} random rows searched, scaled to {n:,}")
+    faiss_runs = []
+    if not args.skip_faiss_default_training:
+        faiss_runs += faiss_ivf(x, k, nlist, nprobes, None, "(faiss training)", score, queries)
+    faiss_runs += faiss_ivf(
+        x, k, nlist, nprobes, sample, f"(train {len(sample):,})", score, queries
+    )
     if not args.skip_hnsw:
-        faiss_runs += faiss_hnsw(x, k, [int(e) for e in args.ef.split(",") if e], score)
+        faiss_runs += faiss_hnsw(x, k, [int(e) for e in args.ef.split(",") if e], score, queries)
     runs += faiss_runs
 
     good = [r for r in faiss_runs if r.recall >= 0.9]
