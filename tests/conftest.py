@@ -1,12 +1,21 @@
 from __future__ import annotations
 
+import gzip
+import json
 import subprocess
 import sys
+import sysconfig
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 import tokenloom as tl
+import zstandard
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+STDLIB = Path(sysconfig.get_paths()["stdlib"])
+TEXTS = [p.read_text(encoding="utf-8") for p in sorted(STDLIB.glob("*.py"))[:40]]
 
 TOKENLOOM = Path(sys.executable).parent / "tokenloom"
 
@@ -46,3 +55,37 @@ def run_cli(*args: str | Path) -> subprocess.CompletedProcess[str]:
         timeout=60,
         check=False,
     )
+
+
+@pytest.fixture(scope="session")
+def tokenizer_json(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small byte-level BPE trained on stdlib sources (no download)."""
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=600,
+        special_tokens=["<|endoftext|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(TEXTS, trainer)
+    path = tmp_path_factory.mktemp("tok") / "tokenizer.json"
+    tok.save(str(path))
+    return path
+
+
+def write_jsonl(path: Path, records: list[Any], raw_lines: list[bytes] = ()) -> Path:  # type: ignore[assignment]
+    data = b"".join(json.dumps(r).encode() + b"\n" for r in records) + b"".join(raw_lines)
+    if path.name.endswith(".gz"):
+        path.write_bytes(gzip.compress(data))
+    elif path.name.endswith(".zst"):
+        path.write_bytes(zstandard.ZstdCompressor().compress(data))
+    else:
+        path.write_bytes(data)
+    return path
+
+
+def dir_bytes(path: Path) -> dict[str, bytes]:
+    """Every file directly in ``path``, by name."""
+    return {p.name: p.read_bytes() for p in sorted(path.iterdir()) if p.is_file()}

@@ -3,13 +3,11 @@ provenance, bad input and tokenizer fingerprints."""
 
 from __future__ import annotations
 
-import gzip
 import json
 import os
 import signal
 import subprocess
 import sys
-import sysconfig
 import tempfile
 import time
 from pathlib import Path
@@ -21,13 +19,11 @@ import pyarrow.parquet as pq
 import pytest
 import tokenloom as tl
 import zstandard
+from conftest import TEXTS, dir_bytes, write_jsonl
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from tokenizers import Tokenizer, models
 from tokenloom.cli import main as cli_main
-
-STDLIB = Path(sysconfig.get_paths()["stdlib"])
-TEXTS = [p.read_text(encoding="utf-8") for p in sorted(STDLIB.glob("*.py"))[:40]]
 
 
 def byte_tok(text: str) -> list[int]:
@@ -43,42 +39,9 @@ def byte_decode(ids: Any) -> str:
     return bytes(int(i) - 1 for i in ids).decode("utf-8")
 
 
-@pytest.fixture(scope="session")
-def tokenizer_json(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A small byte-level BPE trained on stdlib sources (no download)."""
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=600,
-        special_tokens=["<|endoftext|>"],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    tok.train_from_iterator(TEXTS, trainer)
-    path = tmp_path_factory.mktemp("tok") / "tokenizer.json"
-    tok.save(str(path))
-    return path
-
-
-def write_jsonl(path: Path, records: list[Any], raw_lines: list[bytes] = ()) -> Path:  # type: ignore[assignment]
-    data = b"".join(json.dumps(r).encode() + b"\n" for r in records) + b"".join(raw_lines)
-    if path.name.endswith(".gz"):
-        path.write_bytes(gzip.compress(data))
-    elif path.name.endswith(".zst"):
-        path.write_bytes(zstandard.ZstdCompressor().compress(data))
-    else:
-        path.write_bytes(data)
-    return path
-
-
 def docs_of(path: Path) -> list[list[int]]:
     ds = tl.open_dataset(path)
     return [ds[i].tolist() for i in range(len(ds))]
-
-
-def dir_bytes(path: Path) -> dict[str, bytes]:
-    return {p.name: p.read_bytes() for p in sorted(path.iterdir()) if p.is_file()}
 
 
 def build(*args: Any, **kw: Any) -> tl.BuildResult:

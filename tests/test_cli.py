@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import tokenloom as tl
-from conftest import run_cli
+from conftest import TEXTS, run_cli, write_jsonl
 from tokenloom.cli import main
 
 if TYPE_CHECKING:
@@ -78,6 +78,35 @@ def test_verify_passes_then_fails_on_a_flipped_token(dataset: Path) -> None:
     assert r.returncode == 1
     assert shard.name in r.stderr
     assert "checksum" in r.stderr.lower()
+
+
+def test_verify_checks_the_provenance_of_a_built_dataset(
+    tmp_path: Path, tokenizer_json: Path
+) -> None:
+    write_jsonl(tmp_path / "c.jsonl", [{"text": t} for t in TEXTS[:12]])
+    out = tmp_path / "ds"
+    tl.build([tmp_path / "c.jsonl"], out, tokenizer_json, quiet=True, shard_bytes=4096)
+    ds = tl.open_dataset(out)
+    assert ds.num_shards > 1
+    assert ds.verify(progress=False)["sources"] == ds.num_shards
+    r = run_cli("verify", out)
+    assert r.returncode == 0, r.stderr
+    assert f"provenance of {ds.num_shards} shards" in r.stdout
+    src = sorted(out.glob("part-*.src"))[-1]
+    data = src.read_bytes()
+    src.write_bytes(data[:-8])  # cut short: the last row is read as the checksum
+    r = run_cli("verify", out)
+    assert r.returncode == 1
+    assert src.name in r.stderr
+    assert f"checksum mismatch at byte {len(data) - 16}" in r.stderr
+    assert "rebuild the dataset" in r.stderr
+    src.unlink()
+    r = run_cli("verify", out)
+    assert r.returncode == 1
+    assert "is missing" in r.stderr
+    for p in out.glob("part-*.src"):
+        p.unlink()
+    assert run_cli("verify", out).returncode == 0
 
 
 def test_bad_usage_exits_2(tmp_path: Path) -> None:

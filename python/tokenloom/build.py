@@ -20,7 +20,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from tokenloom import _core
 
@@ -96,6 +96,7 @@ def build(
     vocab_size: int | None = None,
     append_eos: bool = True,
     workers: int = 1,
+    engine: Literal["local", "ray"] = "local",
     strict: bool = False,
     quiet: bool = False,
     overwrite: bool = False,
@@ -117,7 +118,11 @@ def build(
         eos_id: end-of-document token appended to every document; default: the tokenizer's
             ``<|endoftext|>``, ``</s>`` or similar.
         workers: processes tokenizing files (and Parquet row-group groups) in parallel; the
-            dataset is the same for any value.
+            dataset is the same for any value. Local engine only.
+        engine: ``"local"`` (processes on this machine) or ``"ray"``: one Ray task per file
+            (or row-group group) on the Ray instance already initialised, the cluster at
+            ``RAY_ADDRESS``, or a local one started for the build. Inputs and ``out`` must be
+            on storage every node sees; the dataset is the same as the local engine's.
         strict: raise ``BuildInputError`` at the first bad record instead of skipping it.
         quiet: no progress bar and no printed summary.
         overwrite: replace an existing dataset at ``out``.
@@ -129,6 +134,12 @@ def build(
     start = time.monotonic()
     if workers < 1:
         raise ValueError(f"workers must be at least 1, got {workers}")
+    if engine not in ("local", "ray"):
+        raise ValueError(f'engine must be "local" or "ray", got {engine!r}')
+    if engine == "ray":
+        from tokenloom.build_ray import _import_ray
+
+        _import_ray()  # fail before any work when Ray is missing
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     spec = _resolve_tokenizer(tokenizer, eos_id, vocab_size, append_eos)
@@ -137,7 +148,7 @@ def build(
     if spec.kind == "none" and token_field is None and any(_kind_of(p) != "npy" for p in paths):
         raise ValueError("text inputs need a tokenizer (or pass token_field= for token columns)")
     out_s = os.fspath(out)
-    parts_dir = os.path.join(out_s, PARTS_DIR)
+    parts_dir = os.path.join(os.path.abspath(out_s), PARTS_DIR)
     _check_destination(out_s, parts_dir, spec, settings, overwrite)
     os.makedirs(parts_dir, exist_ok=True)
     _write_json_atomic(
@@ -154,10 +165,17 @@ def build(
         if r is not None:
             progress.update(r["num_docs"], r["num_tokens"], tasks[i].bytes_share)
     try:
-        if workers == 1 or len(todo) <= 1:
+        if engine == "ray":
+            from tokenloom.build_ray import run_on_ray
+
+            run_on_ray(tasks, dirs, todo, records, settings, progress)
+        elif workers == 1 or len(todo) <= 1:
             encoder = _Encoder(spec)
-            for i in todo:
-                records[i] = _run_task(tasks[i], settings, dirs[i], encoder, progress.update)
+            try:
+                for i in todo:
+                    records[i] = _run_task(tasks[i], settings, dirs[i], encoder, progress.update)
+            finally:
+                encoder.close()
         else:
             _run_parallel(tasks, dirs, todo, records, settings, workers, progress)
     finally:

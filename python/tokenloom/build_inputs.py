@@ -71,7 +71,8 @@ def expand_inputs(inputs: str | os.PathLike[str] | Iterable[str | os.PathLike[st
 @dataclass(frozen=True)
 class _Task:
     index: int
-    path: str
+    path: str  # as the user named it: in messages and provenance
+    file: str  # absolute, for opening it in any process (a worker's directory may differ)
     kind: str
     row_groups: tuple[int, ...]  # Parquet only
     first_row: int
@@ -85,49 +86,37 @@ def _plan_tasks(paths: list[str]) -> list[_Task]:
     for path in paths:
         kind = _kind_of(path)
         st = os.stat(path)
-        if kind != "parquet":
+        for groups, first, share in _pieces(path, kind, st.st_size):
             tasks.append(
-                _Task(len(tasks), path, kind, (), 0, st.st_size, st.st_mtime_ns, st.st_size)
-            )
-            continue
-        import pyarrow.parquet as pq
-
-        try:
-            meta = pq.ParquetFile(path).metadata
-        except Exception as e:
-            # Unreadable: one task that reports it.
-            tasks.append(
-                _Task(len(tasks), path, kind, (), 0, st.st_size, st.st_mtime_ns, st.st_size)
-            )
-            del e
-            continue
-        groups: list[int] = []
-        first, row, acc = 0, 0, 0
-        total = max(1, sum(meta.row_group(g).total_byte_size for g in range(meta.num_row_groups)))
-        for g in range(meta.num_row_groups):
-            groups.append(g)
-            acc += meta.row_group(g).total_byte_size
-            row += meta.row_group(g).num_rows
-            if acc >= _TASK_BYTES or g == meta.num_row_groups - 1:
-                share = st.st_size * acc // total
-                tasks.append(
-                    _Task(
-                        len(tasks),
-                        path,
-                        kind,
-                        tuple(groups),
-                        first,
-                        st.st_size,
-                        st.st_mtime_ns,
-                        share,
-                    )
-                )
-                groups, first, acc = [], row, 0
-        if meta.num_row_groups == 0:
-            tasks.append(
-                _Task(len(tasks), path, kind, (), 0, st.st_size, st.st_mtime_ns, st.st_size)
-            )
+                _Task(len(tasks), path, os.path.abspath(path), kind, groups, first,
+                      st.st_size, st.st_mtime_ns, share)
+            )  # fmt: skip
     return tasks
+
+
+def _pieces(path: str, kind: str, size: int) -> list[tuple[tuple[int, ...], int, int]]:
+    """(row groups, first row, share of the file's bytes) of each task of one input: the whole
+    file, or for Parquet groups of consecutive row groups of about ``_TASK_BYTES``."""
+    if kind != "parquet":
+        return [((), 0, size)]
+    import pyarrow.parquet as pq
+
+    try:
+        meta = pq.ParquetFile(path).metadata
+    except Exception:
+        return [((), 0, size)]  # unreadable: one task that reports it
+    pieces: list[tuple[tuple[int, ...], int, int]] = []
+    groups: list[int] = []
+    first, row, acc = 0, 0, 0
+    total = max(1, sum(meta.row_group(g).total_byte_size for g in range(meta.num_row_groups)))
+    for g in range(meta.num_row_groups):
+        groups.append(g)
+        acc += meta.row_group(g).total_byte_size
+        row += meta.row_group(g).num_rows
+        if acc >= _TASK_BYTES or g == meta.num_row_groups - 1:
+            pieces.append((tuple(groups), first, size * acc // total))
+            groups, first, acc = [], row, 0
+    return pieces or [((), 0, size)]
 
 
 @dataclass(frozen=True)
@@ -147,9 +136,7 @@ class _Settings:
 
 
 def _task_dir(parts: str, task: _Task, settings: _Settings) -> str:
-    ident = json.dumps(
-        [os.path.abspath(task.path), task.size, task.mtime_ns, task.row_groups, settings.key()]
-    )
+    ident = json.dumps([task.file, task.size, task.mtime_ns, task.row_groups, settings.key()])
     return os.path.join(
         parts, f"{task.index:06d}-{hashlib.sha256(ident.encode()).hexdigest()[:16]}"
     )
@@ -239,7 +226,7 @@ def _read_jsonl(
     path = task.path
     fld = s.token_field or s.text_field
     try:
-        f = open(path, "rb")  # noqa: SIM115 (closed below; the generator may be abandoned)
+        f = open(task.file, "rb")  # noqa: SIM115 (closed below; the generator may be abandoned)
     except OSError as e:
         yield 0, _Skip("unreadable file", f"{path}: cannot open ({e.strerror})")
         return
@@ -321,7 +308,7 @@ def _read_parquet(
     path = task.path
     fld = s.token_field or s.text_field
     try:
-        pf = pq.ParquetFile(path)
+        pf = pq.ParquetFile(task.file)
     except Exception as e:
         yield 0, _Skip("unreadable file", f"{path}: not a readable Parquet file ({e})")
         progress(task.bytes_share)
@@ -380,7 +367,7 @@ def _read_npy(
 ) -> Iterator[tuple[int, Any]]:
     path = task.path
     try:
-        arr = np.load(path, mmap_mode="r", allow_pickle=False)
+        arr = np.load(task.file, mmap_mode="r", allow_pickle=False)
     except (OSError, ValueError) as e:
         yield 0, _Skip("unreadable file", f"{path}: not a readable .npy file ({e})")
         progress(task.size)

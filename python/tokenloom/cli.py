@@ -23,6 +23,12 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--vocab-size", type=int, help="vocabulary size (default: the tokenizer's)")
     p.add_argument("--no-eos", action="store_true", help="do not append an end-of-document id")
     p.add_argument("-j", "--workers", type=int, default=1, help="worker processes (default 1)")
+    p.add_argument(
+        "--engine",
+        choices=("local", "ray"),
+        default="local",
+        help="local processes (default) or Ray tasks (joins RAY_ADDRESS, else starts Ray here)",
+    )
     p.add_argument("--strict", action="store_true", help="stop at the first bad record")
     p.add_argument("--overwrite", action="store_true", help="replace an existing dataset")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")
@@ -45,6 +51,7 @@ def build_main(argv: list[str]) -> int:
             vocab_size=args.vocab_size,
             append_eos=not args.no_eos,
             workers=args.workers,
+            engine=args.engine,
             strict=args.strict,
             quiet=args.quiet,
             overwrite=args.overwrite,

@@ -164,6 +164,46 @@ fn verify_ok_then_corrupt_byte() {
 }
 
 #[test]
+fn verify_checks_provenance_sidecars() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("ds");
+    make_dataset(&root);
+    let runs = [("corpus.jsonl".to_string(), 0)];
+    tokenloom_core::shard::source::write_for_dataset(&root, &runs, &[0, 1, 2]).unwrap();
+    let r = tokenloom(&["verify", s(&root)]);
+    assert_eq!(r.code, 0, "{}", r.err);
+    assert_eq!(
+        r.out,
+        "ok: 3 shards, 3 documents, 9 tokens verified, provenance of 3 shards\n"
+    );
+
+    let src = shard_bins(&root)[2].with_extension("src");
+    let mut bytes = std::fs::read(&src).unwrap();
+    let n = bytes.len();
+    bytes[n - 9] ^= 0x01; // the last row: 2 becomes 3
+    std::fs::write(&src, bytes).unwrap();
+    let r = tokenloom(&["verify", s(&root)]);
+    assert_eq!(r.code, 1);
+    assert!(r.out.is_empty(), "{}", r.out);
+    let name = src.file_name().unwrap().to_str().unwrap();
+    for part in [
+        name,
+        "checksum mismatch",
+        &format!("byte {}", n - 8),
+        "rebuild",
+    ] {
+        assert!(r.err.contains(part), "{part:?} missing in {}", r.err);
+    }
+
+    // Without any sidecar the dataset verifies, and the line says nothing of provenance.
+    for bin in shard_bins(&root) {
+        std::fs::remove_file(bin.with_extension("src")).unwrap();
+    }
+    let r = tokenloom(&["verify", s(&root)]);
+    assert_eq!(r.out, "ok: 3 shards, 3 documents, 9 tokens verified\n");
+}
+
+#[test]
 fn verify_check_vocab_finds_out_of_vocab_token() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("ds");

@@ -161,7 +161,8 @@ impl PyDataset {
         Ok(PyArray1::from_vec(py, lens))
     }
 
-    /// Checks every checksum and offset (and tokens against the vocabulary).
+    /// Checks every checksum and offset, the provenance sidecars when there are any (and
+    /// tokens against the vocabulary).
     #[pyo3(signature = (check_vocab = false, progress = true))]
     fn verify<'py>(
         &self,
@@ -183,6 +184,7 @@ impl PyDataset {
         d.set_item("documents", r.docs)?;
         d.set_item("tokens", r.tokens)?;
         d.set_item("bytes", r.bytes)?;
+        d.set_item("sources", r.sources)?;
         Ok(d)
     }
 

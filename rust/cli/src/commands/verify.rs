@@ -1,4 +1,5 @@
-//! `tokenloom verify PATH [--check-vocab]`: check a dataset completely.
+//! `tokenloom verify PATH [--check-vocab]`: check a dataset completely,
+//! provenance sidecars included.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -27,10 +28,14 @@ pub fn run(args: &VerifyArgs, out: &mut dyn Write, progress: &dyn Progress) -> R
         check_vocab: args.check_vocab,
     };
     let report = verify(&args.path, opts, progress)?;
-    writeln!(
+    write!(
         out,
         "ok: {} shards, {} documents, {} tokens verified",
         report.shards, report.docs, report.tokens
     )?;
+    if report.sources > 0 {
+        write!(out, ", provenance of {} shards", report.sources)?;
+    }
+    writeln!(out)?;
     Ok(())
 }

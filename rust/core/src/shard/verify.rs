@@ -1,5 +1,6 @@
-//! Full verification of a dataset: every checksum, every offset and,
-//! optionally, every token against the vocabulary.
+//! Full verification of a dataset: every checksum, every offset, the
+//! provenance sidecars when there are any and, optionally, every token
+//! against the vocabulary.
 
 use std::path::Path;
 
@@ -9,6 +10,7 @@ use super::dtype::Tokens;
 use super::index::Layout;
 use super::manifest::hex;
 use super::reader::{Dataset, Shard};
+use super::source::verify_sidecars;
 use crate::error::{Error, Result};
 use crate::progress::Progress;
 
@@ -30,6 +32,8 @@ pub struct VerifyReport {
     pub tokens: u64,
     /// Token bytes hashed.
     pub bytes: u64,
+    /// Provenance sidecars checked (0 when the dataset records no sources).
+    pub sources: usize,
 }
 
 const CHUNK: usize = 16 << 20;
@@ -125,12 +129,14 @@ pub fn verify_dataset(
         }
         first_doc += shard.num_docs();
     }
+    let sources = verify_sidecars(ds, progress)?;
     progress.finish();
     Ok(VerifyReport {
         shards: ds.shards().len(),
         docs: ds.num_docs(),
         tokens: ds.num_tokens(),
         bytes: total_bytes,
+        sources,
     })
 }
 

@@ -7,22 +7,24 @@
 //! local to the shard, the first 0, increasing), zero padding to a multiple of
 //! 8 bytes, `num_docs` × `u64` rows, and the xxh3-64 of every byte before it.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use xxhash_rust::xxh3::xxh3_64;
 
 use super::fsutil::{u32_le, u64_le, write_atomic};
 use super::generation::TMP_PREFIX;
+use super::index::Layout;
 use super::manifest::Manifest;
 use super::reader::Dataset;
 use crate::error::{Error, IoContext, Result};
+use crate::progress::Progress;
 
 /// Magic bytes of a sidecar.
 pub const MAGIC: &[u8; 8] = b"TLOOMSRC";
 /// Sidecar version this build writes and reads.
 pub const VERSION: u32 = 1;
 const HEADER: usize = 32;
-const FIX: &str = "the provenance sidecar is damaged; rebuild the dataset to recover provenance";
+const FIX: &str = "the provenance sidecar is damaged; rebuild the dataset to recover provenance, or delete every .src file of the dataset to use it without provenance";
 
 /// Where the documents of one shard came from.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -235,76 +237,40 @@ pub fn load_shard(ds: &Dataset, s: usize) -> Result<Sources> {
     Ok(s)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::shard::{DatasetWriter, WriterOptions};
-
-    #[test]
-    fn round_trip_and_damage() {
-        let s = Sources {
-            runs: vec![("a.jsonl".into(), 0), ("dir/b é.parquet".into(), 2)],
-            rows: vec![0, 3, 0, 1, 7],
-        };
-        let p = Path::new("x.src");
-        let b = s.encode().unwrap();
-        assert_eq!(b.len() % 8, 0);
-        assert_eq!(Sources::decode(&b, p).unwrap(), s);
-        assert_eq!(s.get(1), Some(("a.jsonl", 3)));
-        assert_eq!(s.get(2), Some(("dir/b é.parquet", 0)));
-        assert_eq!(s.get(4), Some(("dir/b é.parquet", 7)));
-        assert_eq!(s.get(5), None);
-        for i in 0..b.len() {
-            let mut bad = b.clone();
-            bad[i] ^= 0x40;
-            assert!(Sources::decode(&bad, p).is_err(), "flip at {i} undetected");
-        }
-        assert!(Sources::decode(&b[..b.len() - 1], p).is_err());
-        let bad = Sources {
-            runs: vec![("a".into(), 1)],
-            rows: vec![0, 1],
-        };
-        assert!(bad.encode().is_err());
+/// Checks the provenance sidecars of `ds` when it has any: each one's
+/// header, checksum and runs, and one row per document of its shard. When
+/// one shard has a sidecar, every shard must. Returns how many were checked
+/// (0 for a dataset without provenance, or read from a foreign format).
+pub fn verify_sidecars(ds: &Dataset, progress: &dyn Progress) -> Result<usize> {
+    if ds.shards().iter().any(|s| s.layout() != Layout::Native) {
+        return Ok(0);
     }
-
-    #[test]
-    fn split_across_shards() {
-        let dir = tempfile::tempdir().unwrap();
-        let root = dir.path().join("ds");
-        let mut w = DatasetWriter::create(
-            &root,
-            WriterOptions {
-                shard_bytes: 8,
-                ..Default::default()
-            },
-        )
-        .unwrap();
-        for _ in 0..5 {
-            w.add(&[1u16, 2, 3]).unwrap();
+    let paths: Vec<PathBuf> = ds
+        .manifest()
+        .shards
+        .iter()
+        .map(|e| ds.root().join(sidecar_name(&e.bin)))
+        .collect();
+    let Some(present) = paths.iter().find(|p| p.exists()) else {
+        return Ok(0);
+    };
+    for (s, path) in paths.iter().enumerate() {
+        progress.check()?;
+        if !path.exists() {
+            return Err(Error::corrupt(
+                path,
+                0,
+                format!(
+                    "the provenance sidecar of shard {s} is missing ({} exists)",
+                    present.display()
+                ),
+                FIX,
+            ));
         }
-        w.close().unwrap();
-        let runs = vec![("a".to_string(), 0), ("b".to_string(), 3)];
-        write_for_dataset(&root, &runs, &[10, 11, 12, 0, 1]).unwrap();
-        let ds = Dataset::open(&root).unwrap();
-        assert_eq!(ds.shards().len(), 5);
-        let got: Vec<(String, u64)> = (0..5)
-            .map(|i| {
-                let (s, j) = ds.locate(i).unwrap();
-                let src = load_shard(&ds, s).unwrap();
-                let (p, r) = src.get(j).unwrap();
-                (p.to_string(), r)
-            })
-            .collect();
-        assert_eq!(
-            got,
-            vec![
-                ("a".into(), 10),
-                ("a".into(), 11),
-                ("a".into(), 12),
-                ("b".into(), 0),
-                ("b".into(), 1)
-            ]
-        );
-        assert!(write_for_dataset(&root, &runs, &[1, 2]).is_err());
+        load_shard(ds, s)?;
     }
+    Ok(paths.len())
 }
+
+#[cfg(test)]
+mod tests;
