@@ -11,6 +11,9 @@ Datasets are directories of memory-mapped token shards::
 
 from __future__ import annotations
 
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from tokenloom._core import (
     CancelledError,
     CorruptShardError,
@@ -21,11 +24,34 @@ from tokenloom._core import (
 from tokenloom._core import __version__ as __version__
 from tokenloom.build import BuildInputError, BuildResult, build
 from tokenloom.knn import knn
-from tokenloom.loader import DevicePrefetcher, TokenDataset, to_device, write_order
 from tokenloom.order import order, order_report
 from tokenloom.rows import concat_rows, take_rows
 from tokenloom.select import FastJL, UDSSelector, nuclear_norm
 from tokenloom.shard import DatasetWriter, open_dataset
+
+if TYPE_CHECKING:
+    from tokenloom.loader import DevicePrefetcher, TokenDataset, to_device, write_order
+
+# The loader imports torch (seconds): loaded on first use, so that `tokenloom` commands and
+# build worker processes start fast.
+_LAZY = {
+    name: "tokenloom.loader"
+    for name in ("DevicePrefetcher", "TokenDataset", "to_device", "write_order")
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'tokenloom' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
 
 __all__ = [
     "BuildInputError",

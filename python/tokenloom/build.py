@@ -171,11 +171,8 @@ def build(
             run_on_ray(tasks, dirs, todo, records, settings, progress)
         elif workers == 1 or len(todo) <= 1:
             encoder = _Encoder(spec)
-            try:
-                for i in todo:
-                    records[i] = _run_task(tasks[i], settings, dirs[i], encoder, progress.update)
-            finally:
-                encoder.close()
+            for i in todo:
+                records[i] = _run_task(tasks[i], settings, dirs[i], encoder, progress.update)
         else:
             _run_parallel(tasks, dirs, todo, records, settings, workers, progress)
     finally:
@@ -269,11 +266,12 @@ def _run_parallel(
 
     reader = threading.Thread(target=drain, daemon=True)
     reader.start()
+    processes = min(workers, len(todo))
     pool = cf.ProcessPoolExecutor(
-        max_workers=min(workers, len(todo)),
+        max_workers=processes,
         mp_context=ctx,
         initializer=_init_worker,
-        initargs=(spec, queue),
+        initargs=(spec, queue, max(1, (os.cpu_count() or 1) // processes)),
     )
     try:
         futures = {pool.submit(_worker_task, tasks[i], settings, dirs[i]): i for i in todo}

@@ -16,8 +16,7 @@ from tokenloom import _core
 from tokenloom.shard import DatasetWriter
 
 if TYPE_CHECKING:
-    import concurrent.futures as cf
-    from collections.abc import Callable, Sequence
+    from collections.abc import Callable
 
 from tokenloom.build_inputs import (
     _READERS,
@@ -96,13 +95,13 @@ def _run_task(
     ) as w:  # fmt: skip
         texts: list[str] = []
         text_rows: list[int] = []
-        # The batch being encoded: its rows and the future of its encodings.
-        pending: tuple[list[int], cf.Future[list[Sequence[int]]]] | None = None
 
-        def write_encoded(batch_rows: list[int], encoded: list[Sequence[int]]) -> None:
+        def flush_texts() -> None:
             nonlocal num_tokens
+            if not texts:
+                return
             flat = _Flat()
-            for row, ids in zip(batch_rows, encoded, strict=True):
+            for row, ids in zip(text_rows, encoder.encode(texts), strict=True):
                 if len(ids) == 0:
                     skip(_empty(_where(task, row)))
                     continue
@@ -123,40 +122,26 @@ def _run_task(
                 num_tokens += len(flat.tokens)
             progress(len(flat.lengths), len(flat.tokens), pending_bytes[0])
             pending_bytes[0] = 0
+            texts.clear()
+            text_rows.clear()
 
-        def flush_texts() -> None:
-            """Starts encoding the collected texts, then writes the batch before them (encoded
-            meanwhile): the tokenizer stays busy while this thread reads and writes."""
-            nonlocal pending, texts, text_rows
-            started = (text_rows, encoder.submit(texts)) if texts else None
-            texts, text_rows = [], []
-            if pending is not None:
-                write_encoded(pending[0], pending[1].result())
-            pending = started
-
-        try:
-            for row, value in _READERS[task.kind](task, settings, on_bytes):
-                if isinstance(value, _Skip):
-                    skip(value)
-                elif isinstance(value, str):
-                    texts.append(value)
-                    text_rows.append(row)
-                    if len(texts) >= settings.batch_size:
-                        flush_texts()
-                else:
+        for row, value in _READERS[task.kind](task, settings, on_bytes):
+            if isinstance(value, _Skip):
+                skip(value)
+            elif isinstance(value, str):
+                texts.append(value)
+                text_rows.append(row)
+                if len(texts) >= settings.batch_size:
                     flush_texts()
-                    flush_texts()  # every text before this document is written
-                    doc = np.concatenate([value, np.asarray(eos, dtype=np.int64)]) if eos else value
-                    w.add(doc)
-                    rows.append(row)
-                    num_tokens += int(doc.size)
-                    progress(1, int(doc.size), pending_bytes[0])
-                    pending_bytes[0] = 0
-            flush_texts()
-            flush_texts()
-        finally:
-            if pending is not None:
-                pending[1].cancel()
+            else:
+                flush_texts()
+                doc = np.concatenate([value, np.asarray(eos, dtype=np.int64)]) if eos else value
+                w.add(doc)
+                rows.append(row)
+                num_tokens += int(doc.size)
+                progress(1, int(doc.size), pending_bytes[0])
+                pending_bytes[0] = 0
+        flush_texts()
     progress(0, 0, pending_bytes[0])
     runs = [(task.path, 0)] if rows else []
     _core.write_sources(part, runs, np.asarray(rows, dtype=np.uint64))
@@ -179,8 +164,10 @@ _W_ENCODER: _Encoder | None = None
 _W_QUEUE: Any = None
 
 
-def _init_worker(spec: _TokSpec, queue: Any) -> None:
+def _init_worker(spec: _TokSpec, queue: Any, threads: int) -> None:
     global _W_ENCODER, _W_QUEUE
+    # The tokenizer's thread pool starts on first use: share the cores among the workers.
+    os.environ.setdefault("RAYON_NUM_THREADS", str(threads))
     _W_ENCODER = _Encoder(spec)
     _W_QUEUE = queue
 

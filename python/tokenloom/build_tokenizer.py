@@ -3,7 +3,6 @@ picklable spec."""
 
 from __future__ import annotations
 
-import concurrent.futures as cf
 import hashlib
 import json
 import os
@@ -39,17 +38,10 @@ class _TokSpec:
 
 
 class _Encoder:
-    """Encodes batches of texts. A Hugging Face tokenizer runs in background threads (it
-    releases the GIL), so the caller reads the next batch and writes the previous one while
-    the tokenizer works: reading, JSON parsing and writing overlap with encoding. Two batches
-    may be encoded at once, so the cores one batch leaves idle while its longest texts finish
-    start on the next."""
-
     def __init__(self, spec: _TokSpec) -> None:
         self.spec = spec
         self._hf: Any = None
         self._fn: Callable[[str], Sequence[int]] | None = None
-        self._pool: cf.ThreadPoolExecutor | None = None
         if spec.kind == "hf":
             from tokenizers import Tokenizer
 
@@ -58,28 +50,12 @@ class _Encoder:
             self._fn = spec.payload
 
     def encode(self, texts: list[str]) -> list[Sequence[int]]:
-        return self.submit(texts).result()
-
-    def submit(self, texts: list[str]) -> cf.Future[list[Sequence[int]]]:
-        """Starts encoding ``texts``; futures may complete in any order (the caller keeps its
-        own)."""
         if self._hf is not None:
-            if self._pool is None:
-                self._pool = cf.ThreadPoolExecutor(2, thread_name_prefix="tokenloom-encode")
-            return self._pool.submit(self._encode_hf, texts)
-        done: cf.Future[list[Sequence[int]]] = cf.Future()
-        if self._fn is None:
-            raise BuildInputError("text input needs a tokenizer; pass tokenizer=")
-        done.set_result([self._fn(t) for t in texts])
-        return done
-
-    def _encode_hf(self, texts: list[str]) -> list[Sequence[int]]:
-        return [e.ids for e in self._hf.encode_batch_fast(texts, add_special_tokens=False)]
-
-    def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
-            self._pool = None
+            encs = self._hf.encode_batch_fast(texts, add_special_tokens=False)
+            return [e.ids for e in encs]
+        if self._fn is not None:
+            return [self._fn(t) for t in texts]
+        raise BuildInputError("text input needs a tokenizer; pass tokenizer=")
 
 
 def _canonical_json(text: str) -> bytes:
