@@ -60,3 +60,17 @@ impl CancelToken {
         self.0.load(Ordering::Relaxed)
     }
 }
+
+/// A progress sink that asks every job to stop at its first check (tests).
+#[cfg(test)]
+pub(crate) struct AlwaysCancelled;
+
+#[cfg(test)]
+impl Progress for AlwaysCancelled {
+    fn start(&self, _: &str, _: u64) {}
+    fn advance(&self, _: u64) {}
+    fn finish(&self) {}
+    fn cancelled(&self) -> bool {
+        true
+    }
+}

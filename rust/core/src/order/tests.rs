@@ -355,16 +355,6 @@ fn embeddings_and_knn_inputs_are_checked() {
     assert!(e.to_string().contains("200 neighbours"), "{e}");
 }
 
-struct Cancelled;
-impl crate::Progress for Cancelled {
-    fn start(&self, _: &str, _: u64) {}
-    fn advance(&self, _: u64) {}
-    fn finish(&self) {}
-    fn cancelled(&self) -> bool {
-        true
-    }
-}
-
 #[test]
 fn a_cancelled_run_stops_with_cancelled_and_writes_nothing() {
     let dir = tempfile::tempdir().unwrap();
@@ -374,7 +364,7 @@ fn a_cancelled_run_stops_with_cancelled_and_writes_nothing() {
         &OrderParams::default(),
         Input::Builtin,
         serde_json::Value::Null,
-        &Cancelled,
+        &crate::progress::AlwaysCancelled,
     )
     .unwrap_err();
     assert!(matches!(e, crate::Error::Cancelled), "{e}");

@@ -1,7 +1,7 @@
 use proptest::prelude::*;
 
 use super::*;
-use crate::progress::{NoProgress, Progress};
+use crate::progress::NoProgress;
 use crate::shuffle::mix64;
 
 /// A uniform draw in [-1, 1) from (seed, i).
@@ -269,16 +269,6 @@ fn bad_settings_are_explained() {
     .contains("invalid train_size"));
 }
 
-struct Stopped;
-impl Progress for Stopped {
-    fn start(&self, _: &str, _: u64) {}
-    fn advance(&self, _: u64) {}
-    fn finish(&self) {}
-    fn cancelled(&self) -> bool {
-        true
-    }
-}
-
 #[test]
 fn cancellation_stops_both_searches() {
     let (n, d) = (300, 4);
@@ -288,11 +278,11 @@ fn cancellation_stops_both_searches() {
         ..IvfParams::default()
     };
     assert!(matches!(
-        exact(&emb, n, d, 3, &Stopped),
+        exact(&emb, n, d, 3, &crate::progress::AlwaysCancelled),
         Err(Error::Cancelled)
     ));
     assert!(matches!(
-        approximate(&emb, n, d, 3, &p, &Stopped),
+        approximate(&emb, n, d, 3, &p, &crate::progress::AlwaysCancelled),
         Err(Error::Cancelled)
     ));
 }
