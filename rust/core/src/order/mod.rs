@@ -14,6 +14,7 @@ pub mod store;
 mod topk;
 pub mod traverse;
 
+use std::borrow::Cow;
 use std::time::Instant;
 
 use serde_json::json;
@@ -159,9 +160,15 @@ pub fn order_dataset(
                 .unwrap_or(active.iter().filter(|&&a| a).count() < EXACT_BELOW);
             let (ids, sims) = neighbours(v, *d, &active, params.k, exact, params.seed, progress)?;
             lap("knn", &mut seconds);
-            (ids, Some(sims), params.k, Some(exact))
+            (
+                Cow::Owned(ids),
+                Some(Cow::Owned(sims)),
+                params.k,
+                Some(exact),
+            )
         }
-        (None, Input::Knn(l)) => (l.ids.to_vec(), l.sims.map(<[f32]>::to_vec), l.k, None),
+        // A matrix computed elsewhere is read in place (it may be a large memory map).
+        (None, Input::Knn(l)) => (Cow::Borrowed(l.ids), l.sims.map(Cow::Borrowed), l.k, None),
         (None, _) => return Err(Error::invalid("input", "no embeddings and no kNN matrix")),
     };
     let lists = KnnLists {
