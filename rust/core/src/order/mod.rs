@@ -178,8 +178,8 @@ pub fn order_dataset(
         sims: sims.as_deref(),
         drop_self: matches!(input, Input::Knn(l) if l.drop_self),
     };
-    let graph = Graph::from_knn(&lists)?;
-    lap("graph", &mut seconds);
+    lists.validate()?;
+    lap("validate", &mut seconds);
 
     let duplicates = match params.dedup {
         Some(t) if lists.sims.is_none() => {
@@ -188,14 +188,18 @@ pub fn order_dataset(
                 format!("removing near-duplicates above {t} needs similarities; pass the kNN similarities too, or dedup=None"),
             ))
         }
-        Some(t) => dedup::dedup(&graph, t, &mut active),
+        Some(t) => dedup::dedup(&lists, t, &mut active),
         None => Vec::new(),
     };
     lap("dedup", &mut seconds);
     progress.check()?;
 
+    // Only the paper's walk needs the undirected graph; everything else reads
+    // the directed lists.
     let mut path = match params.variant {
         Variant::Paper { max_segment } => {
+            let graph = Graph::from_valid_knn(&lists);
+            lap("graph", &mut seconds);
             traverse::traverse(&graph, &active, params.seed, max_segment)
         }
         Variant::Reference(p) => traverse::traverse_reference(&lists, &active, &p),
@@ -208,14 +212,14 @@ pub fn order_dataset(
 
     let sim = match &vectors {
         Some((v, d)) => report::Similarity::Vectors(v, *d),
-        None => report::Similarity::Edges(&graph),
+        None => report::Similarity::Edges(&lists),
     };
     let mut rep = report::report(
         &path,
         &lengths,
         params.seq_len + 1,
         &sim,
-        &graph,
+        &lists,
         params.seed,
     );
     rep.duplicates = duplicates.len() as u64;
