@@ -4,6 +4,8 @@
 //! similarity (highest first, ties by smaller id), so "the most similar
 //! unvisited neighbour" is the first unvisited entry.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use rayon::prelude::*;
 
 use crate::error::{Error, Result};
@@ -161,9 +163,7 @@ pub struct Graph {
 
 impl Graph {
     /// The undirected graph of `knn` (validated first). O(n·k·log k), in
-    /// parallel: the documents are cut into one range per thread, and each
-    /// range gathers its own lists (its rows, then the rows that name its
-    /// documents), sorts and deduplicates them.
+    /// parallel.
     pub fn from_knn(knn: &KnnLists<'_>) -> Result<Self> {
         knn.validate()?;
         Ok(Self::from_valid_knn(knn))
@@ -171,54 +171,72 @@ impl Graph {
 
     /// [`from_knn`](Self::from_knn) of lists that passed
     /// [`KnnLists::validate`] (ids out of range would panic).
+    ///
+    /// A parallel counting sort: the rows are cut into one range per thread;
+    /// each range counts the entries it sends to every document, which fixes
+    /// where each range writes; then each list (a document's own entries, then
+    /// those of the rows naming it) is sorted and deduplicated.
     pub fn from_valid_knn(knn: &KnnLists<'_>) -> Self {
         let n = knn.n;
-        let parts = rayon::current_num_threads().clamp(1, n.max(1));
+        // Each range keeps a count per document: at most 8 ranges bound that memory.
+        let parts = rayon::current_num_threads().clamp(1, 8).min(n.max(1));
         let bounds: Vec<usize> = (0..=parts).map(|p| p * n / parts).collect();
-        // Degree of each document: its own valid entries plus the rows naming it.
-        let degree: Vec<u32> = bounds
-            .par_windows(2)
-            .flat_map_iter(|w| {
-                let (lo, hi) = (w[0], w[1]);
-                let mut deg: Vec<u32> = (lo..hi).map(|i| knn.row(i).count() as u32).collect();
-                for i in 0..n {
+        let ranges = || bounds.par_windows(2).map(|w| w[0]..w[1]);
+        let own: Vec<u32> = (0..n)
+            .into_par_iter()
+            .with_min_len(4096)
+            .map(|i| knn.row(i).count() as u32)
+            .collect();
+        // sent[p][j]: entries naming j in the rows of range p.
+        let mut sent: Vec<Vec<u32>> = ranges()
+            .map(|rows| {
+                let mut c = vec![0u32; n];
+                for i in rows {
                     for (j, _) in knn.row(i) {
-                        if let Some(d) = (j as usize).checked_sub(lo).and_then(|x| deg.get_mut(x)) {
-                            *d += 1;
-                        }
+                        c[j as usize] += 1;
                     }
                 }
-                deg
+                c
             })
             .collect();
-        let offsets = prefix_sums(degree.iter().map(|&d| d as u64));
+        let mut offsets = vec![0u64; n + 1];
+        for j in 0..n {
+            let named: u64 = sent.iter().map(|c| c[j] as u64).sum();
+            offsets[j + 1] = offsets[j] + own[j] as u64 + named;
+        }
+        // Turn the counts into each range's first write position in each list.
+        for j in 0..n {
+            let mut at = own[j];
+            for c in sent.iter_mut() {
+                (c[j], at) = (at, at + c[j]);
+            }
+        }
         // Each entry packed as (similarity descending, id ascending) in one u64, so that a
-        // plain integer sort orders a list.
-        let mut keys = vec![0u64; offsets[n] as usize];
+        // plain integer sort orders a list. Ranges write disjoint slots.
+        let slots: Vec<AtomicU64> = (0..offsets[n]).map(|_| AtomicU64::new(0)).collect();
+        ranges().zip(sent.par_iter_mut()).for_each(|(rows, at)| {
+            for i in rows {
+                let mut mine = offsets[i] as usize;
+                for (j, s) in knn.row(i) {
+                    slots[mine].store(pack(s, j), Ordering::Relaxed);
+                    mine += 1;
+                    let theirs = &mut at[j as usize];
+                    slots[offsets[j as usize] as usize + *theirs as usize]
+                        .store(pack(s, i as u32), Ordering::Relaxed);
+                    *theirs += 1;
+                }
+            }
+        });
+        drop(sent);
+        let mut keys: Vec<u64> = slots.into_iter().map(AtomicU64::into_inner).collect();
+        // Keep each neighbour once (its highest similarity, which sorts first).
         let kept: Vec<u32> = split_by(&mut keys, &offsets, &bounds)
             .into_par_iter()
-            .zip(bounds.par_windows(2))
-            .flat_map_iter(|(chunk, w)| {
-                let (lo, hi, base) = (w[0], w[1], offsets[w[0]]);
-                let mut fill: Vec<usize> = (lo..hi).map(|i| (offsets[i] - base) as usize).collect();
-                for i in lo..hi {
-                    for (j, s) in knn.row(i) {
-                        chunk[fill[i - lo]] = pack(s, j);
-                        fill[i - lo] += 1;
-                    }
-                }
-                for i in 0..n {
-                    for (j, s) in knn.row(i) {
-                        if let Some(f) = (j as usize).checked_sub(lo).and_then(|x| fill.get_mut(x))
-                        {
-                            chunk[*f] = pack(s, i as u32);
-                            *f += 1;
-                        }
-                    }
-                }
-                // Keep each neighbour once (its highest similarity, which sorts first).
+            .zip(ranges())
+            .flat_map_iter(|(chunk, lists)| {
+                let base = offsets[lists.start];
                 let mut mark = vec![u32::MAX; n];
-                (lo..hi)
+                lists
                     .map(|i| {
                         let list = &mut chunk
                             [(offsets[i] - base) as usize..(offsets[i + 1] - base) as usize];
@@ -243,12 +261,11 @@ impl Graph {
         split_by(&mut ids, &new_offsets, &bounds)
             .into_par_iter()
             .zip(split_by(&mut sims, &new_offsets, &bounds))
-            .zip(bounds.par_windows(2))
-            .for_each(|((ids, sims), w)| {
+            .zip(ranges())
+            .for_each(|((ids, sims), lists)| {
                 let mut at = 0;
-                for i in w[0]..w[1] {
-                    let list = &keys[offsets[i] as usize..][..kept[i] as usize];
-                    for &key in list {
+                for i in lists {
+                    for &key in &keys[offsets[i] as usize..][..kept[i] as usize] {
                         (sims[at], ids[at]) = unpack(key);
                         at += 1;
                     }
