@@ -216,10 +216,8 @@ impl Graph {
         let slots: Vec<AtomicU64> = (0..offsets[n]).map(|_| AtomicU64::new(0)).collect();
         ranges().zip(sent.par_iter_mut()).for_each(|(rows, at)| {
             for i in rows {
-                let mut mine = offsets[i] as usize;
-                for (j, s) in knn.row(i) {
+                for (mine, (j, s)) in (offsets[i] as usize..).zip(knn.row(i)) {
                     slots[mine].store(pack(s, j), Ordering::Relaxed);
-                    mine += 1;
                     let theirs = &mut at[j as usize];
                     slots[offsets[j as usize] as usize + *theirs as usize]
                         .store(pack(s, i as u32), Ordering::Relaxed);
