@@ -4,16 +4,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from tokenloom.runtime import torch_or_none
+
 if TYPE_CHECKING:
     from collections.abc import Iterator
-
-
-def _torch() -> Any:
-    try:
-        import torch
-    except ImportError:
-        return None
-    return torch
 
 
 def to_device(batch: dict[str, Any], device: Any, non_blocking: bool = True) -> dict[str, Any]:
@@ -30,7 +24,7 @@ class DevicePrefetcher:
     """
 
     def __init__(self, batches: Any, device: Any) -> None:
-        torch = _torch()
+        torch = torch_or_none()
         if torch is None:
             raise ImportError("DevicePrefetcher needs PyTorch")
         self.batches = batches
@@ -42,12 +36,12 @@ class DevicePrefetcher:
         batch = next(it, None)
         if batch is None or not self._cuda:
             return batch
-        torch = _torch()
+        torch = torch_or_none()
         with torch.cuda.stream(self._stream):
             return to_device(batch, self.device)
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
-        torch = _torch()
+        torch = torch_or_none()
         it = iter(self.batches)
         nxt = self._load(it)
         while nxt is not None:

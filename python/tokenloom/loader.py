@@ -10,12 +10,12 @@ number of workers or ranks.
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Union
 
 from tokenloom import _core
 from tokenloom.device import DevicePrefetcher, to_device
 from tokenloom.ledger import SelectionAccounting
+from tokenloom.runtime import cache_dir, dist_info, torch_or_none, worker_info
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Sequence
@@ -41,14 +41,6 @@ STATE_VERSION = 1
 OPTIONAL_OUTPUTS = ("position_ids", "doc_ids", "cu_seqlens", "source_ids", "sample_ids")
 
 
-def _torch() -> Any:
-    try:
-        import torch
-    except ImportError:
-        return None
-    return torch
-
-
 def _parse_sources(sources: SourceSpec) -> tuple[list[str], list[float] | None]:
     if isinstance(sources, (str, os.PathLike)):
         return [os.fspath(sources)], [1.0]
@@ -66,38 +58,6 @@ def _parse_sources(sources: SourceSpec) -> tuple[list[str], list[float] | None]:
     if any(isinstance(s, tuple) for s in items):
         raise ValueError("give either paths or (path, weight) pairs, not both")
     return [os.fspath(s) for s in items], None  # type: ignore[arg-type]
-
-
-def _cache_dir(path: str) -> str | None:
-    """``.plans`` next to the dataset when writable, else the user cache."""
-    p = Path(path)
-    home = p if p.is_dir() else p.parent
-    if os.access(home, os.W_OK):
-        return str(home / ".plans")
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return str(Path(base) / "tokenloom" / "plans")
-
-
-def _dist_info(rank: int | None, world_size: int | None) -> tuple[int, int]:
-    """Rank and world size: arguments, else torch.distributed, else RANK/WORLD_SIZE."""
-    if rank is not None or world_size is not None:
-        return int(rank or 0), int(world_size or 1)
-    torch = _torch()
-    if (
-        torch is not None
-        and torch.distributed.is_available()
-        and torch.distributed.is_initialized()
-    ):
-        return torch.distributed.get_rank(), torch.distributed.get_world_size()
-    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
-
-
-def _worker_info() -> tuple[int, int] | None:
-    torch = _torch()
-    if torch is None:
-        return None
-    info = torch.utils.data.get_worker_info()
-    return None if info is None else (info.id, info.num_workers)
 
 
 class TokenDataset(SelectionAccounting, _Base):
@@ -169,10 +129,10 @@ class TokenDataset(SelectionAccounting, _Base):
         if dtype not in ("int64", "int32"):
             raise ValueError(f'dtype must be "int64" or "int32", got {dtype!r}')
         if output is None:
-            output = "torch" if _torch() is not None else "numpy"
+            output = "torch" if torch_or_none() is not None else "numpy"
         if output not in ("torch", "numpy"):
             raise ValueError(f'output must be "torch" or "numpy", got {output!r}')
-        if output == "torch" and _torch() is None:
+        if output == "torch" and torch_or_none() is None:
             raise ImportError('output="torch" needs PyTorch: pip install torch')
         paths, weights = _parse_sources(sources)
         self.paths = paths
@@ -221,7 +181,7 @@ class TokenDataset(SelectionAccounting, _Base):
     def _get_stream(self) -> _core.Stream:
         if self._stream is None:
             weights = self.weights or [1.0] * len(self.paths)
-            caches = [_cache_dir(p) if self.cache_plans else None for p in self.paths]
+            caches = [cache_dir(p) if self.cache_plans else None for p in self.paths]
             self._stream = _core.Stream(
                 self.paths,
                 weights,
@@ -264,7 +224,7 @@ class TokenDataset(SelectionAccounting, _Base):
 
     def __len__(self) -> int:
         """Batches this rank reads in the rest of the current epoch."""
-        rank, world = _dist_info(self.rank, self.world_size)
+        rank, world = dist_info(self.rank, self.world_size)
         return self._get_stream().batches_left(
             self._cursor[1], self.batch_size, rank, world, self.drop_last
         )
@@ -272,13 +232,13 @@ class TokenDataset(SelectionAccounting, _Base):
     def _convert(self, arrays: dict[str, np.ndarray], in_worker: bool) -> dict[str, Any]:
         if self.output == "numpy":
             return arrays
-        torch = _torch()
+        torch = torch_or_none()
         if in_worker:
             return _shared_batch(torch, arrays)
         out = {k: torch.from_numpy(v) for k, v in arrays.items()}
         # Pinning needs CUDA, which a forked DataLoader worker must not touch: there,
         # DataLoader(pin_memory=True) pins in the main process instead.
-        if self.pin_memory and _worker_info() is None and torch.cuda.is_available():
+        if self.pin_memory and worker_info() is None and torch.cuda.is_available():
             out = {k: v.pin_memory() for k, v in out.items()}
         return out
 
@@ -286,8 +246,8 @@ class TokenDataset(SelectionAccounting, _Base):
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         stream = self._get_stream()
-        rank, world = _dist_info(self.rank, self.world_size)
-        worker = _worker_info()
+        rank, world = dist_info(self.rank, self.world_size)
+        worker = worker_info()
         wid, nworkers = worker if worker is not None else (0, 1)
         skip = 0
         if self._resume_worker is not None:
@@ -361,7 +321,7 @@ class TokenDataset(SelectionAccounting, _Base):
           state); works with any ``DataLoader`` and resumes with any ``num_workers`` and
           world size.
         """
-        in_worker = self._worker_state is not None and _worker_info() is not None
+        in_worker = self._worker_state is not None and worker_info() is not None
         if in_worker and consumed_batches is None:
             return dict(self._worker_state or {})
         if consumed_batches is not None:
@@ -376,7 +336,7 @@ class TokenDataset(SelectionAccounting, _Base):
         if batches < 0:
             raise ValueError(f"consumed_batches must be >= 0, got {batches}")
         stream = self._get_stream()
-        _rank, world = _dist_info(self.rank, self.world_size)
+        _rank, world = dist_info(self.rank, self.world_size)
         left = stream.batches_left(cursor[1], self.batch_size, 0, world, self.drop_last)
         if batches >= left:
             return stream.start(cursor[0] + 1)

@@ -9,7 +9,7 @@ use std::time::Instant;
 use serde_json::{json, Map, Value};
 
 use super::dedup::Duplicate;
-use super::graph::Graph;
+use super::graph::KnnLists;
 use super::report::{self, Similarity};
 use super::traverse::Path;
 use super::{OrderParams, Ordered};
@@ -50,8 +50,8 @@ pub(super) struct Walked<'a> {
     pub duplicates: Vec<Duplicate>,
     /// Where pair similarities come from.
     pub sim: Similarity<'a>,
-    /// The kNN graph (edge statistics of the report).
-    pub graph: &'a Graph,
+    /// The kNN lists (edge statistics of the report).
+    pub knn: &'a KnnLists<'a>,
     /// Engine-specific metadata (`engine`, `k`, `exact_knn`, ...).
     pub settings: Map<String, Value>,
 }
@@ -74,7 +74,7 @@ pub(super) fn finish(
         w.lengths,
         params.seq_len + 1,
         &w.sim,
-        w.graph,
+        w.knn,
         params.seed,
     );
     rep.duplicates = w.duplicates.len() as u64;

@@ -4,6 +4,8 @@
 //! similarity (highest first, ties by smaller id), so "the most similar
 //! unvisited neighbour" is the first unvisited entry.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use rayon::prelude::*;
 
 use crate::error::{Error, Result};
@@ -47,27 +49,38 @@ impl KnnLists<'_> {
                 )));
             }
         }
-        for (e, &j) in self.ids.iter().enumerate() {
-            let (i, r) = (e / self.k, e % self.k);
-            if j == -1 {
-                continue;
-            }
-            if j < 0 || j as u64 >= self.n as u64 {
-                return Err(bad(format!(
-                    "row {i}, rank {r} names document {j}, outside [0, {}); the kNN matrix must index this dataset's documents (-1 means no neighbour)",
-                    self.n
-                )));
-            }
-            if j as usize == i && !self.drop_self {
-                return Err(bad(format!(
-                    "row {i}, rank {r} names the document itself; drop the query column (faiss puts it first: knn[:, 1:]) or pass drop_self=True"
-                )));
-            }
-            if let Some(s) = self.sims {
-                if !s[e].is_finite() {
-                    return Err(bad(format!("row {i}, rank {r} has similarity {}", s[e])));
+        let row_error = |i: usize| -> Option<String> {
+            for r in 0..self.k {
+                let e = i * self.k + r;
+                let j = self.ids[e];
+                if j == -1 {
+                    continue;
+                }
+                if j < 0 || j as u64 >= self.n as u64 {
+                    return Some(format!(
+                        "row {i}, rank {r} names document {j}, outside [0, {}); the kNN matrix must index this dataset's documents (-1 means no neighbour)",
+                        self.n
+                    ));
+                }
+                if j as usize == i && !self.drop_self {
+                    return Some(format!(
+                        "row {i}, rank {r} names the document itself; drop the query column (faiss puts it first: knn[:, 1:]) or pass drop_self=True"
+                    ));
+                }
+                if let Some(s) = self.sims {
+                    if !s[e].is_finite() {
+                        return Some(format!("row {i}, rank {r} has similarity {}", s[e]));
+                    }
                 }
             }
+            None
+        };
+        if let Some(what) = (0..self.n)
+            .into_par_iter()
+            .with_min_len(4096)
+            .find_map_first(row_error)
+        {
+            return Err(bad(what));
         }
         Ok(())
     }
@@ -94,6 +107,27 @@ impl KnnLists<'_> {
             let j = self.ids[e];
             (j >= 0 && j as usize != i).then(|| (j as u32, self.sim(e)))
         })
+    }
+
+    /// Similarity of the pair `(a, b)` when either lists the other (the
+    /// higher of the two when both do), as an undirected edge.
+    pub fn edge(&self, a: usize, b: u32) -> Option<f32> {
+        if a == b as usize {
+            return None;
+        }
+        // Missing (-1) and self entries never equal the other document: no filter needed.
+        let of = |x: usize, y: u32| {
+            let row = &self.ids[x * self.k..(x + 1) * self.k];
+            row.iter()
+                .enumerate()
+                .filter(|&(_, &j)| j == y as i64)
+                .map(|(r, _)| self.sim(x * self.k + r))
+                .reduce(f32::max)
+        };
+        match (of(a, b), of(b as usize, a as u32)) {
+            (Some(p), Some(q)) => Some(p.max(q)),
+            (p, q) => p.or(q),
+        }
     }
 }
 
@@ -128,68 +162,118 @@ pub struct Graph {
 }
 
 impl Graph {
-    /// The undirected graph of `knn` (validated first). O(n·k·log k).
+    /// The undirected graph of `knn` (validated first). O(n·k·log k), in
+    /// parallel.
     pub fn from_knn(knn: &KnnLists<'_>) -> Result<Self> {
         knn.validate()?;
+        Ok(Self::from_valid_knn(knn))
+    }
+
+    /// [`from_knn`](Self::from_knn) of lists that passed
+    /// [`KnnLists::validate`] (ids out of range would panic).
+    ///
+    /// A parallel counting sort: the rows are cut into one range per thread;
+    /// each range counts the entries it sends to every document, which fixes
+    /// where each range writes; then each list (a document's own entries, then
+    /// those of the rows naming it) is sorted and deduplicated.
+    pub fn from_valid_knn(knn: &KnnLists<'_>) -> Self {
         let n = knn.n;
-        let mut deg = vec![0u64; n + 1];
-        for i in 0..n {
-            for (j, _) in knn.row(i) {
-                deg[i] += 1;
-                deg[j as usize] += 1;
+        // Each range keeps a count per document: at most 8 ranges bound that memory.
+        let parts = rayon::current_num_threads().clamp(1, 8).min(n.max(1));
+        let bounds: Vec<usize> = (0..=parts).map(|p| p * n / parts).collect();
+        let ranges = || bounds.par_windows(2).map(|w| w[0]..w[1]);
+        let own: Vec<u32> = (0..n)
+            .into_par_iter()
+            .with_min_len(4096)
+            .map(|i| knn.row(i).count() as u32)
+            .collect();
+        // sent[p][j]: entries naming j in the rows of range p.
+        let mut sent: Vec<Vec<u32>> = ranges()
+            .map(|rows| {
+                let mut c = vec![0u32; n];
+                for i in rows {
+                    for (j, _) in knn.row(i) {
+                        c[j as usize] += 1;
+                    }
+                }
+                c
+            })
+            .collect();
+        let mut offsets = vec![0u64; n + 1];
+        for j in 0..n {
+            let named: u64 = sent.iter().map(|c| c[j] as u64).sum();
+            offsets[j + 1] = offsets[j] + own[j] as u64 + named;
+        }
+        // Turn the counts into each range's first write position in each list.
+        for j in 0..n {
+            let mut at = own[j];
+            for c in sent.iter_mut() {
+                (c[j], at) = (at, at + c[j]);
             }
         }
-        let mut offsets = Vec::with_capacity(n + 1);
-        let mut total = 0u64;
-        for d in &deg[..n] {
-            offsets.push(total);
-            total += d;
-        }
-        offsets.push(total);
         // Each entry packed as (similarity descending, id ascending) in one u64, so that a
-        // plain integer sort orders a list; lists are sorted in parallel.
-        let mut fill = offsets.clone();
-        let mut keys = vec![0u64; total as usize];
-        for i in 0..n {
-            for (j, s) in knn.row(i) {
-                for (a, b) in [(i, j), (j as usize, i as u32)] {
-                    keys[fill[a] as usize] = pack(s, b);
-                    fill[a] += 1;
+        // plain integer sort orders a list. Ranges write disjoint slots.
+        let slots: Vec<AtomicU64> = (0..offsets[n]).map(|_| AtomicU64::new(0)).collect();
+        ranges().zip(sent.par_iter_mut()).for_each(|(rows, at)| {
+            for i in rows {
+                for (mine, (j, s)) in (offsets[i] as usize..).zip(knn.row(i)) {
+                    slots[mine].store(pack(s, j), Ordering::Relaxed);
+                    let theirs = &mut at[j as usize];
+                    slots[offsets[j as usize] as usize + *theirs as usize]
+                        .store(pack(s, i as u32), Ordering::Relaxed);
+                    *theirs += 1;
                 }
             }
-        }
-        drop(fill);
-        let mut lists: Vec<&mut [u64]> = Vec::with_capacity(n);
-        let mut rest: &mut [u64] = &mut keys;
-        for i in 0..n {
-            let (head, tail) = rest.split_at_mut((offsets[i + 1] - offsets[i]) as usize);
-            lists.push(head);
-            rest = tail;
-        }
-        lists.par_iter_mut().for_each(|l| l.sort_unstable());
-        drop(lists);
+        });
+        drop(sent);
+        let mut keys: Vec<u64> = slots.into_iter().map(AtomicU64::into_inner).collect();
         // Keep each neighbour once (its highest similarity, which sorts first).
-        let mut new_offsets = Vec::with_capacity(n + 1);
-        let mut ids = Vec::with_capacity(keys.len());
-        let mut sims = Vec::with_capacity(keys.len());
-        let mut mark = vec![u32::MAX; n];
-        for i in 0..n {
-            new_offsets.push(ids.len() as u64);
-            for &key in &keys[offsets[i] as usize..offsets[i + 1] as usize] {
-                let (s, j) = unpack(key);
-                if mark[j as usize] != i as u32 {
-                    mark[j as usize] = i as u32;
-                    ids.push(j);
-                    sims.push(s);
+        let kept: Vec<u32> = split_by(&mut keys, &offsets, &bounds)
+            .into_par_iter()
+            .zip(ranges())
+            .flat_map_iter(|(chunk, lists)| {
+                let base = offsets[lists.start];
+                let mut mark = vec![u32::MAX; n];
+                lists
+                    .map(|i| {
+                        let list = &mut chunk
+                            [(offsets[i] - base) as usize..(offsets[i + 1] - base) as usize];
+                        list.sort_unstable();
+                        let mut w = 0;
+                        for r in 0..list.len() {
+                            let id = list[r] as u32 as usize;
+                            if mark[id] != i as u32 {
+                                mark[id] = i as u32;
+                                list[w] = list[r];
+                                w += 1;
+                            }
+                        }
+                        w as u32
+                    })
+                    .collect::<Vec<u32>>()
+            })
+            .collect();
+        let new_offsets = prefix_sums(kept.iter().map(|&d| d as u64));
+        let total = new_offsets[n] as usize;
+        let (mut ids, mut sims) = (vec![0u32; total], vec![0f32; total]);
+        split_by(&mut ids, &new_offsets, &bounds)
+            .into_par_iter()
+            .zip(split_by(&mut sims, &new_offsets, &bounds))
+            .zip(ranges())
+            .for_each(|((ids, sims), lists)| {
+                let mut at = 0;
+                for i in lists {
+                    for &key in &keys[offsets[i] as usize..][..kept[i] as usize] {
+                        (sims[at], ids[at]) = unpack(key);
+                        at += 1;
+                    }
                 }
-            }
-        }
-        new_offsets.push(ids.len() as u64);
-        Ok(Graph {
+            });
+        Graph {
             offsets: new_offsets,
             ids,
             sims,
-        })
+        }
     }
 
     /// Documents (nodes).
@@ -216,10 +300,26 @@ impl Graph {
     pub fn sims(&self, i: usize) -> &[f32] {
         &self.sims[self.offsets[i] as usize..self.offsets[i + 1] as usize]
     }
+}
 
-    /// Similarity of the edge `(a, b)`, if there is one.
-    pub fn edge(&self, a: usize, b: u32) -> Option<f32> {
-        let at = self.neighbors(a).iter().position(|&j| j == b)?;
-        Some(self.sims(a)[at])
+/// `[0, a0, a0 + a1, ...]`: the offsets of consecutive lists of these lengths.
+fn prefix_sums(lengths: impl Iterator<Item = u64>) -> Vec<u64> {
+    let mut out = vec![0u64];
+    let mut total = 0;
+    for l in lengths {
+        total += l;
+        out.push(total);
     }
+    out
+}
+
+/// `data` cut at `offsets[bounds[p]]`: one mutable chunk per range of lists.
+fn split_by<'a, T>(mut data: &'a mut [T], offsets: &[u64], bounds: &[usize]) -> Vec<&'a mut [T]> {
+    let mut out = Vec::with_capacity(bounds.len().saturating_sub(1));
+    for w in bounds.windows(2) {
+        let (head, tail) = data.split_at_mut((offsets[w[1]] - offsets[w[0]]) as usize);
+        out.push(head);
+        data = tail;
+    }
+    out
 }

@@ -8,7 +8,7 @@ use serde_json::json;
 
 use super::dedup::Duplicate;
 use super::finish::{self, Clock, Walked};
-use super::graph::{Graph, KnnLists};
+use super::graph::KnnLists;
 use super::partition::chain;
 use super::report::Similarity;
 use super::traverse::Path;
@@ -70,7 +70,7 @@ pub fn order_partition(
         sims: Some(&sims),
         drop_self: false,
     };
-    let (_, duplicates, path) = walk(&lists, &mut active, params, &mut clock, progress)?;
+    let (duplicates, path) = walk(&lists, &mut active, params, &mut clock, progress)?;
     let global = |i: u32| docs[i as usize];
     Ok(PartOrder {
         docs: docs.to_vec(),
@@ -145,13 +145,14 @@ pub fn join_parts(
         let starts = parts[p].path.segment_starts.iter().skip(1);
         path.segment_starts.extend(starts.map(|s| s + base));
     }
-    let graph = Graph::from_knn(&KnnLists {
+    let lists = KnnLists {
         n,
         k,
         ids: &ids,
         sims: Some(&sims),
         drop_self: false,
-    })?;
+    };
+    lists.validate()?;
     clock.lap("join");
     let mut duplicates: Vec<Duplicate> = parts.iter().flat_map(|p| p.duplicates.clone()).collect();
     duplicates.sort_by_key(|x| x.doc);
@@ -174,7 +175,7 @@ pub fn join_parts(
         featureless: &featureless,
         duplicates,
         sim: Similarity::Vectors(v, d),
-        graph: &graph,
+        knn: &lists,
         settings,
     };
     finish::finish(ds, params, walked, source, clock)

@@ -162,10 +162,10 @@ pub fn order_dataset(
         sims: sims.as_deref(),
         drop_self: matches!(input, Input::Knn(l) if l.drop_self),
     };
-    let (graph, duplicates, path) = walk(&lists, &mut active, params, &mut clock, progress)?;
+    let (duplicates, path) = walk(&lists, &mut active, params, &mut clock, progress)?;
     let sim = match vecs {
         Some((v, d)) => report::Similarity::Vectors(v, d),
-        None => report::Similarity::Edges(&graph),
+        None => report::Similarity::Edges(&lists),
     };
     let mut settings = serde_json::Map::new();
     settings.insert("engine".into(), json!("local"));
@@ -177,24 +177,25 @@ pub fn order_dataset(
         featureless: &featureless,
         duplicates,
         sim,
-        graph: &graph,
+        knn: &lists,
         settings,
     };
     finish::finish(ds, params, walked, source, clock)
 }
 
-/// The kNN lists as an undirected graph, near-duplicates taken out of
-/// `active`, and the traversal of the documents left: the part of the
-/// pipeline that both engines (and every partition of the Ray engine) run.
+/// The kNN lists checked, near-duplicates taken out of `active`, and the
+/// traversal of the documents left: the part of the pipeline that both
+/// engines (and every partition of the Ray engine) run. Only the paper's
+/// walk needs the undirected graph; everything else reads the directed lists.
 fn walk(
     lists: &KnnLists<'_>,
     active: &mut [bool],
     params: &OrderParams,
     clock: &mut Clock,
     progress: &dyn Progress,
-) -> Result<(Graph, Vec<Duplicate>, Path)> {
-    let graph = Graph::from_knn(lists)?;
-    clock.lap("graph");
+) -> Result<(Vec<Duplicate>, Path)> {
+    lists.validate()?;
+    clock.lap("validate");
     let duplicates = match params.dedup {
         Some(t) if lists.sims.is_none() => {
             return Err(Error::invalid(
@@ -202,19 +203,21 @@ fn walk(
                 format!("removing near-duplicates above {t} needs similarities; pass the kNN similarities too, or dedup=None"),
             ))
         }
-        Some(t) => dedup::dedup(&graph, t, active),
+        Some(t) => dedup::dedup(lists, t, active),
         None => Vec::new(),
     };
     clock.lap("dedup");
     progress.check()?;
     let path = match params.variant {
         Variant::Paper { max_segment } => {
+            let graph = Graph::from_valid_knn(lists);
+            clock.lap("graph");
             traverse::traverse(&graph, active, params.seed, max_segment)
         }
         Variant::Reference(p) => traverse::traverse_reference(lists, active, &p),
     };
     clock.lap("traverse");
-    Ok((graph, duplicates, path))
+    Ok((duplicates, path))
 }
 
 #[cfg(test)]

@@ -2,9 +2,10 @@
 //! training context are, against the same documents in a random order, plus
 //! deduplication and path statistics. Stored in the order file's metadata.
 
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use super::graph::Graph;
+use super::graph::KnnLists;
 use super::traverse::Path;
 use crate::shuffle::Permutation;
 
@@ -17,7 +18,7 @@ pub enum Similarity<'a> {
     /// Unit-length embeddings, row-major `[n, dim]`: every pair is known.
     Vectors(&'a [f32], usize),
     /// Only kNN edges are known.
-    Edges(&'a Graph),
+    Edges(&'a KnnLists<'a>),
 }
 
 impl Similarity<'_> {
@@ -83,19 +84,81 @@ pub struct Report {
 }
 
 /// Statistics of adjacent documents that share a row of `row` tokens when
-/// `docs` are laid end to end.
+/// `docs` are laid end to end. Computed in parallel over stretches of the
+/// order, each starting from the token offset of its first document.
 pub fn pair_stats(
     docs: &[u32],
     lengths: &[u64],
     row: u64,
     sim: &Similarity<'_>,
-    graph: &Graph,
+    knn: &KnnLists<'_>,
 ) -> PairStats {
+    stats_by_stretches(docs, lengths, row, sim, knn, 1 << 14)
+}
+
+/// [`pair_stats`] over stretches of `stretch` documents.
+fn stats_by_stretches(
+    docs: &[u32],
+    lengths: &[u64],
+    row: u64,
+    sim: &Similarity<'_>,
+    knn: &KnnLists<'_>,
+    stretch: usize,
+) -> PairStats {
+    let mut starts = Vec::with_capacity(docs.len() / stretch.max(1) + 1);
+    let mut end = 0u64;
+    for chunk in docs.chunks(stretch) {
+        starts.push(end);
+        end += chunk.iter().map(|&d| lengths[d as usize]).sum::<u64>();
+    }
+    // Per-stretch results, combined in order: the same inputs give the same bits.
+    let parts: Vec<(PairStats, f64)> = starts
+        .par_iter()
+        .enumerate()
+        .map(|(c, &start)| {
+            // Pairs whose first document lies in this stretch.
+            let part = &docs[c * stretch
+                ..docs
+                    .len()
+                    .min((c + 1).saturating_mul(stretch).saturating_add(1))];
+            stretch_stats(part, start, lengths, row, sim, knn)
+        })
+        .collect();
     let mut st = PairStats {
         histogram: vec![0; BINS],
         ..PairStats::default()
     };
-    let mut end = 0u64;
+    let mut total = 0f64;
+    for (b, y) in parts {
+        st.pairs += b.pairs;
+        st.edges += b.edges;
+        st.measured += b.measured;
+        for (h, g) in st.histogram.iter_mut().zip(&b.histogram) {
+            *h += g;
+        }
+        total += y;
+    }
+    if st.measured > 0 {
+        st.mean_similarity = total / st.measured as f64;
+    }
+    st
+}
+
+/// [`pair_stats`] of one stretch whose first document starts at token
+/// `start`, with the sum of the measured similarities.
+fn stretch_stats(
+    docs: &[u32],
+    start: u64,
+    lengths: &[u64],
+    row: u64,
+    sim: &Similarity<'_>,
+    knn: &KnnLists<'_>,
+) -> (PairStats, f64) {
+    let mut st = PairStats {
+        histogram: vec![0; BINS],
+        ..PairStats::default()
+    };
+    let mut end = start;
     let mut total = 0f64;
     for w in docs.windows(2) {
         end += lengths[w[0] as usize];
@@ -103,7 +166,7 @@ pub fn pair_stats(
             continue; // the next document starts a new row
         }
         st.pairs += 1;
-        let edge = graph.edge(w[0] as usize, w[1]);
+        let edge = knn.edge(w[0] as usize, w[1]);
         st.edges += edge.is_some() as u64;
         let s = match sim {
             Similarity::Vectors(..) => sim.of(w[0], w[1]),
@@ -116,10 +179,7 @@ pub fn pair_stats(
             st.histogram[bin.min(BINS - 1)] += 1;
         }
     }
-    if st.measured > 0 {
-        st.mean_similarity = total / st.measured as f64;
-    }
-    st
+    (st, total)
 }
 
 /// The report of `path` (all of it, featureless tail included), with a
@@ -129,7 +189,7 @@ pub fn report(
     lengths: &[u64],
     row: u64,
     sim: &Similarity<'_>,
-    graph: &Graph,
+    knn: &KnnLists<'_>,
     seed: u64,
 ) -> Report {
     let segs: Vec<u64> = path
@@ -140,12 +200,13 @@ pub fn report(
     let random: Vec<u32> = {
         let p = Permutation::new(path.docs.len() as u64, seed ^ 0x7261_6e64_6f6d);
         (0..path.docs.len() as u64)
+            .into_par_iter()
             .map(|i| path.docs[p.get(i) as usize])
             .collect()
     };
     let (ordered_pairs, random_pairs) = rayon::join(
-        || pair_stats(&path.docs, lengths, row, sim, graph),
-        || pair_stats(&random, lengths, row, sim, graph),
+        || pair_stats(&path.docs, lengths, row, sim, knn),
+        || pair_stats(&random, lengths, row, sim, knn),
     );
     let tokens: u64 = path.docs.iter().map(|&d| lengths[d as usize]).sum();
     Report {
@@ -173,5 +234,45 @@ pub fn report(
             Similarity::Edges(_) => "knn".into(),
         },
         ..Report::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Stretches computed apart add up to one pass over the whole order.
+        #[test]
+        fn stretches_add_up_to_one_pass(
+            lengths in proptest::collection::vec(0u64..9, 2..60),
+            row in 1u64..20,
+            stretch in 1usize..7,
+            seed in any::<u64>(),
+        ) {
+            let n = lengths.len();
+            let k = 3;
+            let ids: Vec<i64> = (0..n * k)
+                .map(|e| ((e / k) as u64 + 1 + crate::shuffle::mix64(seed ^ e as u64) % (n as u64 - 1)) as i64 % n as i64)
+                .collect();
+            let sims: Vec<f32> = (0..n * k).map(|e| (e % 7) as f32 / 7.0).collect();
+            let knn = KnnLists { n, k, ids: &ids, sims: Some(&sims), drop_self: false };
+            let docs: Vec<u32> = (0..n as u32).rev().collect();
+            let sim = Similarity::Edges(&knn);
+            let whole = stats_by_stretches(&docs, &lengths, row, &sim, &knn, usize::MAX);
+            let parts = stats_by_stretches(&docs, &lengths, row, &sim, &knn, stretch);
+            prop_assert_eq!(&whole.histogram, &parts.histogram);
+            prop_assert_eq!((whole.pairs, whole.edges, whole.measured), (parts.pairs, parts.edges, parts.measured));
+            prop_assert!((whole.mean_similarity - parts.mean_similarity).abs() < 1e-9);
+            // Pairs inside rows: one fewer than the documents, less each row start.
+            let mut end = 0;
+            let mut want = 0;
+            for w in docs.windows(2) {
+                end += lengths[w[0] as usize];
+                want += (end % row != 0) as u64;
+            }
+            prop_assert_eq!(whole.pairs, want);
+        }
     }
 }

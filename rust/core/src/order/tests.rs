@@ -1,5 +1,7 @@
 use proptest::prelude::*;
 
+mod equivalence;
+
 use super::graph::{Graph, KnnLists};
 use super::traverse::{traverse, traverse_reference, ReferenceParams};
 use super::*;
@@ -19,7 +21,7 @@ fn lists(n: usize, k: usize, ids: &[i64], sims: Option<&[f32]>) -> Graph {
 }
 
 /// Random kNN lists without self-loops, similarities descending per row.
-fn random_knn() -> impl Strategy<Value = (usize, usize, Vec<i64>, Vec<f32>)> {
+pub(super) fn random_knn() -> impl Strategy<Value = (usize, usize, Vec<i64>, Vec<f32>)> {
     (2usize..40, 1usize..6).prop_flat_map(|(n, k)| {
         let k = k.min(n - 1);
         (
@@ -139,9 +141,15 @@ fn dedup_keeps_the_first_copy_only() {
     // 0 and 2 are near-copies (0.99), 1 is merely related (0.5).
     let ids = [2, 1, 2, 0, 0, 1];
     let sims = [0.99, 0.5, 0.5, 0.5, 0.99, 0.5];
-    let g = lists(3, 2, &ids, Some(&sims));
+    let l = KnnLists {
+        n: 3,
+        k: 2,
+        ids: &ids,
+        sims: Some(&sims),
+        drop_self: false,
+    };
     let mut active = vec![true; 3];
-    let d = dedup::dedup(&g, 0.95, &mut active);
+    let d = dedup::dedup(&l, 0.95, &mut active);
     assert_eq!(active, [true, true, false]);
     assert_eq!(d.len(), 1);
     assert_eq!((d[0].doc, d[0].of), (2, 0));

@@ -32,20 +32,6 @@ impl Path {
     pub fn num_segments(&self) -> usize {
         self.segment_starts.len().saturating_sub(1)
     }
-
-    fn from_segments(segments: impl IntoIterator<Item = Vec<u32>>) -> Self {
-        let mut p = Path {
-            docs: Vec::new(),
-            segment_starts: vec![0],
-        };
-        for s in segments {
-            if !s.is_empty() {
-                p.docs.extend(s);
-                p.segment_starts.push(p.docs.len() as u64);
-            }
-        }
-        p
-    }
 }
 
 /// The paper's traversal over the undirected graph, visiting only `active`
@@ -136,10 +122,14 @@ pub fn traverse_reference(knn: &KnnLists<'_>, active: &[bool], p: &ReferencePara
     const OPEN: u8 = 0;
     const DONE: u8 = 1;
     const OUT: u8 = 2;
-    let n = knn.n;
+    let (n, k) = (knn.n, knn.k);
     // One state byte per document: unvisited, visited, or not in the order.
     let mut state: Vec<u8> = active.iter().map(|&a| if a { OPEN } else { OUT }).collect();
-    let mut segments: Vec<Vec<u32>> = Vec::new();
+    let mut path = Path {
+        docs: Vec::with_capacity(active.iter().filter(|&&a| a).count()),
+        segment_starts: vec![0],
+    };
+    let cap = p.max_segment.max(1);
     let mut lowest = 0usize;
     loop {
         while lowest < n && state[lowest] != OPEN {
@@ -148,72 +138,82 @@ pub fn traverse_reference(knn: &KnnLists<'_>, active: &[bool], p: &ReferencePara
         if lowest == n {
             break;
         }
-        let mut d = lowest;
-        let mut seg = Vec::with_capacity(p.max_segment.clamp(1, 64));
+        let (mut d, mut len) = (lowest, 0usize);
         loop {
             state[d] = DONE;
-            seg.push(d as u32);
-            if seg.len() >= p.max_segment.max(1) {
+            path.docs.push(d as u32);
+            len += 1;
+            if len >= cap {
                 break;
             }
-            let next = knn
-                .row_ids(d)
-                .filter(|&j| state[j as usize] != OUT)
-                .take(p.k_traverse)
-                .map(|j| j as usize)
-                .find(|&j| state[j] == OPEN);
+            // The first open document among the first k_traverse valid, present entries.
+            let (mut looked, mut next) = (0usize, None);
+            for &j in &knn.ids[d * k..(d + 1) * k] {
+                if j < 0 || j as usize == d || state[j as usize] == OUT {
+                    continue;
+                }
+                if looked == p.k_traverse {
+                    break;
+                }
+                looked += 1;
+                if state[j as usize] == OPEN {
+                    next = Some(j as usize);
+                    break;
+                }
+            }
             match next {
                 Some(j) => d = j,
                 None => break,
             }
         }
-        segments.push(seg);
+        path.segment_starts.push(path.docs.len() as u64);
     }
     if p.min_segment > 1 {
-        merge_short(knn, active, &mut segments, p);
+        merge_short(knn, active, &mut path, p);
     }
-    Path::from_segments(segments)
+    path
 }
 
 /// Dissolves short segments into their documents' neighbours' segments,
 /// each moved document inserted just before that neighbour. A linked list
 /// over documents keeps every insertion O(1).
-fn merge_short(
-    knn: &KnnLists<'_>,
-    active: &[bool],
-    segments: &mut [Vec<u32>],
-    p: &ReferenceParams,
-) {
+fn merge_short(knn: &KnnLists<'_>, active: &[bool], path: &mut Path, p: &ReferenceParams) {
     const NIL: u32 = u32::MAX;
+    let segments = path.num_segments();
     let n = knn.n;
     let mut seg_of = vec![NIL; n];
     let mut next = vec![NIL; n];
     let mut prev = vec![NIL; n];
-    let mut heads = vec![NIL; segments.len()];
-    for (s, seg) in segments.iter().enumerate() {
-        heads[s] = seg.first().copied().unwrap_or(NIL);
+    let mut heads = Vec::with_capacity(segments);
+    for (s, b) in path.segment_starts.windows(2).enumerate() {
+        let seg = &path.docs[b[0] as usize..b[1] as usize];
+        heads.push(seg[0]);
         for (w, &d) in seg.iter().enumerate() {
             seg_of[d as usize] = s as u32;
             prev[d as usize] = if w > 0 { seg[w - 1] } else { NIL };
             next[d as usize] = seg.get(w + 1).copied().unwrap_or(NIL);
         }
     }
-    let mut alive = vec![true; segments.len()];
-    let walk = |head: u32, next: &[u32]| {
-        let mut out = Vec::new();
-        let mut d = head;
-        while d != NIL {
-            out.push(d);
-            d = next[d as usize];
-        }
-        out
-    };
-    for s in 0..segments.len() {
-        let members = walk(heads[s], &next);
-        if members.len() >= p.min_segment {
+    let mut alive = vec![true; segments];
+    let mut size: Vec<u64> = path
+        .segment_starts
+        .windows(2)
+        .map(|w| w[1] - w[0])
+        .collect();
+    let mut changed = vec![false; segments];
+    let mut members = Vec::new();
+    for s in 0..segments {
+        if size[s] >= p.min_segment as u64 {
             continue;
         }
-        let mut stayed = Vec::new();
+        // Its members now: earlier short segments may have moved documents in.
+        members.clear();
+        let mut d = heads[s];
+        while d != NIL {
+            members.push(d);
+            d = next[d as usize];
+        }
+        let mut stayed = false;
         for &d in &members {
             let target = knn
                 .row_ids(d as usize)
@@ -221,7 +221,7 @@ fn merge_short(
                 .take(p.k_traverse)
                 .find(|&j| seg_of[j as usize] != s as u32 && alive[seg_of[j as usize] as usize]);
             let Some(t) = target else {
-                stayed.push(d);
+                stayed = true;
                 continue;
             };
             let (ts, du, tu) = (seg_of[t as usize], d as usize, t as usize);
@@ -243,16 +243,31 @@ fn merge_short(
             }
             prev[tu] = d;
             seg_of[du] = ts;
+            size[s] -= 1;
+            size[ts as usize] += 1;
+            changed[s] = true;
+            changed[ts as usize] = true;
         }
-        if stayed.is_empty() {
-            alive[s] = false;
-        }
+        alive[s] = stayed;
     }
-    for (s, seg) in segments.iter_mut().enumerate() {
-        *seg = if alive[s] {
-            walk(heads[s], &next)
+    // Segments that neither lost nor gained a document are copied as they were.
+    let mut out = Path {
+        docs: Vec::with_capacity(path.docs.len()),
+        segment_starts: vec![0],
+    };
+    for s in (0..segments).filter(|&s| alive[s]) {
+        if changed[s] {
+            let mut d = heads[s];
+            while d != NIL {
+                out.docs.push(d);
+                d = next[d as usize];
+            }
         } else {
-            Vec::new()
-        };
+            out.docs.extend_from_slice(
+                &path.docs[path.segment_starts[s] as usize..path.segment_starts[s + 1] as usize],
+            );
+        }
+        out.segment_starts.push(out.docs.len() as u64);
     }
+    *path = out;
 }

@@ -19,11 +19,13 @@
 pub mod cache;
 pub mod order;
 pub mod pack;
+pub mod pieces;
 
 use crate::error::{Error, Result};
 use crate::shard::Dataset;
 
 pub use order::Order;
+pub use pieces::PieceTable;
 
 /// A piece of one document inside a sample row.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -76,187 +78,6 @@ impl PlanMode {
             PlanMode::Pack => 2,
             PlanMode::Ordered => 3,
         }
-    }
-}
-
-/// Rows as a table of document pieces: row `r` is pieces
-/// `row_range(r)`. Built in memory, or mapped from the plan cache.
-#[derive(Debug)]
-pub struct PieceTable {
-    store: Store,
-}
-
-#[derive(Debug)]
-enum Store {
-    Owned {
-        row_starts: Vec<u64>,
-        docs: Vec<u64>,
-        starts: Vec<u64>,
-        lens: Vec<u64>,
-    },
-    /// A cache file: little-endian u64 words; `base` is the word index of
-    /// `row_starts[0]`, followed by docs, starts and lens.
-    Mapped {
-        map: std::sync::Arc<crate::shard::fsutil::MappedFile>,
-        base: usize,
-        rows: usize,
-        pieces: usize,
-    },
-}
-
-impl Clone for PieceTable {
-    fn clone(&self) -> Self {
-        let store = match &self.store {
-            Store::Owned {
-                row_starts,
-                docs,
-                starts,
-                lens,
-            } => Store::Owned {
-                row_starts: row_starts.clone(),
-                docs: docs.clone(),
-                starts: starts.clone(),
-                lens: lens.clone(),
-            },
-            Store::Mapped {
-                map,
-                base,
-                rows,
-                pieces,
-            } => Store::Mapped {
-                map: std::sync::Arc::clone(map),
-                base: *base,
-                rows: *rows,
-                pieces: *pieces,
-            },
-        };
-        PieceTable { store }
-    }
-}
-
-impl PartialEq for PieceTable {
-    fn eq(&self, other: &Self) -> bool {
-        self.rows() == other.rows()
-            && self.num_pieces() == other.num_pieces()
-            && (0..=self.rows()).all(|r| self.row_start(r) == other.row_start(r))
-            && (0..self.num_pieces()).all(|p| self.piece(p) == other.piece(p))
-    }
-}
-
-fn word(bytes: &[u8], i: usize) -> u64 {
-    crate::shard::fsutil::u64_le(bytes, 8 * i)
-}
-
-impl PieceTable {
-    fn new() -> Self {
-        PieceTable {
-            store: Store::Owned {
-                row_starts: vec![0],
-                docs: Vec::new(),
-                starts: Vec::new(),
-                lens: Vec::new(),
-            },
-        }
-    }
-
-    /// A table over a mapped cache file whose layout was validated.
-    fn mapped(
-        map: std::sync::Arc<crate::shard::fsutil::MappedFile>,
-        base: usize,
-        rows: usize,
-        pieces: usize,
-    ) -> Self {
-        PieceTable {
-            store: Store::Mapped {
-                map,
-                base,
-                rows,
-                pieces,
-            },
-        }
-    }
-
-    fn push(&mut self, doc: u64, start: u64, len: u64) {
-        if let Store::Owned {
-            docs, starts, lens, ..
-        } = &mut self.store
-        {
-            docs.push(doc);
-            starts.push(start);
-            lens.push(len);
-        }
-    }
-
-    fn end_row(&mut self) {
-        if let Store::Owned {
-            row_starts, docs, ..
-        } = &mut self.store
-        {
-            row_starts.push(docs.len() as u64);
-        }
-    }
-
-    /// Number of rows.
-    pub fn rows(&self) -> u64 {
-        match &self.store {
-            Store::Owned { row_starts, .. } => row_starts.len() as u64 - 1,
-            Store::Mapped { rows, .. } => *rows as u64,
-        }
-    }
-
-    /// Number of pieces.
-    pub fn num_pieces(&self) -> usize {
-        match &self.store {
-            Store::Owned { docs, .. } => docs.len(),
-            Store::Mapped { pieces, .. } => *pieces,
-        }
-    }
-
-    /// Index of row `r`'s first piece (`r <= rows()`).
-    pub fn row_start(&self, r: u64) -> u64 {
-        match &self.store {
-            Store::Owned { row_starts, .. } => row_starts[r as usize],
-            Store::Mapped { map, base, .. } => word(map.bytes(), base + r as usize),
-        }
-    }
-
-    /// Piece `p` as (document, start, length).
-    pub fn piece(&self, p: usize) -> Segment {
-        match &self.store {
-            Store::Owned {
-                docs, starts, lens, ..
-            } => Segment {
-                doc: docs[p],
-                start: starts[p],
-                len: lens[p],
-            },
-            Store::Mapped {
-                map,
-                base,
-                rows,
-                pieces,
-            } => {
-                let b = map.bytes();
-                let at = base + rows + 1 + p;
-                Segment {
-                    doc: word(b, at),
-                    start: word(b, at + pieces),
-                    len: word(b, at + 2 * pieces),
-                }
-            }
-        }
-    }
-
-    /// The table's arrays, concatenated as the cache stores them.
-    fn words(&self) -> Vec<u64> {
-        let rows = self.rows();
-        let n = self.num_pieces();
-        let mut out = Vec::with_capacity(rows as usize + 1 + 3 * n);
-        out.extend((0..=rows).map(|r| self.row_start(r)));
-        out.extend((0..n).map(|p| self.piece(p).doc));
-        out.extend((0..n).map(|p| self.piece(p).start));
-        out.extend((0..n).map(|p| self.piece(p).len));
-        out
     }
 }
 
@@ -393,10 +214,8 @@ impl Plan {
     /// truncated or rewritten in place since it was opened.
     pub fn check_unchanged(&self) -> Result<()> {
         match &self.table {
-            Table::Pieces(PieceTable {
-                store: Store::Mapped { map, .. },
-            }) => map.check_unchanged(),
-            _ => Ok(()),
+            Table::Pieces(t) => t.check_unchanged(),
+            Table::Concat { .. } => Ok(()),
         }
     }
 
