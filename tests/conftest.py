@@ -6,13 +6,17 @@ import subprocess
 import sys
 import sysconfig
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pytest
 import tokenloom as tl
+import wiki_corpus
 import zstandard
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 STDLIB = Path(sysconfig.get_paths()["stdlib"])
 TEXTS = [p.read_text(encoding="utf-8") for p in sorted(STDLIB.glob("*.py"))[:40]]
@@ -89,3 +93,21 @@ def write_jsonl(path: Path, records: list[Any], raw_lines: list[bytes] = ()) -> 
 def dir_bytes(path: Path) -> dict[str, bytes]:
     """Every file directly in ``path``, by name."""
     return {p.name: p.read_bytes() for p in sorted(path.iterdir()) if p.is_file()}
+
+
+@pytest.fixture(scope="session")
+def wiki(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, np.ndarray]:
+    """The Wikipedia vital-articles corpus (see ``wiki_corpus``) and each document's topic."""
+    if wiki_corpus.WIKI is None:
+        pytest.skip(wiki_corpus.MISSING)
+    root = tmp_path_factory.mktemp("wiki") / "wiki"
+    return root, wiki_corpus.build(root)
+
+
+@pytest.fixture(scope="module")
+def local_ray() -> Iterator[None]:
+    """A local Ray instance of 2 CPUs for the tests of one module, shut down after them."""
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()

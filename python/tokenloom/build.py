@@ -137,9 +137,9 @@ def build(
     if engine not in ("local", "ray"):
         raise ValueError(f'engine must be "local" or "ray", got {engine!r}')
     if engine == "ray":
-        from tokenloom.build_ray import _import_ray
+        from tokenloom.ray_tasks import import_ray
 
-        _import_ray()  # fail before any work when Ray is missing
+        import_ray()  # fail before any work when Ray is missing
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     spec = _resolve_tokenizer(tokenizer, eos_id, vocab_size, append_eos)

@@ -42,6 +42,8 @@ def order(
     max_tokens: int = 2048,
     seed: int = 0,
     progress: bool = True,
+    engine: str = "local",
+    partitions: int | None = None,
 ) -> dict[str, Any]:
     """Orders ``dataset`` for In-Context Pretraining and returns the report.
 
@@ -57,8 +59,21 @@ def order(
     out (``None`` keeps all). ``variant="paper"`` walks the undirected graph from
     minimum-degree documents (ties broken by ``seed``); ``"reference"`` reproduces the
     public script (lowest-id starts, 9 neighbours, segments of 21, short ones merged).
+
+    ``engine="ray"`` orders on Ray (``pip install "tokenloom[ray]"``; joins the running Ray
+    instance or ``RAY_ADDRESS``, else starts one here): the embeddings are cut into about
+    ``partitions`` parts of similar documents (default: 4 per CPU of the cluster, with at
+    least ``50 * k`` documents each), each part is ordered by one Ray task, and the parts'
+    paths are chained and written as one order (see ``tokenloom.order_ray``). It needs
+    embeddings (built-in or given), not a ``knn`` matrix.
     """
     root = Path(dataset)
+    if engine not in ("local", "ray"):
+        raise ValueError(f'engine must be "local" or "ray", got {engine!r}')
+    if engine == "ray":
+        _check_ray(root, knn, partitions)
+    elif partitions is not None:
+        raise ValueError('partitions= is a setting of engine="ray"')
     source: dict[str, Any] = {}
     emb: np.ndarray | None = None
     ids: np.ndarray | None = None
@@ -86,6 +101,23 @@ def order(
             sims = np.ascontiguousarray(sims, dtype=np.float32)
     else:
         source = {"embeddings": "builtin", "dim": dim, "max_tokens": max_tokens}
+    if engine == "ray":
+        from tokenloom.order_ray import order_on_ray
+
+        settings = {
+            "seq_len": int(seq_len),
+            "k": int(k),
+            "dedup": None if dedup is None else float(dedup),
+            "variant": variant,
+            "max_segment": int(max_segment),
+            "k_traverse": 9,
+            "min_segment": 21,
+            "seed": int(seed),
+            "exact": exact,
+        }
+        return order_on_ray(
+            root, name, settings, emb, source, int(dim), int(max_tokens), partitions, progress
+        )
     _, report = _core.order_dataset(
         root,
         int(seq_len),
@@ -107,6 +139,27 @@ def order(
     )
     out: dict[str, Any] = json.loads(report)
     return out
+
+
+def _check_ray(root: Path, knn: object, partitions: int | None) -> None:
+    """Refuses what the Ray engine cannot do before any work, Ray missing included."""
+    from tokenloom.ray_tasks import import_ray
+
+    if knn is not None:
+        raise ValueError(
+            'engine="ray" partitions the corpus by its embeddings, and a knn= matrix has none: '
+            'pass embeddings= (or none, for the built-in ones), or use engine="local"'
+        )
+    if partitions is not None:
+        docs = len(_core.Dataset(root))
+        if isinstance(partitions, bool) or not isinstance(partitions, int) or partitions < 1:
+            raise ValueError(f"partitions must be a positive integer, got {partitions!r}")
+        if partitions > docs:
+            raise ValueError(
+                f"partitions={partitions} exceeds the {docs} documents of {root}; "
+                "use fewer partitions (or None for the default)"
+            )
+    import_ray()
 
 
 def order_report(

@@ -9,6 +9,7 @@ mod errors;
 mod knn;
 mod loader;
 mod order;
+mod order_parts;
 mod progress;
 mod select;
 mod shard;
@@ -26,6 +27,10 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(cli::run_cli, m)?)?;
     m.add_function(wrap_pyfunction!(order::order_dataset, m)?)?;
     m.add_function(wrap_pyfunction!(order::read_order, m)?)?;
+    m.add_function(wrap_pyfunction!(order_parts::order_embeddings, m)?)?;
+    m.add_function(wrap_pyfunction!(order_parts::order_partitions, m)?)?;
+    m.add_function(wrap_pyfunction!(order_parts::order_partition, m)?)?;
+    m.add_function(wrap_pyfunction!(order_parts::order_join, m)?)?;
     m.add_function(wrap_pyfunction!(knn::knn_graph, m)?)?;
     m.add_function(wrap_pyfunction!(shard::write_sources, m)?)?;
     m.add_function(wrap_pyfunction!(shard::merge_datasets, m)?)?;

@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use numpy::{PyArray1, PyReadonlyArray2, PyUntypedArrayMethods};
+use numpy::{PyArray1, PyReadonlyArray, PyReadonlyArray2, PyUntypedArrayMethods};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use tokenloom_core::order::{
@@ -16,9 +16,32 @@ use tokenloom_core::Dataset;
 use crate::detach::run_detached;
 use crate::progress::PyProgress;
 
-fn slice<'a, T: numpy::Element>(a: &'a PyReadonlyArray2<'_, T>, what: &str) -> PyResult<&'a [T]> {
+pub fn slice<'a, T: numpy::Element, D: numpy::ndarray::Dimension>(
+    a: &'a PyReadonlyArray<'_, T, D>,
+    what: &str,
+) -> PyResult<&'a [T]> {
     a.as_slice()
         .map_err(|_| PyValueError::new_err(format!("{what} must be a C-contiguous array")))
+}
+
+/// The traversal named `name` with its settings.
+pub fn variant_of(
+    name: &str,
+    max_segment: usize,
+    k_traverse: usize,
+    min_segment: usize,
+) -> PyResult<Variant> {
+    match name {
+        "paper" => Ok(Variant::Paper { max_segment }),
+        "reference" => Ok(Variant::Reference(ReferenceParams {
+            k_traverse,
+            max_segment: if max_segment == 0 { 21 } else { max_segment },
+            min_segment,
+        })),
+        other => Err(PyValueError::new_err(format!(
+            "variant must be \"paper\" or \"reference\", got {other:?}"
+        ))),
+    }
 }
 
 /// Orders the dataset at `path` and writes `<path>/orders/<name>.order`;
@@ -48,19 +71,7 @@ pub fn order_dataset(
     source: &str,
     progress: bool,
 ) -> PyResult<(PathBuf, String)> {
-    let variant = match variant {
-        "paper" => Variant::Paper { max_segment },
-        "reference" => Variant::Reference(ReferenceParams {
-            k_traverse,
-            max_segment: if max_segment == 0 { 21 } else { max_segment },
-            min_segment,
-        }),
-        other => {
-            return Err(PyValueError::new_err(format!(
-                "variant must be \"paper\" or \"reference\", got {other:?}"
-            )))
-        }
-    };
+    let variant = variant_of(variant, max_segment, k_traverse, min_segment)?;
     let params = OrderParams {
         seq_len,
         k,

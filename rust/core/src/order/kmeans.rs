@@ -67,7 +67,7 @@ pub(super) fn members(labels: &[u32], nlist: usize) -> Vec<Vec<u32>> {
 }
 
 /// The normalised sum of the member rows, or `None` if it is zero.
-fn mean_direction(rows: &[f32], d: usize, ids: &[u32]) -> Option<Vec<f32>> {
+pub(super) fn mean_direction(rows: &[f32], d: usize, ids: &[u32]) -> Option<Vec<f32>> {
     let mut sum = vec![0f64; d];
     for &i in ids {
         let at = i as usize * d;

@@ -6,30 +6,37 @@
 
 pub mod dedup;
 pub mod embed;
+mod finish;
 pub mod graph;
+pub mod join;
 mod kmeans;
 pub mod knn;
+pub mod partition;
 pub mod report;
 pub mod store;
 mod topk;
 pub mod traverse;
+mod vectors;
 
 use std::borrow::Cow;
-use std::time::Instant;
 
 use serde_json::json;
 
 pub use dedup::Duplicate;
 pub use embed::EmbedParams;
 pub use graph::{Graph, KnnLists};
+pub use join::{join_parts, order_partition, PartOrder};
 pub use knn::EXACT_BELOW;
+pub use partition::{chain, partition, Partitions};
 pub use report::Report;
 pub use traverse::{Path, ReferenceParams};
+pub use vectors::{document_vectors, participants};
 
 use crate::error::{Error, Result};
 use crate::plan::Order;
 use crate::progress::Progress;
 use crate::shard::Dataset;
+use finish::{Clock, Walked};
 
 /// Which traversal to run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -113,8 +120,8 @@ pub struct Ordered {
     pub duplicates: Vec<Duplicate>,
 }
 
-/// Orders `ds` for In-Context Pretraining. `source` describes the input
-/// (file names, settings) for the order file's metadata.
+/// Orders `ds` for In-Context Pretraining on this machine. `source`
+/// describes the input (file names, settings) for the order file's metadata.
 pub fn order_dataset(
     ds: &Dataset,
     params: &OrderParams,
@@ -127,39 +134,16 @@ pub fn order_dataset(
     }
     let lengths = ds.doc_lengths()?;
     let n = lengths.len();
-    let mut seconds = std::collections::BTreeMap::new();
-    let mut clock = Instant::now();
-    let mut lap = |name: &str, seconds: &mut std::collections::BTreeMap<String, f64>| {
-        seconds.insert(name.to_string(), clock.elapsed().as_secs_f64());
-        clock = Instant::now();
-    };
+    let mut clock = Clock::start();
+    let vectors = vectors::document_vectors(ds, params, input, progress)?;
+    clock.lap("embed");
+    let vecs = vectors.as_ref().map(|(v, d)| (v.as_slice(), *d));
+    let (mut active, featureless) = vectors::participants(&lengths, vecs);
 
-    let vectors: Option<(Vec<f32>, usize)> = match input {
-        Input::Builtin => {
-            let v = embed::embed_dataset(ds, &params.embed, progress)?;
-            lap("embed", &mut seconds);
-            Some((v, params.embed.dim))
-        }
-        Input::Embeddings { data, dim } => Some((normalized(data, dim, n)?, dim)),
-        Input::Knn(_) => None,
-    };
-    let has_vector = |i: usize| match &vectors {
-        Some((v, d)) => v[i * d..(i + 1) * d].iter().any(|&x| x != 0.0),
-        None => true,
-    };
-    let featureless: Vec<u32> = (0..n)
-        .filter(|&i| lengths[i] > 0 && !has_vector(i))
-        .map(|i| i as u32)
-        .collect();
-    let mut active: Vec<bool> = (0..n).map(|i| lengths[i] > 0 && has_vector(i)).collect();
-
-    let (ids, sims, k, exact) = match (&vectors, input) {
+    let (ids, sims, k, exact) = match (vecs, input) {
         (Some((v, d)), _) => {
-            let exact = params
-                .exact
-                .unwrap_or(active.iter().filter(|&&a| a).count() < EXACT_BELOW);
-            let (ids, sims) = neighbours(v, *d, &active, params.k, exact, params.seed, progress)?;
-            lap("knn", &mut seconds);
+            let (ids, sims, exact) = vectors::neighbours(v, d, &active, params, progress)?;
+            clock.lap("knn");
             (
                 Cow::Owned(ids),
                 Some(Cow::Owned(sims)),
@@ -178,9 +162,40 @@ pub fn order_dataset(
         sims: sims.as_deref(),
         drop_self: matches!(input, Input::Knn(l) if l.drop_self),
     };
-    lists.validate()?;
-    lap("validate", &mut seconds);
+    let (duplicates, path) = walk(&lists, &mut active, params, &mut clock, progress)?;
+    let sim = match vecs {
+        Some((v, d)) => report::Similarity::Vectors(v, d),
+        None => report::Similarity::Edges(&lists),
+    };
+    let mut settings = serde_json::Map::new();
+    settings.insert("engine".into(), json!("local"));
+    settings.insert("k".into(), json!(k));
+    settings.insert("exact_knn".into(), json!(exact));
+    let walked = Walked {
+        lengths: &lengths,
+        path,
+        featureless: &featureless,
+        duplicates,
+        sim,
+        knn: &lists,
+        settings,
+    };
+    finish::finish(ds, params, walked, source, clock)
+}
 
+/// The kNN lists checked, near-duplicates taken out of `active`, and the
+/// traversal of the documents left: the part of the pipeline that both
+/// engines (and every partition of the Ray engine) run. Only the paper's
+/// walk needs the undirected graph; everything else reads the directed lists.
+fn walk(
+    lists: &KnnLists<'_>,
+    active: &mut [bool],
+    params: &OrderParams,
+    clock: &mut Clock,
+    progress: &dyn Progress,
+) -> Result<(Vec<Duplicate>, Path)> {
+    lists.validate()?;
+    clock.lap("validate");
     let duplicates = match params.dedup {
         Some(t) if lists.sims.is_none() => {
             return Err(Error::invalid(
@@ -188,151 +203,21 @@ pub fn order_dataset(
                 format!("removing near-duplicates above {t} needs similarities; pass the kNN similarities too, or dedup=None"),
             ))
         }
-        Some(t) => dedup::dedup(&lists, t, &mut active),
+        Some(t) => dedup::dedup(lists, t, active),
         None => Vec::new(),
     };
-    lap("dedup", &mut seconds);
+    clock.lap("dedup");
     progress.check()?;
-
-    // Only the paper's walk needs the undirected graph; everything else reads
-    // the directed lists.
-    let mut path = match params.variant {
+    let path = match params.variant {
         Variant::Paper { max_segment } => {
-            let graph = Graph::from_valid_knn(&lists);
-            lap("graph", &mut seconds);
-            traverse::traverse(&graph, &active, params.seed, max_segment)
+            let graph = Graph::from_valid_knn(lists);
+            clock.lap("graph");
+            traverse::traverse(&graph, active, params.seed, max_segment)
         }
-        Variant::Reference(p) => traverse::traverse_reference(&lists, &active, &p),
+        Variant::Reference(p) => traverse::traverse_reference(lists, active, &p),
     };
-    if !featureless.is_empty() {
-        path.docs.extend(&featureless);
-        path.segment_starts.push(path.docs.len() as u64);
-    }
-    lap("traverse", &mut seconds);
-
-    let sim = match &vectors {
-        Some((v, d)) => report::Similarity::Vectors(v, *d),
-        None => report::Similarity::Edges(&lists),
-    };
-    let mut rep = report::report(
-        &path,
-        &lengths,
-        params.seq_len + 1,
-        &sim,
-        &lists,
-        params.seed,
-    );
-    rep.duplicates = duplicates.len() as u64;
-    rep.featureless = featureless.len() as u64;
-    lap("report", &mut seconds);
-    rep.seconds = seconds;
-
-    // Timings stay out of the file: the same inputs and seed give the same bytes.
-    let mut stored = rep.clone();
-    stored.seconds.clear();
-    let meta = json!({
-        "method": "iclm",
-        "variant": params.variant.name(),
-        "seq_len": params.seq_len,
-        "k": k,
-        "exact_knn": exact,
-        "dedup_threshold": params.dedup,
-        "seed": params.seed,
-        "source": source,
-        "report": stored,
-        "duplicates": duplicates.iter().map(|d| json!([d.doc, d.of, d.sim])).collect::<Vec<_>>(),
-    });
-    let order = Order::with_meta(
-        ds,
-        path.docs.iter().map(|&d| d as u64).collect(),
-        path.segment_starts.clone(),
-        true,
-        meta.to_string(),
-    )?;
-    Ok(Ordered {
-        order,
-        report: rep,
-        duplicates,
-    })
-}
-
-/// Checks `[n, dim]` embeddings (finite, no zero rows) and returns them at
-/// unit length.
-fn normalized(data: &[f32], dim: usize, n: usize) -> Result<Vec<f32>> {
-    let bad = |what: String| Error::invalid("embeddings", what);
-    if dim == 0 || data.len() != n * dim {
-        return Err(bad(format!(
-            "expected [{n}, d] (one row per document of the dataset), got {} values with d = {dim}",
-            data.len()
-        )));
-    }
-    let mut out = data.to_vec();
-    for (i, row) in out.chunks_exact_mut(dim).enumerate() {
-        if let Some(j) = row.iter().position(|x| !x.is_finite()) {
-            return Err(bad(format!("row {i} has {} at column {j}", row[j])));
-        }
-        let norm = row.iter().map(|x| x * x).sum::<f32>().sqrt();
-        if norm == 0.0 {
-            return Err(bad(format!(
-                "row {i} is all zeros; every document needs a non-zero embedding"
-            )));
-        }
-        row.iter_mut().for_each(|x| *x /= norm);
-    }
-    Ok(out)
-}
-
-/// kNN over the active rows of `v`, as `[n, k]` global ids (-1 for inactive
-/// rows) and similarities.
-fn neighbours(
-    v: &[f32],
-    d: usize,
-    active: &[bool],
-    k: usize,
-    exact: bool,
-    seed: u64,
-    progress: &dyn Progress,
-) -> Result<(Vec<i64>, Vec<f32>)> {
-    let rows: Vec<usize> = (0..active.len()).filter(|&i| active[i]).collect();
-    if k == 0 || k >= rows.len() {
-        return Err(Error::invalid(
-            "k",
-            format!(
-                "{k} neighbours need more than {k} documents with content; this dataset has {}",
-                rows.len()
-            ),
-        ));
-    }
-    let compact;
-    let data: &[f32] = if rows.len() == active.len() {
-        v
-    } else {
-        compact = rows
-            .iter()
-            .flat_map(|&i| v[i * d..(i + 1) * d].iter().copied())
-            .collect::<Vec<f32>>();
-        &compact
-    };
-    let g = if exact {
-        knn::exact(data, rows.len(), d, k, progress)?
-    } else {
-        let params = knn::IvfParams {
-            seed,
-            exact_below: 0,
-            ..knn::IvfParams::default()
-        };
-        knn::approximate(data, rows.len(), d, k, &params, progress)?
-    };
-    let n = active.len();
-    let mut ids = vec![-1i64; n * k];
-    let mut sims = vec![0f32; n * k];
-    for (r, &i) in rows.iter().enumerate() {
-        for (c, (&j, &s)) in g.neighbors(r).iter().zip(g.sims(r)).enumerate() {
-            ids[i * k + c] = rows[j as usize] as i64;
-            sims[i * k + c] = s;
-        }
-    }
-    Ok((ids, sims))
+    clock.lap("traverse");
+    Ok((duplicates, path))
 }
 
 #[cfg(test)]

@@ -220,7 +220,7 @@ fn reference_merge_moves_short_segments_next_to_their_neighbours() {
 
 /// Documents of two "topics" (disjoint token ranges), interleaved by id, plus
 /// an exact copy and an empty document.
-fn topical_dataset(dir: &std::path::Path) -> Dataset {
+pub(super) fn topical_dataset(dir: &std::path::Path) -> Dataset {
     let opts = WriterOptions {
         dtype: DType::U16,
         eos_id: Some(0),
