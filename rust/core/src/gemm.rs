@@ -1,11 +1,13 @@
 //! Dense inner products between two sets of row vectors, through one call
-//! to `matrixmultiply::sgemm` (a cache-blocked, SIMD matrix product).
+//! to the `gemm` crate (cache-blocked, SIMD kernels chosen at run time:
+//! AVX-512 where the CPU has it).
 #![allow(unsafe_code)]
 
 /// Sets `out` to the `[m, c]` row-major matrix of inner products `a_i · b_j`
 /// between the `m` rows of `a` and the `c` rows of `b` (both row-major with
 /// `dim` columns; a trailing partial row is ignored). `out` is resized, so a
-/// buffer can be reused across calls without reallocating.
+/// buffer can be reused across calls without reallocating. One thread: the
+/// callers split their work across the thread pool themselves.
 pub(crate) fn dot_rows(a: &[f32], b: &[f32], dim: usize, out: &mut Vec<f32>) {
     out.clear();
     if dim == 0 {
@@ -19,23 +21,30 @@ pub(crate) fn dot_rows(a: &[f32], b: &[f32], dim: usize, out: &mut Vec<f32>) {
     // SAFETY: `a` holds at least m×dim floats read with row stride dim,
     // `b` at least c×dim floats read as its transpose (dim×c: row stride 1,
     // column stride dim), and `out` exactly m×c floats written with row
-    // stride c; every index the product touches is inside these bounds.
+    // stride c (never read: `read_dst` is false); every index the product
+    // touches is inside these bounds. (The crate computes
+    // `dst = alpha·dst + beta·lhs·rhs`: alpha 0, beta 1.)
     unsafe {
-        matrixmultiply::sgemm(
+        gemm::gemm(
             m,
-            dim,
             c,
-            1.0,
-            a.as_ptr(),
-            dim as isize,
-            1,
-            b.as_ptr(),
-            1,
-            dim as isize,
-            0.0,
+            dim,
             out.as_mut_ptr(),
-            c as isize,
             1,
+            c as isize,
+            false,
+            a.as_ptr(),
+            1,
+            dim as isize,
+            b.as_ptr(),
+            dim as isize,
+            1,
+            0.0,
+            1.0,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
         );
     }
 }
