@@ -65,7 +65,9 @@ impl PySelector {
         utility: PyReadonlyArray1<'py, f32>,
         sketches: PyReadonlyArray2<'py, f32>,
     ) -> PyResult<Bound<'py, PyArray1<i64>>> {
-        let u = utility.as_array().to_vec();
+        let u = utility
+            .as_slice()
+            .map_or_else(|_| utility.as_array().to_vec(), <[f32]>::to_vec);
         let dim = self.lock()?.config().dim;
         let shape = sketches.as_array().shape().to_vec();
         if shape[0] != 0 && (shape[0] != u.len() || shape[1] != dim) {
@@ -74,7 +76,11 @@ impl PySelector {
                 u.len()
             )));
         }
-        let z: Vec<f32> = sketches.as_array().iter().copied().collect();
+        // A contiguous array is copied in one block (the common case).
+        let z: Vec<f32> = sketches.as_slice().map_or_else(
+            |_| sketches.as_array().iter().copied().collect(),
+            <[f32]>::to_vec,
+        );
         let mut guard = self.lock()?;
         let sel = &mut *guard;
         let kept = run_detached(py, || sel.select(&u, &z))?;
