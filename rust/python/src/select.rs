@@ -1,6 +1,7 @@
 //! Online batch selection: the selector's memory and rules live in the core;
 //! utilities and sketches arrive as numpy arrays.
 
+use std::borrow::Cow;
 use std::sync::Mutex;
 
 use numpy::{IntoPyArray, PyArray1, PyReadonlyArray1, PyReadonlyArray2};
@@ -76,11 +77,12 @@ impl PySelector {
                 u.len()
             )));
         }
-        // A contiguous array is copied in one block (the common case).
-        let z: Vec<f32> = sketches.as_slice().map_or_else(
-            |_| sketches.as_array().iter().copied().collect(),
-            <[f32]>::to_vec,
-        );
+        // A contiguous array (the common case) is read in place, with the GIL
+        // released as numpy's own routines do; another layout is copied.
+        let z: Cow<'_, [f32]> = match sketches.as_slice() {
+            Ok(rows) => Cow::Borrowed(rows),
+            Err(_) => Cow::Owned(sketches.as_array().iter().copied().collect()),
+        };
         let mut guard = self.lock()?;
         let sel = &mut *guard;
         let kept = run_detached(py, || sel.select(&u, &z))?;
