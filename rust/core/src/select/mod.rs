@@ -318,7 +318,8 @@ impl Selector {
         let b = utility.len();
         let mut sums = self.buffer_sums(sketches);
         let buf = &self.state.buffer;
-        let pair = distances(sketches, sketches, dim);
+        let norms = sq_norms(sketches, dim);
+        let mut dots = Vec::with_capacity(b);
         let mut taken = vec![false; b];
         let mut kept = Vec::with_capacity(self.cfg.keep);
         for count in buf.len()..buf.len() + self.cfg.keep {
@@ -337,8 +338,11 @@ impl Selector {
             let Some((i, _)) = best else { break };
             taken[i] = true;
             kept.push(i);
-            for (j, sum) in sums.iter_mut().enumerate() {
-                *sum += pair[j * b + i] as f64;
+            // Only the kept rows' distances are needed: one product each.
+            let row = &sketches[i * dim..(i + 1) * dim];
+            crate::gemm::dot_rows(sketches, row, dim, &mut dots);
+            for ((sum, &ab), &a2) in sums.iter_mut().zip(&dots).zip(&norms) {
+                *sum += (a2 + norms[i] - 2.0 * ab as f64).max(0.0).sqrt();
             }
         }
         kept
