@@ -35,61 +35,67 @@ pub(crate) fn sq_norms(rows: &[f32], dim: usize) -> Vec<f64> {
     rows.chunks_exact(dim).map(sq_norm).collect()
 }
 
-/// Memory reused by [`sums_with_norms`] from call to call: per task, its
-/// product block and its partial sums.
+/// Memory reused by [`sums_with_norms`] from call to call, one per task.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Scratch {
-    tasks: Vec<(Vec<f32>, Vec<f64>)>,
+    tasks: Vec<Task>,
+}
+
+/// One task's product block and partial sums.
+#[derive(Clone, Debug, Default)]
+struct Task {
+    prod: Vec<f32>,
+    part: Vec<f64>,
+}
+
+/// Rows of a matrix, row-major, with their squared norms.
+type Rows<'a> = (&'a [f32], &'a [f64]);
+
+impl Task {
+    /// `part[i] = Σ_j |rows_i - block_j|`.
+    fn run(&mut self, (rows, row_norms): Rows<'_>, (block, norms): Rows<'_>, dim: usize) {
+        dot_rows(block, rows, dim, &mut self.prod);
+        self.part.clear();
+        self.part.resize(row_norms.len(), 0.0);
+        for (dots, &b2) in self.prod.chunks_exact(row_norms.len()).zip(norms) {
+            for ((s, &ab), &a2) in self.part.iter_mut().zip(dots).zip(row_norms) {
+                *s += (a2 + b2 - 2.0 * ab as f64).max(0.0).sqrt();
+            }
+        }
+    }
 }
 
 /// Sets `out[i]` to `Σ_j |rows_i - others_j|` (f64), given the squared norms
-/// of the rows of both (`row_norms`, `other_norms`; `dim` floats a row). The
-/// rows of `others` are split into fixed blocks spread over the rayon pool;
-/// the partial sums are added in block order, so the result does not depend
-/// on the number of threads.
+/// of the rows of both (`dim` floats a row). The rows of `others` are split
+/// into fixed blocks spread over the rayon pool; the partial sums are added
+/// in block order, so the result does not depend on the number of threads.
 pub(crate) fn sums_with_norms(
-    (rows, row_norms): (&[f32], &[f64]),
-    (others, other_norms): (&[f32], &[f64]),
+    rows: Rows<'_>,
+    (others, other_norms): Rows<'_>,
     dim: usize,
     scratch: &mut Scratch,
     out: &mut Vec<f64>,
 ) {
-    let (n, m) = (row_norms.len(), other_norms.len());
+    let (n, m) = (rows.1.len(), other_norms.len());
     out.clear();
     out.resize(n, 0.0);
     if n == 0 || m == 0 || dim == 0 {
         return;
     }
     let blocks = m.div_ceil(ROWS);
-    scratch.tasks.resize_with(blocks, Default::default);
-    let task = |((block, norms), (prod, part)): ((&[f32], &[f64]), &mut (Vec<f32>, Vec<f64>))| {
-        dot_rows(block, rows, dim, prod);
-        part.clear();
-        part.resize(n, 0.0);
-        for (dots, &b2) in prod.chunks_exact(n).zip(norms) {
-            for ((s, &ab), &a2) in part.iter_mut().zip(dots).zip(row_norms) {
-                *s += (a2 + b2 - 2.0 * ab as f64).max(0.0).sqrt();
-            }
-        }
-    };
+    scratch.tasks.resize_with(blocks, Task::default);
     let tasks = &mut scratch.tasks[..blocks];
     if blocks == 1 {
-        tasks
-            .iter_mut()
-            .zip(others.chunks(ROWS * dim).zip(other_norms.chunks(ROWS)))
-            .for_each(|(t, b)| task((b, t)));
+        tasks[0].run(rows, (others, other_norms), dim);
     } else {
         tasks
             .par_iter_mut()
-            .zip(
-                others
-                    .par_chunks(ROWS * dim)
-                    .zip(other_norms.par_chunks(ROWS)),
-            )
-            .for_each(|(t, b)| task((b, t)));
+            .zip(others.par_chunks(ROWS * dim))
+            .zip(other_norms.par_chunks(ROWS))
+            .for_each(|((task, block), norms)| task.run(rows, (block, norms), dim));
     }
-    for (_, part) in tasks.iter() {
-        for (o, p) in out.iter_mut().zip(part) {
+    for task in tasks.iter() {
+        for (o, p) in out.iter_mut().zip(&task.part) {
             *o += p;
         }
     }
