@@ -1,6 +1,7 @@
 //! Online batch selection: the selector's memory and rules live in the core;
 //! utilities and sketches arrive as numpy arrays.
 
+use std::borrow::Cow;
 use std::sync::Mutex;
 
 use numpy::{IntoPyArray, PyArray1, PyReadonlyArray1, PyReadonlyArray2};
@@ -65,7 +66,9 @@ impl PySelector {
         utility: PyReadonlyArray1<'py, f32>,
         sketches: PyReadonlyArray2<'py, f32>,
     ) -> PyResult<Bound<'py, PyArray1<i64>>> {
-        let u = utility.as_array().to_vec();
+        let u = utility
+            .as_slice()
+            .map_or_else(|_| utility.as_array().to_vec(), <[f32]>::to_vec);
         let dim = self.lock()?.config().dim;
         let shape = sketches.as_array().shape().to_vec();
         if shape[0] != 0 && (shape[0] != u.len() || shape[1] != dim) {
@@ -74,7 +77,12 @@ impl PySelector {
                 u.len()
             )));
         }
-        let z: Vec<f32> = sketches.as_array().iter().copied().collect();
+        // A contiguous array (the common case) is read in place, with the GIL
+        // released as numpy's own routines do; another layout is copied.
+        let z: Cow<'_, [f32]> = match sketches.as_slice() {
+            Ok(rows) => Cow::Borrowed(rows),
+            Err(_) => Cow::Owned(sketches.as_array().iter().copied().collect()),
+        };
         let mut guard = self.lock()?;
         let sel = &mut *guard;
         let kept = run_detached(py, || sel.select(&u, &z))?;

@@ -1,14 +1,17 @@
 //! The FIFO memory of the sketches of recently kept samples.
 
+use super::distance::{sq_norm, sq_norms};
 use crate::error::{Error, Result};
 
 /// A ring buffer of `capacity` rows of `dim` floats; the oldest row is
-/// overwritten first once it is full.
+/// overwritten first once it is full. Each slot's squared norm is kept
+/// beside it, so a step computes norms for the new rows only.
 #[derive(Clone, Debug, PartialEq)]
 pub struct SketchBuffer {
     dim: usize,
     capacity: usize,
     rows: Vec<f32>,
+    norms: Vec<f64>,
     next: usize,
     count: usize,
 }
@@ -20,6 +23,7 @@ impl SketchBuffer {
             dim,
             capacity,
             rows: vec![0.0; capacity * dim],
+            norms: vec![0.0; if dim == 0 { 0 } else { capacity }],
             next: 0,
             count: 0,
         }
@@ -45,6 +49,7 @@ impl SketchBuffer {
         Ok(SketchBuffer {
             dim,
             capacity,
+            norms: sq_norms(&rows, dim),
             rows,
             next,
             count,
@@ -77,6 +82,11 @@ impl SketchBuffer {
         &self.rows[..self.count * self.dim]
     }
 
+    /// `|row|²` of each of [`SketchBuffer::valid`]'s rows, in f64.
+    pub(crate) fn valid_norms(&self) -> &[f64] {
+        &self.norms[..self.count.min(self.norms.len())]
+    }
+
     /// Appends one row, evicting the oldest when full.
     pub fn push(&mut self, row: &[f32]) {
         if self.capacity == 0 {
@@ -84,6 +94,9 @@ impl SketchBuffer {
         }
         let at = self.next * self.dim;
         self.rows[at..at + self.dim].copy_from_slice(row);
+        if let Some(n) = self.norms.get_mut(self.next) {
+            *n = sq_norm(row);
+        }
         self.next = (self.next + 1) % self.capacity;
         self.count = (self.count + 1).min(self.capacity);
     }

@@ -26,6 +26,8 @@ mod tests;
 pub use buffer::SketchBuffer;
 pub use distance::{distance_sums, distances};
 
+use distance::{sq_norms, sums_with_norms, Scratch};
+
 use crate::error::{Error, Result};
 use crate::shuffle::mix64;
 
@@ -145,6 +147,7 @@ pub struct SelectorState {
 pub struct Selector {
     cfg: SelectorConfig,
     state: SelectorState,
+    scratch: Scratch,
 }
 
 impl Selector {
@@ -172,6 +175,7 @@ impl Selector {
                 steps: 0,
             },
             cfg,
+            scratch: Scratch::default(),
         })
     }
 
@@ -226,7 +230,7 @@ impl Selector {
                     ),
                 ));
             }
-            if let Some(i) = sketches.iter().position(|x| !x.is_finite()) {
+            if let Some(i) = first_non_finite(sketches) {
                 return Err(Error::invalid(
                     "sketches",
                     format!(
@@ -266,17 +270,30 @@ impl Selector {
     }
 
     /// Mean distance of each candidate to the memory (0 when it is empty).
-    fn mean_distances(&self, sketches: &[f32]) -> Vec<f64> {
-        let b = sketches.len() / self.cfg.dim;
+    fn mean_distances(&mut self, sketches: &[f32]) -> Vec<f64> {
+        let n = self.state.buffer.len().max(1) as f64;
+        let mut sums = self.buffer_sums(sketches);
+        sums.iter_mut().for_each(|s| *s /= n);
+        sums
+    }
+
+    /// Sum of the distances of each candidate to the memory's rows.
+    fn buffer_sums(&mut self, sketches: &[f32]) -> Vec<f64> {
+        let dim = self.cfg.dim;
         let buf = &self.state.buffer;
+        let mut sums = Vec::new();
         if buf.is_empty() {
-            return vec![0.0; b];
+            sums.resize(sketches.len() / dim, 0.0);
+        } else {
+            sums_with_norms(
+                (sketches, &sq_norms(sketches, dim)),
+                (buf.valid(), buf.valid_norms()),
+                dim,
+                &mut self.scratch,
+                &mut sums,
+            );
         }
-        let n = buf.len() as f64;
-        distance_sums(sketches, buf.valid(), self.cfg.dim)
-            .into_iter()
-            .map(|s| s / n)
-            .collect()
+        sums
     }
 
     fn scaled_scores(&mut self, utility: &[f32], div: &[f64]) -> Vec<f64> {
@@ -296,16 +313,13 @@ impl Selector {
             .collect()
     }
 
-    fn greedy(&self, utility: &[f32], sketches: &[f32]) -> Vec<usize> {
+    fn greedy(&mut self, utility: &[f32], sketches: &[f32]) -> Vec<usize> {
         let dim = self.cfg.dim;
         let b = utility.len();
+        let mut sums = self.buffer_sums(sketches);
         let buf = &self.state.buffer;
-        let mut sums = if buf.is_empty() {
-            vec![0.0; b]
-        } else {
-            distance_sums(sketches, buf.valid(), dim)
-        };
-        let pair = distances(sketches, sketches, dim);
+        let norms = sq_norms(sketches, dim);
+        let mut dots = Vec::with_capacity(b);
         let mut taken = vec![false; b];
         let mut kept = Vec::with_capacity(self.cfg.keep);
         for count in buf.len()..buf.len() + self.cfg.keep {
@@ -324,8 +338,11 @@ impl Selector {
             let Some((i, _)) = best else { break };
             taken[i] = true;
             kept.push(i);
-            for (j, sum) in sums.iter_mut().enumerate() {
-                *sum += pair[j * b + i] as f64;
+            // Only the kept rows' distances are needed: one product each.
+            let row = &sketches[i * dim..(i + 1) * dim];
+            crate::gemm::dot_rows(sketches, row, dim, &mut dots);
+            for ((sum, &ab), &a2) in sums.iter_mut().zip(&dots).zip(&norms) {
+                *sum += (a2 + norms[i] - 2.0 * ab as f64).max(0.0).sqrt();
             }
         }
         kept
@@ -342,6 +359,15 @@ impl Selector {
         ids.truncate(self.cfg.keep);
         ids
     }
+}
+
+/// Index of the first NaN or infinity in `xs` (one vectorized pass in the
+/// common case of none).
+fn first_non_finite(xs: &[f32]) -> Option<usize> {
+    if xs.iter().fold(true, |ok, x| ok & x.is_finite()) {
+        return None;
+    }
+    xs.iter().position(|x| !x.is_finite())
 }
 
 /// Indices of the `k` largest scores, best first; ties go to the lower index.

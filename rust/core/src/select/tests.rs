@@ -119,6 +119,59 @@ fn max_loss_keeps_the_largest() {
     assert_eq!(s.select(&[0.1, 3.0, 2.0, 3.0], &[]).unwrap(), vec![1, 3]);
 }
 
+/// Uniform floats in `[offset - 1, offset + 1)`.
+fn uniform(len: usize, offset: f32, seed: u64) -> Vec<f32> {
+    (0..len)
+        .map(|i| (mix64(seed ^ i as u64) % 20_001) as f32 / 10_000.0 - 1.0 + offset)
+        .collect()
+}
+
+fn check_sums(n: usize, m: usize, dim: usize, offset: f32, seed: u64) -> Result<(), TestCaseError> {
+    let a = uniform(n * dim, offset, seed);
+    let b = uniform(m * dim, offset, !seed);
+    let got = distance_sums(&a, &b, dim);
+    prop_assert_eq!(got.len(), n);
+    for (i, &g) in got.iter().enumerate() {
+        let row = &a[i * dim..(i + 1) * dim];
+        let want: f64 = b.chunks_exact(dim).map(|q| naive_dist(row, q)).sum();
+        prop_assert!(
+            (g - want).abs() <= 1e-5 * want,
+            "row {}: {} vs {}",
+            i,
+            g,
+            want
+        );
+    }
+    Ok(())
+}
+
+#[test]
+fn distance_sums_do_not_depend_on_the_thread_count() {
+    let (n, m, dim) = (64, 1000, 96);
+    let (a, b) = (uniform(n * dim, 0.5, 1), uniform(m * dim, 0.5, 2));
+    let on = |threads: usize| {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        pool.install(|| distance_sums(&a, &b, dim))
+    };
+    let one = on(1);
+    assert_eq!(one, on(3));
+    assert_eq!(one, distance_sums(&a, &b, dim));
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(3))]
+
+    /// The same at the step's size: about 64 candidates against a memory of
+    /// about 1,024 sketches of about 1,024 floats.
+    #[test]
+    fn distance_sums_match_naive_at_full_size(n in 56usize..65, m in 1000usize..1025, dim in 1000usize..1025, offset in 0u32..3, seed in any::<u64>()) {
+        check_sums(n, m, dim, offset as f32, seed)?;
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(48))]
 
@@ -135,6 +188,13 @@ proptest! {
                 prop_assert!((d[i * m + j] as f64 - want).abs() <= 1e-3 * (1.0 + want));
             }
         }
+    }
+
+    /// Sums of distances through the blocked product equal a direct f64
+    /// computation, across block boundaries of the memory's rows.
+    #[test]
+    fn distance_sums_match_naive(n in 1usize..9, m in 1usize..700, dim in 1usize..40, offset in 0u32..3, seed in any::<u64>()) {
+        check_sums(n, m, dim, offset as f32, seed)?;
     }
 
     /// The selector equals the direct rule step after step, through the
