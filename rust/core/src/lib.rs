@@ -13,6 +13,7 @@ pub mod error;
 mod gemm;
 pub mod order;
 pub mod plan;
+mod prefetch;
 pub mod progress;
 pub mod select;
 pub mod shard;

@@ -296,6 +296,12 @@ impl Graph {
         &self.ids[self.offsets[i] as usize..self.offsets[i + 1] as usize]
     }
 
+    /// Hints the CPU to load where `i`'s list starts (and its cursor state)
+    /// ahead of a walk reaching `i`.
+    pub(crate) fn prefetch_list(&self, i: usize) {
+        crate::prefetch::prefetch(&self.offsets[i]);
+    }
+
     /// Similarities matching [`neighbors`](Self::neighbors).
     pub fn sims(&self, i: usize) -> &[f32] {
         &self.sims[self.offsets[i] as usize..self.offsets[i + 1] as usize]

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use super::graph::KnnLists;
 use super::traverse::Path;
+use crate::prefetch::prefetch;
 use crate::shuffle::Permutation;
 
 /// Bins of the adjacent-similarity histograms, over `[-1, 1]`.
@@ -160,7 +161,18 @@ fn stretch_stats(
     };
     let mut end = start;
     let mut total = 0f64;
-    for w in docs.windows(2) {
+    // Documents are visited in a random order (the baseline) or along a walk
+    // that jumps between rows: load what a pair a few steps ahead will read.
+    const AHEAD: usize = 8;
+    for (i, w) in docs.windows(2).enumerate() {
+        if let Some(&a) = docs.get(i + AHEAD) {
+            let a = a as usize;
+            prefetch(&lengths[a]);
+            prefetch(&knn.ids[a * knn.k]);
+            if let Similarity::Vectors(v, d) = sim {
+                prefetch(&v[a * d]);
+            }
+        }
         end += lengths[w[0] as usize];
         if end % row == 0 {
             continue; // the next document starts a new row

@@ -16,6 +16,7 @@
 use rayon::prelude::*;
 
 use super::graph::{Graph, KnnLists};
+use crate::prefetch::prefetch;
 use crate::shuffle::mix64;
 
 /// A traversal: documents in order, cut into segments at each restart.
@@ -82,6 +83,10 @@ pub fn traverse(graph: &Graph, active: &[bool], seed: u64, max_segment: usize) -
                 c += 1;
             }
             cursor[d] = c as u32;
+            // The next few candidates are likely visited soon: start loading their lists.
+            for &j in nb.iter().skip(c).take(8) {
+                graph.prefetch_list(j as usize);
+            }
             match nb.get(c) {
                 Some(&next) => d = next as usize,
                 None => break,
@@ -146,9 +151,16 @@ pub fn traverse_reference(knn: &KnnLists<'_>, active: &[bool], p: &ReferencePara
             if len >= cap {
                 break;
             }
+            let row = &knn.ids[d * k..(d + 1) * k];
+            // The walk is likely to visit these soon: start loading their rows now.
+            for &j in row {
+                if j >= 0 && (j as usize) < n {
+                    prefetch(&knn.ids[j as usize * k]);
+                }
+            }
             // The first open document among the first k_traverse valid, present entries.
             let (mut looked, mut next) = (0usize, None);
-            for &j in &knn.ids[d * k..(d + 1) * k] {
+            for &j in row {
                 if j < 0 || j as usize == d || state[j as usize] == OUT {
                     continue;
                 }
@@ -212,6 +224,9 @@ fn merge_short(knn: &KnnLists<'_>, active: &[bool], path: &mut Path, p: &Referen
         while d != NIL {
             members.push(d);
             d = next[d as usize];
+        }
+        for &d in &members {
+            prefetch(&knn.ids[d as usize * knn.k]);
         }
         let mut stayed = false;
         for &d in &members {
