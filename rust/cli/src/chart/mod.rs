@@ -8,7 +8,7 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use tokenloom_core::order::Report;
-use tokenloom_core::shard::fsutil::write_atomic;
+use tokenloom_core::shard::fsutil::{fsync_dir, write_atomic};
 use tokenloom_core::Error;
 
 mod canvas;
@@ -279,15 +279,18 @@ pub fn check_destination(path: &Path) -> Result<(), Error> {
 }
 
 /// Renders the report and writes the chart to `path` atomically (a temporary
-/// file in the same directory, fsynced, renamed over `path`).
+/// file in the same directory, fsynced, renamed over `path`, directory fsynced).
 pub fn write_png(report: &Report, path: &Path) -> Result<(), Error> {
     let bytes = render(report)?
         .to_png()
         .map_err(|e| Error::invalid("--png", format!("cannot encode the chart: {e}")))?;
-    write_atomic(&temp_path(path), path, &bytes).map_err(|e| match e {
-        Error::Io { source, .. } => Error::io(path, source),
-        other => other,
-    })
+    write_atomic(&temp_path(path), path, &bytes)
+        .and_then(|()| fsync_dir(&directory_of(path)))
+        .map_err(|e| match e {
+            // Name the chart, not its temporary file or directory.
+            Error::Io { source, .. } => Error::io(path, source),
+            other => other,
+        })
 }
 
 fn directory_of(path: &Path) -> PathBuf {
