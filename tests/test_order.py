@@ -172,6 +172,9 @@ def test_report_png_and_cli(small: Path, tmp_path: Path) -> None:
     assert "path segments" in res.stdout
     shown = run_cli("order", small, "--name", "cli2", "--show", "--json")
     assert json.loads(shown.stdout)["docs"] == len(tl.open_dataset(small))
+    drawn = run_cli("order", small, "--name", "cli2", "--show", "--png", tmp_path / "c.png")
+    assert drawn.returncode == 0, drawn.stderr
+    assert (tmp_path / "c.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     bad = run_cli("order", small, "--name", "missing", "--show")
     assert bad.returncode == 2
     assert "no order named" in bad.stderr

@@ -1,4 +1,4 @@
-//! The `tokenloom` command line: `convert`, `index`, `inspect` and `verify`.
+//! The `tokenloom` command line: `convert`, `index`, `inspect`, `order` and `verify`.
 //!
 //! Everything runs through [`run_with`], which writes to the given writers and
 //! returns the exit status instead of exiting, so the same code serves the
@@ -11,6 +11,7 @@ use std::io::Write;
 use clap::Parser;
 use tokenloom_core::CancelToken;
 
+pub mod chart;
 pub mod commands;
 pub mod progress;
 

@@ -1,6 +1,7 @@
 //! `tokenloom order PATH`: In-Context Pretraining order with the built-in
 //! embedder, stored as `PATH/orders/NAME.order`; `--report` prints its
-//! quality report, `--show` the report of an order already made.
+//! quality report, `--show` the report of an order already made, `--png` draws
+//! its similarity histograms.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -13,6 +14,7 @@ use tokenloom_core::plan::Order;
 use tokenloom_core::{Dataset, Error, Progress};
 
 use super::Failure;
+use crate::chart;
 
 /// Which traversal to run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -74,10 +76,16 @@ pub struct OrderArgs {
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
+    /// Also draw the histograms of adjacent-document similarity (order vs random) to this PNG file.
+    #[arg(long, value_name = "FILE")]
+    pub png: Option<PathBuf>,
 }
 
 /// Makes (or, with `--show`, reads) the order and prints what was asked.
 pub fn run(args: &OrderArgs, out: &mut dyn Write, progress: &dyn Progress) -> Result<(), Failure> {
+    if let Some(png) = &args.png {
+        chart::check_destination(png)?;
+    }
     let (file, report) = if args.show {
         existing(&args.path, &args.name)?
     } else {
@@ -87,7 +95,7 @@ pub fn run(args: &OrderArgs, out: &mut dyn Write, progress: &dyn Progress) -> Re
         let text = serde_json::to_string_pretty(&report)
             .map_err(|e| Error::invalid("report", e.to_string()))?;
         writeln!(out, "{text}")?;
-        return Ok(());
+        return draw(args, &report, None);
     }
     writeln!(
         out,
@@ -103,6 +111,18 @@ pub fn run(args: &OrderArgs, out: &mut dyn Write, progress: &dyn Progress) -> Re
     )?;
     if args.report || args.show {
         print_report(&report, out)?;
+    }
+    draw(args, &report, Some(out))
+}
+
+/// Writes the chart when `--png` asks for one, saying so on `out` if given.
+fn draw(args: &OrderArgs, report: &Report, out: Option<&mut dyn Write>) -> Result<(), Failure> {
+    let Some(png) = &args.png else {
+        return Ok(());
+    };
+    chart::write_png(report, png)?;
+    if let Some(out) = out {
+        writeln!(out, "similarity histograms: {}", png.display())?;
     }
     Ok(())
 }
