@@ -161,10 +161,16 @@ def test_an_order_of_another_dataset_is_refused(small: Path, tmp_path: Path) -> 
 
 
 def test_report_png_and_cli(small: Path, tmp_path: Path) -> None:
-    pytest.importorskip("matplotlib")
     tl.order(small, seq_len=64, k=4, name="cli", progress=False)
     tl.order_report(small, "cli", png=tmp_path / "h.png")
-    assert (tmp_path / "h.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    png = (tmp_path / "h.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    # The same chart as the binary's, from the same stored report.
+    res = run_cli("order", small, "--name", "cli", "--show", "--png", tmp_path / "cli.png")
+    assert res.returncode == 0, res.stderr
+    assert (tmp_path / "cli.png").read_bytes() == png
+    with pytest.raises(ValueError, match="does not exist"):
+        tl.order_report(small, "cli", png=tmp_path / "missing" / "h.png")
 
     res = run_cli("order", small, "--seq-len", "64", "-k", "4", "--name", "cli2", "--report")
     assert res.returncode == 0, res.stderr

@@ -28,6 +28,7 @@ __all__ = [
     "read_order",
     "run_cli",
     "write_order",
+    "write_report_png",
     "write_sources",
 ]
 
@@ -264,3 +265,4 @@ def order_join(
 def read_order(
     path: str | os.PathLike[str], spec: str | os.PathLike[str]
 ) -> tuple[Path, npt.NDArray[np.uint64], npt.NDArray[np.uint64], bool, str]: ...
+def write_report_png(report: str, png: str | os.PathLike[str]) -> None: ...

@@ -169,47 +169,20 @@ def order_report(
     adjacent-document similarity inside contexts against a random order, near-duplicate
     counts, path and restart statistics, and the order itself (``docs_in_order``,
     ``segment_starts``: numpy arrays). With ``png``, also draws the two similarity
-    histograms there (needs matplotlib)."""
+    histograms there (the chart of ``tokenloom order --png``, written atomically)."""
     path, docs, starts, _, meta_text = _core.read_order(Path(dataset), Path(name))
     if not meta_text:
         raise ValueError(f"{path} carries no report (it was written by write_order)")
     meta: dict[str, Any] = json.loads(meta_text)
+    if png is not None:
+        _core.write_report_png(json.dumps(meta["report"]), Path(png))
     report: dict[str, Any] = meta["report"]
     report["settings"] = {k: v for k, v in meta.items() if k not in ("report", "duplicates")}
     report["duplicate_pairs"] = meta.get("duplicates", [])
     report["path"] = str(path)
     report["docs_in_order"] = docs
     report["segment_starts"] = starts
-    if png is not None:
-        _plot(report, Path(png))
     return report
-
-
-def _plot(report: dict[str, Any], png: Path) -> None:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError as e:
-        raise ImportError("drawing the report needs matplotlib: pip install matplotlib") from e
-    bins = len(report["ordered_pairs"]["histogram"])
-    edges = np.linspace(-1.0, 1.0, bins + 1)
-    fig, ax = plt.subplots(figsize=(7, 4))
-    for key, label in (("random_pairs", "random order"), ("ordered_pairs", "ICLM order")):
-        h = np.asarray(report[key]["histogram"], dtype=np.float64)
-        mean = report[key]["mean_similarity"]
-        ax.stairs(
-            h / max(h.sum(), 1.0), edges, fill=True, alpha=0.5, label=f"{label} (mean {mean:.3f})"
-        )
-    ax.set_xlabel("similarity of adjacent documents in a context")
-    ax.set_ylabel("fraction of pairs")
-    ax.set_title(f"{report['ordered']} documents, ratio {report['similarity_ratio']:.2f}x")
-    ax.legend()
-    fig.tight_layout()
-    png.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(png, dpi=100)
-    plt.close(fig)
 
 
 def _load(x: PathLike | np.ndarray, what: str) -> tuple[np.ndarray, str]:

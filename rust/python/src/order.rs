@@ -172,3 +172,16 @@ pub fn read_order<'py>(
         o.meta().to_string(),
     ))
 }
+
+/// Draws the adjacent-similarity histograms of an order's report (its JSON,
+/// as stored in the order file) to the PNG `png`, written atomically: the same
+/// chart as `tokenloom order --png`.
+#[pyfunction]
+pub fn write_report_png(py: Python<'_>, report: String, png: PathBuf) -> PyResult<()> {
+    run_detached(py, move || {
+        let report: order::Report = serde_json::from_str(&report)
+            .map_err(|e| tokenloom_core::Error::invalid("report", e.to_string()))?;
+        tokenloom_cli::chart::check_destination(&png)?;
+        tokenloom_cli::chart::write_png(&report, &png)
+    })
+}
