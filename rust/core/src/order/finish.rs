@@ -13,7 +13,7 @@ use super::graph::KnnLists;
 use super::report::{self, Similarity};
 use super::traverse::Path;
 use super::{OrderParams, Ordered};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::plan::Order;
 use crate::shard::Dataset;
 
@@ -21,6 +21,15 @@ use crate::shard::Dataset;
 pub(super) struct Clock {
     last: Instant,
     pub(super) seconds: BTreeMap<String, f64>,
+}
+
+/// The documents' lengths of `ds` and a started clock, once `params` are
+/// checked: how both engines begin.
+pub(super) fn begin(ds: &Dataset, params: &OrderParams) -> Result<(Vec<u64>, Clock)> {
+    if params.seq_len == 0 {
+        return Err(Error::invalid("seq_len", "must be at least 1"));
+    }
+    Ok((ds.doc_lengths()?, Clock::start()))
 }
 
 impl Clock {

@@ -113,12 +113,8 @@ pub fn join_parts(
     source: serde_json::Value,
     progress: &dyn Progress,
 ) -> Result<Ordered> {
-    if params.seq_len == 0 {
-        return Err(Error::invalid("seq_len", "must be at least 1"));
-    }
-    let lengths = ds.doc_lengths()?;
+    let (lengths, mut clock) = finish::begin(ds, params)?;
     let n = lengths.len();
-    let mut clock = Clock::start();
     check_unit(v, d, n, true)?;
     let (active, featureless) = participants(&lengths, Some((v, d)));
     if centroids.len() != parts.len() * d {

@@ -129,12 +129,8 @@ pub fn order_dataset(
     source: serde_json::Value,
     progress: &dyn Progress,
 ) -> Result<Ordered> {
-    if params.seq_len == 0 {
-        return Err(Error::invalid("seq_len", "must be at least 1"));
-    }
-    let lengths = ds.doc_lengths()?;
+    let (lengths, mut clock) = finish::begin(ds, params)?;
     let n = lengths.len();
-    let mut clock = Clock::start();
     let vectors = vectors::document_vectors(ds, params, input, progress)?;
     clock.lap("embed");
     let vecs = vectors.as_ref().map(|(v, d)| (v.as_slice(), *d));
