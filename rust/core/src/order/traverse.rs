@@ -2,7 +2,7 @@
 //! Pretraining, Algorithm 1): start at an unvisited document of minimum
 //! degree, move to its most similar unvisited neighbour, and restart at the
 //! next minimum-degree document when stuck. O(n·k): every adjacency list is
-//! scanned once by a cursor that only moves forward, and the start queue is
+//! scanned once, when the walk leaves its document, and the start queue is
 //! one sorted list walked once.
 //!
 //! The public reference script's variant is offered too
@@ -61,7 +61,6 @@ pub fn traverse(graph: &Graph, active: &[bool], seed: u64, max_segment: usize) -
         .collect();
     starts.par_sort_unstable();
     let mut visited: Vec<bool> = active.iter().map(|a| !a).collect();
-    let mut cursor: Vec<u32> = vec![0; n];
     let mut docs = Vec::with_capacity(starts.len());
     let mut segment_starts = vec![0u64];
     for &(_, s) in &starts {
@@ -78,11 +77,11 @@ pub fn traverse(graph: &Graph, active: &[bool], seed: u64, max_segment: usize) -
                 break;
             }
             let nb = graph.neighbors(d);
-            let mut c = cursor[d] as usize;
+            // Each document is walked from once, so its list is scanned once.
+            let mut c = 0;
             while c < nb.len() && visited[nb[c] as usize] {
                 c += 1;
             }
-            cursor[d] = c as u32;
             // The next few candidates are likely visited soon: start loading their lists.
             for &j in nb.iter().skip(c).take(8) {
                 graph.prefetch_list(j as usize);
