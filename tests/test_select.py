@@ -190,3 +190,35 @@ def test_bad_input() -> None:
     other = tl.UDSSelector(keep=3, sketch=(2, 4), max_len=4)
     with pytest.raises(ValueError, match="same settings"):
         other.load_state_dict(sel.state_dict())
+
+
+def test_state_read_while_another_thread_selects() -> None:
+    """A checkpoint taken from one thread while another selects must not hang the process
+    (the selector's lock is never held while waiting for the GIL). Run in a child process so
+    that a hang fails the test instead of the suite."""
+    import subprocess
+    import sys
+
+    code = """
+import threading, numpy as np, tokenloom as tl
+sel = tl.UDSSelector(keep=64, buffer_size=4096, sketch=(4, 128), seed=0)
+u = np.random.default_rng(0).random(1024, dtype=np.float32)
+z = np.random.default_rng(1).random((1024, 512), dtype=np.float32)
+sel.state_dict()  # imports done before the race
+stop = threading.Event()
+selects = [0]
+def selecting():
+    while not stop.is_set():
+        sel.select_from(u, z)
+        selects[0] += 1
+t = threading.Thread(target=selecting)
+t.start()
+for _ in range(300):
+    sel.state_dict()
+stop.set()
+t.join()
+print("ok", selects[0])
+"""
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.startswith("ok"), res.stdout

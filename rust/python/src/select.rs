@@ -7,6 +7,7 @@ use std::sync::Mutex;
 use numpy::{IntoPyArray, PyArray1, PyReadonlyArray1, PyReadonlyArray2};
 use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
+use pyo3::sync::MutexExt;
 use pyo3::types::PyDict;
 use tokenloom_core::select::{
     Rule, Running, Selector, SelectorConfig, SelectorState, SketchBuffer,
@@ -22,9 +23,12 @@ pub struct PySelector {
 }
 
 impl PySelector {
-    fn lock(&self) -> PyResult<std::sync::MutexGuard<'_, Selector>> {
+    /// The selector, waited for without the GIL: another thread may hold the
+    /// lock across a GIL release (a selection, or a garbage collection while
+    /// it reads the state), so waiting with the GIL held could deadlock.
+    fn lock(&self, py: Python<'_>) -> PyResult<std::sync::MutexGuard<'_, Selector>> {
         self.inner
-            .lock()
+            .lock_py_attached(py)
             .map_err(|_| PyRuntimeError::new_err("the selector failed in another thread"))
     }
 }
@@ -69,7 +73,7 @@ impl PySelector {
         let u = utility
             .as_slice()
             .map_or_else(|_| utility.as_array().to_vec(), <[f32]>::to_vec);
-        let dim = self.lock()?.config().dim;
+        let dim = self.lock(py)?.config().dim;
         let shape = sketches.as_array().shape().to_vec();
         if shape[0] != 0 && (shape[0] != u.len() || shape[1] != dim) {
             return Err(PyValueError::new_err(format!(
@@ -83,7 +87,7 @@ impl PySelector {
             Ok(rows) => Cow::Borrowed(rows),
             Err(_) => Cow::Owned(sketches.as_array().iter().copied().collect()),
         };
-        let mut guard = self.lock()?;
+        let mut guard = self.lock(py)?;
         let sel = &mut *guard;
         let kept = run_detached(py, || sel.select(&u, &z))?;
         Ok(kept
@@ -95,7 +99,7 @@ impl PySelector {
 
     /// The memory, running statistics and step counter, as plain values.
     fn state<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        let guard = self.lock()?;
+        let guard = self.lock(py)?;
         let st = guard.state();
         let (rows, next, count) = st.buffer.parts();
         let d = PyDict::new(py);
