@@ -1,7 +1,9 @@
 """One rank of ``test_hf_distributed.py``, started by ``torchrun`` (gloo, CPU): trains a tiny
 random GPT-2 with ``UDSTrainer`` and writes, per rank, every candidate batch the selector saw
-(sample ids, rows kept, utilities and sketches), the selection stats and a digest of the
-trained parameters to ``OUT/rank<r>.json``.
+(rows, sample ids, rows kept, utilities and sketches), the selection stats and a digest of
+the trained parameters to ``OUT/rank<r>.json``, and the parameters to ``OUT/params<r>.pt``.
+Plain SGD at a constant learning rate without clipping: one step moves the parameters by
+``-LR`` times the gradient, which a test can replay in one process.
 
 Usage: ``torchrun --nproc-per-node N hf_worker.py DATASET OUT SCOPE SAVE_STEPS RESUME|-``
 (``SAVE_STEPS`` 0: no checkpoints; ``RESUME``: a checkpoint to resume from).
@@ -13,18 +15,21 @@ import hashlib
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import tokenloom as tl
 import torch
 import transformers
 from tokenloom.hf import UDSTrainer, padding_mask
 
+if TYPE_CHECKING:
+    import numpy as np
+
 VOCAB = 64
 SEQ = 16
 BATCH = 8  # candidates per rank and step
-KEEP = 3  # kept rows per step: per rank (scope "rank") or over all ranks (scope "global")
+KEEP = 2  # kept rows per step: per rank (scope "rank") or over all ranks (scope "global")
+LR = 0.5
 
 
 def tiny_gpt2(seed: int = 0) -> Any:
@@ -37,11 +42,14 @@ def tiny_gpt2(seed: int = 0) -> Any:
 
 
 def dataset(path: str, **kw: Any) -> tl.TokenDataset:
-    return tl.TokenDataset(path, seq_len=SEQ, batch_size=BATCH, seed=3, reoffer_unkept=1, **kw)
+    kw = {"batch_size": BATCH, "seed": 3, "reoffer_unkept": 1, **kw}
+    return tl.TokenDataset(path, seq_len=SEQ, **kw)
 
 
 def selector(scope: str) -> tl.UDSSelector:
-    return tl.UDSSelector(keep=KEEP, buffer_size=16, sketch=(2, 8), max_len=SEQ, seed=0, scope=scope)
+    return tl.UDSSelector(
+        keep=KEEP, buffer_size=16, sketch=(2, 8), max_len=SEQ, seed=0, scope=scope
+    )
 
 
 class Recording(tl.UDSSelector):
@@ -81,6 +89,7 @@ def main() -> None:
         batches.append(
             {
                 "input_ids": batch["input_ids"].tolist(),
+                "labels": batch["labels"].tolist(),
                 "mask": None if mask is None else mask.tolist(),
                 "samples": batch["sample_ids"].tolist(),
                 "fresh": (batch["offered_before"] == 0).tolist(),
@@ -91,8 +100,10 @@ def main() -> None:
 
     ds.record_selection = spy  # type: ignore[method-assign]
     args = transformers.TrainingArguments(
-        output_dir=str(Path(out) / "run"), num_train_epochs=1, learning_rate=1e-2, seed=0,
-        use_cpu=True, ddp_backend="gloo", report_to=[], disable_tqdm=True,
+        output_dir=str(Path(out) / "run"), num_train_epochs=1, seed=0, optim="sgd",
+        learning_rate=LR, lr_scheduler_type="constant", max_grad_norm=0.0,
+        use_cpu=True, ddp_backend="gloo", ddp_find_unused_parameters=False,
+        report_to=[], disable_tqdm=True,
         save_strategy="steps" if int(save) else "no", save_steps=max(1, int(save)),
     )  # fmt: skip
     trainer = UDSTrainer(model=tiny_gpt2(), args=args, train_dataset=ds, selector=sel)
@@ -107,6 +118,8 @@ def main() -> None:
         "params": digest(trainer.model),
     }
     (Path(out) / f"rank{rank}.json").write_text(json.dumps(report))
+    params = {n: p.detach() for n, p in trainer.model.named_parameters()}
+    torch.save(params, Path(out) / f"params{rank}.pt")
 
 
 if __name__ == "__main__":

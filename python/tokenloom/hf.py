@@ -28,7 +28,7 @@ try:
     import torch
     from torch.utils.data import DataLoader
     from transformers import Trainer
-    from transformers.trainer_utils import get_last_checkpoint
+    from transformers.trainer_utils import TrainOutput, get_last_checkpoint
 except ImportError as e:  # pragma: no cover - depends on the environment
     raise ImportError(
         "tokenloom.hf needs transformers and accelerate: pip install 'tokenloom[hf]'"
@@ -88,6 +88,12 @@ class UDSTrainer(Trainer):
                 "UDSTrainer reads candidate batches from a tokenloom.TokenDataset; "
                 f"got train_dataset of type {type(self.train_dataset).__name__}"
             )
+        if selector.scope == "global" and not self.args.average_tokens_across_devices:
+            raise ValueError(
+                'UDSSelector(scope="global") keeps different numbers of rows on each rank, '
+                "so the loss must be normalised by the kept tokens of all ranks: set "
+                "TrainingArguments(average_tokens_across_devices=True)"
+            )
         self.selector = selector
         self.dataset: TokenDataset = self.train_dataset
 
@@ -115,18 +121,30 @@ class UDSTrainer(Trainer):
         keep = self.selector.select(logits, padding_mask(batch))
         del logits
         self.dataset.record_selection(batch, keep)
+        if keep.numel() == 0:
+            # With scope="global" a rank may keep none of its rows. It still takes part in
+            # the step (DDP reduces gradients on every rank), with one row and no labels.
+            inputs = model_inputs(take_rows(batch, [0]), self.dataset.ignore_index)
+            inputs["labels"] = inputs["shift_labels"] = torch.full_like(inputs["labels"], IGNORE)
+            return inputs
         return model_inputs(take_rows(batch, keep), self.dataset.ignore_index)
 
     # -- checkpoints ----------------------------------------------------------------------
 
-    def train(self, resume_from_checkpoint: str | bool | None = None, **kwargs: Any) -> Any:
+    def train(
+        self,
+        resume_from_checkpoint: str | bool | None = None,
+        trial: Any = None,
+        ignore_keys_for_eval: list[str] | None = None,
+    ) -> TrainOutput:
         """``Trainer.train``; resuming also restores the selector and the dataset's selection
         accounting saved with the checkpoint."""
         if resume_from_checkpoint is True:
-            resume_from_checkpoint = get_last_checkpoint(self.args.output_dir) or True
+            last = get_last_checkpoint(self.args.output_dir)  # type: ignore[no-untyped-call]
+            resume_from_checkpoint = last or True  # none: the Trainer says so
         if isinstance(resume_from_checkpoint, str):
             self._load_selection_state(resume_from_checkpoint)
-        return super().train(resume_from_checkpoint=resume_from_checkpoint, **kwargs)
+        return super().train(resume_from_checkpoint, trial, ignore_keys_for_eval)
 
     def _save_rng_state(self, output_dir: str) -> None:
         # The Trainer saves the RNG state on every rank with each resumable checkpoint.
