@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+import shutil
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
@@ -11,13 +12,11 @@ import torch
 
 transformers = pytest.importorskip("transformers")
 pytest.importorskip("accelerate")
-from tokenloom.hf import UDSTrainer, model_inputs  # noqa: E402
+from hf_worker import SEQ, VOCAB, tiny_gpt2  # noqa: E402
+from tokenloom.hf import STATE_FILE, UDSTrainer, model_inputs  # noqa: E402
 
 if TYPE_CHECKING:
     from pathlib import Path
-
-VOCAB = 64
-SEQ = 16
 
 
 @pytest.fixture
@@ -27,15 +26,6 @@ def corpus(tmp_path: Path) -> Path:
         for n in rng.integers(5, 60, size=60):
             w.add(rng.integers(1, VOCAB, size=int(n)))
     return tmp_path / "c"
-
-
-def tiny_gpt2(seed: int = 0) -> Any:
-    torch.manual_seed(seed)
-    cfg = transformers.GPT2Config(
-        vocab_size=VOCAB, n_positions=SEQ, n_embd=32, n_layer=2, n_head=2,
-        resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
-    )  # fmt: skip
-    return transformers.GPT2LMHeadModel(cfg)
 
 
 def test_model_inputs_do_not_shift_labels_twice(corpus: Path) -> None:
@@ -89,3 +79,41 @@ def test_trainer_needs_a_token_dataset(tmp_path: Path) -> None:
     args = transformers.TrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to=[])
     with pytest.raises(TypeError, match="TokenDataset"):
         UDSTrainer(model=tiny_gpt2(), args=args, train_dataset=[1, 2], selector=tl.UDSSelector(1))
+
+
+def test_resume_restores_the_selector_and_the_accounting(corpus: Path, tmp_path: Path) -> None:
+    def trainer() -> UDSTrainer:
+        ds = tl.TokenDataset(corpus, seq_len=SEQ, batch_size=8, seed=1, reoffer_unkept=1)
+        sel = tl.UDSSelector(keep=2, buffer_size=16, sketch=(2, 8), max_len=SEQ, seed=0)
+        args = transformers.TrainingArguments(
+            output_dir=str(tmp_path), max_steps=4, save_steps=2, learning_rate=1e-2,
+            use_cpu=True, report_to=[], disable_tqdm=True,
+        )  # fmt: skip
+        return UDSTrainer(model=tiny_gpt2(), args=args, train_dataset=ds, selector=sel)
+
+    whole = trainer()
+    whole.train()
+    shutil.rmtree(tmp_path / "checkpoint-4")
+    resumed = trainer()
+    resumed.train(resume_from_checkpoint=True)  # the latest checkpoint: step 2
+    assert resumed.dataset.selection_stats() == whole.dataset.selection_stats()
+    assert resumed.dataset.selection_stats()["pending"] > 0
+    a, b = whole.selector.state_dict(), resumed.selector.state_dict()
+    assert b["count"] == a["count"] == 8
+    assert torch.equal(b["rows"], a["rows"])
+
+    (tmp_path / "checkpoint-2" / STATE_FILE.format(rank=0)).unlink()
+    with pytest.raises(ValueError, match=r"tokenloom_state_0\.pt is missing"):
+        trainer().train(resume_from_checkpoint=str(tmp_path / "checkpoint-2"))
+
+
+def test_global_selection_needs_the_loss_over_all_ranks_tokens(
+    corpus: Path, tmp_path: Path
+) -> None:
+    args = transformers.TrainingArguments(
+        output_dir=str(tmp_path), use_cpu=True, report_to=[], average_tokens_across_devices=False
+    )
+    ds = tl.TokenDataset(corpus, seq_len=SEQ, batch_size=8)
+    sel = tl.UDSSelector(2, scope="global")
+    with pytest.raises(ValueError, match="average_tokens_across_devices=True"):
+        UDSTrainer(model=tiny_gpt2(), args=args, train_dataset=ds, selector=sel)

@@ -10,16 +10,25 @@ accounting and trains on those rows only (the loss is normalised over the kept t
     trainer = UDSTrainer(model=model, args=args, train_dataset=ds, selector=sel)
     trainer.train()
     ds.selection_stats()
+
+Under ``torchrun``/``accelerate launch`` every rank reads its own share of the candidate
+batches (the dataset splits them by rank; the Trainer does not re-shard them), selects from
+them (or across ranks with ``UDSSelector(scope="global")``) and DDP averages the gradients.
+Checkpoints hold, per rank, the selector's and the dataset's state (``tokenloom_state_<rank>.pt``,
+next to the RNG state), so ``train(resume_from_checkpoint=...)`` continues with the same
+memory, re-offer queue and selection counts on the same number of ranks.
 """
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING, Any
 
 try:
     import torch
     from torch.utils.data import DataLoader
     from transformers import Trainer
+    from transformers.trainer_utils import TrainOutput, get_last_checkpoint
 except ImportError as e:  # pragma: no cover - depends on the environment
     raise ImportError(
         "tokenloom.hf needs transformers and accelerate: pip install 'tokenloom[hf]'"
@@ -34,6 +43,7 @@ if TYPE_CHECKING:
     from .select import UDSSelector
 
 IGNORE = -100  # the label transformers' losses ignore
+STATE_FILE = "tokenloom_state_{rank}.pt"  # per rank, in each checkpoint folder
 
 __all__ = ["UDSTrainer", "model_inputs", "padding_mask"]
 
@@ -78,6 +88,12 @@ class UDSTrainer(Trainer):
                 "UDSTrainer reads candidate batches from a tokenloom.TokenDataset; "
                 f"got train_dataset of type {type(self.train_dataset).__name__}"
             )
+        if selector.scope == "global" and not self.args.average_tokens_across_devices:
+            raise ValueError(
+                'UDSSelector(scope="global") keeps different numbers of rows on each rank, '
+                "so the loss must be normalised by the kept tokens of all ranks: set "
+                "TrainingArguments(average_tokens_across_devices=True)"
+            )
         self.selector = selector
         self.dataset: TokenDataset = self.train_dataset
 
@@ -105,4 +121,54 @@ class UDSTrainer(Trainer):
         keep = self.selector.select(logits, padding_mask(batch))
         del logits
         self.dataset.record_selection(batch, keep)
+        if keep.numel() == 0:
+            # With scope="global" a rank may keep none of its rows. It still takes part in
+            # the step (DDP reduces gradients on every rank), with one row and no labels.
+            inputs = model_inputs(take_rows(batch, [0]), self.dataset.ignore_index)
+            inputs["labels"] = inputs["shift_labels"] = torch.full_like(inputs["labels"], IGNORE)
+            return inputs
         return model_inputs(take_rows(batch, keep), self.dataset.ignore_index)
+
+    # -- checkpoints ----------------------------------------------------------------------
+
+    def train(
+        self,
+        resume_from_checkpoint: str | bool | None = None,
+        trial: Any = None,
+        ignore_keys_for_eval: list[str] | None = None,
+    ) -> TrainOutput:
+        """``Trainer.train``; resuming also restores the selector and the dataset's selection
+        accounting saved with the checkpoint."""
+        if resume_from_checkpoint is True:
+            last = get_last_checkpoint(self.args.output_dir)  # type: ignore[no-untyped-call]
+            resume_from_checkpoint = last or True  # none: the Trainer says so
+        if isinstance(resume_from_checkpoint, str):
+            self._load_selection_state(resume_from_checkpoint)
+        return super().train(resume_from_checkpoint, trial, ignore_keys_for_eval)
+
+    def _save_rng_state(self, output_dir: str) -> None:
+        # The Trainer saves the RNG state on every rank with each resumable checkpoint.
+        super()._save_rng_state(output_dir)
+        state = {"selector": self.selector.state_dict(), "dataset": self.dataset.state_dict()}
+        path = os.path.join(output_dir, STATE_FILE.format(rank=self.args.process_index))
+        tmp = path + ".tmp"
+        with open(tmp, "wb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+
+    def _load_selection_state(self, checkpoint: str) -> None:
+        path = os.path.join(checkpoint, STATE_FILE.format(rank=self.args.process_index))
+        if not os.path.isfile(path):
+            raise ValueError(
+                f"{path} is missing: the checkpoint holds no selection state for rank "
+                f"{self.args.process_index} (saved by another number of ranks, with "
+                "save_only_model, or by a plain Trainer); resume on as many ranks as saved it"
+            )
+        state = torch.load(path, weights_only=True)
+        self.selector.load_state_dict(state["selector"])
+        self.dataset.load_state_dict(state["dataset"])
+        # The Trainer itself skips the batches it already trained on in this epoch, so the
+        # stream restarts at the epoch's beginning (only the selection accounting carries over).
+        self.dataset.set_epoch(int(state["dataset"]["epoch"]))
