@@ -141,10 +141,14 @@ def test_bad_inputs_are_clear_errors(small: Path, tmp_path: Path) -> None:
         ({"knn": np.ones((n - 1, 2), dtype=np.int64)}, "rows but the dataset has"),
         ({"knn": (np.arange(n)[:, None] + [1, 2]) % n}, "needs similarities"),
         ({"variant": "tsp"}, "variant must be"),
+        ({"k": 0}, "k must be a positive integer"),
+        ({"dedup": float("nan")}, "is not a similarity threshold"),
+        ({"seq_len": 2**64 - 1}, "out of range"),
     ]
     for kwargs, want in cases:
+        args: dict[str, object] = {"seq_len": 64, **kwargs}
         with pytest.raises(ValueError, match=want):
-            tl.order(small, seq_len=64, name="bad", progress=False, **kwargs)  # type: ignore[arg-type]
+            tl.order(small, name="bad", progress=False, **args)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="cannot read embeddings"):
         tl.order(small, seq_len=64, embeddings=tmp_path / "missing.npy", progress=False)
     assert not (small / "orders" / "bad.order").exists()

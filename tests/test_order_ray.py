@@ -24,8 +24,8 @@ SHARE_OF_LOCAL = 0.8
 
 
 def order(root: Path, **kw: Any) -> dict[str, Any]:
-    kw.setdefault("progress", False)
-    return tl.order(root, seq_len=1024, k=10, **kw)
+    kw = {"seq_len": 1024, "k": 10, "progress": False, **kw}
+    return tl.order(root, **kw)
 
 
 @pytest.fixture(scope="module")
@@ -143,6 +143,8 @@ def test_bad_input_is_refused_before_any_work(wiki: Wiki, monkeypatch: pytest.Mo
         order(root, name="bad", engine="ray", partitions=n + 1)
     with pytest.raises(ValueError, match="partitions must be a positive integer"):
         order(root, name="bad", engine="ray", partitions=0)
+    with pytest.raises(ValueError, match="k must be a positive integer"):
+        order(root, name="bad", engine="ray", k=0)
     with pytest.raises(ValueError, match='partitions= is a setting of engine="ray"'):
         order(root, name="bad", partitions=4)
     monkeypatch.setitem(sys.modules, "ray", None)  # import ray raises ImportError

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import operator
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -68,10 +69,11 @@ def order(
     embeddings (built-in or given), not a ``knn`` matrix.
     """
     root = Path(dataset)
+    k = _positive(k, "k")
     if engine not in ("local", "ray"):
         raise ValueError(f'engine must be "local" or "ray", got {engine!r}')
     if engine == "ray":
-        _check_ray(root, knn, partitions)
+        partitions = _check_ray(root, knn, partitions)
     elif partitions is not None:
         raise ValueError('partitions= is a setting of engine="ray"')
     source: dict[str, Any] = {}
@@ -141,7 +143,20 @@ def order(
     return out
 
 
-def _check_ray(root: Path, knn: object, partitions: int | None) -> None:
+def _positive(x: object, name: str) -> int:
+    """``x`` as an int of at least 1 (numpy integers too), else a ValueError naming it."""
+    try:
+        if isinstance(x, bool):
+            raise TypeError
+        n = operator.index(x)  # type: ignore[arg-type]
+    except TypeError:
+        n = 0
+    if n < 1:
+        raise ValueError(f"{name} must be a positive integer, got {x!r}")
+    return n
+
+
+def _check_ray(root: Path, knn: object, partitions: int | None) -> int | None:
     """Refuses what the Ray engine cannot do before any work, Ray missing included."""
     from tokenloom.ray_tasks import import_ray
 
@@ -152,14 +167,14 @@ def _check_ray(root: Path, knn: object, partitions: int | None) -> None:
         )
     if partitions is not None:
         docs = len(_core.Dataset(root))
-        if isinstance(partitions, bool) or not isinstance(partitions, int) or partitions < 1:
-            raise ValueError(f"partitions must be a positive integer, got {partitions!r}")
+        partitions = _positive(partitions, "partitions")
         if partitions > docs:
             raise ValueError(
                 f"partitions={partitions} exceeds the {docs} documents of {root}; "
                 "use fewer partitions (or None for the default)"
             )
     import_ray()
+    return partitions
 
 
 def order_report(

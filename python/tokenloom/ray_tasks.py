@@ -49,7 +49,7 @@ def limit_threads() -> None:
 
     context: Any = ray.get_runtime_context()
     cpus = context.get_assigned_resources().get("CPU", 1)
-    os.environ.setdefault("RAYON_NUM_THREADS", str(max(1, int(cpus))))
+    os.environ["RAYON_NUM_THREADS"] = str(max(1, int(cpus)))
 
 
 def collect(ray: Any, running: dict[Any, K], done: Callable[[K, Any], None]) -> None:

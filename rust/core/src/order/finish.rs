@@ -26,8 +26,13 @@ pub(super) struct Clock {
 /// The documents' lengths of `ds` and a started clock, once `params` are
 /// checked: how both engines begin.
 pub(super) fn begin(ds: &Dataset, params: &OrderParams) -> Result<(Vec<u64>, Clock)> {
-    if params.seq_len == 0 {
-        return Err(Error::invalid("seq_len", "must be at least 1"));
+    // The loader's limits, so that every order written can be trained on.
+    crate::plan::Plan::row_len(params.seq_len)?;
+    if let Some(t) = params.dedup.filter(|t| !t.is_finite()) {
+        return Err(Error::invalid(
+            "dedup",
+            format!("{t} is not a similarity threshold; give a number such as 0.95, or None to keep every document"),
+        ));
     }
     Ok((ds.doc_lengths()?, Clock::start()))
 }

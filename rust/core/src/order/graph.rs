@@ -33,6 +33,12 @@ impl KnnLists<'_> {
     /// Checks shapes, ranges and values; the error names the row and rank.
     pub fn validate(&self) -> Result<()> {
         let bad = |what: String| Error::invalid("knn", what);
+        if self.n > u32::MAX as usize {
+            return Err(bad(format!(
+                "{} documents: ordering supports at most 2^32 - 1 (ids are 32-bit)",
+                self.n
+            )));
+        }
         if self.k == 0 || self.ids.len() != self.n * self.k {
             return Err(bad(format!(
                 "expected an [n, k] matrix with n = {} documents and k >= 1, got {} ids",
@@ -166,7 +172,7 @@ impl Graph {
     /// parallel.
     pub fn from_knn(knn: &KnnLists<'_>) -> Result<Self> {
         knn.validate()?;
-        Ok(Self::from_valid_knn(knn))
+        Self::from_valid_knn(knn)
     }
 
     /// [`from_knn`](Self::from_knn) of lists that passed
@@ -176,10 +182,14 @@ impl Graph {
     /// each range counts the entries it sends to every document, which fixes
     /// where each range writes; then each list (a document's own entries, then
     /// those of the rows naming it) is sorted and deduplicated.
-    pub fn from_valid_knn(knn: &KnnLists<'_>) -> Self {
+    pub fn from_valid_knn(knn: &KnnLists<'_>) -> Result<Self> {
         let n = knn.n;
-        // Each range keeps a count per document: at most 8 ranges bound that memory.
-        let parts = rayon::current_num_threads().clamp(1, 8).min(n.max(1));
+        // Each range keeps a count per document: at most 8 ranges, and at most
+        // 1 GiB of counts beyond the first, bound that memory.
+        let parts = rayon::current_num_threads()
+            .clamp(1, 8)
+            .min(1 + (1usize << 28) / n.max(1))
+            .min(n.max(1));
         let bounds: Vec<usize> = (0..=parts).map(|p| p * n / parts).collect();
         let ranges = || bounds.par_windows(2).map(|w| w[0]..w[1]);
         let own: Vec<u32> = (0..n)
@@ -193,7 +203,7 @@ impl Graph {
                 let mut c = vec![0u32; n];
                 for i in rows {
                     for (j, _) in knn.row(i) {
-                        c[j as usize] += 1;
+                        c[j as usize] = c[j as usize].saturating_add(1);
                     }
                 }
                 c
@@ -202,7 +212,14 @@ impl Graph {
         let mut offsets = vec![0u64; n + 1];
         for j in 0..n {
             let named: u64 = sent.iter().map(|c| c[j] as u64).sum();
-            offsets[j + 1] = offsets[j] + own[j] as u64 + named;
+            let degree = own[j] as u64 + named;
+            if degree >= u32::MAX as u64 {
+                return Err(Error::invalid(
+                    "knn",
+                    format!("document {j} is named {degree} times; a document's neighbours must number under 2^32 - 1"),
+                ));
+            }
+            offsets[j + 1] = offsets[j] + degree;
         }
         // Turn the counts into each range's first write position in each list.
         for j in 0..n {
@@ -269,11 +286,11 @@ impl Graph {
                     }
                 }
             });
-        Graph {
+        Ok(Graph {
             offsets: new_offsets,
             ids,
             sims,
-        }
+        })
     }
 
     /// Documents (nodes).

@@ -206,7 +206,7 @@ fn walk(
     progress.check()?;
     let path = match params.variant {
         Variant::Paper { max_segment } => {
-            let graph = Graph::from_valid_knn(lists);
+            let graph = Graph::from_valid_knn(lists)?;
             clock.lap("graph");
             traverse::traverse(&graph, active, params.seed, max_segment)
         }

@@ -98,7 +98,7 @@ pub struct Plan {
 
 impl Plan {
     /// Checks `seq_len` and returns the row width `seq_len + 1`.
-    fn row_len(seq_len: u64) -> Result<u64> {
+    pub(crate) fn row_len(seq_len: u64) -> Result<u64> {
         if seq_len == 0 || seq_len > u32::MAX as u64 {
             return Err(Error::invalid(
                 "seq_len",

@@ -34,8 +34,8 @@ fn naive_graph(knn: &KnnLists<'_>) -> Vec<Vec<(u32, f32)>> {
 }
 
 /// The public script's loop and merge, with a set of open documents and
-/// lists of segments.
-fn naive_reference(knn: &KnnLists<'_>, active: &[bool], p: &ReferenceParams) -> Vec<u32> {
+/// lists of segments; the segments left, in order.
+fn naive_reference(knn: &KnnLists<'_>, active: &[bool], p: &ReferenceParams) -> Vec<Vec<u32>> {
     let near = |d: usize| -> Vec<u32> {
         knn.row_ids(d)
             .filter(|&j| active[j as usize])
@@ -84,7 +84,8 @@ fn naive_reference(knn: &KnnLists<'_>, active: &[bool], p: &ReferenceParams) -> 
             }
         }
     }
-    segs.concat()
+    segs.retain(|s| !s.is_empty());
+    segs
 }
 
 /// Random lists where some entries are missing (-1) and some name the row
@@ -158,6 +159,10 @@ proptest! {
         let l = KnnLists { n, k, ids: &ids, sims: Some(&sims), drop_self: true };
         let active = mask[..n].to_vec();
         let p = ReferenceParams { k_traverse, max_segment, min_segment };
-        prop_assert_eq!(traverse_reference(&l, &active, &p).docs, naive_reference(&l, &active, &p));
+        let got = traverse_reference(&l, &active, &p);
+        let want = naive_reference(&l, &active, &p);
+        prop_assert_eq!(&got.docs, &want.concat());
+        let ends: Vec<u64> = want.iter().scan(0u64, |end, s| { *end += s.len() as u64; Some(*end) }).collect();
+        prop_assert_eq!(&got.segment_starts[1..], &ends[..]);
     }
 }
