@@ -46,6 +46,13 @@ impl SketchBuffer {
                 ),
             ));
         }
+        // Until the buffer is full, rows are written in order from the first.
+        if count < capacity && next != count {
+            return Err(Error::invalid(
+                "state",
+                format!("the buffer state has {count} of {capacity} rows filled but names row {next} as the next to write (it must be {count}); the state is damaged"),
+            ));
+        }
         Ok(SketchBuffer {
             dim,
             capacity,

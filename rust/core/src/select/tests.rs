@@ -70,6 +70,16 @@ fn buffer_wraps_around_oldest_first() {
 }
 
 #[test]
+fn damaged_buffer_states_are_refused() {
+    // A partly filled buffer writes its rows in order: row 1 is next after one row.
+    assert!(SketchBuffer::from_parts(4, 2, vec![0.0; 8], 1, 1).is_ok());
+    let e = SketchBuffer::from_parts(4, 2, vec![0.0; 8], 3, 1).unwrap_err();
+    assert!(e.to_string().contains("must be 1"), "{e}");
+    assert!(SketchBuffer::from_parts(4, 2, vec![0.0; 8], 3, 4).is_ok());
+    assert!(SketchBuffer::from_parts(4, 2, vec![0.0; 8], 4, 4).is_err());
+}
+
+#[test]
 fn bad_input_is_refused_clearly() {
     let mut s = Selector::new(cfg(Rule::Uds, 3, 4, 2)).unwrap();
     let e = s.select(&[1.0, 2.0], &[0.0; 4]).unwrap_err().to_string();
