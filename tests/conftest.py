@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 import subprocess
 import sys
 import sysconfig
@@ -59,6 +60,20 @@ def run_cli(*args: str | Path) -> subprocess.CompletedProcess[str]:
         timeout=60,
         check=False,
     )
+
+
+def run_ranks(worker: Path, nproc: int, *args: str) -> None:
+    """Runs ``worker`` on ``nproc`` local ranks (one thread each) and checks they all succeed."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+    proc = subprocess.run(
+        [*cmd, "--nproc-per-node", str(nproc), str(worker), *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
 
 
 @pytest.fixture(scope="session")

@@ -5,15 +5,13 @@ stopped at step k continues the same global stream on another world size (2 -> 1
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 import tokenloom as tl
+from conftest import run_ranks
 from torch.utils.data import DataLoader
 
 WORKER = Path(__file__).with_name("distributed_worker.py")
@@ -38,26 +36,8 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def torchrun(world: int, corpus: Path, out: Path, stop: int, state: Path | None) -> dict[str, Any]:
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
     args = [str(corpus), str(out), str(B), str(stop), str(state) if state else "-"]
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--standalone",
-            "--nproc-per-node",
-            str(world),
-            str(WORKER),
-            *args,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env=env,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    run_ranks(WORKER, world, *args)
     report: dict[str, Any] = json.loads(out.read_text())
     return report
 

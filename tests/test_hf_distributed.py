@@ -6,9 +6,6 @@ selecting from the concatenated candidates, and a resumed run continues the unin
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +16,7 @@ import torch
 
 pytest.importorskip("transformers")
 pytest.importorskip("accelerate")
+from conftest import run_ranks
 from hf_worker import BATCH, KEEP, LR, VOCAB, dataset, selector, tiny_gpt2
 
 WORKER = Path(__file__).with_name("hf_worker.py")
@@ -27,18 +25,8 @@ Report = list[dict[str, Any]]  # one per rank, in rank order
 
 
 def torchrun(corpus: Path, out: Path, scope: str, save: int, resume: Path | None) -> Report:
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
     args = [str(corpus), str(out), scope, str(save), str(resume) if resume else "-"]
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
-    proc = subprocess.run(
-        [*cmd, str(WORKER), *args],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env=env,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    run_ranks(WORKER, 2, *args)
     return [json.loads((out / f"rank{r}.json").read_text()) for r in range(2)]
 
 
