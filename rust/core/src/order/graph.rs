@@ -230,7 +230,10 @@ impl Graph {
         }
         // Each entry packed as (similarity descending, id ascending) in one u64, so that a
         // plain integer sort orders a list. Ranges write disjoint slots.
-        let slots: Vec<AtomicU64> = (0..offsets[n]).map(|_| AtomicU64::new(0)).collect();
+        let slots: Vec<AtomicU64> = (0..offsets[n])
+            .into_par_iter()
+            .map(|_| AtomicU64::new(0))
+            .collect();
         ranges().zip(sent.par_iter_mut()).for_each(|(rows, at)| {
             for i in rows {
                 for (mine, (j, s)) in (offsets[i] as usize..).zip(knn.row(i)) {
