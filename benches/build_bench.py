@@ -20,13 +20,17 @@ import argparse
 import json
 import resource
 import shutil
+import sys
 import sysconfig
 import tempfile
 import time
 from pathlib import Path
 
 import tokenloom as tl
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from tokenizers import Tokenizer
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
+from stdlib_corpus import train_tokenizer
 
 
 def corpus_texts(repeat: int, every: int) -> list[str]:
@@ -34,21 +38,6 @@ def corpus_texts(repeat: int, every: int) -> list[str]:
     files = sorted(p for p in root.rglob("*.py") if "site-packages" not in p.parts)[::every]
     raw = (p.read_bytes() for p in files)
     return [b.decode("utf-8", errors="replace") for b in raw if b.strip()] * repeat
-
-
-def train(texts: list[str], path: Path) -> Tokenizer:
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=8192,
-        special_tokens=["<|endoftext|>"],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    tok.train_from_iterator(texts[:300], trainer)
-    tok.save(str(path))
-    return Tokenizer.from_file(str(path))
 
 
 def cpu_seconds() -> float:
@@ -81,7 +70,8 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="tl-build-bench-"))
     try:
         tok_path = tmp / "tokenizer.json"
-        tok = train(texts, tok_path)
+        train_tokenizer(texts[:300], 8192, tok_path)
+        tok = Tokenizer.from_file(str(tok_path))
         inputs = []
         per = -(-len(texts) // args.files)
         for k in range(args.files):

@@ -14,7 +14,9 @@ import pytest
 import tokenloom as tl
 import wiki_corpus
 import zstandard
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
+from stdlib_corpus import train_tokenizer
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -79,18 +81,8 @@ def run_ranks(worker: Path, nproc: int, *args: str) -> None:
 @pytest.fixture(scope="session")
 def tokenizer_json(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small byte-level BPE trained on stdlib sources (no download)."""
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=600,
-        special_tokens=["<|endoftext|>"],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    tok.train_from_iterator(TEXTS, trainer)
     path = tmp_path_factory.mktemp("tok") / "tokenizer.json"
-    tok.save(str(path))
+    train_tokenizer(TEXTS, 600, path)
     return path
 
 
