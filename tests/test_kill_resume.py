@@ -30,16 +30,7 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def uninterrupted(corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> list[str]:
-    run = tmp_path_factory.mktemp("whole")
-    proc = subprocess.run(
-        [sys.executable, str(WORKER), str(corpus), str(run), str(EPOCHS)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stderr
-    hashes: list[str] = json.loads((run / "done.json").read_text())
+    hashes = resume(corpus, tmp_path_factory.mktemp("whole"))
     assert len(hashes) > 20
     return hashes
 
@@ -65,6 +56,7 @@ def train_until_killed(corpus: Path, run: Path, kill_at: int) -> None:
 
 
 def resume(corpus: Path, run: Path) -> list[str]:
+    """Runs the trainer to the end in ``run`` (from its checkpoint, if any); the batch hashes."""
     proc = subprocess.run(
         [sys.executable, str(WORKER), str(corpus), str(run), str(EPOCHS)],
         capture_output=True,
