@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use numpy::{PyArray1, PyReadonlyArray, PyReadonlyArray2, PyUntypedArrayMethods};
+use numpy::{IntoPyArray, PyArray1, PyReadonlyArray, PyReadonlyArray2, PyUntypedArrayMethods};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use tokenloom_core::order::{
@@ -166,8 +166,8 @@ pub fn read_order<'py>(
     })?;
     Ok((
         file,
-        PyArray1::from_slice(py, o.docs()),
-        PyArray1::from_slice(py, o.context_starts()),
+        o.docs().to_vec().into_pyarray(py),
+        o.context_starts().to_vec().into_pyarray(py),
         o.flow(),
         o.meta().to_string(),
     ))

@@ -281,6 +281,7 @@ fn builtin_pipeline_groups_topics_drops_copies_and_plans_flowing_rows() {
     let same_topic = out
         .order
         .docs()
+        .to_vec()
         .windows(2)
         .filter(|w| w[0] % 2 == w[1] % 2)
         .count();
@@ -304,7 +305,7 @@ fn builtin_pipeline_groups_topics_drops_copies_and_plans_flowing_rows() {
         .order
         .docs()
         .iter()
-        .map(|&d| ds.doc(d).unwrap().len() as u64)
+        .map(|d| ds.doc(d).unwrap().len() as u64)
         .sum();
     assert_eq!(plan.num_samples(), tokens.div_ceil(64));
 }
