@@ -1,7 +1,7 @@
 use proptest::prelude::*;
 
 use super::super::tests::topical_dataset;
-use super::super::{order_dataset, partition, Input, OrderParams};
+use super::super::{order_dataset, partition, Input, OrderParams, Values};
 use super::*;
 use crate::NoProgress;
 
@@ -22,7 +22,9 @@ fn clustered(n: usize, d: usize, topics: usize, heavy: usize, seed: u64) -> Vec<
             v[i * d + j] = noise(i, j) + if j == t % d { 1.0 } else { 0.0 };
         }
     }
-    super::super::vectors::normalized(&v, d, n).unwrap()
+    super::super::vectors::normalized(Values::F32(&v), d, n)
+        .unwrap()
+        .into_owned()
 }
 
 proptest! {

@@ -326,20 +326,22 @@ fn embeddings_and_knn_inputs_are_checked() {
     };
     let short = vec![1f32; (n - 1) * 4];
     assert!(err(Input::Embeddings {
-        data: &short,
+        data: Values::F32(&short),
         dim: 4
     })
     .contains("one row per document"));
     let mut zero = vec![1f32; n * 4];
     zero[8..12].fill(0.0);
     assert!(err(Input::Embeddings {
-        data: &zero,
+        data: Values::F32(&zero),
         dim: 4
     })
     .contains("row 2 is all zeros"));
     let mut nan = vec![1f32; n * 4];
     nan[5] = f32::INFINITY;
-    assert!(err(Input::Embeddings { data: &nan, dim: 4 }).contains("row 1 has inf"));
+    assert!(err(Input::Embeddings {
+        data: Values::F32(&nan),
+        dim: 4 }).contains("row 1 has inf"));
     let ids: Vec<i64> = (0..n as i64).map(|i| (i + 1) % n as i64).collect();
     let l = KnnLists {
         n,

@@ -134,3 +134,23 @@ fn plan(lists: &[Vec<u32>], near: &[Vec<u32>]) -> (Blocks, Partners) {
     }
     (Blocks { ids, bounds }, Partners::Lists(partners))
 }
+
+/// The best-k lists of the rows of `emb` (row-major, `d` columns) after
+/// joining each list of `lists` (row ids) with itself and with the lists
+/// named in its `near` entry (each unordered pair of lists once, products
+/// read from both sides). Rows of lists that only appear as someone's
+/// partner get partial lists; callers keep the rows of the lists they own.
+/// The ordering engine's kNN step over one group of inverted lists.
+pub fn join_lists(
+    emb: &[f32],
+    d: usize,
+    k: usize,
+    lists: &[Vec<u32>],
+    near: &[Vec<u32>],
+    progress: &dyn Progress,
+) -> Result<KnnGraph> {
+    let n = emb.len() / d.max(1);
+    let (blocks, partners) = plan(lists, near);
+    let states = join(emb, d, k, &blocks, &partners, progress)?;
+    Ok(assemble(n, k, &blocks, &states).0)
+}
