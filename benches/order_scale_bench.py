@@ -54,31 +54,53 @@ def main() -> None:
         t = time.perf_counter()
         write_dataset(root, n, args.doc_len, 0, topics=max(10, n // 2000))
         print(f"corpus: {n:,} docs x {args.doc_len} tokens in {time.perf_counter() - t:.0f}s")
-    settings = {"seq_len": 2048, "k": args.k, "dedup": 0.95, "variant": "paper",
-                "max_segment": 0, "k_traverse": 9, "min_segment": 21, "seed": 0}
+    settings = {
+        "seq_len": 2048,
+        "k": args.k,
+        "dedup": 0.95,
+        "variant": "paper",
+        "max_segment": 0,
+        "k_traverse": 9,
+        "min_segment": 21,
+        "seed": 0,
+    }
     t = time.perf_counter()
-    rep = order_ray.order_staged(root, "disk", settings, None, {"embeddings": "builtin"},
-                                 {"dim": 256, "max_tokens": 2048}, args.partitions, "disk",
-                                 True, keep=True)
+    rep = order_ray.order_staged(
+        root,
+        "disk",
+        settings,
+        None,
+        {"embeddings": "builtin"},
+        {"dim": 256, "max_tokens": 2048},
+        args.partitions,
+        "disk",
+        True,
+        keep=True,
+    )
     total = time.perf_counter() - t
     print(f"engine='disk': {total:.0f}s end to end, peak RSS {rss_mib():.0f} MiB")
     print(json.dumps({k: round(v, 1) for k, v in rep["seconds"].items()}))
     disk_sim = rep["ordered_pairs"]["mean_similarity"]
-    print(f"adjacent similarity {disk_sim:.4f} vs {rep['random_pairs']['mean_similarity']:.4f}"
-          f" at random; segments {rep['segments']}, duplicates {rep['duplicates']}")
+    print(
+        f"adjacent similarity {disk_sim:.4f} vs {rep['random_pairs']['mean_similarity']:.4f}"
+        f" at random; segments {rep['segments']}, duplicates {rep['duplicates']}"
+    )
     work = root / "orders" / ".disk.work"
     shards = sorted(work.glob("vectors-*.npy"))
     sizes = {p.name: p.stat().st_size for p in work.iterdir()}
-    print(f"work folder: {sum(sizes.values()) / 2**30:.2f} GiB "
-          f"(vectors {sum(v for k, v in sizes.items() if k.startswith('vectors')) / 2**30:.2f}, "
-          f"lists {sum(v for k, v in sizes.items() if k.startswith('lists')) / 2**30:.2f}, "
-          f"kNN {sum(v for k, v in sizes.items() if k.startswith('knn')) / 2**30:.2f})")
+    print(
+        f"work folder: {sum(sizes.values()) / 2**30:.2f} GiB "
+        f"(vectors {sum(v for k, v in sizes.items() if k.startswith('vectors')) / 2**30:.2f}, "
+        f"lists {sum(v for k, v in sizes.items() if k.startswith('lists')) / 2**30:.2f}, "
+        f"kNN {sum(v for k, v in sizes.items() if k.startswith('knn')) / 2**30:.2f})"
+    )
 
     ids, _ = _core.order_read_knn(sorted(work.glob("knn-*.knn")), n, args.k)
     vec = [np.load(s, mmap_mode="r") for s in shards]
     rng = np.random.default_rng(0)
     q = np.sort(rng.choice(n, size=args.queries, replace=False))
     allv = np.concatenate([v[:] for v in vec]) if n <= 2_000_000 else None
+
     def rows(idx: np.ndarray) -> np.ndarray:
         starts = np.cumsum([0] + [len(v) for v in vec])
         out = np.empty((len(idx), vec[0].shape[1]), dtype=np.float32)
@@ -86,6 +108,7 @@ def main() -> None:
             s = np.searchsorted(starts, i, side="right") - 1
             out[j] = vec[s][i - starts[s]]
         return out
+
     qv = rows(q)
     qn = qv / np.maximum(np.linalg.norm(qv, axis=1, keepdims=True), 1e-12)
     best = np.full((len(q), args.k), -np.inf, dtype=np.float32)
@@ -111,16 +134,20 @@ def main() -> None:
     recall = np.sum(found) / (args.k * live.sum())
     per = np.array(found) / args.k
     boot = [rng.choice(per, len(per)).mean() for _ in range(1000)]
-    print(f"recall@{args.k} of the exact global neighbours on {live.sum()} random documents: "
-          f"{recall:.4f} (95% CI {np.percentile(boot, 2.5):.4f}-{np.percentile(boot, 97.5):.4f})")
+    print(
+        f"recall@{args.k} of the exact global neighbours on {live.sum()} random documents: "
+        f"{recall:.4f} (95% CI {np.percentile(boot, 2.5):.4f}-{np.percentile(boot, 97.5):.4f})"
+    )
     shutil.rmtree(work)
     if args.local:
         t = time.perf_counter()
         loc = tl.order(root, seq_len=2048, k=args.k, name="local", progress=True)
-        print(f"engine='local': {time.perf_counter() - t:.0f}s; adjacent similarity "
-              f"{loc['ordered_pairs']['mean_similarity']:.4f}; disk / local = "
-              f"{disk_sim / loc['ordered_pairs']['mean_similarity']:.3f}; "
-              f"peak RSS so far {rss_mib():.0f} MiB")
+        print(
+            f"engine='local': {time.perf_counter() - t:.0f}s; adjacent similarity "
+            f"{loc['ordered_pairs']['mean_similarity']:.4f}; disk / local = "
+            f"{disk_sim / loc['ordered_pairs']['mean_similarity']:.3f}; "
+            f"peak RSS so far {rss_mib():.0f} MiB"
+        )
 
 
 if __name__ == "__main__":

@@ -21,11 +21,19 @@ __all__ = [
     "__version__",
     "knn_graph",
     "merge_datasets",
+    "order_assign_part",
+    "order_centroids",
     "order_dataset",
-    "order_embeddings",
-    "order_join",
-    "order_partition",
-    "order_partitions",
+    "order_embed_part",
+    "order_finish_staged",
+    "order_frequencies",
+    "order_idf",
+    "order_ivf_defaults",
+    "order_knn_group",
+    "order_list_counts",
+    "order_plan_groups",
+    "order_read_knn",
+    "order_work_dir",
     "read_order",
     "run_cli",
     "write_order",
@@ -215,7 +223,6 @@ def order_dataset(
     source: str = "{}",
     progress: bool = True,
 ) -> tuple[Path, str]: ...
-
 def order_ivf_defaults(n: int) -> tuple[int, int, int]: ...
 def order_frequencies(
     path: str | os.PathLike[str],

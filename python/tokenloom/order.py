@@ -45,6 +45,7 @@ def order(
     progress: bool = True,
     engine: str = "local",
     partitions: int | None = None,
+    nprobe: int | None = None,
 ) -> dict[str, Any]:
     """Orders ``dataset`` for In-Context Pretraining and returns the report.
 
@@ -80,8 +81,23 @@ def order(
         if isinstance(embeddings, (list, tuple)) or (
             isinstance(embeddings, (str, os.PathLike)) and engine != "local"
         ):
-            return _staged(root, name, seq_len, k, embeddings, dedup, variant, max_segment,
-                           seed, dim, max_tokens, partitions, engine, progress)
+            return _staged(
+                root,
+                name,
+                seq_len,
+                k,
+                embeddings,
+                dedup,
+                variant,
+                max_segment,
+                seed,
+                dim,
+                max_tokens,
+                partitions,
+                engine,
+                progress,
+                nprobe=nprobe,
+            )
     elif partitions is not None:
         raise ValueError('partitions= is a setting of engine="ray" and engine="disk"')
     source: dict[str, Any] = {}
@@ -93,6 +109,8 @@ def order(
     if callable(embeddings):
         emb = _embed_text(root, embeddings, tokenizer, batch_size, progress)
         source = {"embeddings": f"callable {getattr(embeddings, '__qualname__', '?')}"}
+    elif isinstance(embeddings, (list, tuple)):
+        raise ValueError('a list of embedding shards is read by engine="disk" or engine="ray"')
     elif embeddings is not None:
         emb, source["embeddings"] = _load(embeddings, "embeddings")
         if emb.ndim != 2:
@@ -115,15 +133,47 @@ def order(
         source = {"embeddings": "builtin", "dim": dim, "max_tokens": max_tokens}
     if engine != "local":
         if emb is None:
-            return _staged(root, name, seq_len, k, None, dedup, variant, max_segment, seed,
-                           dim, max_tokens, partitions, engine, progress, source)
+            return _staged(
+                root,
+                name,
+                seq_len,
+                k,
+                None,
+                dedup,
+                variant,
+                max_segment,
+                seed,
+                dim,
+                max_tokens,
+                partitions,
+                engine,
+                progress,
+                source,
+                nprobe,
+            )
         # An array in memory becomes one shard next to the order while it is made.
         tmp = root / "orders" / f".{name}.given.npy"
         tmp.parent.mkdir(parents=True, exist_ok=True)
         np.save(tmp, emb)
         try:
-            return _staged(root, name, seq_len, k, [tmp], dedup, variant, max_segment, seed,
-                           dim, max_tokens, partitions, engine, progress, source)
+            return _staged(
+                root,
+                name,
+                seq_len,
+                k,
+                [tmp],
+                dedup,
+                variant,
+                max_segment,
+                seed,
+                dim,
+                max_tokens,
+                partitions,
+                engine,
+                progress,
+                source,
+                nprobe,
+            )
         finally:
             tmp.unlink(missing_ok=True)
     _, report = _core.order_dataset(
@@ -200,6 +250,7 @@ def _staged(
     engine: str,
     progress: bool,
     source: dict[str, Any] | None = None,
+    nprobe: int | None = None,
 ) -> dict[str, Any]:
     from tokenloom.order_ray import order_staged
 
@@ -219,7 +270,7 @@ def _staged(
         "seed": int(seed),
     }
     source = source or {"embeddings": "builtin", "dim": dim, "max_tokens": max_tokens}
-    embed = {"dim": int(dim), "max_tokens": int(max_tokens)}
+    embed = {"dim": int(dim), "max_tokens": int(max_tokens), "nprobe": nprobe}
     return order_staged(root, name, settings, files, source, embed, partitions, engine, progress)
 
 

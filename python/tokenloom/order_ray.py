@@ -166,7 +166,7 @@ def order_staged(
     settings: dict[str, Any],
     shards: list[Path] | None,
     source: dict[str, Any],
-    embed: dict[str, int],
+    embed: dict[str, Any],
     partitions: int | None,
     engine: str,
     progress: bool,
@@ -211,7 +211,10 @@ def order_staged(
                 args = (embed["dim"], embed["max_tokens"], seed)
                 dfs = steps.run(
                     "document frequencies",
-                    {p: (_core.order_frequencies, root, a, b, *args) for p, (a, b) in enumerate(ranges)},
+                    {
+                        p: (_core.order_frequencies, root, a, b, *args)
+                        for p, (a, b) in enumerate(ranges)
+                    },
                 )
                 df = np.zeros_like(dfs[0])
                 for d in dfs.values():
@@ -239,6 +242,7 @@ def order_staged(
             shards = [vec[p] for p in range(partitions)]
             lap("embed")
         nlist, nprobe, train = _core.order_ivf_defaults(n)
+        nprobe = min(nlist, embed.get("nprobe") or nprobe)
         cfile = work / "centroids.npy"
         if not cfile.exists():
             _save(cfile, _core.order_centroids(root, shards, nlist, train, seed, progress))
@@ -261,10 +265,7 @@ def order_staged(
         part_files = [lists[p] for p in range(partitions)]
         steps.run(
             "kNN",
-            {
-                g: (_core.order_knn_group, part_files, *plans[g], k, knn[g])
-                for g in todo(knn)
-            },
+            {g: (_core.order_knn_group, part_files, *plans[g], k, knn[g]) for g in todo(knn)},
         )
         lap("knn")
         meta = {

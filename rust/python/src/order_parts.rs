@@ -208,7 +208,10 @@ pub fn order_assign_part<'py>(
 
 /// The list sizes of a lists file written by `order_assign_part` (checked).
 #[pyfunction]
-pub fn order_list_counts<'py>(py: Python<'py>, file: PathBuf) -> PyResult<Bound<'py, PyArray1<u32>>> {
+pub fn order_list_counts<'py>(
+    py: Python<'py>,
+    file: PathBuf,
+) -> PyResult<Bound<'py, PyArray1<u32>>> {
     let counts = run_detached(py, move || Ok(staged::PartLists::open(&file)?.counts()))?;
     Ok(counts.into_pyarray(py))
 }

@@ -14,7 +14,8 @@ use crate::error::{Error, IoContext, Result};
 use crate::shard::fsutil::MappedFile;
 
 const MAGIC: &[u8; 6] = b"\x93NUMPY";
-const FIX: &str = "write the embeddings with numpy.save as a C-ordered 2-D float16 or float32 array";
+const FIX: &str =
+    "write the embeddings with numpy.save as a C-ordered 2-D float16 or float32 array";
 
 /// Element type of an embedding file.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -81,10 +82,7 @@ impl NpyMatrix {
         }
         let (len, start) = match b[6] {
             1 => (u16::from_le_bytes([b[8], b[9]]) as usize, 10),
-            2 | 3 if b.len() >= 12 => (
-                u32::from_le_bytes([b[8], b[9], b[10], b[11]]) as usize,
-                12,
-            ),
+            2 | 3 if b.len() >= 12 => (u32::from_le_bytes([b[8], b[9], b[10], b[11]]) as usize, 12),
             v => return Err(bad(6, format!(".npy version {v} is not supported"))),
         };
         let header = b

@@ -180,7 +180,10 @@ impl PartLists {
 
     /// Rows of each list in this part.
     pub fn counts(&self) -> Vec<u32> {
-        self.offsets.windows(2).map(|w| (w[1] - w[0]) as u32).collect()
+        self.offsets
+            .windows(2)
+            .map(|w| (w[1] - w[0]) as u32)
+            .collect()
     }
 
     /// Documents of this part with tokens but no features (zero vectors).
@@ -196,10 +199,9 @@ impl PartLists {
             .map_err(|_| Error::corrupt(self.file.map.path(), 0, "misaligned", FIX))?;
         ids.extend_from_slice(&all_ids[a..b]);
         let d = self.dim;
-        let vals: &[f16] = bytemuck::try_cast_slice(
-            &bytes[self.rows_at + 2 * a * d..self.rows_at + 2 * b * d],
-        )
-        .map_err(|_| Error::corrupt(self.file.map.path(), 0, "misaligned", FIX))?;
+        let vals: &[f16] =
+            bytemuck::try_cast_slice(&bytes[self.rows_at + 2 * a * d..self.rows_at + 2 * b * d])
+                .map_err(|_| Error::corrupt(self.file.map.path(), 0, "misaligned", FIX))?;
         rows.extend(vals.iter().map(|x| x.to_f32()));
         Ok(())
     }
@@ -233,7 +235,9 @@ pub fn train_centroids(
     if taken < nlist {
         return Err(Error::invalid(
             "nlist",
-            format!("{taken} documents with features cannot place {nlist} centroids; use fewer lists"),
+            format!(
+                "{taken} documents with features cannot place {nlist} centroids; use fewer lists"
+            ),
         ));
     }
     kmeans::train(&train, d, nlist, iterations, seed, progress)
@@ -258,7 +262,10 @@ pub fn assign_part(
     let mut labels = Vec::new();
     let mut rows16: Vec<f16> = Vec::new();
     let mut featureless = Vec::new();
-    progress.start("ordering: assigning documents to lists", lengths.len() as u64);
+    progress.start(
+        "ordering: assigning documents to lists",
+        lengths.len() as u64,
+    );
     for a in (first..end).step_by(CHUNK) {
         progress.check()?;
         let b = (a + CHUNK).min(end);
@@ -447,7 +454,10 @@ pub fn knn_group(
         let start = ids.len() as u32;
         for part in &parts {
             if l as usize + 1 >= part.offsets.len() {
-                return Err(Error::invalid("lists", format!("list {l} is not in every part's file")));
+                return Err(Error::invalid(
+                    "lists",
+                    format!("list {l} is not in every part's file"),
+                ));
             }
             part.read_list(l as usize, &mut ids, &mut rows)?;
         }
@@ -460,7 +470,10 @@ pub fn knn_group(
         })
         .collect();
     let graph = join_lists(&rows, d, k, &lists, &near, progress)?;
-    let owned = lists[..plan.lists.len()].iter().map(Vec::len).sum::<usize>();
+    let owned = lists[..plan.lists.len()]
+        .iter()
+        .map(Vec::len)
+        .sum::<usize>();
     let mut mine: Vec<(u32, usize)> = (0..owned).map(|r| (ids[r], r)).collect();
     mine.sort_unstable();
     let docs: Vec<u32> = mine.iter().map(|x| x.0).collect();
@@ -488,7 +501,11 @@ pub fn knn_group(
 
 /// Merges the groups' lists into the global `[n, k]` kNN graph (ids as
 /// `i64`, `-1` for none; similarities as `f32`), marking the documents listed.
-pub fn merge_groups(knn: &[PathBuf], n: usize, k: usize) -> Result<(Vec<i64>, Vec<f32>, Vec<bool>)> {
+pub fn merge_groups(
+    knn: &[PathBuf],
+    n: usize,
+    k: usize,
+) -> Result<(Vec<i64>, Vec<f32>, Vec<bool>)> {
     let mut ids = vec![-1i64; n * k];
     let mut sims = vec![0f32; n * k];
     let mut listed = vec![false; n];
@@ -498,7 +515,12 @@ pub fn merge_groups(knn: &[PathBuf], n: usize, k: usize) -> Result<(Vec<i64>, Ve
             return Err(Error::corrupt(path, 12, "wrong header", FIX));
         };
         if kk as usize != k {
-            return Err(Error::corrupt(path, 24, format!("k = {kk}, expected {k}"), FIX));
+            return Err(Error::corrupt(
+                path,
+                24,
+                format!("k = {kk}, expected {k}"),
+                FIX,
+            ));
         }
         let m = m as usize;
         let docs = f.take::<u32>(m)?.to_vec();

@@ -341,7 +341,9 @@ fn embeddings_and_knn_inputs_are_checked() {
     nan[5] = f32::INFINITY;
     assert!(err(Input::Embeddings {
         data: Values::F32(&nan),
-        dim: 4 }).contains("row 1 has inf"));
+        dim: 4
+    })
+    .contains("row 1 has inf"));
     let ids: Vec<i64> = (0..n as i64).map(|i| (i + 1) % n as i64).collect();
     let l = KnnLists {
         n,

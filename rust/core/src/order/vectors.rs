@@ -116,20 +116,23 @@ pub(super) fn normalized<'a>(data: Values<'a>, dim: usize, n: usize) -> Result<C
         )));
     }
     // Lengths first, in place: the first bad row (by index) is the one named.
-    let fault = (0..n).into_par_iter().with_min_len(1024).find_map_first(|i| {
-        let mut row = vec![0f32; dim];
-        data.row_into(i, dim, &mut row);
-        if let Some(j) = row.iter().position(|x| !x.is_finite()) {
-            return Some(Err(bad(format!("row {i} has {} at column {j}", row[j]))));
-        }
-        let norm = row.iter().map(|&x| x as f64 * x as f64).sum::<f64>().sqrt();
-        if norm == 0.0 {
-            return Some(Err(bad(format!(
-                "row {i} is all zeros; every document needs a non-zero embedding"
-            ))));
-        }
-        ((norm - 1.0).abs() > UNIT_TOLERANCE).then_some(Ok(()))
-    });
+    let fault = (0..n)
+        .into_par_iter()
+        .with_min_len(1024)
+        .find_map_first(|i| {
+            let mut row = vec![0f32; dim];
+            data.row_into(i, dim, &mut row);
+            if let Some(j) = row.iter().position(|x| !x.is_finite()) {
+                return Some(Err(bad(format!("row {i} has {} at column {j}", row[j]))));
+            }
+            let norm = row.iter().map(|&x| x as f64 * x as f64).sum::<f64>().sqrt();
+            if norm == 0.0 {
+                return Some(Err(bad(format!(
+                    "row {i} is all zeros; every document needs a non-zero embedding"
+                ))));
+            }
+            ((norm - 1.0).abs() > UNIT_TOLERANCE).then_some(Ok(()))
+        });
     match (fault, data) {
         (Some(Err(e)), _) => return Err(e),
         (None, Values::F32(v)) => return Ok(Cow::Borrowed(v)),

@@ -274,7 +274,11 @@ impl Order {
 
     fn validate(&self, err: impl Fn(String) -> Error) -> Result<()> {
         let docs = self.docs();
-        if let Some((i, d)) = docs.iter().enumerate().find(|&(_, d)| d >= self.dataset_docs) {
+        if let Some((i, d)) = docs
+            .iter()
+            .enumerate()
+            .find(|&(_, d)| d >= self.dataset_docs)
+        {
             return Err(err(format!(
                 "entry {i} is document {d}, but the dataset has {} documents",
                 self.dataset_docs
@@ -411,7 +415,10 @@ impl Order {
             return Err(Error::corrupt(
                 path,
                 bytes.len() as u64,
-                format!("{} bytes is not a whole number of 8-byte words", bytes.len()),
+                format!(
+                    "{} bytes is not a whole number of 8-byte words",
+                    bytes.len()
+                ),
                 FIX,
             ));
         }
@@ -561,8 +568,7 @@ mod tests {
     }
 
     fn dataset(dir: &Path, docs: usize) -> Dataset {
-        let mut w =
-            crate::shard::DatasetWriter::create(dir.join("d"), Default::default()).unwrap();
+        let mut w = crate::shard::DatasetWriter::create(dir.join("d"), Default::default()).unwrap();
         for i in 0..docs {
             w.add(&[1u16 + i as u16, 2]).unwrap();
         }
@@ -616,8 +622,8 @@ mod tests {
         let ds = dataset(dir.path(), 7);
         let docs = vec![6u64, 2, 0, 5, 1];
         let starts = vec![0u64, 2, 2, 5];
-        let o = Order::with_meta(&ds, docs.clone(), starts.clone(), true, "{\"a\":1}".into())
-            .unwrap();
+        let o =
+            Order::with_meta(&ds, docs.clone(), starts.clone(), true, "{\"a\":1}".into()).unwrap();
         // Header, 7 bytes of metadata padded to 8, 5 ids of 4 bytes padded to 24, 4 starts of
         // 4 bytes, the checksum.
         assert_eq!(o.to_bytes().len(), 56 + 8 + 24 + 16 + 8);
