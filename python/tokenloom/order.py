@@ -12,7 +12,7 @@ import operator
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -112,7 +112,8 @@ def order(
     elif isinstance(embeddings, (list, tuple)):
         raise ValueError('a list of embedding shards is read by engine="disk" or engine="ray"')
     elif embeddings is not None:
-        emb, source["embeddings"] = _load(embeddings, "embeddings")
+        one = cast("PathLike | np.ndarray", embeddings)  # a list was refused above
+        emb, source["embeddings"] = _load(one, "embeddings")
         if emb.ndim != 2:
             raise ValueError(f"embeddings must be [N, d], got shape {emb.shape}")
         # float32 and float16 are read in place (a memory map stays one); others become float32.
