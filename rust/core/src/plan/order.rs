@@ -128,6 +128,14 @@ impl Order {
         &self.meta
     }
 
+    /// The training length (`seq_len`) the order was made for, when its
+    /// metadata records one (orders made by the ordering step do; orders
+    /// from `write_order` do not).
+    pub fn seq_len(&self) -> Option<u64> {
+        let meta: serde_json::Value = serde_json::from_str(&self.meta).ok()?;
+        meta.get("seq_len")?.as_u64()
+    }
+
     /// Checksum of the file body; part of plan fingerprints.
     pub fn checksum(&self) -> u64 {
         self.checksum
@@ -340,5 +348,19 @@ mod tests {
         assert!(o.check_dataset(&ds).is_err()); // made for another dataset
         bytes[12] = 1; // reserved
         assert!(Order::from_bytes(&bytes, Path::new("x.order")).is_err());
+    }
+
+    #[test]
+    fn seq_len_comes_from_the_metadata() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w =
+            crate::shard::DatasetWriter::create(dir.path().join("d"), Default::default()).unwrap();
+        w.add(&[1u16, 2]).unwrap();
+        w.close().unwrap();
+        let ds = Dataset::open(dir.path().join("d")).unwrap();
+        let with = |meta: &str| Order::with_meta(&ds, vec![0], vec![0, 1], true, meta.into());
+        assert_eq!(with(r#"{"seq_len": 128}"#).unwrap().seq_len(), Some(128));
+        assert_eq!(with(r#"{"k": 3}"#).unwrap().seq_len(), None);
+        assert_eq!(Order::new(&ds, vec![0], vec![0, 1]).unwrap().seq_len(), None);
     }
 }
