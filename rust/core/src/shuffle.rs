@@ -127,7 +127,10 @@ mod tests {
         assert_eq!(distinct.len(), values.len());
         let (lo, hi) = (n / 4, 3 * n / 4);
         let middle = values.iter().filter(|&&x| x >= lo && x < hi).count();
-        assert!((4_500..5_500).contains(&middle), "{middle} of 10,000 in the middle half");
+        assert!(
+            (4_500..5_500).contains(&middle),
+            "{middle} of 10,000 in the middle half"
+        );
         assert!(values.iter().all(|&x| x < n));
     }
 }

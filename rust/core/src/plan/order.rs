@@ -331,14 +331,18 @@ mod tests {
         }
     }
 
+    /// A dataset of one document of two tokens.
+    fn one_document(dir: &Path) -> Dataset {
+        let mut w = crate::shard::DatasetWriter::create(dir.join("d"), Default::default()).unwrap();
+        w.add(&[1u16, 2]).unwrap();
+        w.close().unwrap();
+        Dataset::open(dir.join("d")).unwrap()
+    }
+
     #[test]
     fn a_huge_document_count_is_no_allocation() {
         let dir = tempfile::tempdir().unwrap();
-        let mut w =
-            crate::shard::DatasetWriter::create(dir.path().join("d"), Default::default()).unwrap();
-        w.add(&[1u16, 2]).unwrap();
-        w.close().unwrap();
-        let ds = Dataset::open(dir.path().join("d")).unwrap();
+        let ds = one_document(dir.path());
         let mut bytes = Order::new(&ds, vec![0], vec![0, 1]).unwrap().to_bytes();
         bytes[24..32].copy_from_slice(&(1u64 << 60).to_le_bytes()); // dataset_docs
         let body = bytes.len() - 8;
@@ -353,14 +357,13 @@ mod tests {
     #[test]
     fn seq_len_comes_from_the_metadata() {
         let dir = tempfile::tempdir().unwrap();
-        let mut w =
-            crate::shard::DatasetWriter::create(dir.path().join("d"), Default::default()).unwrap();
-        w.add(&[1u16, 2]).unwrap();
-        w.close().unwrap();
-        let ds = Dataset::open(dir.path().join("d")).unwrap();
+        let ds = one_document(dir.path());
         let with = |meta: &str| Order::with_meta(&ds, vec![0], vec![0, 1], true, meta.into());
         assert_eq!(with(r#"{"seq_len": 128}"#).unwrap().seq_len(), Some(128));
         assert_eq!(with(r#"{"k": 3}"#).unwrap().seq_len(), None);
-        assert_eq!(Order::new(&ds, vec![0], vec![0, 1]).unwrap().seq_len(), None);
+        assert_eq!(
+            Order::new(&ds, vec![0], vec![0, 1]).unwrap().seq_len(),
+            None
+        );
     }
 }
