@@ -8,13 +8,16 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-import pytest
 import tokenloom as tl
 from conftest import TEXTS, write_jsonl
+
+if TYPE_CHECKING:
+    import pytest
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 MARK = "<!-- illustrative:"
@@ -79,7 +82,7 @@ def test_readme_snippets_run_as_printed(
             continue
         if "emb.npy" in code and not Path("emb.npy").exists():
             prepare_vectors()
-        exec(compile(code, f"{README}:{line}", "exec"), namespace)  # noqa: S102
+        exec(compile(code, f"{README}:{line}", "exec"), namespace)
         ran.append(line)
     # what the snippets promise, checked on what they left behind
     assert len(tl.open_dataset("data/web")) == 1003
