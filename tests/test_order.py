@@ -40,7 +40,7 @@ def test_builtin_order_groups_topics_and_feeds_the_loader(small: Path) -> None:
     assert r["docs"] == r["ordered"] == 90
     assert r["ordered_pairs"]["mean_similarity"] > 3 * r["random_pairs"]["mean_similarity"]
     rep = tl.order_report(small)
-    docs = rep["docs_in_order"].astype(np.int64)
+    docs = np.asarray(rep["docs_in_order"], np.int64)
     assert sorted(docs.tolist()) == list(range(90))
     same = np.mean(docs[1:] % TOPICS == docs[:-1] % TOPICS)
     assert same > 0.6, same  # 1/3 at random; topics change only at restarts
@@ -207,7 +207,7 @@ def test_any_order_lists_every_document_once(
             progress=False,
         )
         docs = tl.order_report(root)["docs_in_order"]
-        assert sorted(docs.tolist()) == list(range(n))
+        assert sorted(docs) == list(range(n))
         assert r["ordered"] == n
 
 
@@ -220,7 +220,7 @@ def test_quality_on_wikipedia_vital_articles(wiki: tuple[Path, np.ndarray]) -> N
     ref = tl.order(root, seq_len=1024, k=10, name="ref", variant="reference", progress=False)
     assert paper["similarity_ratio"] > 5, paper
     assert paper["ordered_pairs"]["mean_similarity"] >= ref["ordered_pairs"]["mean_similarity"]
-    docs = tl.order_report(root, "paper")["docs_in_order"].astype(np.int64)
+    docs = np.asarray(tl.order_report(root, "paper")["docs_in_order"], np.int64)
     agree = np.mean(topics[docs[1:]] == topics[docs[:-1]])
     chance = sum((np.sum(topics == t) / len(topics)) ** 2 for t in set(topics))
     assert agree > 3 * chance, (agree, chance)

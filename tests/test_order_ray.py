@@ -48,7 +48,7 @@ def test_disk_order_is_close_to_the_local_one(wiki: Wiki, both: Any) -> None:
     assert disk["similarity_ratio"] > 5, disk
     mean = disk["ordered_pairs"]["mean_similarity"]
     assert mean >= SHARE_OF_LOCAL * local["ordered_pairs"]["mean_similarity"], (disk, local)
-    docs = tl.order_report(root, "disk")["docs_in_order"].astype(np.int64)
+    docs = np.asarray(tl.order_report(root, "disk")["docs_in_order"], np.int64)
     agree = np.mean(topics[docs[1:]] == topics[docs[:-1]])
     chance = sum((np.sum(topics == t) / len(topics)) ** 2 for t in set(topics))
     assert agree > 3 * chance, (agree, chance)
@@ -60,7 +60,7 @@ def test_disk_order_is_close_to_the_local_one(wiki: Wiki, both: Any) -> None:
 def test_every_document_once_and_the_loader_yields_them(wiki: Wiki, both: Any) -> None:
     root, _ = wiki
     rep = tl.order_report(root, "disk")
-    docs = rep["docs_in_order"].astype(np.int64)
+    docs = np.asarray(rep["docs_in_order"], np.int64)
     dups = [d for d, _, _ in rep["duplicate_pairs"]]
     ds = tl.open_dataset(root)
     with_content = [i for i in range(len(ds)) if len(ds[i]) > 0]
@@ -171,7 +171,7 @@ def test_float16_shards_are_read_in_place_and_bad_shards_refused(
     np.save(b, half[cut:])
     r = order(root, name="given", engine="disk", embeddings=[a, b], partitions=3)
     assert r["similarity_ratio"] > 5
-    docs = tl.order_report(root, "given")["docs_in_order"].astype(np.int64)
+    docs = np.asarray(tl.order_report(root, "given")["docs_in_order"], np.int64)
     assert np.mean(topics[docs[1:]] == topics[docs[:-1]]) > 0.7
     # The local engine reads the same float16 file in place too.
     np.save(tmp_path / "all.npy", half)

@@ -10,7 +10,9 @@ running it again redoes only the rest and yields the same dataset.
 
 from __future__ import annotations
 
+import ast
 import concurrent.futures as cf
+import importlib
 import json
 import multiprocessing as mp
 import os
@@ -129,9 +131,13 @@ def build(
 
     Re-running after an interruption reuses the finished parts in ``out/.parts`` and gives the
     same dataset as an uninterrupted run. With ``workers > 1`` the calling script needs the
-    usual ``if __name__ == "__main__":`` guard (worker processes are spawned).
+    usual ``if __name__ == "__main__":`` guard (worker processes are spawned, and run the
+    script again as they start): a call from outside it raises ``RuntimeError`` before
+    anything is written. A missing optional package (``tokenizers``, ``zstandard``,
+    ``pyarrow``) raises ``ImportError`` naming ``pip install 'tokenloom[build]'``.
     """
     start = time.monotonic()
+    _refuse_build_in_bootstrap()
     if workers < 1:
         raise ValueError(f"workers must be at least 1, got {workers}")
     if engine not in ("local", "ray"):
@@ -142,20 +148,23 @@ def build(
         import_ray()  # fail before any work when Ray is missing
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    paths = expand_inputs(inputs)
+    _require_extras(tokenizer, paths)
     spec = _resolve_tokenizer(tokenizer, eos_id, vocab_size, append_eos)
     settings = _Settings(spec, text_field, token_field, strict, batch_size, shard_bytes)
-    paths = expand_inputs(inputs)
     if spec.kind == "none" and token_field is None and any(_kind_of(p) != "npy" for p in paths):
         raise ValueError("text inputs need a tokenizer (or pass token_field= for token columns)")
     out_s = os.fspath(out)
     parts_dir = os.path.join(os.path.abspath(out_s), PARTS_DIR)
+    tasks = _plan_tasks(paths)
+    if engine == "local" and workers > 1 and len(tasks) > 1:
+        _refuse_unguarded_main(workers)
     _check_destination(out_s, parts_dir, spec, settings, overwrite)
     os.makedirs(parts_dir, exist_ok=True)
     _write_json_atomic(
         os.path.join(parts_dir, "build.json"),
         {"tokenizer": spec.fingerprint, "settings": settings.key()},
     )
-    tasks = _plan_tasks(paths)
     dirs = [_task_dir(parts_dir, t, settings) for t in tasks]
     records: list[dict[str, Any] | None] = [_load_done(d) for d in dirs]
     todo = [i for i, r in enumerate(records) if r is None]
@@ -196,6 +205,101 @@ def build(
     if not quiet:
         print(result.summary(), file=sys.stderr)
     return result
+
+
+_GUARD = 'if __name__ == "__main__":'
+
+
+def _refuse_build_in_bootstrap() -> None:
+    """Worker processes are spawned: each runs the main script again as it starts. A build
+    reached there is an unguarded call of the script, and would write beside the real one."""
+    if getattr(mp.current_process(), "_inheriting", False):
+        raise RuntimeError(
+            f"tl.build was called while a worker process started: put the script's build "
+            f"calls under `{_GUARD}` (worker processes run the script again as they start)"
+        )
+
+
+def _refuse_unguarded_main(workers: int) -> None:
+    """Refuses, before anything is written, a build with workers from a line of the main
+    script that its spawned worker processes would run again (not under the guard)."""
+    main = sys.modules.get("__main__")
+    path = getattr(main, "__file__", None)
+    name = getattr(getattr(main, "__spec__", None), "name", "") or ""
+    if main is None or path is None or name == "__main__" or name.endswith(".__main__"):
+        return  # interactive, or `python -m package`: the children do not run it
+    frame = sys._getframe()
+    while frame.f_back is not None and not (
+        frame.f_code.co_name == "<module>" and frame.f_globals is main.__dict__
+    ):
+        frame = frame.f_back
+    if frame.f_globals is not main.__dict__:
+        return
+    try:
+        with open(path, encoding="utf-8") as f:
+            tree = ast.parse(f.read())
+    except (OSError, SyntaxError, ValueError):
+        return
+    line = frame.f_lineno
+    for node in ast.walk(tree):
+        body = _guarded_body(node)
+        if body and body[0].lineno <= line <= (body[-1].end_lineno or line):
+            return
+    raise RuntimeError(
+        f"{path}, line {line}: tl.build(workers={workers}) starts worker processes, which run "
+        f"this script again as they start; put the call under `{_GUARD}` (or pass workers=1)"
+    )
+
+
+def _guarded_body(node: ast.AST) -> list[ast.stmt] | None:
+    """The statements that run only in the main process under ``node``, when it is
+    ``if __name__ == "__main__":`` (either way round; the ``else`` of ``!=``)."""
+    if not isinstance(node, ast.If):
+        return None
+    test = node.test
+    if not (isinstance(test, ast.Compare) and len(test.ops) == 1):
+        return None
+    sides = [test.left, test.comparators[0]]
+    names = [s.id for s in sides if isinstance(s, ast.Name)]
+    consts = [s.value for s in sides if isinstance(s, ast.Constant)]
+    if names != ["__name__"] or consts != ["__main__"]:
+        return None
+    if isinstance(test.ops[0], ast.Eq):
+        return node.body
+    return node.orelse if isinstance(test.ops[0], ast.NotEq) else None
+
+
+_EXTRAS = {  # optional module: what needs it
+    "tokenizers": "a tokenizer.json tokenizer",
+    "zstandard": "reading .zst inputs",
+    "pyarrow": "reading Parquet inputs",
+}
+
+
+def _require_extras(tokenizer: Any, paths: list[str]) -> None:
+    """One line naming the extra to install when an optional package the build needs is
+    missing, before anything is written."""
+    needed = []
+    if isinstance(tokenizer, (str, os.PathLike)):
+        needed.append("tokenizers")
+    if any(p.lower().endswith(".zst") for p in paths):
+        needed.append("zstandard")
+    if any(_kind_of(p) == "parquet" for p in paths):
+        needed.append("pyarrow")
+    missing = [m for m in needed if not _importable(m)]
+    if missing:
+        raise ImportError(
+            f"{_EXTRAS[missing[0]]} needs {missing[0]}, which is not installed: "
+            "pip install 'tokenloom[build]'"
+        )
+
+
+def _importable(module: str) -> bool:
+    try:
+        importlib.import_module(module)
+    except ImportError:
+        return False
+    return True
 
 
 def _check_destination(
@@ -277,6 +381,12 @@ def _run_parallel(
         futures = {pool.submit(_worker_task, tasks[i], settings, dirs[i]): i for i in todo}
         for fut in cf.as_completed(futures):
             records[futures[fut]] = fut.result()
+    except cf.process.BrokenProcessPool as e:
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise RuntimeError(
+            "a build worker process died (its error, if any, is printed above); when that "
+            f"happens as the workers start, the script most likely lacks `{_GUARD}`"
+        ) from e
     except BaseException:
         pool.shutdown(wait=True, cancel_futures=True)
         raise

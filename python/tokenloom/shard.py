@@ -36,6 +36,23 @@ def _as_doc(tokens: Any) -> npt.NDArray[Any]:
     return np.ascontiguousarray(arr)
 
 
+def _dtype_name(dtype: Any) -> str:
+    """``dtype`` as the writer's name for it: ``"u16"``/``"u32"`` (and ``"uint16"``/
+    ``"uint32"``) pass through; numpy dtypes and their names are read as such."""
+    if isinstance(dtype, str) and dtype in ("u16", "u32", "uint16", "uint32"):
+        return dtype
+    try:
+        name = str(np.dtype(dtype).name)
+    except TypeError:
+        name = ""
+    if name in ("uint16", "uint32"):
+        return name
+    raise ValueError(
+        f'dtype must be "u16" or "u32" (or np.uint16 / np.uint32), got {dtype!r}; token ids are '
+        "unsigned: u16 holds vocabularies up to 65,536, u32 any other"
+    )
+
+
 class DatasetWriter:
     """Writes a dataset directory, atomically.
 
@@ -45,7 +62,8 @@ class DatasetWriter:
 
     Args:
         path: dataset directory to create.
-        dtype: ``"u16"`` (vocabularies up to 65,536) or ``"u32"``.
+        dtype: ``"u16"`` (vocabularies up to 65,536) or ``"u32"``; numpy's ``np.uint16``,
+            ``np.uint32`` (or their names, ``"<u2"``...) are accepted too.
         eos_id: end-of-document token id, recorded in the manifest.
         vocab_size: when given, every token must be below it.
         tokenizer: tokenizer fingerprint recorded in the manifest.
@@ -56,7 +74,7 @@ class DatasetWriter:
     def __init__(
         self,
         path: str | os.PathLike[str],
-        dtype: Literal["u16", "u32", "uint16", "uint32"] = "u16",
+        dtype: Literal["u16", "u32", "uint16", "uint32"] | npt.DTypeLike = "u16",
         *,
         eos_id: int | None = None,
         vocab_size: int | None = None,
@@ -66,7 +84,7 @@ class DatasetWriter:
     ) -> None:
         self._w = _core.DatasetWriter(
             os.fspath(path),
-            dtype=dtype,
+            dtype=_dtype_name(dtype),
             eos_id=eos_id,
             vocab_size=vocab_size,
             tokenizer=tokenizer,

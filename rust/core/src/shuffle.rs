@@ -116,10 +116,21 @@ mod tests {
         assert!(close < 50, "{close} close neighbours");
     }
 
+    /// A domain too large to walk: a stretch of positions maps to distinct values spread
+    /// over the whole range, not to a shifted or clustered copy of the stretch.
     #[test]
-    fn large_domains_are_cheap() {
-        let p = Permutation::new(1 << 40, 7);
-        let x = p.get((1 << 40) - 1);
-        assert!(x < 1 << 40);
+    fn large_domains_are_shuffled_too() {
+        let n = (1u64 << 40) + 12_345; // not a power of two: cycle walking is exercised
+        let p = Permutation::new(n, 7);
+        let values: Vec<u64> = (n - 10_000..n).map(|i| p.get(i)).collect();
+        let distinct: std::collections::HashSet<_> = values.iter().collect();
+        assert_eq!(distinct.len(), values.len());
+        let (lo, hi) = (n / 4, 3 * n / 4);
+        let middle = values.iter().filter(|&&x| x >= lo && x < hi).count();
+        assert!(
+            (4_500..5_500).contains(&middle),
+            "{middle} of 10,000 in the middle half"
+        );
+        assert!(values.iter().all(|&x| x < n));
     }
 }

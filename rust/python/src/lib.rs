@@ -40,6 +40,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(order_parts::order_finish_staged, m)?)?;
     m.add_function(wrap_pyfunction!(order_parts::order_work_dir, m)?)?;
     m.add_function(wrap_pyfunction!(order_parts::order_read_knn, m)?)?;
+    m.add_function(wrap_pyfunction!(order::report_summary, m)?)?;
     m.add_function(wrap_pyfunction!(knn::knn_graph, m)?)?;
     m.add_function(wrap_pyfunction!(shard::write_sources, m)?)?;
     m.add_function(wrap_pyfunction!(shard::merge_datasets, m)?)?;

@@ -362,6 +362,14 @@ impl Order {
         std::str::from_utf8(self.bytes.get().get(a..b).unwrap_or(&[])).unwrap_or("")
     }
 
+    /// The training length (`seq_len`) the order was made for, when its
+    /// metadata records one (orders made by the ordering step do; orders
+    /// from `write_order` do not).
+    pub fn seq_len(&self) -> Option<u64> {
+        let meta: serde_json::Value = serde_json::from_str(self.meta()).ok()?;
+        meta.get("seq_len")?.as_u64()
+    }
+
     /// Checksum of the file body; part of plan fingerprints.
     pub fn checksum(&self) -> u64 {
         self.checksum
@@ -567,6 +575,7 @@ mod tests {
         }
     }
 
+    /// A dataset of `docs` documents of two tokens each.
     fn dataset(dir: &Path, docs: usize) -> Dataset {
         let mut w = crate::shard::DatasetWriter::create(dir.join("d"), Default::default()).unwrap();
         for i in 0..docs {
@@ -674,5 +683,18 @@ mod tests {
             bytes[at] ^= 0x10;
             prop_assert!(Order::from_bytes(&bytes, &path).is_err());
         }
+    }
+
+    #[test]
+    fn seq_len_comes_from_the_metadata() {
+        let dir = tempfile::tempdir().unwrap();
+        let ds = dataset(dir.path(), 1);
+        let with = |meta: &str| Order::with_meta(&ds, vec![0], vec![0, 1], true, meta.into());
+        assert_eq!(with(r#"{"seq_len": 128}"#).unwrap().seq_len(), Some(128));
+        assert_eq!(with(r#"{"k": 3}"#).unwrap().seq_len(), None);
+        assert_eq!(
+            Order::new(&ds, vec![0], vec![0, 1]).unwrap().seq_len(),
+            None
+        );
     }
 }
