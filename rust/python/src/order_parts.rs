@@ -216,6 +216,9 @@ pub fn order_list_counts<'py>(
     Ok(counts.into_pyarray(py))
 }
 
+/// One group of lists as Python sees it: its lists and each one's partners.
+type GroupTuple = (Vec<u32>, Vec<Vec<u32>>);
+
 /// The groups of lists, as `(lists, partners)` pairs (see `plan_groups`).
 #[pyfunction]
 pub fn order_plan_groups(
@@ -225,7 +228,7 @@ pub fn order_plan_groups(
     nprobe: usize,
     k: usize,
     groups: usize,
-) -> PyResult<Vec<(Vec<u32>, Vec<Vec<u32>>)>> {
+) -> PyResult<Vec<GroupTuple>> {
     let d = centroids.shape()[1];
     let s = slice(&sizes, "sizes")?;
     let c = slice(&centroids, "centroids")?;

@@ -432,12 +432,14 @@ mod tests {
         w.finish().unwrap();
         let m = NpyMatrix::open(&a).unwrap();
         assert_eq!((m.rows(), m.cols(), m.dtype()), (3, 2, Dtype::F16));
-        let s = VectorShards::open(&[a.clone()], 3).unwrap();
+        let s = VectorShards::open(std::slice::from_ref(&a), 3).unwrap();
         let mut row = [0f32; 2];
         assert!(s.unit_row_into(1, &mut row).unwrap());
         assert!((row[0] - 0.70710677).abs() < 1e-3 && (row[1] + 0.70710677).abs() < 1e-3);
         assert!(!s.unit_row_into(2, &mut row).unwrap());
-        let err = VectorShards::open(&[a.clone()], 4).unwrap_err().to_string();
+        let err = VectorShards::open(std::slice::from_ref(&a), 4)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("hold 3 rows but the dataset has 4"), "{err}");
         // A writer dropped before its last row leaves nothing behind.
         let b = dir.path().join("b.npy");

@@ -364,15 +364,13 @@ pub fn plan_groups(
             continue;
         }
         let mut pool = sizes[a];
-        let mut taken = 0;
-        for &b in nearest[a].iter().filter(|&&b| live(b)) {
+        for (taken, &b) in nearest[a].iter().filter(|&&b| live(b)).enumerate() {
             if taken >= nprobe - 1 && pool > k as u64 {
                 break;
             }
             partners[a].push(b);
             partners[b as usize].push(a as u32);
             pool += sizes[b as usize];
-            taken += 1;
         }
     }
     for p in partners.iter_mut() {

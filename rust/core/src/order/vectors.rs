@@ -115,27 +115,41 @@ pub(super) fn normalized<'a>(data: Values<'a>, dim: usize, n: usize) -> Result<C
             data.len()
         )));
     }
-    // Lengths first, in place: the first bad row (by index) is the one named.
-    let fault = (0..n)
+    // Lengths first, in place, every row read: the first bad row (by index)
+    // is the one named, and a row not of unit length anywhere means a copy.
+    let (fault, unit) = (0..n)
         .into_par_iter()
         .with_min_len(1024)
-        .find_map_first(|i| {
+        .map(|i| {
             let mut row = vec![0f32; dim];
             data.row_into(i, dim, &mut row);
             if let Some(j) = row.iter().position(|x| !x.is_finite()) {
-                return Some(Err(bad(format!("row {i} has {} at column {j}", row[j]))));
+                return (
+                    Some((i, format!("row {i} has {} at column {j}", row[j]))),
+                    false,
+                );
             }
             let norm = row.iter().map(|&x| x as f64 * x as f64).sum::<f64>().sqrt();
             if norm == 0.0 {
-                return Some(Err(bad(format!(
-                    "row {i} is all zeros; every document needs a non-zero embedding"
-                ))));
+                let what =
+                    format!("row {i} is all zeros; every document needs a non-zero embedding");
+                return (Some((i, what)), false);
             }
-            ((norm - 1.0).abs() > UNIT_TOLERANCE).then_some(Ok(()))
-        });
+            (None, (norm - 1.0).abs() <= UNIT_TOLERANCE)
+        })
+        .reduce(
+            || (None, true),
+            |(fa, ua), (fb, ub)| {
+                let first = match (fa, fb) {
+                    (Some(a), Some(b)) => Some(if a.0 <= b.0 { a } else { b }),
+                    (a, b) => a.or(b),
+                };
+                (first, ua && ub)
+            },
+        );
     match (fault, data) {
-        (Some(Err(e)), _) => return Err(e),
-        (None, Values::F32(v)) => return Ok(Cow::Borrowed(v)),
+        (Some((_, what)), _) => return Err(bad(what)),
+        (None, Values::F32(v)) if unit => return Ok(Cow::Borrowed(v)),
         _ => {}
     }
     let mut out = vec![0f32; n * dim];
