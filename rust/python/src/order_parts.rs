@@ -12,7 +12,7 @@ use numpy::{
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use tokenloom_core::order::npy::{NpyWriter, VectorShards};
-use tokenloom_core::order::{embed, knn, staged, store, EmbedParams, OrderParams};
+use tokenloom_core::order::{embed, staged, store, EmbedParams, OrderParams};
 use tokenloom_core::Dataset;
 
 use crate::detach::run_detached;
@@ -74,15 +74,11 @@ fn embed_params(dim: usize, max_tokens: usize, seed: u64) -> EmbedParams {
     }
 }
 
-/// Default `(nlist, nprobe, train_size)` of the inverted lists over `n` rows.
+/// Default `(nlist, nprobe, train_size)` of the staged engine's inverted
+/// lists over `n` documents.
 #[pyfunction]
 pub fn order_ivf_defaults(n: usize) -> (usize, usize, usize) {
-    let nlist = knn::default_nlist(n);
-    (
-        nlist,
-        knn::DEFAULT_NPROBE,
-        knn::default_train_size(n, nlist),
-    )
+    staged::ivf_defaults(n)
 }
 
 /// First pass of the built-in embedder over documents `first..end` of the

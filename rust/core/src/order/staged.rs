@@ -35,7 +35,7 @@ use xxhash_rust::xxh3::xxh3_64;
 use super::finish::{self, Walked};
 use super::graph::KnnLists;
 use super::kmeans;
-use super::knn::join_lists;
+use super::knn::{self, join_lists};
 use super::npy::VectorShards;
 use super::partition::chain;
 use super::report::Similarity;
@@ -207,6 +207,22 @@ impl PartLists {
     }
 }
 
+/// The inverted lists of the staged engine for `n` documents, as
+/// `(nlist, nprobe, train)`: about `2·√n` lists, trained on a sample of 16
+/// rows each (see [`knn::default_nlist`]); each joined with its
+/// [`knn::DEFAULT_NPROBE`] − 1 nearest lists, or, below [`knn::EXACT_BELOW`]
+/// documents, with every other list: an exact search, as the local engine
+/// runs there.
+pub fn ivf_defaults(n: usize) -> (usize, usize, usize) {
+    let nlist = knn::default_nlist(n);
+    let nprobe = if n < knn::EXACT_BELOW {
+        nlist
+    } else {
+        knn::DEFAULT_NPROBE.min(nlist)
+    };
+    (nlist, nprobe, knn::default_train_size(n, nlist))
+}
+
 /// Trains `nlist` unit centroids on a seeded sample of `sample` rows of the
 /// shards (zero rows skipped), with `iterations` Lloyd steps.
 pub fn train_centroids(
@@ -326,6 +342,22 @@ pub fn assign_part(
     Ok(counts)
 }
 
+/// The other lists by similarity of their centroid to list `a`'s, most
+/// similar first (ties to the smaller id).
+fn ranked(centroids: &[f32], d: usize, a: usize) -> Vec<u32> {
+    let mut sims = Vec::new();
+    crate::gemm::dot_rows(&centroids[a * d..(a + 1) * d], centroids, d, &mut sims);
+    let mut ids: Vec<u32> = (0..sims.len() as u32)
+        .filter(|&b| b as usize != a)
+        .collect();
+    ids.sort_by(|&x, &y| {
+        sims[y as usize]
+            .total_cmp(&sims[x as usize])
+            .then(x.cmp(&y))
+    });
+    ids
+}
+
 /// The work of one group of lists: its lists and, for each, the lists it is
 /// joined with (besides itself).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -363,14 +395,33 @@ pub fn plan_groups(
         if sizes[a] == 0 {
             continue;
         }
-        let mut pool = sizes[a];
-        for (taken, &b) in nearest[a].iter().filter(|&&b| live(b)).enumerate() {
-            if taken >= nprobe - 1 && pool > k as u64 {
-                break;
-            }
+        let (mut pool, mut taken) = (sizes[a], 0);
+        let enough = |taken: usize, pool: u64| taken >= nprobe - 1 && pool > k as u64;
+        let mut done = enough(0, pool);
+        let mut take = |b: u32, partners: &mut Vec<Vec<u32>>| {
             partners[a].push(b);
             partners[b as usize].push(a as u32);
             pool += sizes[b as usize];
+            taken += 1;
+            enough(taken, pool)
+        };
+        for &b in nearest[a].iter().filter(|&&b| live(b)) {
+            if done {
+                break;
+            }
+            done = take(b, &mut partners);
+        }
+        if !done && nearest[a].len() < nlist - 1 {
+            // Rare: the nearest lists hold too few documents; rank them all.
+            let seen = &nearest[a];
+            for b in ranked(centroids, d, a) {
+                if done {
+                    break;
+                }
+                if live(b) && !seen.contains(&b) {
+                    done = take(b, &mut partners);
+                }
+            }
         }
     }
     for p in partners.iter_mut() {
@@ -467,7 +518,7 @@ pub fn knn_group(
             None => Vec::new(),
         })
         .collect();
-    let graph = join_lists(&rows, d, k, &lists, &near, progress)?;
+    let graph = join_lists(&rows, d, k, &lists, &near, plan.lists.len(), progress)?;
     let owned = lists[..plan.lists.len()]
         .iter()
         .map(Vec::len)
@@ -613,3 +664,7 @@ pub fn work_dir(root: &Path, name: &str) -> Result<PathBuf> {
     std::fs::create_dir_all(&dir).at(&dir)?;
     Ok(dir)
 }
+
+#[cfg(test)]
+#[path = "staged_tests.rs"]
+mod tests;
