@@ -8,6 +8,12 @@ and Ctrl-C writing no order."""
 
 from __future__ import annotations
 
+import errno
+import json
+import re
+import resource
+import signal
+import subprocess
 import sys
 import threading
 from pathlib import Path
@@ -186,6 +192,59 @@ def test_float16_shards_are_read_in_place_and_bad_shards_refused(
     assert not (root / "orders" / "bad.order").exists()
 
 
+# Orders with given embeddings in a child process whose files may not outgrow LIMIT bytes (the
+# lists files do); prints the error as one JSON line.
+LIMIT = 256 * 1024
+OUT_OF_ROOM = """
+import json, sys
+sys.modules["torch"] = None
+import tokenloom as tl
+try:
+    tl.order(sys.argv[1], seq_len=1024, k=10, name="full", engine="disk", embeddings=[sys.argv[2]],
+             partitions=2, nprobe=64, progress=False)
+    print(json.dumps(None))
+except Exception as e:
+    print(json.dumps({"type": type(e).__name__, "errno": getattr(e, "errno", None),
+                      "message": str(e)}))
+"""
+
+
+def limited() -> None:
+    resource.setrlimit(resource.RLIMIT_FSIZE, (LIMIT, LIMIT))
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+
+
+def test_a_full_disk_stops_the_run_cleanly_and_the_rerun_resumes(
+    wiki: Wiki, tmp_path: Path
+) -> None:
+    root, topics = wiki
+    orders = root / "orders"
+    emb = np.random.default_rng(1).standard_normal((len(topics), 64)).astype(np.float32)
+    np.save(tmp_path / "emb.npy", emb)  # 2.3 MB, written before the limit
+    proc = subprocess.run(
+        [sys.executable, "-c", OUT_OF_ROOM, str(root), str(tmp_path / "emb.npy")],
+        preexec_fn=limited,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    err = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert isinstance(err, dict), "the order was written: the limit is not in force"
+    assert (err["type"], err["errno"]) == ("OSError", errno.EFBIG), err
+    assert re.search(r"\.full\.work/\S*lists-\d+\.ivl", err["message"]), err  # names the file
+    assert "file size limit" in err["message"], err
+    assert not (orders / "full.order").exists()
+    work = sorted(p.name for p in (orders / ".full.work").iterdir())
+    assert "centroids.npy" in work  # the finished step is kept
+    assert not [w for w in work if w.startswith(".tmp")], work  # and no half-written file
+    # With room again, the same call resumes and writes what an uninterrupted run writes.
+    order(root, name="full", engine="disk", embeddings=[tmp_path / "emb.npy"], partitions=2)
+    order(root, name="whole", engine="disk", embeddings=[tmp_path / "emb.npy"], partitions=2)
+    assert (orders / "full.order").read_bytes() == (orders / "whole.order").read_bytes()
+
+
 def test_bad_input_is_refused_before_any_work(wiki: Wiki, monkeypatch: pytest.MonkeyPatch) -> None:
     root, _ = wiki
     n = len(tl.open_dataset(root))
@@ -225,6 +284,36 @@ def cluster() -> Any:
     c.shutdown()
 
 
+@pytest.fixture
+def nodes(cluster: Any) -> Any:
+    """The cluster with its 3 worker nodes up (a test before may have removed one)."""
+    while len(cluster.worker_nodes) < 3:
+        cluster.add_node(num_cpus=1)
+    cluster.wait_for_nodes()
+    return cluster
+
+
+@pytest.fixture(scope="module")
+def on_ray(wiki: Wiki, cluster: Any) -> bytes:
+    """The order made on the cluster without a failure (6 parts)."""
+    root, _ = wiki
+    order(root, name="ray", engine="ray", partitions=6)
+    return (root / "orders" / "ray.order").read_bytes()
+
+
+def submitted(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, list[int]]]:
+    """Records, in the driver, the parts each step hands out."""
+    ran: list[tuple[str, list[int]]] = []
+    real = order_ray._Steps.run
+
+    def run(self: Any, step: str, calls: dict[int, Any]) -> dict[int, Any]:
+        ran.append((step, sorted(calls)))
+        return real(self, step, calls)
+
+    monkeypatch.setattr(order_ray._Steps, "run", run)
+    return ran
+
+
 def slow_knn(*a: Any) -> Any:
     """The kNN step, slowed so that a node can be killed while it runs (runs on workers)."""
     import time
@@ -247,39 +336,40 @@ def kill_a_node_when(step: str, c: Any, monkeypatch: pytest.MonkeyPatch, after: 
 
 
 def test_a_node_killed_mid_run_is_retried_with_the_same_bytes(
-    wiki: Wiki, cluster: Any, monkeypatch: pytest.MonkeyPatch
+    wiki: Wiki, nodes: Any, on_ray: bytes, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     root, _ = wiki
-    orders = root / "orders"
-    order(root, name="ray", engine="ray", partitions=6)
     monkeypatch.setattr(_core, "order_knn_group", slow_knn)
-    kill_a_node_when("kNN", cluster, monkeypatch, 0.5)
+    kill_a_node_when("kNN", nodes, monkeypatch, 0.5)
     order(root, name="ray-killed", engine="ray", partitions=6, progress=True)
-    assert (orders / "ray-killed.order").read_bytes() == (orders / "ray.order").read_bytes()
-    cluster.add_node(num_cpus=1)
+    assert len(nodes.worker_nodes) == 2  # the node did die during the run
+    assert (root / "orders" / "ray-killed.order").read_bytes() == on_ray
 
 
 def test_a_node_lost_beyond_retries_names_the_part_and_the_rerun_resumes(
-    wiki: Wiki, cluster: Any, monkeypatch: pytest.MonkeyPatch
+    wiki: Wiki, nodes: Any, on_ray: bytes, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     root, _ = wiki
     orders = root / "orders"
     monkeypatch.setattr(order_ray, "RETRIES", 0)
     monkeypatch.setattr(_core, "order_knn_group", slow_knn)
-    kill_a_node_when("kNN", cluster, monkeypatch, 0.5)
+    kill_a_node_when("kNN", nodes, monkeypatch, 0.5)
     with pytest.raises(RuntimeError, match=r"the kNN step's part \d+ failed .* run the same"):
         order(root, name="ray-lost", engine="ray", partitions=6, progress=True)
     assert not (orders / "ray-lost.order").exists()
     # The steps before stay finished (the node died before any kNN group could finish).
     assert len(list((orders / ".ray-lost.work").glob("lists-*.ivl"))) == 6
     monkeypatch.undo()
-    cluster.add_node(num_cpus=1)
+    nodes.add_node(num_cpus=1)
+    ran = submitted(monkeypatch)
     order(root, name="ray-lost", engine="ray", partitions=6)
-    assert (orders / "ray-lost.order").read_bytes() == (orders / "ray.order").read_bytes()
+    assert (orders / "ray-lost.order").read_bytes() == on_ray
+    # Resumed: only the kNN groups and the walk were run again.
+    assert {step for step, parts in ran if parts} == {"kNN", "walk"}
 
 
 def test_ctrl_c_cancels_the_parts_and_writes_nothing(
-    wiki: Wiki, cluster: Any, monkeypatch: pytest.MonkeyPatch
+    wiki: Wiki, nodes: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     class Interrupted:
         def update(self, n: int) -> None:

@@ -143,12 +143,17 @@ def _ranges(n: int, parts: int) -> list[tuple[int, int]]:
 
 
 def _save(path: Path, arr: np.ndarray) -> None:
+    """``np.save`` to ``path`` atomically: nothing at ``path`` unless whole and synced."""
     tmp = path.with_name(f".tmp.{path.name}.{os.getpid()}")
-    with open(tmp, "wb") as f:
-        np.save(f, arr)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            np.save(f, arr)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 @contextlib.contextmanager
