@@ -151,6 +151,13 @@ def test_same_bytes_and_resume_after_a_failed_part(
     with pytest.raises(OSError, match="No space left"):
         order(root, name="again", engine="disk", partitions=4)
     assert not (orders / "again.order").exists()
+    # A kept vector file that changed since it was written is refused by name.
+    vec = orders / ".again.work" / "vectors-00002.npy"
+    good = vec.read_bytes()
+    vec.write_bytes(good[:-3] + bytes([good[-3] ^ 1]) + good[-2:])
+    with pytest.raises(tl.CorruptShardError, match=r"vectors-00002\.npy: checksum mismatch"):
+        order(root, name="again", engine="disk", partitions=4)
+    vec.write_bytes(good)
     embedded: list[int] = []
     real_embed = _core.order_embed_part
     monkeypatch.setattr(_core, "order_embed_part", lambda *a: embedded.append(1) or real_embed(*a))

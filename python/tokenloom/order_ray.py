@@ -143,17 +143,28 @@ def _ranges(n: int, parts: int) -> list[tuple[int, int]]:
 
 
 def _save(path: Path, arr: np.ndarray) -> None:
-    """``np.save`` to ``path`` atomically: nothing at ``path`` unless whole and synced."""
+    """``np.save`` to ``path`` atomically (nothing at ``path`` unless whole and synced), with
+    its checksum file beside it."""
     tmp = path.with_name(f".tmp.{path.name}.{os.getpid()}")
     try:
         with open(tmp, "wb") as f:
             np.save(f, arr)
             f.flush()
             os.fsync(f.fileno())
+        _core.order_seal(tmp, path)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def _load(path: Path) -> np.ndarray:
+    """A file written by ``_save``, checked against its checksum file first."""
+    if not _core.order_check_sealed(path):
+        raise _core.CorruptShardError(
+            f"{path}: its checksum file is missing; delete the work folder and run again"
+        )
+    return np.load(path)
 
 
 @contextlib.contextmanager
@@ -226,7 +237,7 @@ def order_staged(
                     df += d
                 _save(idf_file, _core.order_idf(df, n))
             if todo(vec):
-                idf = np.load(idf_file)
+                idf = _load(idf_file)
                 shared = idf if ray is None else ray.put(idf)
                 steps.run(
                     "embedding",
@@ -251,7 +262,7 @@ def order_staged(
         cfile = work / "centroids.npy"
         if not cfile.exists():
             _save(cfile, _core.order_centroids(root, shards, nlist, train, seed, progress))
-        centroids = np.load(cfile)
+        centroids = _load(cfile)
         lap("centroids")
         lists = {p: work / f"lists-{p:05}.ivl" for p in range(partitions)}
         steps.run(

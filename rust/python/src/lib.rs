@@ -39,6 +39,8 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(order_parts::order_knn_group, m)?)?;
     m.add_function(wrap_pyfunction!(order_parts::order_finish_staged, m)?)?;
     m.add_function(wrap_pyfunction!(order_parts::order_work_dir, m)?)?;
+    m.add_function(wrap_pyfunction!(order_parts::order_seal, m)?)?;
+    m.add_function(wrap_pyfunction!(order_parts::order_check_sealed, m)?)?;
     m.add_function(wrap_pyfunction!(order_parts::order_read_knn, m)?)?;
     m.add_function(wrap_pyfunction!(order::report_summary, m)?)?;
     m.add_function(wrap_pyfunction!(knn::knn_graph, m)?)?;

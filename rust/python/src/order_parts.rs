@@ -12,7 +12,7 @@ use numpy::{
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use tokenloom_core::order::npy::{NpyWriter, VectorShards};
-use tokenloom_core::order::{embed, staged, store, EmbedParams, OrderParams};
+use tokenloom_core::order::{embed, seal, staged, store, EmbedParams, OrderParams};
 use tokenloom_core::Dataset;
 
 use crate::detach::run_detached;
@@ -291,6 +291,20 @@ pub fn order_finish_staged(
             .map_err(|e| tokenloom_core::Error::invalid("report", e.to_string()))?;
         Ok((file, report))
     })
+}
+
+/// Writes the checksum file of `dest` for the finished file `file` (its
+/// temporary name, renamed to `dest` next).
+#[pyfunction]
+pub fn order_seal(py: Python<'_>, file: PathBuf, dest: PathBuf) -> PyResult<()> {
+    run_detached(py, move || seal::seal(&file, &dest))
+}
+
+/// Checks `path` against its checksum file: false when it has none, an
+/// error naming the file when it does not match.
+#[pyfunction]
+pub fn order_check_sealed(py: Python<'_>, path: PathBuf) -> PyResult<bool> {
+    run_detached(py, move || seal::check(&path))
 }
 
 /// The work folder of the order `name` of the dataset at `path` (created).

@@ -13,6 +13,7 @@ pub mod knn;
 pub mod npy;
 pub mod partition;
 pub mod report;
+pub mod seal;
 pub mod staged;
 pub mod store;
 mod topk;

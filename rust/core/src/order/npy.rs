@@ -257,6 +257,19 @@ impl VectorShards {
         })
     }
 
+    /// Checks the shards holding rows `range` against their checksum files,
+    /// where they have one (the staged engine's own shards do; given ones
+    /// carry none: their shape, dtype and size are all that is checked).
+    pub fn check_sealed(&self, range: std::ops::Range<usize>) -> Result<()> {
+        for (s, shard) in self.shards.iter().enumerate() {
+            let (a, b) = (self.starts[s], self.starts[s + 1]);
+            if a < range.end && range.start < b {
+                super::seal::check(shard.path())?;
+            }
+        }
+        Ok(())
+    }
+
     /// Rows in all.
     pub fn len(&self) -> usize {
         self.starts[self.starts.len() - 1]
@@ -331,7 +344,7 @@ impl VectorShards {
 
 /// Writes a `.npy` file of `rows × cols` float16 values, streamed row block
 /// by row block, atomically (a temporary name renamed into place once whole
-/// and synced).
+/// and synced), with its checksum beside it (see [`super::seal`]).
 pub struct NpyWriter {
     out: Option<BufWriter<File>>,
     tmp: PathBuf,
@@ -405,7 +418,12 @@ impl NpyWriter {
             .map_err(|e| Error::io(&self.tmp, e.into_error()))?;
         file.sync_all().at(&self.tmp)?;
         drop(file);
-        std::fs::rename(&self.tmp, &self.dest).at(&self.dest)
+        let sealed = super::seal::seal(&self.tmp, &self.dest);
+        let renamed = sealed.and_then(|()| std::fs::rename(&self.tmp, &self.dest).at(&self.dest));
+        if renamed.is_err() {
+            let _ = std::fs::remove_file(&self.tmp);
+        }
+        renamed
     }
 }
 
@@ -447,6 +465,8 @@ mod tests {
         w.push(&[1.0, 0.0]).unwrap();
         assert!(w.finish().is_err());
         assert!(!b.exists());
-        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+        // Only a.npy and its checksum.
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 2);
+        assert!(crate::order::seal::check(&a).unwrap());
     }
 }

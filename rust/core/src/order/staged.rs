@@ -22,8 +22,10 @@
 //!    global `[N, k]` graph, go through the local engine's near-duplicate
 //!    removal and walk (one global walk), and the order is written.
 //!
-//! Each file is written atomically and checked (magic, version, xxh3) when
-//! read, so a step whose file exists is done: a re-run resumes there.
+//! Each file is written atomically and checked when read (magic, version,
+//! xxh3; the `.npy` files through their checksum file, see [`super::seal`],
+//! by the tasks that assign and report), so a step whose file exists is
+//! done: a re-run resumes there.
 
 use std::path::{Path, PathBuf};
 
@@ -274,6 +276,7 @@ pub fn assign_part(
     let d = shards.dim();
     let nlist = centroids.len() / d.max(1);
     let end = first + lengths.len();
+    shards.check_sealed(first..end)?;
     let mut ids = Vec::new();
     let mut labels = Vec::new();
     let mut rows16: Vec<f16> = Vec::new();
@@ -621,6 +624,9 @@ pub fn finish_staged(
             format!("{} rows for {n} documents", shards.len()),
         ));
     }
+    // The report reads every row: its shards are checked first (the parts
+    // that assigned them may have run in an earlier run).
+    shards.check_sealed(0..n)?;
     let k = params.k;
     let (ids, sims, mut active) = merge_groups(knn, n, k)?;
     let mut featureless = Vec::new();
