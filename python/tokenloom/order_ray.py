@@ -164,7 +164,8 @@ def _load(path: Path) -> np.ndarray:
         raise _core.CorruptShardError(
             f"{path}: its checksum file is missing; delete the work folder and run again"
         )
-    return np.load(path)
+    out: np.ndarray = np.load(path)
+    return out
 
 
 @contextlib.contextmanager
