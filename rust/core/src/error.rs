@@ -57,6 +57,14 @@ pub enum Error {
         /// Why it is rejected and what would be accepted.
         reason: String,
     },
+    /// Another writer holds the target's lock.
+    #[error("{}: another writer is writing it: {holder}; wait until it has finished (the lock goes with its process), or write somewhere else", path.display())]
+    Locked {
+        /// The dataset directory or file being written.
+        path: PathBuf,
+        /// Who holds the lock, as far as its note tells.
+        holder: String,
+    },
     /// The operation was cancelled (Ctrl-C); nothing partial was committed.
     #[error("cancelled; nothing partial was committed")]
     Cancelled,
@@ -129,7 +137,8 @@ impl Error {
             Error::Io { path, .. }
             | Error::Corrupt { path, .. }
             | Error::UnsupportedVersion { path, .. }
-            | Error::AlreadyExists { path } => Some(path),
+            | Error::AlreadyExists { path }
+            | Error::Locked { path, .. } => Some(path),
             Error::InvalidArgument { .. } | Error::Cancelled => None,
         }
     }

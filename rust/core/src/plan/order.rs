@@ -22,7 +22,7 @@ use std::path::Path;
 
 use xxhash_rust::xxh3::xxh3_64;
 
-use crate::error::{Error, IoContext, Result};
+use crate::error::{Error, Result};
 use crate::shard::fsutil::{u32_le, u64_le as u64_at, write_atomic};
 use crate::shard::Dataset;
 
@@ -196,7 +196,7 @@ impl Order {
 
     /// Reads and checks an order file.
     pub fn read(path: &Path) -> Result<Self> {
-        let bytes = std::fs::read(path).at(path)?;
+        let bytes = crate::shard::fsutil::read_regular(path, u64::MAX)?;
         Self::from_bytes(&bytes, path)
     }
 

@@ -7,7 +7,8 @@ use serde::{Deserialize, Serialize};
 use xxhash_rust::xxh3::xxh3_64;
 
 use super::dtype::DType;
-use crate::error::{Error, IoContext, Result};
+use super::fsutil::read_regular;
+use crate::error::{Error, Result};
 
 /// Value of the `format` field.
 pub const FORMAT: &str = "tokenloom.dataset";
@@ -15,6 +16,8 @@ pub const FORMAT: &str = "tokenloom.dataset";
 pub const VERSION: u64 = 1;
 /// File name of the manifest inside a dataset directory.
 pub const FILE_NAME: &str = "manifest.json";
+/// The largest manifest read: 256 MiB, a million shards or so.
+pub const MAX_BYTES: u64 = 256 << 20;
 
 /// One shard: a `.bin` and its `.idx`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -240,7 +243,7 @@ impl Manifest {
     /// Reads `manifest.json` from a dataset directory.
     pub fn load(dir: &Path) -> Result<Self> {
         let path = dir.join(FILE_NAME);
-        let text = std::fs::read(&path).at(&path)?;
+        let text = read_regular(&path, MAX_BYTES)?;
         Self::from_bytes(&text, &path)
     }
 }

@@ -288,9 +288,13 @@ impl Dataset {
         ))
     }
 
-    /// A 64-bit fingerprint of the dataset's content description: the
-    /// manifest (with its checksums) or, for an indexed raw file, its index
-    /// header. Plans and loader states carry it to detect a changed dataset.
+    /// A 64-bit fingerprint of the dataset's content: per shard, the token
+    /// checksum, the counts, the dtype and the document boundaries (the
+    /// index's own checksum, or for foreign indexes, which record none, a
+    /// hash of their bytes). Plans, orders and loader states carry it: a
+    /// dataset rewritten with other boundaries, even over the same tokens,
+    /// has another fingerprint, so its stale plans are rebuilt and its
+    /// orders refused. O(shards) for tokenloom indexes.
     pub fn fingerprint(&self) -> u64 {
         let mut h = xxhash_rust::xxh3::Xxh3::new();
         for s in &self.shards {
@@ -298,13 +302,14 @@ impl Dataset {
             h.update(&s.header.num_docs.to_le_bytes());
             h.update(&s.header.num_tokens.to_le_bytes());
             h.update(&s.header.dtype.code().to_le_bytes());
-            if s.layout != Layout::Native {
-                // Foreign indexes carry no checksum: their bytes stand in.
-                let sum = *s
-                    .index_hash
-                    .get_or_init(|| xxhash_rust::xxh3::xxh3_64(s.idx.bytes()));
-                h.update(&sum.to_le_bytes());
-            }
+            let boundaries = if s.layout == Layout::Native {
+                // The trailer: xxh3 of the header and every offset.
+                s.index().stored_checksum()
+            } else {
+                *s.index_hash
+                    .get_or_init(|| xxhash_rust::xxh3::xxh3_64(s.idx.bytes()))
+            };
+            h.update(&boundaries.to_le_bytes());
         }
         h.digest()
     }

@@ -9,7 +9,7 @@ use xxhash_rust::xxh3::Xxh3;
 use super::dtype::DType;
 use super::fsutil::{write_atomic, MappedFile};
 use super::index::{self, IndexHeader};
-use crate::error::{Error, IoContext, Result};
+use crate::error::{Error, Result};
 use crate::progress::Progress;
 
 /// Where the EOS token sits relative to the document it delimits.
@@ -270,7 +270,7 @@ pub fn default_index_path(bin: &Path) -> PathBuf {
 /// Whether `path` starts with the tokenloom index magic.
 pub fn is_tokenloom_index(path: &Path) -> Result<bool> {
     use std::io::Read;
-    let mut f = std::fs::File::open(path).at(path)?;
+    let mut f = super::fsutil::open_regular(path)?;
     let mut magic = [0u8; 8];
     Ok(f.read_exact(&mut magic).is_ok() && &magic == index::MAGIC)
 }

@@ -1,7 +1,7 @@
 //! `tokenloom convert`: copy any dataset tokenloom reads into a tokenloom
 //! dataset or a Megatron `.bin/.idx` pair, streaming document by document.
 
-use std::fs::{self, File};
+use std::fs;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
@@ -9,7 +9,8 @@ use super::megatron;
 use crate::error::{Error, IoContext, Result};
 use crate::progress::Progress;
 use crate::shard::dtype::{DType, Tokens};
-use crate::shard::fsutil::fsync_dir;
+use crate::shard::fsutil::{create_new, fsync_dir};
+use crate::shard::lock::TargetLock;
 use crate::shard::reader::Dataset;
 use crate::shard::writer::{DatasetWriter, WriterOptions};
 
@@ -149,15 +150,17 @@ fn to_megatron(
 ) -> Result<Vec<PathBuf>> {
     let prefix = megatron_prefix(dst);
     let (bin, idx) = (suffixed(&prefix, ".bin"), suffixed(&prefix, ".idx"));
+    let dir = match prefix.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    fs::create_dir_all(&dir).at(&dir)?;
+    let _lock = TargetLock::file(&prefix, "convert")?;
     for p in [&bin, &idx] {
         if p.exists() && !overwrite {
             return Err(Error::AlreadyExists { path: p.clone() });
         }
     }
-    let dir = match prefix.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
     let base = prefix
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -169,7 +172,7 @@ fn to_megatron(
 
     let dtype = ds.dtype();
     let mut lengths = Vec::with_capacity(ds.num_docs() as usize);
-    let mut out = BufWriter::with_capacity(1 << 20, File::create(&tmp_bin).at(&tmp_bin)?);
+    let mut out = BufWriter::with_capacity(1 << 20, create_new(&tmp_bin)?);
     for_each_doc(ds, progress, |i, doc| {
         // Megatron stores 32-bit tokens as int32.
         if dtype == DType::U32 {
@@ -192,7 +195,7 @@ fn to_megatron(
     file.sync_all().at(&tmp_bin)?;
     drop(file);
     let encoded = megatron::encode(dtype, &lengths, &idx)?;
-    let mut f = File::create(&tmp_idx).at(&tmp_idx)?;
+    let mut f = create_new(&tmp_idx)?;
     f.write_all(&encoded).at(&tmp_idx)?;
     f.sync_all().at(&tmp_idx)?;
     drop(f);
