@@ -1,9 +1,9 @@
 //! Gathering samples into batch arrays.
 
 use super::guard::FileCheck;
-use crate::error::Result;
+use crate::error::{try_filled, Result};
 use crate::plan::{Plan, Segment};
-use crate::shard::{Dataset, Tokens};
+use crate::shard::{Dataset, TokenBuf, Tokens};
 
 /// Integer type of `input_ids`, `labels` and `position_ids`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -107,7 +107,9 @@ struct Rows<'a, T> {
     doc_ids: Option<&'a mut [i64]>,
 }
 
-/// Fills one row from its segments.
+/// Fills one row from its segments. Tokens are copied out of the shards by
+/// positioned reads into `scratch`, not from the maps: a shard truncated by
+/// another program while the batch is read is an error, never a fault.
 #[allow(clippy::too_many_arguments)]
 fn fill_row<T: OutInt>(
     ds: &Dataset,
@@ -116,15 +118,13 @@ fn fill_row<T: OutInt>(
     mut out: Rows<'_, T>,
     cu: &mut Vec<i32>,
     row_base: usize,
+    scratch: &mut TokenBuf,
 ) -> Result<()> {
     let l = cfg.seq_len as usize;
     let mut at = 0usize; // position in the row of seq_len + 1 tokens
     for (k, seg) in segs.iter().enumerate() {
-        let doc = ds.doc(seg.doc)?;
-        if seg.start.saturating_add(seg.len) > doc.len() as u64
-            || at as u64 + seg.len > cfg.seq_len + 1
-        {
-            return Err(crate::error::Error::invalid(
+        let misfit = || {
+            crate::error::Error::invalid(
                 "plan",
                 format!(
                     "a plan piece (document {}, tokens {}..{}) does not fit the dataset or the row; delete the dataset's .plans directory to rebuild it",
@@ -132,9 +132,14 @@ fn fill_row<T: OutInt>(
                     seg.start,
                     seg.start.saturating_add(seg.len)
                 ),
-            ));
+            )
+        };
+        if at as u64 + seg.len > cfg.seq_len + 1 {
+            return Err(misfit());
         }
-        let piece = slice_tokens(doc, seg.start as usize, seg.len as usize);
+        let piece = ds
+            .read_doc_part(seg.doc, seg.start, seg.len, scratch)?
+            .ok_or_else(misfit)?;
         let end = at + seg.len as usize;
         // Inputs: row positions [at, min(end, l)).
         if at < l {
@@ -205,10 +210,23 @@ fn assemble_typed<T: OutInt>(
     cfg: &BatchConfig,
 ) -> Result<Arrays<T>> {
     let l = cfg.seq_len as usize;
-    let n = samples.len() * l;
-    let (mut input, mut labels) = (vec![T::default(); n], vec![T::default(); n]);
-    let mut positions = cfg.position_ids.then(|| vec![T::default(); n]);
-    let mut doc_ids = cfg.doc_ids.then(|| vec![0i64; n]);
+    let n = crate::error::checked_size(samples.len(), l, "batch_size x seq_len")?;
+    let what = "batch_size x seq_len";
+    let (mut input, mut labels) = (
+        try_filled(n, T::default(), what)?,
+        try_filled(n, T::default(), what)?,
+    );
+    let mut positions = if cfg.position_ids {
+        Some(try_filled(n, T::default(), what)?)
+    } else {
+        None
+    };
+    let mut doc_ids = if cfg.doc_ids {
+        Some(try_filled(n, 0i64, what)?)
+    } else {
+        None
+    };
+    let mut scratch = TokenBuf::default();
     let mut cu = vec![0i32];
     let mut segs = Vec::new();
     let mut check = FileCheck::new(sources.len());
@@ -230,6 +248,7 @@ fn assemble_typed<T: OutInt>(
             },
             &mut cu,
             r * l,
+            &mut scratch,
         )?;
     }
     Ok((input, labels, positions, doc_ids, cu))

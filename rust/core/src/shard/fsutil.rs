@@ -26,6 +26,8 @@ use crate::error::{Error, IoContext, Result};
 #[derive(Debug)]
 pub struct MappedFile {
     map: Option<Mmap>,
+    /// The file mapped, kept open for positioned reads of the same inode.
+    file: File,
     path: PathBuf,
     stamp: Stamp,
 }
@@ -68,6 +70,7 @@ impl MappedFile {
         if stamp.len == 0 {
             return Ok(MappedFile {
                 map: None,
+                file,
                 path,
                 stamp,
             });
@@ -81,9 +84,54 @@ impl MappedFile {
         let map = unsafe { Mmap::map(&file) }.at(&path)?;
         Ok(MappedFile {
             map: Some(map),
+            file,
             path,
             stamp,
         })
+    }
+
+    /// Fills `buf` with the file's bytes from `offset`, by positioned reads
+    /// (`pread`) of the opened file rather than copies from the map: a file
+    /// truncated by another program meanwhile gives an error naming it,
+    /// never a fault (SIGBUS) on a page that is gone.
+    pub fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::FileExt;
+            match self.file.read_exact_at(buf, offset) {
+                Ok(()) => Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                    let now = self.file.metadata().map_or(0, |m| m.len());
+                    Err(Error::corrupt(
+                        &self.path,
+                        now,
+                        format!(
+                            "the file was truncated from {} to {now} bytes while being read",
+                            self.stamp.len
+                        ),
+                        CHANGED_FIX,
+                    ))
+                }
+                Err(e) => Err(Error::io(&self.path, e)),
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let end = offset as usize + buf.len();
+            let src = self.bytes().get(offset as usize..end).ok_or_else(|| {
+                Error::corrupt(&self.path, offset, "read past the end", CHANGED_FIX)
+            })?;
+            buf.copy_from_slice(src);
+            Ok(())
+        }
+    }
+
+    /// The whole file as it was opened, read with [`read_at`](Self::read_at)
+    /// into memory allocated fallibly.
+    pub fn read_all(&self) -> Result<Vec<u8>> {
+        let mut out = crate::error::try_filled(self.stamp.len as usize, 0u8, "file size")?;
+        self.read_at(0, &mut out)?;
+        Ok(out)
     }
 
     /// The mapped bytes.
@@ -244,7 +292,7 @@ pub fn read_regular(path: &Path, cap: u64) -> Result<Vec<u8>> {
     Ok(out)
 }
 
-/// Creates `path` as a new, empty file for writing. Whatever was at `path`
+/// Creates `path` as a new, empty file for writing (and reading back). Whatever was at `path`
 /// (a leftover of a crashed write, or a symbolic link someone planted) is
 /// removed first, and the file is created with `O_EXCL` and `O_NOFOLLOW`:
 /// a link that appears at `path` meanwhile makes this fail, it is never
@@ -256,7 +304,7 @@ pub fn create_new(path: &Path) -> Result<File> {
         Err(e) => return Err(Error::io(path, e)),
     }
     let mut opts = OpenOptions::new();
-    opts.write(true).create_new(true);
+    opts.read(true).write(true).create_new(true);
     #[cfg(unix)]
     {
         use std::os::unix::fs::OpenOptionsExt;

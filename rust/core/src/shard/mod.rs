@@ -18,7 +18,7 @@ pub mod summary;
 pub mod verify;
 pub mod writer;
 
-pub use dtype::{DType, Tokens};
+pub use dtype::{DType, TokenBuf, Tokens};
 pub use index::{IndexHeader, IndexView, Layout};
 pub use lock::TargetLock;
 pub use manifest::{Manifest, ShardEntry};

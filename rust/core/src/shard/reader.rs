@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use super::compat;
-use super::dtype::{DType, Tokens};
+use super::dtype::{DType, TokenBuf, Tokens};
 use super::index::Layout;
 use super::manifest::{Manifest, ShardEntry, FILE_NAME};
 pub use super::mapped_shard::Shard;
@@ -38,7 +38,17 @@ impl Dataset {
             if let Some(src) = compat::detect(&root)? {
                 let shard = Shard::open_source(&src)?;
                 let home = src.paths().0.parent().map(Path::to_path_buf);
-                return Self::from_shards(home.unwrap_or_default(), vec![shard]);
+                let mut ds = Self::from_shards(home.unwrap_or_default(), vec![shard])?;
+                if let compat::Source::Megatron { bin, .. } = &src {
+                    let (docs, tokens) = (ds.num_docs(), ds.num_tokens());
+                    if let Some(meta) = compat::megatron::Meta::read(bin, docs, tokens, ds.dtype())?
+                    {
+                        ds.manifest.eos_id = meta.eos_id;
+                        ds.manifest.vocab_size = meta.vocab_size;
+                        ds.manifest.tokenizer = meta.tokenizer;
+                    }
+                }
+                return Ok(ds);
             }
             if root.is_file() {
                 return Err(Error::invalid(
@@ -200,6 +210,34 @@ impl Dataset {
         let (s, j) = self.locate(i)?;
         self.shards[s].check_unchanged_lately()?;
         self.shards[s].doc(j)
+    }
+
+    /// Document `i` copied into `buf` by positioned reads of its shard's
+    /// token file: a truncation by another program is an error, never a
+    /// fault (see [`Shard::read_tokens`]).
+    pub fn read_doc<'b>(&self, i: u64, buf: &'b mut TokenBuf) -> Result<Tokens<'b>> {
+        let (s, j) = self.locate(i)?;
+        let shard = &self.shards[s];
+        let (start, end) = shard.index().doc_range(j as usize, &shard.idx_path)?;
+        shard.read_tokens(start, end, buf)
+    }
+
+    /// Tokens `[start, start + len)` of document `i`, copied into `buf` as
+    /// [`read_doc`](Self::read_doc) does; `None` when the document is shorter.
+    pub fn read_doc_part<'b>(
+        &self,
+        i: u64,
+        start: u64,
+        len: u64,
+        buf: &'b mut TokenBuf,
+    ) -> Result<Option<Tokens<'b>>> {
+        let (s, j) = self.locate(i)?;
+        let shard = &self.shards[s];
+        let (a, b) = shard.index().doc_range(j as usize, &shard.idx_path)?;
+        match start.checked_add(len) {
+            Some(end) if end <= b - a => shard.read_tokens(a + start, a + end, buf).map(Some),
+            _ => Ok(None),
+        }
     }
 
     /// Fails when a file of shard `s` was truncated or rewritten in place
