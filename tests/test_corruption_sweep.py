@@ -76,7 +76,7 @@ def watch(
     return current, stderr
 
 
-def sweep(tmp_path: Path, seed: int, cases: int) -> Counter[str]:
+def sweep(tmp_path: Path, seed: int, cases: int, mode: str = "bytes") -> Counter[str]:
     pristine = make_pristine(tmp_path / "pristine")
     work = tmp_path / "work"
     shutil.copytree(pristine, work)
@@ -93,6 +93,7 @@ def sweep(tmp_path: Path, seed: int, cases: int) -> Counter[str]:
                 str(seed),
                 str(i),
                 str(cases - i),
+                mode,
             ],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -117,6 +118,20 @@ def test_corruption_sweep(tmp_path: Path) -> None:
     # both ends happen: damage that changes nothing read (a flip in unused bytes is
     # impossible here: every byte is covered by a checksum) and typed errors
     assert outcomes["typed"] > 900, outcomes
+
+
+def test_hostile_sweep(tmp_path: Path) -> None:
+    """Special files, symbolic links, truncation while reading, two writers: a few cases of
+    each in the default suite (the long run is below)."""
+    outcomes = sweep(tmp_path, seed=5, cases=40, mode="hostile")
+    assert outcomes["same"] > 0 and outcomes["typed"] > 0, outcomes
+
+
+@pytest.mark.slow
+def test_hostile_sweep_long(tmp_path: Path) -> None:
+    outcomes = sweep(tmp_path, seed=2025, cases=2000, mode="hostile")
+    print(dict(outcomes))
+    assert outcomes["same"] > 0 and outcomes["typed"] > 0, outcomes
 
 
 @pytest.mark.slow

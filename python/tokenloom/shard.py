@@ -140,7 +140,8 @@ class DatasetWriter:
         self.add_many(tokens)
 
     def add_many(self, docs: Iterable[Any]) -> None:
-        """Appends each document of ``docs`` (arrays or lists of ints)."""
+        """Appends each document of ``docs`` (arrays or lists of ints), one by one: a document
+        that is refused raises, and the ones before it stay added."""
         for doc in docs:
             if isinstance(doc, (str, bytes)):
                 raise ValueError(
@@ -163,15 +164,18 @@ class DatasetWriter:
         if lens.dtype.kind not in "iu" and lens.size:
             pos = next(i for i, v in enumerate(lens.reshape(-1).tolist()) if not _is_int(v))
             raise ValueError(
-                f"lengths[{pos}] is {lens.reshape(-1)[pos]!r}, not an integer; document lengths "
-                "must be integers"
+                f"lengths[{pos}] is {lens.reshape(-1).tolist()[pos]!r}, not an integer; "
+                "document lengths must be integers"
             )
         if lens.size and lens.min() < 0:
-            pos = int(np.argmax(lens < 0))
-            raise ValueError(f"lengths[{pos}] is {lens[pos]}, negative; lengths count tokens")
+            pos = int(np.argmax(lens.reshape(-1) < 0))
+            raise ValueError(
+                f"lengths[{pos}] is {lens.reshape(-1).tolist()[pos]}, negative; lengths count "
+                "tokens"
+            )
         arr = np.asarray(tokens)
         if arr.dtype.kind not in "iu" and arr.size:
-            values = arr.reshape(-1).tolist()
+            values = list(tokens) if isinstance(tokens, (list, tuple)) else arr.reshape(-1).tolist()
             at = next((i for i, t in enumerate(values) if not _is_int(t)), 0)
             ends = np.cumsum(lens.reshape(-1))
             k = int(np.searchsorted(ends, at, side="right"))
