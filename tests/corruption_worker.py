@@ -1,11 +1,11 @@
 """Worker of the corruption sweep (``test_corruption_sweep.py``): damages one file of a dataset
 per case, reads everything back, and reports how each case ended, one line per case.
 
-Run as ``python corruption_worker.py PRISTINE WORK SEED FIRST COUNT [hostile]``. ``PRISTINE`` holds the
-undamaged dataset (``ds/``, with its plan cache) and its order file (``ds.order``); ``WORK`` is
-a copy that the worker damages and restores. Case ``i`` is drawn from ``(SEED, i)`` alone, so a
-run can start at any case. Before case ``i`` the worker prints ``begin i``; after it
-``end i OUTCOME [DETAIL]``, where ``OUTCOME`` is ``same`` (everything read equals the
+Run as ``python corruption_worker.py PRISTINE WORK SEED FIRST COUNT [hostile]``. ``PRISTINE``
+holds the undamaged dataset (``ds/``, with its plan cache) and its order file (``ds.order``);
+``WORK`` is a copy that the worker damages and restores. Case ``i`` is drawn from ``(SEED, i)``
+alone, so a run can start at any case. Before case ``i`` the worker prints ``begin i``; after
+it ``end i OUTCOME [DETAIL]``, where ``OUTCOME`` is ``same`` (everything read equals the
 undamaged data), ``typed`` (a typed error; ``DETAIL`` is its class) or ``wrong`` (anything
 else: other data accepted by ``verify``, an untyped error, an internal error). A crash or a
 hang shows as a ``begin`` without its ``end``.
@@ -100,16 +100,10 @@ def run_case(pristine: Path, work: Path, names: list[str], seed: int, i: int, wa
     data, kind = mutate((pristine / name).read_bytes(), rng)
     (work / name).write_bytes(data)
     try:
-        got = read_everything(work)
-    except TYPED as e:
-        if "internal error" in str(e):
-            return f"wrong {name} {kind}: {e}"
-        return f"typed {type(e).__name__}"
-    except Exception as e:
-        return f"wrong {name} {kind}: untyped {type(e).__name__}: {e}"
+        got = outcome_of(work, want)
     finally:
         restore(pristine, work, name)
-    return "same" if got == want else f"wrong {name} {kind}: other data passed verify"
+    return f"{got} ({name} {kind})" if got.startswith("wrong") else got
 
 
 def outcome_of(work: Path, want: str, views: bool = True) -> str:

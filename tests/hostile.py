@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import os
 import shutil
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 # What can stand where a regular file belongs.
 SPECIAL_KINDS = ("fifo", "dev-zero", "directory", "dangling-symlink", "loop-symlink")

@@ -10,13 +10,16 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import hostile
 import numpy as np
 import pytest
 import tokenloom as tl
 from conftest import TOKENLOOM, write_jsonl
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 KW = {"token_field": "ids", "vocab_size": 100, "eos_id": 0, "quiet": True, "strict": True}
 
@@ -105,7 +108,8 @@ def test_cli_build_after_kill_does_not_replace(tmp_path: Path) -> None:
         [str(TOKENLOOM), *common, "-o", str(out), str(b)],
         capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
-    assert r.returncode == 1 and "unfinished build" in r.stderr, r.stderr
+    assert r.returncode == 1, r.stderr
+    assert "unfinished build" in r.stderr
     assert docs_of(out) == want
 
 
@@ -147,9 +151,11 @@ def test_float_lengths_are_refused(tmp_path: Path) -> None:
 
 
 def test_negative_tokens_are_shown_as_numbers(tmp_path: Path) -> None:
-    with tl.DatasetWriter(tmp_path / "ds", "u16") as w:
-        with pytest.raises(ValueError, match="token -3 at position 1"):
-            w.add([1, -3])
+    with (
+        tl.DatasetWriter(tmp_path / "ds", "u16") as w,
+        pytest.raises(ValueError, match="token -3 at position 1"),
+    ):
+        w.add([1, -3])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -209,7 +215,8 @@ def test_a_second_writer_is_told_who_holds_the_dataset(tmp_path: Path) -> None:
         [sys.executable, "-c", HOLD_WRITER, str(ds)],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
     ) as proc:  # fmt: skip
-        assert proc.stdout is not None and proc.stdin is not None
+        assert proc.stdout is not None
+        assert proc.stdin is not None
         assert proc.stdout.readline().strip() == "ready"
         with pytest.raises(tl.LockedError, match=f"process {proc.pid} ") as e:
             tl.DatasetWriter(ds, "u16", overwrite=True)
@@ -316,7 +323,8 @@ def test_cli_index_refuses_to_write_over_its_token_file(tmp_path: Path) -> None:
         [str(TOKENLOOM), "-q", "index", str(raw), "--dtype", "u16", "--eos", "0", "--overwrite"],
         capture_output=True, text=True, timeout=30, check=False,
     )  # fmt: skip
-    assert r.returncode == 2 and "is the token file itself" in r.stderr, r.stderr
+    assert r.returncode == 2, r.stderr
+    assert "is the token file itself" in r.stderr
     assert raw.read_bytes() == before
 
 
@@ -362,7 +370,8 @@ def test_a_selector_too_large_for_memory_is_an_error_not_an_abort() -> None:
         [sys.executable, "-c", ABORT_CHECK], capture_output=True, text=True, timeout=60, check=False
     )
     assert r.returncode == 0, r.stderr[-2000:]
-    assert "refused:" in r.stdout and "buffer_size" in r.stdout, r.stdout
+    assert "refused:" in r.stdout, r.stdout
+    assert "buffer_size" in r.stdout
 
 
 def test_the_last_generation_is_refused(tmp_path: Path) -> None:

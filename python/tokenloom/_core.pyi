@@ -106,6 +106,7 @@ def knn_graph(
 def write_sources(
     path: str | os.PathLike[str], runs: list[tuple[str, int]], rows: npt.NDArray[np.uint64]
 ) -> None: ...
+
 @final
 class DatasetLock:
     def __new__(cls, path: str | os.PathLike[str], what: str = "build") -> DatasetLock: ...

@@ -11,6 +11,7 @@ running it again redoes only the rest and yields the same dataset.
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
 import json
 import multiprocessing as mp
 import os
@@ -157,7 +158,7 @@ def build(
     lock = _core.DatasetLock(out_s, "build")
     try:
         tasks = _plan_tasks(paths)
-        inputs = _inputs_key(tasks)
+        inputs = _inputs_key(paths)
         dirs = [_task_dir(parts_dir, t, settings) for t in tasks]
         committed = _check_destination(out_s, parts_dir, spec, settings, inputs, dirs, overwrite)
         os.makedirs(parts_dir, exist_ok=True)
@@ -192,10 +193,8 @@ def build(
     except BaseException:
         lock.release()
         if created:
-            try:
+            with contextlib.suppress(OSError):
                 os.rmdir(out_s)  # only when nothing was kept there
-            except OSError:
-                pass
         raise
     lock.release()
     result = BuildResult(
@@ -216,9 +215,10 @@ def build(
     return result
 
 
-def _inputs_key(tasks: list[_Task]) -> list[list[Any]]:
-    """What identifies a build's inputs: each task's file, size, mtime and row groups."""
-    return [[t.file, t.size, t.mtime_ns, list(t.row_groups)] for t in tasks]
+def _inputs_key(paths: list[str]) -> list[str]:
+    """What identifies a build's inputs: the input files, absolute, in order. (A file changed
+    since is the same input: its task is redone, the others are reused.)"""
+    return [os.path.abspath(p) for p in paths]
 
 
 def _check_destination(
@@ -226,7 +226,7 @@ def _check_destination(
     parts_dir: str,
     spec: _TokSpec,
     settings: _Settings,
-    inputs: list[list[Any]],
+    inputs: list[str],
     dirs: list[str],
     overwrite: bool,
 ) -> bool:
@@ -256,7 +256,7 @@ def _check_destination(
                 else "other settings (fields, EOS, vocabulary, strict, shard size)"
             )
         if prev.get("inputs") != inputs:
-            differs.append("other input files (or the same files, changed since)")
+            differs.append("other input files")
         if differs:
             if not overwrite:
                 raise BuildInputError(
@@ -291,9 +291,7 @@ def _shard_sums(path: str) -> list[tuple[Any, ...]] | None:
     try:
         with open(os.path.join(path, "manifest.json"), encoding="utf-8") as f:
             m = json.load(f)
-        return [
-            (s["bin_xxh3"], s["idx_xxh3"], s["num_docs"], s["num_tokens"]) for s in m["shards"]
-        ]
+        return [(s["bin_xxh3"], s["idx_xxh3"], s["num_docs"], s["num_tokens"]) for s in m["shards"]]
     except (OSError, ValueError, KeyError, TypeError):
         return None
 

@@ -152,7 +152,7 @@ class DatasetWriter:
                 arr = np.asarray(doc)
                 if arr.ndim != 1:
                     raise ValueError(
-                        f"document {self.num_docs}: each document must be 1-D, got shape {arr.shape}"
+                        f"document {self.num_docs}: a document must be 1-D, got shape {arr.shape}"
                     )
                 doc = arr
             self._w.add(_as_doc(doc, self.num_docs))

@@ -173,9 +173,8 @@ impl IndexOut {
         file.seek(SeekFrom::Start(0)).at(&tmp)?;
         let mut hasher = Xxh3::new();
         let mut buf = vec![0u8; 1 << 20];
-        let mut reader = (&file).take(u64::MAX);
         loop {
-            let n = reader.read(&mut buf).at(&tmp)?;
+            let n = file.read(&mut buf).at(&tmp)?;
             if n == 0 {
                 break;
             }
