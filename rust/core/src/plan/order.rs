@@ -181,8 +181,10 @@ impl Order {
         bytes
     }
 
-    /// Writes the order file atomically.
+    /// Writes the order file atomically, under the file's lock (another
+    /// writer of the same order file fails with [`Error::Locked`]).
     pub fn write(&self, path: &Path) -> Result<()> {
+        let _lock = crate::shard::TargetLock::file(path, "order")?;
         let bytes = self.to_bytes();
         let name = path
             .file_name()
