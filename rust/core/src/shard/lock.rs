@@ -11,8 +11,8 @@
 //! The holder removes the file before unlocking; a writer that locked a file
 //! removed meanwhile sees that the path names another file now and retries.
 
-use std::fs::{self, File, OpenOptions, TryLockError};
-use std::io::{Read, Seek, Write};
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Seek, Write};
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, IoContext, Result};
@@ -74,17 +74,13 @@ impl TargetLock {
                 opts.custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC);
             }
             let mut file = opts.open(&path).at(&path)?;
-            match file.try_lock() {
-                Ok(()) => {}
-                Err(TryLockError::WouldBlock) => {
-                    let mut note = String::new();
-                    let _ = file.read_to_string(&mut note);
-                    return Err(Error::Locked {
-                        path: target.to_path_buf(),
-                        holder: holder_of(&note),
-                    });
-                }
-                Err(TryLockError::Error(e)) => return Err(Error::io(&path, e)),
+            if !try_lock(&file).at(&path)? {
+                let mut note = String::new();
+                let _ = file.read_to_string(&mut note);
+                return Err(Error::Locked {
+                    path: target.to_path_buf(),
+                    holder: holder_of(&note),
+                });
             }
             if !same_file(&file, &path) {
                 continue;
@@ -112,6 +108,33 @@ impl Drop for TargetLock {
         // is gone and takes a fresh one.
         let _ = fs::remove_file(&self.path);
         drop(self.file.take());
+    }
+}
+
+/// Takes an exclusive `flock` on `file` without waiting: `false` when
+/// another open file holds it. Released when the file is closed.
+fn try_lock(file: &File) -> io::Result<bool> {
+    #[cfg(unix)]
+    loop {
+        use std::os::unix::io::AsRawFd;
+        // SAFETY: `flock` only reads the descriptor, which `file` keeps open
+        // for the whole call.
+        #[allow(unsafe_code)]
+        let r = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+        if r == 0 {
+            return Ok(true);
+        }
+        let e = io::Error::last_os_error();
+        match e.raw_os_error() {
+            Some(libc::EWOULDBLOCK) => return Ok(false),
+            Some(libc::EINTR) => continue,
+            _ => return Err(e),
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = file;
+        Ok(true)
     }
 }
 
