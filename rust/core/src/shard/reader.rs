@@ -222,22 +222,16 @@ impl Dataset {
         shard.read_tokens(start, end, buf)
     }
 
-    /// Tokens `[start, start + len)` of document `i`, copied into `buf` as
-    /// [`read_doc`](Self::read_doc) does; `None` when the document is shorter.
-    pub fn read_doc_part<'b>(
-        &self,
-        i: u64,
-        start: u64,
-        len: u64,
-        buf: &'b mut TokenBuf,
-    ) -> Result<Option<Tokens<'b>>> {
+    /// Where tokens `[start, start + len)` of document `i` lie: the shard
+    /// and the token range inside it; `None` when the document is shorter.
+    pub fn piece_span(&self, i: u64, start: u64, len: u64) -> Result<Option<(usize, u64, u64)>> {
         let (s, j) = self.locate(i)?;
         let shard = &self.shards[s];
         let (a, b) = shard.index().doc_range(j as usize, &shard.idx_path)?;
-        match start.checked_add(len) {
-            Some(end) if end <= b - a => shard.read_tokens(a + start, a + end, buf).map(Some),
-            _ => Ok(None),
-        }
+        Ok(match start.checked_add(len) {
+            Some(end) if end <= b - a => Some((s, a + start, a + end)),
+            _ => None,
+        })
     }
 
     /// Fails when a file of shard `s` was truncated or rewritten in place
