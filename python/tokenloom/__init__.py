@@ -19,6 +19,7 @@ from tokenloom._core import (
     CorruptShardError,
     Dataset,
     FormatVersionError,
+    LockedError,
     TokenloomError,
 )
 from tokenloom._core import __version__ as __version__
@@ -66,6 +67,7 @@ __all__ = [
     "DevicePrefetcher",
     "FastJL",
     "FormatVersionError",
+    "LockedError",
     "TokenDataset",
     "TokenloomError",
     "UDSSelector",

@@ -11,9 +11,11 @@ __all__ = [
     "CancelledError",
     "CorruptShardError",
     "Dataset",
+    "DatasetLock",
     "DatasetWriter",
     "FormatVersionError",
     "Loader",
+    "LockedError",
     "Selector",
     "Stream",
     "TokenloomError",
@@ -39,6 +41,7 @@ class TokenloomError(Exception): ...
 class CorruptShardError(TokenloomError): ...
 class FormatVersionError(TokenloomError): ...
 class CancelledError(TokenloomError): ...
+class LockedError(TokenloomError): ...
 
 @final
 class Dataset:
@@ -104,8 +107,19 @@ def knn_graph(
 def write_sources(
     path: str | os.PathLike[str], runs: list[tuple[str, int]], rows: npt.NDArray[np.uint64]
 ) -> None: ...
+
+@final
+class DatasetLock:
+    def __new__(cls, path: str | os.PathLike[str], what: str = "build") -> DatasetLock: ...
+    def release(self) -> None: ...
+    def __enter__(self) -> DatasetLock: ...
+    def __exit__(self, _t: object | None, _v: object | None, _tb: object | None) -> None: ...
+
 def merge_datasets(
-    out: str | os.PathLike[str], parts: list[str | os.PathLike[str]], overwrite: bool = False
+    out: str | os.PathLike[str],
+    parts: list[str | os.PathLike[str]],
+    overwrite: bool = False,
+    lock: DatasetLock | None = None,
 ) -> dict[str, int]: ...
 
 _Cursor = tuple[int, int, list[int]]

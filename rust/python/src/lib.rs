@@ -20,6 +20,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     errors::register(m)?;
     m.add_class::<shard::PyDataset>()?;
     m.add_class::<shard::PyDatasetWriter>()?;
+    m.add_class::<shard::PyDatasetLock>()?;
     m.add_class::<loader::PyStream>()?;
     m.add_class::<loader::PyLoader>()?;
     m.add_class::<select::PySelector>()?;

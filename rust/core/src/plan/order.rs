@@ -22,7 +22,7 @@ use std::path::Path;
 
 use xxhash_rust::xxh3::xxh3_64;
 
-use crate::error::{Error, IoContext, Result};
+use crate::error::{Error, Result};
 use crate::shard::fsutil::{u32_le, u64_le as u64_at, write_atomic};
 use crate::shard::Dataset;
 
@@ -189,8 +189,10 @@ impl Order {
         bytes
     }
 
-    /// Writes the order file atomically.
+    /// Writes the order file atomically, under the file's lock (another
+    /// writer of the same order file fails with [`Error::Locked`]).
     pub fn write(&self, path: &Path) -> Result<()> {
+        let _lock = crate::shard::TargetLock::file(path, "order")?;
         let bytes = self.to_bytes();
         let name = path
             .file_name()
@@ -204,7 +206,7 @@ impl Order {
 
     /// Reads and checks an order file.
     pub fn read(path: &Path) -> Result<Self> {
-        let bytes = std::fs::read(path).at(path)?;
+        let bytes = crate::shard::fsutil::read_regular(path, u64::MAX)?;
         Self::from_bytes(&bytes, path)
     }
 

@@ -193,3 +193,18 @@ fn cache_round_trips_and_rebuilds_when_damaged() {
     assert!(!hit);
     assert_ne!(other.fingerprint(), built.fingerprint());
 }
+
+#[test]
+fn an_order_file_being_written_elsewhere_is_not_overwritten() {
+    let dir = tempfile::tempdir().unwrap();
+    let ds = dataset(&dir.path().join("ds"), &[3, 4, 5]);
+    let path = dir.path().join("ds.order");
+    let order = Order::new(&ds, vec![2, 0, 1], vec![0, 3]).unwrap();
+    let held = crate::shard::TargetLock::file(&path, "write_order").unwrap();
+    let e = order.write(&path).unwrap_err();
+    assert!(matches!(e, crate::Error::Locked { .. }), "{e}");
+    assert!(!path.exists());
+    drop(held);
+    order.write(&path).unwrap();
+    assert_eq!(Order::read(&path).unwrap(), order);
+}

@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use super::compat;
-use super::dtype::{DType, Tokens};
+use super::dtype::{DType, TokenBuf, Tokens};
 use super::index::Layout;
 use super::manifest::{Manifest, ShardEntry, FILE_NAME};
 pub use super::mapped_shard::Shard;
@@ -38,7 +38,17 @@ impl Dataset {
             if let Some(src) = compat::detect(&root)? {
                 let shard = Shard::open_source(&src)?;
                 let home = src.paths().0.parent().map(Path::to_path_buf);
-                return Self::from_shards(home.unwrap_or_default(), vec![shard]);
+                let mut ds = Self::from_shards(home.unwrap_or_default(), vec![shard])?;
+                if let compat::Source::Megatron { bin, .. } = &src {
+                    let (docs, tokens) = (ds.num_docs(), ds.num_tokens());
+                    if let Some(meta) = compat::megatron::Meta::read(bin, docs, tokens, ds.dtype())?
+                    {
+                        ds.manifest.eos_id = meta.eos_id;
+                        ds.manifest.vocab_size = meta.vocab_size;
+                        ds.manifest.tokenizer = meta.tokenizer;
+                    }
+                }
+                return Ok(ds);
             }
             if root.is_file() {
                 return Err(Error::invalid(
@@ -202,6 +212,28 @@ impl Dataset {
         self.shards[s].doc(j)
     }
 
+    /// Document `i` copied into `buf` by positioned reads of its shard's
+    /// token file: a truncation by another program is an error, never a
+    /// fault (see [`Shard::read_tokens`]).
+    pub fn read_doc<'b>(&self, i: u64, buf: &'b mut TokenBuf) -> Result<Tokens<'b>> {
+        let (s, j) = self.locate(i)?;
+        let shard = &self.shards[s];
+        let (start, end) = shard.index().doc_range(j as usize, &shard.idx_path)?;
+        shard.read_tokens(start, end, buf)
+    }
+
+    /// Where tokens `[start, start + len)` of document `i` lie: the shard
+    /// and the token range inside it; `None` when the document is shorter.
+    pub fn piece_span(&self, i: u64, start: u64, len: u64) -> Result<Option<(usize, u64, u64)>> {
+        let (s, j) = self.locate(i)?;
+        let shard = &self.shards[s];
+        let (a, b) = shard.index().doc_range(j as usize, &shard.idx_path)?;
+        Ok(match start.checked_add(len) {
+            Some(end) if end <= b - a => Some((s, a + start, a + end)),
+            _ => None,
+        })
+    }
+
     /// Fails when a file of shard `s` was truncated or rewritten in place
     /// since the dataset was opened; see [`Shard::check_unchanged`].
     pub fn check_unchanged(&self, s: usize) -> Result<()> {
@@ -288,9 +320,13 @@ impl Dataset {
         ))
     }
 
-    /// A 64-bit fingerprint of the dataset's content description: the
-    /// manifest (with its checksums) or, for an indexed raw file, its index
-    /// header. Plans and loader states carry it to detect a changed dataset.
+    /// A 64-bit fingerprint of the dataset's content: per shard, the token
+    /// checksum, the counts, the dtype and the document boundaries (the
+    /// index's own checksum, or for foreign indexes, which record none, a
+    /// hash of their bytes). Plans, orders and loader states carry it: a
+    /// dataset rewritten with other boundaries, even over the same tokens,
+    /// has another fingerprint, so its stale plans are rebuilt and its
+    /// orders refused. O(shards) for tokenloom indexes.
     pub fn fingerprint(&self) -> u64 {
         let mut h = xxhash_rust::xxh3::Xxh3::new();
         for s in &self.shards {
@@ -298,13 +334,14 @@ impl Dataset {
             h.update(&s.header.num_docs.to_le_bytes());
             h.update(&s.header.num_tokens.to_le_bytes());
             h.update(&s.header.dtype.code().to_le_bytes());
-            if s.layout != Layout::Native {
-                // Foreign indexes carry no checksum: their bytes stand in.
-                let sum = *s
-                    .index_hash
-                    .get_or_init(|| xxhash_rust::xxh3::xxh3_64(s.idx.bytes()));
-                h.update(&sum.to_le_bytes());
-            }
+            let boundaries = if s.layout == Layout::Native {
+                // The trailer: xxh3 of the header and every offset.
+                s.index().stored_checksum()
+            } else {
+                *s.index_hash
+                    .get_or_init(|| xxhash_rust::xxh3::xxh3_64(s.idx.bytes()))
+            };
+            h.update(&boundaries.to_le_bytes());
         }
         h.digest()
     }

@@ -340,6 +340,51 @@ fn convert_round_trips_through_megatron_and_tokenloom() {
 }
 
 #[test]
+fn convert_to_megatron_and_back_keeps_eos_vocab_and_tokenizer() {
+    use crate::shard::writer::{DatasetWriter, WriterOptions};
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    let mut w = DatasetWriter::create(
+        &src,
+        WriterOptions {
+            eos_id: Some(0),
+            vocab_size: Some(50),
+            tokenizer: Some("tok-1".into()),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    for d in docs() {
+        w.add(&d).unwrap();
+    }
+    w.close().unwrap();
+    // The destination's directory does not exist yet: it is created.
+    let mega = dir.path().join("new").join("dir").join("web_text_document");
+    convert(&src, &mega, Target::Megatron, false, &NoProgress).unwrap();
+    let read = Dataset::open(&mega).unwrap();
+    assert_eq!(read.manifest().eos_id, Some(0));
+    let back = dir.path().join("back");
+    convert(&mega, &back, Target::Tokenloom, false, &NoProgress).unwrap();
+    let m = Dataset::open(&back).unwrap().manifest().clone();
+    assert_eq!(
+        (m.eos_id, m.vocab_size, m.tokenizer.as_deref()),
+        (Some(0), Some(50), Some("tok-1"))
+    );
+    // A note left from another version of the pair is not used.
+    let other = dir.path().join("other");
+    let mut w = DatasetWriter::create(&other, WriterOptions::default()).unwrap();
+    w.add(&[1u16]).unwrap();
+    w.close().unwrap();
+    convert(&other, &mega, Target::Megatron, true, &NoProgress).unwrap();
+    let read = Dataset::open(&mega).unwrap();
+    assert_eq!(
+        (read.manifest().eos_id, read.manifest().vocab_size),
+        (None, None)
+    );
+    assert!(!megatron::meta_path(&mega.with_extension("bin")).exists());
+}
+
+#[test]
 fn convert_refuses_u32_tokens_megatron_cannot_hold() {
     let dir = tempfile::tempdir().unwrap();
     let ds = dir.path().join("big.ds");
