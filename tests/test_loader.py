@@ -352,9 +352,18 @@ def test_plans_are_cached(corpus: Path) -> None:
 def test_iterating_in_the_parent_then_forking_workers(corpus: Path) -> None:
     ds = tl.TokenDataset(corpus, seq_len=16, batch_size=2, seed=8, threads=2)
     it = iter(ds)
-    next(it)  # threads now run in this process
-    rest_in_workers = list(DataLoader(ds, batch_size=None, num_workers=2))
-    assert len(rest_in_workers) == len(ds)
+    first = rows([next(it)])  # threads now run in this process
+    in_workers = rows(list(DataLoader(ds, batch_size=None, num_workers=2)))
+    # The forked workers finish the parent's epoch: with its first batch, every window of the
+    # token stream once (the last odd window dropped with the short last batch).
+    stream = np.concatenate([np.asarray(tl.open_dataset(corpus)[i]) for i in range(80)])
+    n = (len(stream) - 1) // 16
+    windows = {tuple(stream[i * 16 : i * 16 + 17].tolist()) for i in range(n)}
+    seen = first + in_workers
+    assert len(seen) == len(set(seen)) == n // 2 * 2
+    assert set(seen) <= windows
+    # ... in the order the parent's own iterator, whose threads outlived the fork, gives.
+    assert in_workers == rows(list(it))
 
 
 def test_bad_input(corpus: Path, tmp_path: Path) -> None:
