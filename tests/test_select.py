@@ -190,6 +190,9 @@ def test_bad_input() -> None:
     other = tl.UDSSelector(keep=3, sketch=(2, 4), max_len=4)
     with pytest.raises(ValueError, match="same settings"):
         other.load_state_dict(sel.state_dict())
+    future = {**sel.state_dict(), "version": 99}
+    with pytest.raises(ValueError, match="selector state version 99 is not"):
+        sel.load_state_dict(future)
 
 
 def test_state_read_while_another_thread_selects() -> None:
