@@ -116,6 +116,17 @@ mod tests {
         assert!(close < 50, "{close} close neighbours");
     }
 
+    #[test]
+    fn empty_and_one_element_domains() {
+        let empty = Permutation::new(0, 3);
+        assert!(empty.is_empty());
+        assert_eq!(empty.len(), 0);
+        assert_eq!(empty.get(0), 0); // out of range: the position itself
+        let one = Permutation::new(1, 3);
+        assert!(!one.is_empty());
+        assert_eq!(one.get(0), 0);
+    }
+
     /// The Feistel network run backwards, written from its definition: round
     /// `(l, r) -> (r, l ^ F(r))` undone as `(l, r) -> (r ^ F(l), l)`, keys in
     /// reverse order, cycle-walking back into `[0, n)`.
