@@ -138,6 +138,18 @@ def test_select_on_logits_keeps_rows_and_fills_memory() -> None:
     assert sel.state_dict()["count"] == 4  # full: the oldest go first
 
 
+def test_scores_follow_the_vocabulary_of_each_batch() -> None:
+    """A selector scoring logits of another vocabulary sketches them as a new selector
+    would (its sketch is rebuilt for the vocabulary, with the same seed)."""
+    sel = tl.UDSSelector(keep=2, sketch=(2, 4), max_len=8, seed=3)
+    for vocab in (30, 50, 30):
+        x = logits_batch(4, 6, vocab, vocab)
+        _, got = sel.scores(x)
+        _, want = tl.UDSSelector(keep=2, sketch=(2, 4), max_len=8, seed=3).scores(x)
+        torch.testing.assert_close(got, want)
+        torch.testing.assert_close(got, tl.FastJL(8, vocab, 2, 4, seed=3)(x))
+
+
 def test_other_rules() -> None:
     u = np.array([0.5, 3.0, 1.0, 2.0], np.float32)
     assert tl.UDSSelector(2, rule="max-loss").select_from(u).tolist() == [1, 3]
