@@ -237,6 +237,7 @@ fn too_large_batches_are_rejected() {
         ..sh
     };
     assert!(sh.check(15).is_err(), "a rank would get no sample");
+    assert!(sh.check(20).is_ok(), "one sample for each rank is enough");
     assert!(sh.check(0).is_err());
 }
 

@@ -208,3 +208,20 @@ fn an_order_file_being_written_elsewhere_is_not_overwritten() {
     order.write(&path).unwrap();
     assert_eq!(Order::read(&path).unwrap(), order);
 }
+
+#[test]
+fn modes_are_named_as_parsed_and_name_their_cache_files() {
+    for mode in [PlanMode::Concat, PlanMode::Pack, PlanMode::Ordered] {
+        assert_eq!(PlanMode::parse(mode.name()).unwrap(), mode);
+    }
+    // docs/format.md: a cached plan is `<mode>-L<seq_len>-<fingerprint>.plan`.
+    let dir = tempfile::tempdir().unwrap();
+    let ds = dataset(&dir.path().join("ds"), &[5, 9, 2, 14]);
+    let cache_dir = dir.path().join("plans");
+    let (plan, _) = cache::load_or_build(&ds, PlanMode::Pack, 8, None, Some(&cache_dir)).unwrap();
+    let names: Vec<String> = std::fs::read_dir(&cache_dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names, [format!("pack-L8-{:016x}.plan", plan.fingerprint())]);
+}
