@@ -17,6 +17,9 @@ $(STAMP): $(PY) pyproject.toml
 
 # Release build of the extension installed into .venv with the dev extras (tests, lint).
 develop: $(STAMP)
+	# An extension built before the stable ABI would shadow _core.abi3.so (CPython prefers the
+	# version-tagged name).
+	rm -f python/tokenloom/_core.cpython-*.so
 	VIRTUAL_ENV=$(abspath $(VENV)) PATH=$(abspath $(VENV))/bin:$$PATH \
 		$(VENV)/bin/maturin develop --release --extras dev -q
 	# Wikipedia lead sections (10k articles, topic labels) for the ordering quality test;
