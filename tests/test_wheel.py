@@ -102,7 +102,7 @@ def test_wheel_works_in_a_clean_environment(clean_env: Path, tmp_path: Path) -> 
     assert out["version"] == tl.__version__
     assert out["extras_found"] == []  # no torch, tqdm or build dependencies came along
     assert out["docs"] == [[1, 2, 3], [4, 5, 6, 7], [8, 9], [10, 11, 12, 13, 14]]
-    assert out["verify"]["documents"] == 4 and out["verify"]["tokens"] == 14
+    assert (out["verify"]["documents"], out["verify"]["tokens"]) == (4, 14)
     # Windows of 5 tokens with stride 4 over the 14-token stream, in order: 3 samples,
     # one whole batch of 2.
     assert out["batches"] == [
