@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.stamp-deps
 LINT_STAMP := $(VENV)/.stamp-lint
 
-.PHONY: demo quickstart test develop lint stubtest rust-test py-test bench bench-loaders bench-knn fuzz fuzz-stable clean
+.PHONY: demo quickstart test develop lint hooks stubtest rust-test py-test bench bench-loaders bench-knn fuzz fuzz-stable clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -47,6 +47,11 @@ lint: $(LINT_STAMP)
 	$(VENV)/bin/ruff check python tests benches examples
 	$(VENV)/bin/ruff format --check python tests benches examples
 	$(VENV)/bin/mypy
+
+# Git hooks running the cheap part of lint before each commit (.pre-commit-config.yaml).
+hooks: $(LINT_STAMP)
+	$(PY) -m pip install -q --group hooks
+	$(VENV)/bin/pre-commit install
 
 # The stubs against the compiled module, which it imports: this one needs the build.
 stubtest: develop $(LINT_STAMP)
