@@ -39,6 +39,7 @@ pub struct PyStream {
     sources: Vec<(Arc<Dataset>, Arc<Plan>)>,
     mixture: Mixture,
     fingerprint: u64,
+    legacy_fingerprint: u64,
     cached: Vec<bool>,
     order_seq_len: Option<u64>,
 }
@@ -91,17 +92,30 @@ impl PyStream {
             let sizes = sources.iter().map(|(_, p)| p.num_samples()).collect();
             let mixture = Mixture::new(sizes, weights.clone(), seed, shuffle)?;
             let mut parts = vec![seed, u64::from(shuffle)];
-            for ((_, p), w) in sources.iter().zip(&weights) {
+            // The same over the datasets' legacy fingerprints: states saved
+            // before the fingerprint covered document boundaries carry it.
+            let mut legacy = parts.clone();
+            for ((d, p), w) in sources.iter().zip(&weights) {
                 parts.push(p.fingerprint());
                 parts.push(w.to_bits());
+                let plan_order = order.as_ref().filter(|_| p.mode() == PlanMode::Ordered);
+                legacy.push(Plan::fingerprint_from(
+                    d.legacy_fingerprint(),
+                    p.mode(),
+                    p.seq_len(),
+                    plan_order,
+                ));
+                legacy.push(w.to_bits());
             }
             if sources.len() > 1 {
                 parts.push(Mixture::RULE);
+                legacy.push(Mixture::RULE);
             }
             Ok(PyStream {
                 sources,
                 mixture,
                 fingerprint: key_of(&parts),
+                legacy_fingerprint: key_of(&legacy),
                 cached,
                 order_seq_len,
             })
@@ -130,6 +144,13 @@ impl PyStream {
     #[getter]
     fn fingerprint(&self) -> String {
         format!("{:016x}", self.fingerprint)
+    }
+
+    /// The fingerprint states saved before it covered document boundaries
+    /// carry; such states are still accepted.
+    #[getter]
+    fn legacy_fingerprint(&self) -> String {
+        format!("{:016x}", self.legacy_fingerprint)
     }
 
     /// The `seq_len` the order file was made for (`None` without an order,

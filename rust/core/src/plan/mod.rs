@@ -110,8 +110,19 @@ impl Plan {
 
     /// Fingerprint of (dataset, mode, seq_len, order).
     fn fingerprint_of(ds: &Dataset, mode: PlanMode, seq_len: u64, order: Option<&Order>) -> u64 {
+        Self::fingerprint_from(ds.fingerprint(), mode, seq_len, order)
+    }
+
+    /// The plan fingerprint for a dataset fingerprint `dataset` (the
+    /// current one or [`Dataset::legacy_fingerprint`]).
+    pub fn fingerprint_from(
+        dataset: u64,
+        mode: PlanMode,
+        seq_len: u64,
+        order: Option<&Order>,
+    ) -> u64 {
         crate::shuffle::key_of(&[
-            ds.fingerprint(),
+            dataset,
             mode.code() as u64,
             seq_len,
             order.map_or(0, Order::checksum),

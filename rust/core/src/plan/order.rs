@@ -143,7 +143,8 @@ impl Order {
 
     /// Fails unless the order was made for `ds`.
     pub fn check_dataset(&self, ds: &Dataset) -> Result<()> {
-        if self.dataset != ds.fingerprint() || self.dataset_docs != ds.num_docs() {
+        let known = self.dataset == ds.fingerprint() || self.dataset == ds.legacy_fingerprint();
+        if !known || self.dataset_docs != ds.num_docs() {
             return Err(Error::invalid(
                 "order",
                 format!(

@@ -2,6 +2,7 @@
 //! `.bin` of little-endian tokens and an `.idx` of document offsets.
 //! The byte-level specification is `docs/format.md`.
 
+pub mod blocks;
 pub mod compat;
 pub mod dtype;
 pub mod fsutil;

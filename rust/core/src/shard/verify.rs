@@ -6,9 +6,10 @@ use std::path::Path;
 
 use xxhash_rust::xxh3::{xxh3_64, Xxh3};
 
+use super::blocks::{self, BlockHasher};
 use super::dtype::TokenBuf;
 use super::index::{IndexView, Layout};
-use super::manifest::hex;
+use super::manifest::{hex, ShardEntry};
 use super::reader::Dataset;
 use super::source::verify_sidecars;
 use crate::error::{Error, Result};
@@ -95,6 +96,39 @@ pub fn verify_dataset(
             }
         }
         let mut hasher = Xxh3::new();
+        let recorded_blocks = block_sums(entry, shard.token_bytes().len() as u64, ds)?;
+        let mut block_hasher = recorded_blocks.as_ref().map(|(b, _)| BlockHasher::new(*b));
+        let mut blocks_checked = 0;
+        let mut check_blocks = |sums: &[u64]| -> Result<()> {
+            let Some((block, recorded)) = &recorded_blocks else {
+                return Ok(());
+            };
+            while blocks_checked < sums.len() {
+                let k = blocks_checked;
+                if sums[k] != recorded[k] {
+                    let from = k as u64 * block;
+                    let to = (from + block).min(shard.num_tokens() * size);
+                    let docs = (
+                        first_doc + doc_of(&index, shard.num_docs(), from / size),
+                        first_doc + doc_of(&index, shard.num_docs(), (to - 1) / size),
+                    );
+                    return Err(Error::corrupt(
+                        &shard.bin_path,
+                        index.header.bin_offset + from,
+                        format!(
+                            "block {k} (token bytes {from}..{to}, documents {}..={}) has checksum {}, the manifest records {}: it is the first damaged block",
+                            docs.0,
+                            docs.1,
+                            hex(sums[k]),
+                            hex(recorded[k])
+                        ),
+                        RESTORE,
+                    ));
+                }
+                blocks_checked += 1;
+            }
+            Ok(())
+        };
         let n = shard.num_tokens();
         let step = CHUNK as u64 / size;
         let mut start = 0u64;
@@ -103,6 +137,10 @@ pub fn verify_dataset(
             progress.check()?;
             let tokens = shard.read_tokens(start, end, &mut buf)?;
             hasher.update(tokens.as_bytes());
+            if let Some(b) = block_hasher.as_mut() {
+                b.update(tokens.as_bytes());
+                check_blocks(b.completed())?;
+            }
             if let Some(limit) = vocab {
                 if let Some((pos, value)) = tokens.first_at_or_above(limit) {
                     let token = start + pos as u64;
@@ -118,6 +156,9 @@ pub fn verify_dataset(
             progress.advance((end - start) * size);
             start = end;
         }
+        if let Some(b) = block_hasher {
+            check_blocks(&b.finish())?;
+        }
         let sum = hasher.digest();
         // Foreign formats record no checksum of their tokens.
         let recorded = shard.layout() == Layout::Native;
@@ -128,9 +169,14 @@ pub fn verify_dataset(
                 &shard.bin_path,
                 index.header.bin_offset,
                 format!(
-                    "token data checksum {} differs from the recorded {}",
+                    "token data checksum {} differs from the recorded {}{}",
                     hex(sum),
-                    hex(index.header.bin_xxh3)
+                    hex(index.header.bin_xxh3),
+                    if recorded_blocks.is_none() {
+                        " (the manifest records no block checksums, so the damage cannot be located; datasets written by this version record them)"
+                    } else {
+                        ""
+                    }
                 ),
                 RESTORE,
             ));
@@ -146,6 +192,30 @@ pub fn verify_dataset(
         bytes: total_bytes,
         sources,
     })
+}
+
+/// The block size and block checksums the manifest records for a shard of
+/// `bytes` token bytes, checked for form and count; `None` when it records none.
+fn block_sums(entry: &ShardEntry, bytes: u64, ds: &Dataset) -> Result<Option<(u64, Vec<u64>)>> {
+    let Some(block) = entry.block_bytes else {
+        return Ok(None);
+    };
+    let manifest = ds.root().join(super::manifest::FILE_NAME);
+    match blocks::decode(&entry.block_xxh3) {
+        Some(sums) if block > 0 && sums.len() as u64 == blocks::count(bytes, block) => {
+            Ok(Some((block, sums)))
+        }
+        _ => Err(Error::corrupt(
+            &manifest,
+            0,
+            format!(
+                "the block checksums of shard {} are not {} checksums of {block}-byte blocks",
+                entry.bin,
+                blocks::count(bytes, block.max(1))
+            ),
+            "the manifest is damaged; restore the dataset from a good copy or rebuild it",
+        )),
+    }
 }
 
 /// Local document holding local token `token` (offsets are monotonic here).
