@@ -2,7 +2,7 @@
 
 use super::guard::FileCheck;
 use crate::error::Result;
-use crate::plan::{Plan, Segment};
+use crate::plan::{Boundaries, Plan, Segment};
 use crate::shard::{Dataset, Tokens};
 
 /// Integer type of `input_ids`, `labels` and `position_ids`.
@@ -41,6 +41,9 @@ pub struct BatchConfig {
     pub position_ids: bool,
     /// Produce `doc_ids`.
     pub doc_ids: bool,
+    /// What `position_ids` and `cu_seqlens` delimit (`None`: what each row's
+    /// plan mode calls for, [`PlanMode::default_boundaries`](crate::plan::PlanMode::default_boundaries)).
+    pub boundaries: Option<Boundaries>,
 }
 
 /// One batch: `[rows, seq_len]` arrays, row-major, plus varlen boundaries.
@@ -54,8 +57,8 @@ pub struct Batch {
     pub input_ids: IntBuf,
     /// Tokens `1 ..= seq_len` of each row (the next token of each input).
     pub labels: IntBuf,
-    /// Position of each input token inside its document piece, from 0
-    /// (`None` when not asked for).
+    /// Position of each input token inside its document piece, from 0, or
+    /// inside its row with [`Boundaries::Row`] (`None` when not asked for).
     pub position_ids: Option<IntBuf>,
     /// Document id (in its source dataset) of each input token, -1 for padding
     /// (`None` when not asked for).
@@ -66,7 +69,8 @@ pub struct Batch {
     /// the sample (e.g. to count which samples were kept or offer one again).
     pub sample_ids: Vec<i64>,
     /// Cumulative lengths of the pieces (documents and padding) of the
-    /// flattened `[rows * seq_len]` input, starting at 0 (flash-attn varlen).
+    /// flattened `[rows * seq_len]` input, starting at 0 (flash-attn varlen);
+    /// with [`Boundaries::Row`], of the rows.
     pub cu_seqlens: Vec<i32>,
 }
 
@@ -107,17 +111,21 @@ struct Rows<'a, T> {
     doc_ids: Option<&'a mut [i64]>,
 }
 
-/// Fills one row from its segments.
-#[allow(clippy::too_many_arguments)]
+/// Fills one row from its segments; `bounds` says whether positions and
+/// `cu_seqlens` follow the pieces or the row.
 fn fill_row<T: OutInt>(
     ds: &Dataset,
     segs: &[Segment],
     cfg: &BatchConfig,
+    bounds: Boundaries,
     mut out: Rows<'_, T>,
     cu: &mut Vec<i32>,
     row_base: usize,
 ) -> Result<()> {
     let l = cfg.seq_len as usize;
+    let per_doc = bounds == Boundaries::Document;
+    // Positions restart at each piece, or run on over the row.
+    let first_position = |at: usize| if per_doc { 0 } else { at as i64 };
     let mut at = 0usize; // position in the row of seq_len + 1 tokens
     for (k, seg) in segs.iter().enumerate() {
         let doc = ds.doc(seg.doc)?;
@@ -141,14 +149,17 @@ fn fill_row<T: OutInt>(
             let n = end.min(l) - at;
             copy_tokens(slice_tokens(piece, 0, n), &mut out.input[at..at + n]);
             if let Some(pos) = out.positions.as_deref_mut() {
+                let p0 = first_position(at);
                 for (i, p) in pos[at..at + n].iter_mut().enumerate() {
-                    *p = T::of(i as i64);
+                    *p = T::of(p0 + i as i64);
                 }
             }
             if let Some(ids) = out.doc_ids.as_deref_mut() {
                 ids[at..at + n].fill(seg.doc as i64);
             }
-            cu.push((row_base + at + n) as i32);
+            if per_doc {
+                cu.push((row_base + at + n) as i32);
+            }
         }
         // Labels: row positions [max(at, 1), end) shift to [.. - 1].
         let from = at.max(1);
@@ -173,18 +184,24 @@ fn fill_row<T: OutInt>(
         if pad_from < l {
             out.input[pad_from..].fill(T::of(cfg.pad_id));
             if let Some(pos) = out.positions.as_deref_mut() {
+                let p0 = first_position(pad_from);
                 pos[pad_from..]
                     .iter_mut()
                     .enumerate()
-                    .for_each(|(i, p)| *p = T::of(i as i64));
+                    .for_each(|(i, p)| *p = T::of(p0 + i as i64));
             }
             if let Some(ids) = out.doc_ids.as_deref_mut() {
                 ids[pad_from..].fill(-1);
             }
-            cu.push((row_base + l) as i32);
+            if per_doc {
+                cu.push((row_base + l) as i32);
+            }
         }
         let label_from = at.saturating_sub(1);
         out.labels[label_from..].fill(T::of(cfg.pad_label));
+    }
+    if !per_doc {
+        cu.push((row_base + l) as i32);
     }
     Ok(())
 }
@@ -218,10 +235,14 @@ fn assemble_typed<T: OutInt>(
         plan.sample(ds, id, &mut segs)?;
         check.segments(s, ds, &segs)?;
         let span = r * l..(r + 1) * l;
+        let bounds = cfg
+            .boundaries
+            .unwrap_or_else(|| plan.mode().default_boundaries());
         fill_row(
             ds,
             &segs,
             cfg,
+            bounds,
             Rows {
                 input: &mut input[span.clone()],
                 labels: &mut labels[span.clone()],
