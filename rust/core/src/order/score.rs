@@ -79,14 +79,18 @@ pub struct Independent {
 
 /// Calls `f(a, b)` for each pair of consecutive documents that share a row
 /// when `groups` are laid out as the loader lays them: each group from the
-/// start of a row, its documents end to end in rows of `row` tokens.
+/// start of a row, its documents end to end in rows of `row` tokens. `b`
+/// shares `a`'s row when it starts inside it at an input position (the
+/// row's last token is only a label: a document starting there attends to
+/// nothing before it).
 fn row_pairs(groups: &[&[u64]], lengths: &[u64], row: u64, mut f: impl FnMut(u64, u64)) {
     for g in groups {
         let (mut end, mut prev) = (0u64, None);
         // Empty documents take no place in a row.
         for &doc in g.iter().filter(|&&d| lengths[d as usize] > 0) {
             if let Some(a) = prev {
-                if end % row != 0 {
+                let at = end % row;
+                if at != 0 && at != row - 1 {
                     f(a, doc);
                 }
             }

@@ -4,15 +4,23 @@ use super::*;
 use crate::plan::Plan;
 use crate::progress::NoProgress;
 
-/// Pairs of documents that follow each other inside a row of the plan the
-/// loader builds from `order`: the reference for "adjacent in rows".
+/// Pairs of documents that follow each other among the input tokens of a
+/// row of the plan the loader builds from `order` (the second one starting
+/// before the row's last, label-only, token): the reference for "adjacent
+/// in rows".
 fn plan_pairs(ds: &Dataset, order: &Order, seq_len: u64) -> Vec<(u64, u64)> {
     let plan = Plan::ordered(ds, seq_len, order).unwrap();
     let mut segs = Vec::new();
     let mut out = Vec::new();
     for r in 0..plan.num_samples() {
         plan.sample(ds, r, &mut segs).unwrap();
-        out.extend(segs.windows(2).map(|w| (w[0].doc, w[1].doc)));
+        let mut at = 0;
+        for w in segs.windows(2) {
+            at += w[0].len;
+            if at < seq_len {
+                out.push((w[0].doc, w[1].doc));
+            }
+        }
     }
     out
 }
