@@ -77,7 +77,8 @@ def _wordpiece(path: Path, max_tokens: int) -> Any:
 
 def _unit(x: npt.NDArray[np.floating[Any]]) -> npt.NDArray[np.float32]:
     norms = np.linalg.norm(x, axis=1, keepdims=True)
-    return (x / np.maximum(norms, 1e-12)).astype(np.float32)
+    out: npt.NDArray[np.float32] = (x / np.maximum(norms, 1e-12)).astype(np.float32)
+    return out
 
 
 class MiniLM(TextEmbedder):
@@ -187,4 +188,7 @@ def embedder(name: str, *, device: str = "cpu") -> TextEmbedder:
         return MiniLM(device=device)
     if name == "minilm-static":
         return MiniLMStatic(device=device)
-    raise ValueError(f"unknown embedder {name!r}; the embedders are {', '.join(EMBEDDERS)}")
+    raise ValueError(
+        f"unknown embedder {name!r}; the embedders are {', '.join(EMBEDDERS)} "
+        "(embeddings in a file are named by its path, e.g. emb.npy)"
+    )
