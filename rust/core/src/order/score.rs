@@ -167,7 +167,7 @@ fn similarity(
             "scoring embeddings",
             format!(
                 "they have {} rows of {d} values but the dataset has {n} documents; give one row per document of the dataset, in dataset order",
-                if d == 0 { 0 } else { v.len() / d }
+                v.len().checked_div(d).unwrap_or(0)
             ),
         ));
     }
