@@ -138,3 +138,17 @@ def test_minilm_puts_related_sentences_closer() -> None:
     assert v.shape == (3, emb.dim) == (3, 384)
     assert np.allclose(np.linalg.norm(v, axis=1), 1, atol=1e-5)
     assert v[0] @ v[1] > v[0] @ v[2] + 0.2
+
+
+def test_an_order_written_by_hand_is_scored_given_its_seq_len(ordered: Path) -> None:
+    n = len(tl.open_dataset(ordered))
+    docs = np.arange(n)  # by id: topics alternate, the worst order for topic agreement
+    tl.write_order(ordered, ordered / "orders" / "by-id.order", docs, [0, n])
+    labels = [d % TOPICS for d in range(n)]
+    with pytest.raises(ValueError, match="carries no report"):
+        tl.order_report(ordered, "by-id")
+    with pytest.raises(ValueError, match="pass seq_len="):
+        tl.order_report(ordered, "by-id", labels=labels, progress=False)
+    rep = tl.order_report(ordered, "by-id", labels=labels, seq_len=SEQ, progress=False)
+    assert rep["independent"]["labels"]["ordered"] == 0.0
+    assert rep["independent"]["labels"]["difference"] < -0.2

@@ -261,9 +261,13 @@ def order_report(
     adjacent pairs in rows with the same label, in order and at random, their difference
     and the chance level. Rows are ``seq_len + 1`` tokens (default: the order's)."""
     path, docs, starts, _, meta_text = _core.read_order(Path(dataset), Path(name))
-    if not meta_text:
-        raise ValueError(f"{path} carries no report (it was written by write_order)")
-    meta: dict[str, Any] = json.loads(meta_text)
+    scoring = score_with is not None or labels is not None
+    if not meta_text and (png is not None or not scoring):
+        raise ValueError(
+            f"{path} carries no report (it was written by write_order); "
+            "score_with= or labels= (with seq_len=) score it"
+        )
+    meta: dict[str, Any] = json.loads(meta_text) if meta_text else {"report": {}}
     if png is not None:
         _core.write_report_png(json.dumps(meta["report"]), Path(png))
     report: dict[str, Any] = meta["report"]
@@ -272,7 +276,7 @@ def order_report(
     report["path"] = str(path)
     report["docs_in_order"] = docs
     report["segment_starts"] = starts
-    if score_with is not None or labels is not None:
+    if scoring:
         root = Path(dataset)
         vectors, (scorer, ids) = _scoring(root, score_with, labels, tokenizer, batch_size, progress)
         report["independent"] = json.loads(
