@@ -185,7 +185,7 @@ def main() -> int:
     lab = rep["independent"]["labels"]
     per_row = (args.seq_len + 1) / (ds.num_tokens / len(ds))
     print(
-        f"2. ICLM order at seq_len {args.seq_len} (about {per_row:.1f} articles per row): "
+        f"2. ICLM order: seq_len {args.seq_len}, about {per_row:.1f} articles per row; "
         f"{rep['ordered']:,} documents in {rep['segments']:,} path segments, "
         f"{rep['duplicates']} near-duplicates left out; adjacent articles in a row share their "
         f"topic {lab['ordered']:.1%} of the time vs {lab['random']:.1%} in a random order "
