@@ -20,7 +20,7 @@ then the target's first ``--target-tokens`` tokens follow:
 
 with two controls: ``copy`` (the target itself precedes it: can the model use context at
 all?) and ``none`` (only an EOS precedes it). The plain loss over held-out rows is measured
-too. Runs are resumable per arm × seed (checkpoints under ``--out/runs``); the summary with
+too. Runs are resumable per arm and seed (checkpoints under ``--out/runs``); the summary with
 paired bootstrap CIs is written to ``--out/results.{json,md}``.
 """
 
@@ -80,7 +80,9 @@ def prepare(out: Path, vocab: int, seq_len: int, embedder: str) -> dict[str, Any
             with (out / "text" / f"{name}.jsonl").open("w", encoding="utf-8") as f:
                 for a in rows:
                     f.write(json.dumps({"text": a["extract"]}) + "\n")
-            tl.build(out / "text" / f"{name}.jsonl", dest, tokenizer=tok_path, quiet=True, overwrite=True)
+            tl.build(
+                out / "text" / f"{name}.jsonl", dest, tokenizer=tok_path, quiet=True, overwrite=True
+            )
     vec_path = out / f"{embedder}.npy"
     if not vec_path.exists():
         t = time.perf_counter()
@@ -157,6 +159,7 @@ def eval_pairs(data: dict[str, Any], target_tokens: int) -> list[dict[str, Any]]
 def target_losses(model: TinyGPT, pairs: list[dict[str, Any]], batch: int = 32) -> dict[str, Any]:
     """Mean loss over each target's tokens under each condition: ``{cond: float[targets]}``."""
     model.eval()
+    dev = next(model.parameters()).device
     res = {c: np.zeros(len(pairs)) for c in CONDITIONS}
     for cond in CONDITIONS:
         for s in range(0, len(pairs), batch):
@@ -169,10 +172,11 @@ def target_losses(model: TinyGPT, pairs: list[dict[str, Any]], batch: int = 32) 
                 x[r, : len(q)] = torch.from_numpy(q)
                 a = len(p["prefixes"][cond])  # first target token's position
                 y[r, a - 1 : len(q) - 1] = torch.from_numpy(p["tokens"])
+            x, y = x.to(dev), y.to(dev)
             logits = model(x)
             nll = F.cross_entropy(logits.transpose(1, 2).float(), y, reduction="none")
             counts = (y != -100).sum(1)
-            res[cond][s : s + len(chunk)] = (nll.sum(1) / counts).numpy()
+            res[cond][s : s + len(chunk)] = (nll.sum(1) / counts).cpu().numpy()
     model.train()
     return res
 
@@ -181,17 +185,22 @@ def target_losses(model: TinyGPT, pairs: list[dict[str, Any]], batch: int = 32) 
 def heldout_loss(model: TinyGPT, root: Path, seq_len: int) -> float:
     """Mean next-token loss over the held-out articles laid end to end in rows."""
     model.eval()
+    dev = next(model.parameters()).device
     ds = tl.TokenDataset(root, seq_len=seq_len, batch_size=16, shuffle=False, outputs=())
     total = count = 0.0
     for b in ds:
-        logits = model(b["input_ids"])
-        total += F.cross_entropy(logits.flatten(0, 1).float(), b["labels"].flatten(), reduction="sum").item()
+        logits = model(b["input_ids"].to(dev))
+        total += F.cross_entropy(
+            logits.flatten(0, 1).float(), b["labels"].to(dev).flatten(), reduction="sum"
+        ).item()
         count += b["labels"].numel()
     model.train()
     return total / count
 
 
-def run(args: argparse.Namespace, arm: str, seed: int, data: dict[str, Any], pairs: list[dict[str, Any]]) -> dict[str, Any]:
+def run(
+    args: argparse.Namespace, arm: str, seed: int, data: dict[str, Any], pairs: list[dict[str, Any]]
+) -> dict[str, Any]:
     runs = Path(args.out) / "runs"
     runs.mkdir(parents=True, exist_ok=True)
     result, ckpt = runs / f"{arm}-s{seed}.json", runs / f"{arm}-s{seed}.pt"
@@ -199,14 +208,14 @@ def run(args: argparse.Namespace, arm: str, seed: int, data: dict[str, Any], pai
         return json.loads(result.read_text())
     torch.manual_seed(seed)
     cfg = GPTConfig(args.vocab, args.seq_len, d_model=args.d_model, n_layer=args.layers, n_head=4)
-    model = TinyGPT(cfg)
+    model = TinyGPT(cfg).to(args.device)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.1, betas=(0.9, 0.95))
     ds = tl.TokenDataset(
         data["train"], seq_len=args.seq_len, batch_size=args.batch, order=arm, seed=seed, outputs=()
     )
     step, seconds, curve = 0, 0.0, []
     if ckpt.exists():
-        st = torch.load(ckpt, weights_only=False)
+        st = torch.load(ckpt, weights_only=False, map_location=args.device)
         model.load_state_dict(st["model"])
         opt.load_state_dict(st["opt"])
         ds.load_state_dict(st["data"])
@@ -216,6 +225,7 @@ def run(args: argparse.Namespace, arm: str, seed: int, data: dict[str, Any], pai
         for b in ds:
             for g in opt.param_groups:
                 g["lr"] = cosine_lr(step, args.steps, args.lr, args.warmup)
+            b = tl.to_device(b, args.device)
             loss = model.loss(b["input_ids"], b["labels"])
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -227,10 +237,20 @@ def run(args: argparse.Namespace, arm: str, seed: int, data: dict[str, Any], pai
                 cb = float(np.mean(tl_["unrelated"] - tl_["related"]))
                 copy = float(np.mean(tl_["unrelated"] - tl_["copy"]))
                 curve.append({"step": step, "train_loss": loss.item(), "cb": cb, "copy_cb": copy})
-                print(f"    {arm} s{seed} step {step}: loss {loss.item():.3f} CB {cb:+.4f} copy {copy:+.3f}  [{time.perf_counter() - t0:.0f}s]", flush=True)
+                print(
+                    f"    {arm} s{seed} step {step}: loss {loss.item():.3f} CB {cb:+.4f} "
+                    f"copy {copy:+.3f}  [{time.perf_counter() - t0:.0f}s]",
+                    flush=True,
+                )
             if step % args.ckpt_every == 0 or step == args.steps:
-                st = {"model": model.state_dict(), "opt": opt.state_dict(), "data": ds.state_dict(),
-                      "step": step, "seconds": time.perf_counter() - t0, "curve": curve}
+                st = {
+                    "model": model.state_dict(),
+                    "opt": opt.state_dict(),
+                    "data": ds.state_dict(),
+                    "step": step,
+                    "seconds": time.perf_counter() - t0,
+                    "curve": curve,
+                }
                 torch.save(st, ckpt.with_suffix(".tmp"))
                 os.replace(ckpt.with_suffix(".tmp"), ckpt)
             if step == args.steps:
@@ -263,9 +283,15 @@ def bootstrap(d: np.ndarray, reps: int = 10000, seed: int = 0) -> tuple[float, f
     return float(d.mean()), float(lo), float(hi)
 
 
-def summarize(args: argparse.Namespace, results: list[dict[str, Any]], pairs: list[dict[str, Any]]) -> dict[str, Any]:
+def summarize(
+    args: argparse.Namespace, results: list[dict[str, Any]], pairs: list[dict[str, Any]]
+) -> dict[str, Any]:
     seeds = sorted({r["seed"] for r in results})
-    arms = [a for a in ARMS if all(any(r["arm"] == a and r["seed"] == s for r in results) for s in seeds)]
+    arms = [
+        a
+        for a in ARMS
+        if all(any(r["arm"] == a and r["seed"] == s for r in results) for s in seeds)
+    ]
     get = {(r["arm"], r["seed"]): r for r in results}
 
     def arr(arm: str, cond: str) -> np.ndarray:
@@ -275,7 +301,13 @@ def summarize(args: argparse.Namespace, results: list[dict[str, Any]], pairs: li
     overlap = np.array([p["overlap"] for p in pairs])
     edges = np.quantile(overlap, [0, 1 / 3, 2 / 3, 1])
     bins = np.clip(np.searchsorted(edges, overlap, side="right") - 1, 0, 2)
-    summary: dict[str, Any] = {"seeds": seeds, "targets": len(pairs), "arms": {}, "contrasts": {}, "bins": {}}
+    summary: dict[str, Any] = {
+        "seeds": seeds,
+        "targets": len(pairs),
+        "arms": {},
+        "contrasts": {},
+        "bins": {},
+    }
     for a in arms:
         summary["arms"][a] = {
             "cb": bootstrap(cb[a]),
@@ -291,16 +323,22 @@ def summarize(args: argparse.Namespace, results: list[dict[str, Any]], pairs: li
             summary["contrasts"][key] = {
                 "cb": bootstrap(cb[x] - cb[y]),
                 "heldout_loss": bootstrap(
-                    np.array([[get[(x, s)]["heldout_loss"] - get[(y, s)]["heldout_loss"]] for s in seeds])
+                    np.array(
+                        [[get[(x, s)]["heldout_loss"] - get[(y, s)]["heldout_loss"]] for s in seeds]
+                    )
                 ),
             }
             summary["bins"][key] = []
             for b in range(3):
                 m = bins == b
                 summary["bins"][key].append(
-                    {"overlap": [float(edges[b]), float(edges[b + 1])], "targets": int(m.sum()),
-                     "cb_x": float(cb[x][:, m].mean()), "cb_y": float(cb[y][:, m].mean()),
-                     "difference": bootstrap(cb[x][:, m] - cb[y][:, m])}
+                    {
+                        "overlap": [float(edges[b]), float(edges[b + 1])],
+                        "targets": int(m.sum()),
+                        "cb_x": float(cb[x][:, m].mean()),
+                        "cb_y": float(cb[y][:, m].mean()),
+                        "difference": bootstrap(cb[x][:, m] - cb[y][:, m]),
+                    }
                 )
     return summary
 
@@ -312,9 +350,10 @@ def report(summary: dict[str, Any], args: argparse.Namespace, path: Path) -> Non
         "",
         f"Command: `python benches/context_benefit.py {' '.join(sys.argv[1:])}`",
         f"Seeds {summary['seeds']}, {summary['targets']} held-out targets, {args.steps} steps of "
-        f"{args.batch} × {args.seq_len} tokens.",
+        f"{args.batch} x {args.seq_len} tokens.",
         "",
-        "| arm | CB (nats, 95 % CI) | copy control | L(t\\|related) | L(t\\|unrelated) | L(t\\|EOS only) | held-out loss |",
+        "| arm | CB (nats, 95 % CI) | copy control | L(t\\|related) | L(t\\|unrelated) "
+        "| L(t\\|EOS only) | held-out loss |",
         "|---|---|---|---|---|---|---|",
     ]
     for a, s in summary["arms"].items():
@@ -326,12 +365,17 @@ def report(summary: dict[str, Any], args: argparse.Namespace, path: Path) -> Non
     lines += ["", "| contrast | ΔCB (95 % CI) | Δ held-out loss (95 % CI) |", "|---|---|---|"]
     for k, c in summary["contrasts"].items():
         lines.append(f"| {k} | {f3(c['cb'])} | {f3(c['heldout_loss'])} |")
-    lines += ["", "ΔCB by token overlap of the related prefix with the target (tertiles):", "",
-              "| contrast | overlap | targets | CB x | CB y | ΔCB (95 % CI) |", "|---|---|---|---|---|---|"]
+    lines += [
+        "",
+        "ΔCB by token overlap of the related prefix with the target (tertiles):",
+        "",
+        "| contrast | overlap | targets | CB x | CB y | ΔCB (95 % CI) |",
+        "|---|---|---|---|---|---|",
+    ]
     for k, bins in summary["bins"].items():
         for b in bins:
             lines.append(
-                f"| {k} | {b['overlap'][0]:.2f}–{b['overlap'][1]:.2f} | {b['targets']} | "
+                f"| {k} | {b['overlap'][0]:.2f}-{b['overlap'][1]:.2f} | {b['targets']} | "
                 f"{b['cb_x']:+.4f} | {b['cb_y']:+.4f} | {f3(b['difference'])} |"
             )
     path.write_text("\n".join(lines) + "\n")
@@ -352,21 +396,24 @@ def main() -> int:
     ap.add_argument("--warmup", type=int, default=50)
     ap.add_argument("--target-tokens", type=int, default=64)
     ap.add_argument("--eval-every", type=int, default=100)
-    ap.add_argument("--embedder", default="minilm-static", help="independent embedder (related documents)")
+    ap.add_argument(
+        "--embedder", default="minilm-static", help="independent embedder (related documents)"
+    )
     ap.add_argument("--ckpt-every", type=int, default=50)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--device", default="cpu", help="cuda with a GPU (then raise --d-model etc.)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     data = prepare(out, args.vocab, args.seq_len, args.embedder)
     pairs = eval_pairs(data, args.target_tokens)
-    print(f"{len(pairs)} held-out targets; mean {args.embedder} similarity to the related document "
-          f"{np.mean([p['similarity'] for p in pairs]):.3f}")
-    results = []
-    for seed in range(args.seeds):
-        for arm in args.arms.split(","):
-            results.append(run(args, arm, seed, data, pairs))
+    print(
+        f"{len(pairs)} held-out targets; mean {args.embedder} similarity to the related document "
+        f"{np.mean([p['similarity'] for p in pairs]):.3f}"
+    )
+    arms = args.arms.split(",")
+    results = [run(args, arm, seed, data, pairs) for seed in range(args.seeds) for arm in arms]
     summary = summarize(args, results, pairs)
     atomic_json(out / "results.json", summary)
     report(summary, args, out / "results.md")

@@ -7,11 +7,14 @@ benches/context_benefit.py."""
 from __future__ import annotations
 
 import math
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import tokenloom as tl
 from tokenloom import _core
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 
 def random_order(root: Path, name: str, seed: int) -> Path:
