@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import gzip
 import importlib.util
+import itertools
 import json
 import re
 import sys
@@ -29,12 +30,11 @@ from typing import Any
 
 import numpy as np
 import tokenloom as tl
-from tokenizers import Tokenizer, models, pre_tokenizers, trainers
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import itertools
-
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from order_arms import builtin_vectors, kmeans_order, random_order
+from wiki_corpus import write_bpe
 
 KERNEL_DOCS = Path("/usr/share/doc/linux-doc-6.1/Documentation")
 HEADING = re.compile(r"^([=\-~^*\"'`#+])\1{2,}\s*$")
@@ -89,17 +89,6 @@ def kernel_sections(min_chars: int = 200) -> list[tuple[str, str]]:
 CORPORA = {"wikipedia": wikipedia, "linux-doc": kernel_sections}
 
 
-def build(root: Path, texts: list[str]) -> None:
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.train_from_iterator(
-        texts, trainers.BpeTrainer(vocab_size=8000, special_tokens=["<eos>"], show_progress=False)
-    )
-    with tl.DatasetWriter(root, "u16", eos_id=0, vocab_size=8000, overwrite=True) as w:
-        for e in tok.encode_batch(texts):
-            w.add([*e.ids, 0])
-
-
 def corpus_rows(name: str, args: argparse.Namespace, out: Path) -> list[dict[str, Any]]:
     docs = CORPORA[name]()
     pick = np.random.default_rng(args.seed).choice(
@@ -107,7 +96,7 @@ def corpus_rows(name: str, args: argparse.Namespace, out: Path) -> list[dict[str
     )
     texts, labels = [docs[i][0] for i in pick], [docs[i][1] for i in pick]
     root = out / name
-    build(root, texts)
+    write_bpe(root, texts)
     ds = tl.open_dataset(root)
     print(
         f"{name}: {len(ds):,} documents, {ds.num_tokens / len(ds):.0f} tokens each, "
