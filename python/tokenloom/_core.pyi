@@ -30,6 +30,7 @@ __all__ = [
     "read_order",
     "report_summary",
     "run_cli",
+    "score_order",
     "write_order",
     "write_report_png",
     "write_sources",
@@ -136,11 +137,14 @@ class Stream:
         seed: int = 0,
         shuffle: bool = True,
         cache_dirs: list[str | None] | None = None,
+        boundaries: str | None = None,
     ) -> Stream: ...
     @property
     def epoch_len(self) -> int: ...
     @property
     def num_samples(self) -> list[int]: ...
+    @property
+    def boundaries(self) -> str: ...
     @property
     def plans_cached(self) -> list[bool]: ...
     @property
@@ -233,7 +237,20 @@ def order_dataset(
     drop_self: bool = False,
     source: str = "{}",
     progress: bool = True,
+    score_vectors: npt.NDArray[np.float32] | None = None,
+    score_name: str = "",
+    labels: npt.NDArray[np.int64] | None = None,
 ) -> tuple[Path, str]: ...
+def score_order(
+    path: str | os.PathLike[str],
+    spec: str | os.PathLike[str],
+    seq_len: int | None = None,
+    vectors: npt.NDArray[np.float32] | None = None,
+    name: str = "",
+    labels: npt.NDArray[np.int64] | None = None,
+    seed: int | None = None,
+    progress: bool = True,
+) -> str: ...
 
 # One part's order: documents, path, segment starts, duplicates [x, 2] (doc, of) and their
 # similarities, kNN ids and similarities [m, k], whether the kNN search was exact.

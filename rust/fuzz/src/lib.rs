@@ -261,6 +261,7 @@ fn dataset(files: &[(&str, &[u8])], open: &str) {
             pad_label: -100,
             position_ids: true,
             doc_ids: true,
+            boundaries: None,
         };
         for i in 0..plan.num_samples().min(256) {
             let got = assemble(&[(0, i)], &[(&ds, &plan)], &cfg);

@@ -28,6 +28,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(cli::run_cli, m)?)?;
     m.add_function(wrap_pyfunction!(order::order_dataset, m)?)?;
     m.add_function(wrap_pyfunction!(order::read_order, m)?)?;
+    m.add_function(wrap_pyfunction!(order::score_order, m)?)?;
     m.add_function(wrap_pyfunction!(order::write_report_png, m)?)?;
     m.add_function(wrap_pyfunction!(order::report_summary, m)?)?;
     m.add_function(wrap_pyfunction!(order_parts::order_embeddings, m)?)?;

@@ -12,7 +12,7 @@ use tokenloom_core::batch::{
     assemble, Batch, BatchConfig, Cursor, IntBuf, LoadedBatch, Loader, LoaderSpec, Mixture,
     OutDType, Sharding, Source,
 };
-use tokenloom_core::plan::{cache, Order, Plan, PlanMode};
+use tokenloom_core::plan::{cache, Boundaries, Order, Plan, PlanMode};
 use tokenloom_core::shuffle::key_of;
 use tokenloom_core::Dataset;
 
@@ -42,13 +42,17 @@ pub struct PyStream {
     legacy_fingerprint: u64,
     cached: Vec<bool>,
     order_seq_len: Option<u64>,
+    /// What position_ids and cu_seqlens delimit (`None`: the mode's default).
+    boundaries: Option<Boundaries>,
 }
 
 #[pymethods]
 impl PyStream {
     /// Opens `paths`, builds (or reads from `cache_dirs`) their plans.
+    /// `boundaries` ("document" or "row"; default: the mode's) says what the
+    /// batches' position_ids and cu_seqlens delimit.
     #[new]
-    #[pyo3(signature = (paths, weights, seq_len, mode = "concat", order = None, seed = 0, shuffle = true, cache_dirs = None))]
+    #[pyo3(signature = (paths, weights, seq_len, mode = "concat", order = None, seed = 0, shuffle = true, cache_dirs = None, boundaries = None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -60,8 +64,12 @@ impl PyStream {
         seed: u64,
         shuffle: bool,
         cache_dirs: Option<Vec<Option<PathBuf>>>,
+        boundaries: Option<&str>,
     ) -> PyResult<Self> {
         let mode = crate::errors::to_py(PlanMode::parse(mode))?;
+        let boundaries = boundaries
+            .map(|b| crate::errors::to_py(Boundaries::parse(b)))
+            .transpose()?;
         if order.is_some() && paths.len() != 1 {
             return Err(PyValueError::new_err(
                 "an order file applies to a single dataset; mix ordered datasets by giving each its own TokenDataset",
@@ -118,6 +126,7 @@ impl PyStream {
                 legacy_fingerprint: key_of(&legacy),
                 cached,
                 order_seq_len,
+                boundaries,
             })
         })
     }
@@ -132,6 +141,18 @@ impl PyStream {
     #[getter]
     fn num_samples(&self) -> Vec<u64> {
         self.sources.iter().map(|(_, p)| p.num_samples()).collect()
+    }
+
+    /// What position_ids and cu_seqlens delimit in this stream's batches.
+    #[getter]
+    fn boundaries(&self) -> &'static str {
+        let mode = self
+            .sources
+            .first()
+            .map_or(PlanMode::Concat, |(_, p)| p.mode());
+        self.boundaries
+            .unwrap_or_else(|| mode.default_boundaries())
+            .name()
     }
 
     /// Whether each source's plan was read from the cache.
@@ -307,6 +328,7 @@ impl PyStream {
             pad_label: ignore_index.unwrap_or(-100),
             position_ids,
             doc_ids,
+            boundaries: self.boundaries,
         })
     }
 }

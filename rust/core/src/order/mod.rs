@@ -13,6 +13,7 @@ mod kmeans;
 pub mod knn;
 pub mod partition;
 pub mod report;
+pub mod score;
 pub mod store;
 mod topk;
 pub mod traverse;
@@ -29,6 +30,7 @@ pub use join::{join_parts, order_partition, PartOrder};
 pub use knn::EXACT_BELOW;
 pub use partition::{chain, partition, Partitions};
 pub use report::Report;
+pub use score::{Independent, Scorer};
 pub use traverse::{Path, ReferenceParams};
 pub use vectors::{document_vectors, participants};
 
