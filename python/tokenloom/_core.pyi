@@ -14,10 +14,13 @@ __all__ = [
     "DatasetWriter",
     "FormatVersionError",
     "Loader",
+    "DEFAULT_CALIBRATION",
+    "SELECT_RULES",
     "Selector",
     "Stream",
     "TokenloomError",
     "__version__",
+    "default_alpha",
     "knn_graph",
     "merge_datasets",
     "order_dataset",
@@ -187,11 +190,19 @@ class Selector:
         alpha: float,
         seed: int,
         state: dict[str, Any] | None = None,
+        calibration: int = ...,
     ) -> Selector: ...
     def select(
         self, utility: npt.NDArray[np.float32], sketches: npt.NDArray[np.float32]
     ) -> npt.NDArray[np.int64]: ...
+    def effective_alpha(self) -> float: ...
+    def check_run(self, batches: int) -> None: ...
     def state(self) -> dict[str, Any]: ...
+
+SELECT_RULES: list[str]
+DEFAULT_CALIBRATION: int
+
+def default_alpha(rule: str) -> float: ...
 
 def order_dataset(
     path: str | os.PathLike[str],
