@@ -322,15 +322,29 @@ impl AutoReference {
 #[test]
 fn uds_auto_needs_a_window_and_a_memory_and_checks_the_run() {
     let c = cfg(Rule::UdsAuto, 1, 4, 2);
-    assert!(Selector::new(SelectorConfig { calibration: 0, ..c }).is_err());
-    assert!(Selector::new(SelectorConfig { buffer_size: 0, ..c }).is_err());
+    assert!(Selector::new(SelectorConfig {
+        calibration: 0,
+        ..c
+    })
+    .is_err());
+    assert!(Selector::new(SelectorConfig {
+        buffer_size: 0,
+        ..c
+    })
+    .is_err());
     let s = Selector::new(c).unwrap();
     assert!(s.check_run(4).is_ok()); // 3 calibration batches after the first
     let e = s.check_run(3).unwrap_err().to_string();
-    assert!(e.contains("longer than the run (3 candidate batches)"), "{e}");
+    assert!(
+        e.contains("longer than the run (3 candidate batches)"),
+        "{e}"
+    );
     assert!(e.contains("at most 2"), "{e}");
     // other rules have no window
-    assert!(Selector::new(cfg(Rule::Uds, 1, 4, 2)).unwrap().check_run(0).is_ok());
+    assert!(Selector::new(cfg(Rule::Uds, 1, 4, 2))
+        .unwrap()
+        .check_run(0)
+        .is_ok());
     assert_eq!(Rule::parse("uds-auto").unwrap().name(), "uds-auto");
     for name in NAMES {
         assert_eq!(Rule::parse(name).unwrap().name(), name);
@@ -391,4 +405,61 @@ proptest! {
             prop_assert_eq!(x, y, "step {}", t);
         }
     }
+}
+
+/// `uds-scaled` written out directly: every utility and (once the memory
+/// holds something) every mean distance seen so far, z-scored with their mean
+/// and sample variance; `z(u) + alpha * z(div)`.
+#[test]
+fn uds_scaled_matches_the_reference() {
+    let (b, dim, cap, alpha) = (6usize, 3usize, 4usize, 2.0f64);
+    let c = SelectorConfig {
+        alpha,
+        ..cfg(Rule::UdsScaled, 2, cap, dim)
+    };
+    let mut s = Selector::new(c).unwrap();
+    let mut r = Reference {
+        memory: Vec::new(),
+        cap,
+    };
+    let (mut seen_u, mut seen_d) = (Vec::<f64>::new(), Vec::<f64>::new());
+    let z = |x: f64, seen: &[f64]| {
+        let n = seen.len() as f64;
+        let mean = seen.iter().sum::<f64>() / n;
+        let var = seen.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1.0);
+        if seen.len() < 2 || var <= 0.0 {
+            0.0
+        } else {
+            (x - mean) / var.sqrt()
+        }
+    };
+    let mut decided_by_diversity = 0;
+    for t in 0..10 {
+        let val = |i: usize| ((mix64(77 ^ mix64((t * 1000 + i) as u64)) % 1000) as f32) / 10.0;
+        let u: Vec<f32> = (0..b).map(val).collect();
+        let flat: Vec<f32> = (0..b * dim).map(|i| val(i + 100)).collect();
+        let zs: Vec<Vec<f32>> = flat.chunks(dim).map(|x| x.to_vec()).collect();
+        let div = r.scores(&vec![0.0; b], &zs, 1.0);
+        seen_u.extend(u.iter().map(|&x| x as f64));
+        let with_div = !r.memory.is_empty();
+        if with_div {
+            seen_d.extend(&div);
+        }
+        let scores: Vec<f64> = (0..b)
+            .map(|i| {
+                let d = if with_div { z(div[i], &seen_d) } else { 0.0 };
+                z(u[i] as f64, &seen_u) + alpha * d
+            })
+            .collect();
+        let want = top_k(&scores, 2);
+        let by_utility = top_k(&u.iter().map(|&x| x as f64).collect::<Vec<_>>(), 2);
+        decided_by_diversity += usize::from(want != by_utility);
+        let got = s.select(&u, &flat).unwrap();
+        assert_eq!(got, want, "step {t}");
+        r.remember(&zs, &got);
+    }
+    assert!(
+        decided_by_diversity >= 3,
+        "the diversity term must decide some steps"
+    );
 }
