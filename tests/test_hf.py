@@ -47,7 +47,9 @@ def test_trainer_trains_on_the_selected_rows(corpus: Path, tmp_path: Path) -> No
     rows: list[tuple[int, bool]] = []
     # the body runs in both passes (scoring stops before the head)
     model.transformer.register_forward_pre_hook(
-        lambda _m, a, kw: rows.append((int((a[0] if a else kw["input_ids"]).shape[0]), torch.is_grad_enabled())),
+        lambda _m, a, kw: rows.append(
+            (int((a[0] if a else kw["input_ids"]).shape[0]), torch.is_grad_enabled())
+        ),
         with_kwargs=True,
     )
     before = [p.detach().clone() for p in model.parameters()]
@@ -150,7 +152,9 @@ def test_resume_is_exact_with_dropout(corpus: Path, tmp_path: Path) -> None:
     resumed.train(resume_from_checkpoint=True)
     assert torch.equal(whole.selector.state_dict()["rows"], resumed.selector.state_dict()["rows"])
     assert resumed.dataset.selection_stats() == whole.dataset.selection_stats()
-    for (name, a), b in zip(whole.model.named_parameters(), resumed.model.parameters(), strict=True):
+    for (name, a), b in zip(
+        whole.model.named_parameters(), resumed.model.parameters(), strict=True
+    ):
         assert torch.equal(a, b), name
 
 
@@ -170,7 +174,8 @@ def test_trainer_with_a_lora_model(corpus: Path, tmp_path: Path) -> None:
     model = peft.get_peft_model(tiny_llama(), peft.LoraConfig(r=4, target_modules=targets))
     frozen = {n: p.detach().clone() for n, p in model.named_parameters() if not p.requires_grad}
     lora = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
-    assert lora and all("lora_" in n for n in lora)
+    assert lora
+    assert all("lora_" in n for n in lora)
     ds = tl.TokenDataset(corpus, seq_len=SEQ, batch_size=8, seed=1)
     sel = tl.UDSSelector(keep=2, buffer_size=16, sketch=(2, 8), max_len=SEQ, rule="uds-auto",
                          calibration=2)  # fmt: skip
@@ -197,7 +202,10 @@ def test_trainer_refuses_what_it_cannot_score(
     ds = tl.TokenDataset(corpus, seq_len=SEQ, batch_size=8)
     with pytest.raises(ValueError, match="max-loss"):
         UDSTrainer(
-            model=tiny_gpt2(), args=args, train_dataset=ds, selector=tl.UDSSelector(2, rule="max-loss")
+            model=tiny_gpt2(),
+            args=args,
+            train_dataset=ds,
+            selector=tl.UDSSelector(2, rule="max-loss"),
         )
     original = transformers.Trainer.create_accelerator_and_postprocess
 

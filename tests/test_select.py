@@ -259,7 +259,9 @@ def reference_scaled(
 
 
 @settings(max_examples=30, deadline=None)
-@given(b=st.integers(3, 8), keep=st.integers(1, 2), cap=st.integers(1, 6), seed=st.integers(0, 2**31))
+@given(
+    b=st.integers(3, 8), keep=st.integers(1, 2), cap=st.integers(1, 6), seed=st.integers(0, 2**31)
+)
 def test_scaled_rule_matches_the_reference(b: int, keep: int, cap: int, seed: int) -> None:
     rng = np.random.default_rng(seed)
     steps = [

@@ -8,14 +8,14 @@ import numpy as np
 import numpy.typing as npt
 
 __all__ = [
+    "DEFAULT_CALIBRATION",
+    "SELECT_RULES",
     "CancelledError",
     "CorruptShardError",
     "Dataset",
     "DatasetWriter",
     "FormatVersionError",
     "Loader",
-    "DEFAULT_CALIBRATION",
-    "SELECT_RULES",
     "Selector",
     "Stream",
     "TokenloomError",
@@ -203,7 +203,6 @@ SELECT_RULES: list[str]
 DEFAULT_CALIBRATION: int
 
 def default_alpha(rule: str) -> float: ...
-
 def order_dataset(
     path: str | os.PathLike[str],
     seq_len: int,

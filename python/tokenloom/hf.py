@@ -28,6 +28,7 @@ hooks do not cover.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from typing import TYPE_CHECKING, Any
 
@@ -81,25 +82,18 @@ class _EpochLoader(DataLoader):  # type: ignore[type-arg]
         self.dataset.set_epoch(epoch)  # type: ignore[attr-defined]
 
 
-def ids_device(device: Any) -> list[Any]:
+def _cuda_devices(device: Any) -> list[Any]:
     """The CUDA devices whose RNG a fork must save (none on CPU)."""
     dev = torch.device(device)
     return [dev] if dev.type == "cuda" else []
 
 
-class _SeededFork:
-    """``torch.random.fork_rng`` seeded with a value derived from ``(seed, step, batch)``."""
-
-    def __init__(self, seed: int, step: int, batch: int, device: list[Any]) -> None:
-        self.value = (seed * 1_000_003 + step) * 1_009 + batch
-        self.fork = torch.random.fork_rng(devices=device)
-
-    def __enter__(self) -> None:
-        self.fork.__enter__()
-        torch.manual_seed(self.value % (2**63))
-
-    def __exit__(self, *exc: object) -> None:
-        self.fork.__exit__(*exc)
+@contextlib.contextmanager
+def _seeded_fork(seed: int, step: int, batch: int, device: Any) -> Iterator[None]:
+    """A forked RNG seeded from ``(seed, step, batch)``; the outer RNG is left as it was."""
+    with torch.random.fork_rng(devices=_cuda_devices(device)):
+        torch.manual_seed(((seed * 1_000_003 + step) * 1_009 + batch) % 2**63)
+        yield
 
 
 class UDSTrainer(Trainer):
@@ -189,7 +183,7 @@ class UDSTrainer(Trainer):
     def _scoring_rng(self, position: tuple[int, int]) -> Any:
         """A forked RNG seeded by (``args.seed``, step, batch): dropout in the scoring pass
         is reproducible and leaves the training RNG where it was."""
-        return _SeededFork(self.args.seed, *position, device=ids_device(self.args.device))
+        return _seeded_fork(self.args.seed, *position, self.args.device)
 
     # -- checkpoints ----------------------------------------------------------------------
 

@@ -112,7 +112,7 @@ class FastJL:
         Computed as ``C_t @ X @ C_v`` with the dense matrices of :meth:`dense` (kept in float32
         on the logits' device): two products instead of a complex FFT over all ``V`` bins."""
         x = _check_logits(logits, mask).float()
-        b, length, vocab = x.shape
+        b, _, vocab = x.shape
         if vocab != self.vocab:
             raise ValueError(
                 f"logits have {vocab} vocabulary columns, the sketch was built for {self.vocab}"

@@ -208,8 +208,9 @@ class ModelScorer:
         devices = [ids.device] if ids.device.type == "cuda" else []
         try:
             self.model.eval()
-            with torch.random.fork_rng(devices=devices), torch.autocast(
-                ids.device.type, enabled=False
+            with (
+                torch.random.fork_rng(devices=devices),
+                torch.autocast(ids.device.type, enabled=False),
             ):
                 want = self.model(input_ids=ids, attention_mask=am).logits.float()
                 got = self.hidden(ids, am).float() @ self.weight.float().T

@@ -335,9 +335,7 @@ impl Selector {
                 let div = self.mean_distances(sketches);
                 self.calibrate(utility, &div);
                 let alpha = self.effective_alpha();
-                let scores: Vec<f64> = (0..b)
-                    .map(|i| utility[i] as f64 + alpha * div[i])
-                    .collect();
+                let scores: Vec<f64> = (0..b).map(|i| utility[i] as f64 + alpha * div[i]).collect();
                 top_k(&scores, keep)
             }
             Rule::UdsGreedy => self.greedy(utility, sketches),
