@@ -248,7 +248,8 @@ impl Selector {
 
     /// The diversity weight in use: `alpha`, or for `uds-auto`
     /// `alpha * sd(utility) / sd(distance)` from the calibration batches seen
-    /// so far (0 before the first; fixed once the window is complete).
+    /// so far (0 before the first, and while the distances have not spread;
+    /// fixed once the window is complete).
     pub fn effective_alpha(&self) -> f64 {
         if self.cfg.rule != Rule::UdsAuto {
             return self.cfg.alpha;
@@ -407,7 +408,14 @@ impl Selector {
         }
         let u: Vec<f64> = utility.iter().map(|&x| x as f64).collect();
         self.state.stats[0].add(variance(&u));
-        self.state.stats[1].add(variance(div));
+        // Distances equal up to their rounding (1e-4 of their mean) do not spread: a
+        // variance of rounding noise would blow alpha up.
+        let (var, mean) = (
+            variance(div),
+            div.iter().sum::<f64>() / div.len().max(1) as f64,
+        );
+        let spread = if var.sqrt() <= 1e-4 * mean { 0.0 } else { var };
+        self.state.stats[1].add(spread);
     }
 
     fn greedy(&mut self, utility: &[f32], sketches: &[f32]) -> Vec<usize> {
