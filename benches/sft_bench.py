@@ -20,6 +20,7 @@ control), oracle (random among clean, unique items).
 
     python benches/sft_bench.py run  --pools noisy --seeds 0,1,2 [--arms random,uds,...]
     python benches/sft_bench.py report
+    python benches/sft_bench.py calibrate            # the terms' spreads, uds-auto's alpha
     python benches/sft_bench.py run --device cuda ...   # the same grid on a GPU
 
 Each (pool, arm, seed) is one cached JSON file under ``--cache``/runs/<settings hash>/, written
@@ -415,6 +416,29 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    """The two terms' spreads on the first NOISY batches under the frozen model: the alpha
+    ``uds-auto`` calibrates, and how the reference alpha weighs the terms here."""
+    model, tok = smollm2.load(Path(args.cache))
+    items = build_items(args, tok)["noisy"]
+    sel = tl.UDSSelector(1, rule="uds-auto", max_len=args.max_len, seed=0)
+    scorer = ModelScorer(model.to(args.device).eval(), sel, path="hidden")
+    order = np.random.default_rng(0).permutation(len(items)).tolist()
+    b = args.batch
+    for k in range(sel.calibration + 1):
+        group = [items[i] for i in order[k * b : (k + 1) * b]]
+        ids, mask, _, _ = collate(group, args.device)
+        with torch.no_grad():
+            sel.select_from(*sel.scores_hidden(scorer.hidden(ids, mask), scorer.weight, mask))
+    (_, var_u, _), (_, var_d, _) = sel.state_dict()["stats"]
+    print(
+        f"mean within-batch variance: utility {var_u:.3g}, distance {var_d:.3g}; uds-auto "
+        f"alpha for weight 1: {sel.effective_alpha():.3g}; at the reference 2.5e-3 the "
+        f"diversity term spreads {2.5e-3 * (var_d / var_u) ** 0.5:.2f}x the utility"
+    )
+    return 0
+
+
 # -- report -------------------------------------------------------------------------------
 
 
@@ -523,7 +547,7 @@ def plot(summary: dict[str, Any], pools: list[str], path: Path) -> None:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("command", choices=("run", "report"))
+    ap.add_argument("command", choices=("run", "report", "calibrate"))
     ap.add_argument("--cache", default="bench-out/sft", help="model, items and runs")
     ap.add_argument("--out", default="docs/sft-experiment")
     ap.add_argument("--pools", default="noisy,clean")
@@ -557,7 +581,8 @@ def main() -> int:
         raise SystemExit(f"unknown arms or pools: {unknown}")
     if args.threads:
         torch.set_num_threads(args.threads)
-    return cmd_run(args) if args.command == "run" else cmd_report(args)
+    commands = {"run": cmd_run, "report": cmd_report, "calibrate": cmd_calibrate}
+    return commands[args.command](args)
 
 
 if __name__ == "__main__":
