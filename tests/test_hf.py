@@ -28,6 +28,20 @@ def corpus(tmp_path: Path) -> Path:
     return tmp_path / "c"
 
 
+def resumable_trainer(
+    corpus: Path, out: Path, dropout: float = 0.0, accumulation: int = 1
+) -> UDSTrainer:
+    """4 steps of a tiny GPT-2, checkpoints every 2, re-offering unkept samples."""
+    ds = tl.TokenDataset(corpus, seq_len=SEQ, batch_size=8, seed=1, reoffer_unkept=1)
+    sel = tl.UDSSelector(keep=2, buffer_size=16, sketch=(2, 8), max_len=SEQ, seed=0)
+    args = transformers.TrainingArguments(
+        output_dir=str(out), max_steps=4, save_steps=2, learning_rate=1e-2, use_cpu=True,
+        report_to=[], disable_tqdm=True, gradient_accumulation_steps=accumulation,
+    )  # fmt: skip
+    model = tiny_gpt2(dropout=dropout)
+    return UDSTrainer(model=model, args=args, train_dataset=ds, selector=sel)
+
+
 def test_model_inputs_do_not_shift_labels_twice(corpus: Path) -> None:
     ds = tl.TokenDataset(corpus, seq_len=SEQ, batch_size=3, mode="pack", ignore_index=-1)
     b = next(iter(ds))
@@ -86,13 +100,7 @@ def test_trainer_needs_a_token_dataset(tmp_path: Path) -> None:
 
 def test_resume_restores_the_selector_and_the_accounting(corpus: Path, tmp_path: Path) -> None:
     def trainer() -> UDSTrainer:
-        ds = tl.TokenDataset(corpus, seq_len=SEQ, batch_size=8, seed=1, reoffer_unkept=1)
-        sel = tl.UDSSelector(keep=2, buffer_size=16, sketch=(2, 8), max_len=SEQ, seed=0)
-        args = transformers.TrainingArguments(
-            output_dir=str(tmp_path), max_steps=4, save_steps=2, learning_rate=1e-2,
-            use_cpu=True, report_to=[], disable_tqdm=True,
-        )  # fmt: skip
-        return UDSTrainer(model=tiny_gpt2(), args=args, train_dataset=ds, selector=sel)
+        return resumable_trainer(corpus, tmp_path)
 
     whole = trainer()
     whole.train()
@@ -122,28 +130,13 @@ def test_global_selection_needs_the_loss_over_all_ranks_tokens(
         UDSTrainer(model=tiny_gpt2(), args=args, train_dataset=ds, selector=sel)
 
 
-def dropout_gpt2(seed: int = 0) -> Any:
-    torch.manual_seed(seed)
-    cfg = transformers.GPT2Config(
-        vocab_size=VOCAB, n_positions=SEQ, n_embd=32, n_layer=2, n_head=2,
-        resid_pdrop=0.1, embd_pdrop=0.1, attn_pdrop=0.1,
-    )  # fmt: skip
-    return transformers.GPT2LMHeadModel(cfg)
-
-
 def test_resume_is_exact_with_dropout(corpus: Path, tmp_path: Path) -> None:
     """Scoring passes run in training mode, so dropout draws random numbers in them. A resumed
     run scores before the Trainer restores its RNG state: unless scoring has an RNG of its
     own, it keeps other rows and trains on other dropout masks than the uninterrupted run."""
 
     def trainer() -> UDSTrainer:
-        ds = tl.TokenDataset(corpus, seq_len=SEQ, batch_size=8, seed=1, reoffer_unkept=1)
-        sel = tl.UDSSelector(keep=2, buffer_size=16, sketch=(2, 8), max_len=SEQ, seed=0)
-        args = transformers.TrainingArguments(
-            output_dir=str(tmp_path), max_steps=4, save_steps=2, learning_rate=1e-2,
-            use_cpu=True, report_to=[], disable_tqdm=True, gradient_accumulation_steps=2,
-        )  # fmt: skip
-        return UDSTrainer(model=dropout_gpt2(), args=args, train_dataset=ds, selector=sel)
+        return resumable_trainer(corpus, tmp_path, dropout=0.1, accumulation=2)
 
     whole = trainer()
     whole.train()

@@ -76,19 +76,27 @@ def reference_uds(
     memory: list[np.ndarray] = []
     out = []
     for u, z in steps:
-        if memory:
-            q = np.stack(memory).astype(np.float64)
-            div = np.sqrt(((z[:, None, :].astype(np.float64) - q[None]) ** 2).sum(-1)).mean(1)
-        else:
-            div = np.zeros(len(u))
-        score = u.astype(np.float64) + alpha * div
-        kept = sorted(range(len(u)), key=lambda i: (-score[i], i))[:keep]
-        for i in kept:
-            memory.append(z[i])
-            if len(memory) > cap:
-                memory.pop(0)
-        out.append(kept)
+        div = mean_distances(z, memory) if memory else np.zeros(len(u))
+        out.append(keep_best(u.astype(np.float64) + alpha * div, keep, z, memory, cap))
     return out
+
+
+def mean_distances(z: np.ndarray, memory: list[np.ndarray]) -> np.ndarray:
+    """Mean L2 distance of each row of ``z`` to the memory's rows, in float64."""
+    q = np.stack(memory).astype(np.float64)
+    return np.sqrt(((z[:, None, :].astype(np.float64) - q[None]) ** 2).sum(-1)).mean(1)
+
+
+def keep_best(
+    score: np.ndarray, keep: int, z: np.ndarray, memory: list[np.ndarray], cap: int
+) -> list[int]:
+    """The ``keep`` best rows (ties to the lower index); their sketches join the FIFO memory."""
+    kept = sorted(range(len(score)), key=lambda i: (-score[i], i))[:keep]
+    for i in kept:
+        memory.append(z[i])
+        if len(memory) > cap:
+            memory.pop(0)
+    return kept
 
 
 @settings(max_examples=30, deadline=None)
@@ -245,16 +253,10 @@ def reference_scaled(
         seen_u += u64.tolist()
         score = z(u64, seen_u)
         if memory:
-            q = np.stack(memory).astype(np.float64)
-            div = np.sqrt(((sk[:, None, :].astype(np.float64) - q[None]) ** 2).sum(-1)).mean(1)
+            div = mean_distances(sk, memory)
             seen_d += div.tolist()
             score = score + alpha * z(div, seen_d)
-        kept = sorted(range(len(u)), key=lambda i: (-score[i], i))[:keep]
-        for i in kept:
-            memory.append(sk[i])
-            if len(memory) > cap:
-                memory.pop(0)
-        out.append(kept)
+        out.append(keep_best(score, keep, sk, memory, cap))
     return out
 
 
