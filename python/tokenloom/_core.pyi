@@ -8,6 +8,8 @@ import numpy as np
 import numpy.typing as npt
 
 __all__ = [
+    "DEFAULT_CALIBRATION",
+    "SELECT_RULES",
     "CancelledError",
     "CorruptShardError",
     "Dataset",
@@ -20,6 +22,7 @@ __all__ = [
     "Stream",
     "TokenloomError",
     "__version__",
+    "default_alpha",
     "knn_graph",
     "merge_datasets",
     "order_dataset",
@@ -211,12 +214,19 @@ class Selector:
         alpha: float,
         seed: int,
         state: dict[str, Any] | None = None,
+        calibration: int = ...,
     ) -> Selector: ...
     def select(
         self, utility: npt.NDArray[np.float32], sketches: npt.NDArray[np.float32]
     ) -> npt.NDArray[np.int64]: ...
+    def effective_alpha(self) -> float: ...
+    def check_run(self, batches: int) -> None: ...
     def state(self) -> dict[str, Any]: ...
 
+SELECT_RULES: list[str]
+DEFAULT_CALIBRATION: int
+
+def default_alpha(rule: str) -> float: ...
 def order_dataset(
     path: str | os.PathLike[str],
     seq_len: int,
