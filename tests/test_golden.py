@@ -328,7 +328,8 @@ def test_plan_caches_of_the_legacy_fingerprint_are_rebuilt(golden: Path, mode: s
     after = {p.name: p.read_bytes() for p in plans.iterdir()}
     assert {k: after[k] for k in before} == before
     (new,) = set(after) - set(before)
-    assert new.startswith(f"{mode}-L4-") and new != PLANS[mode][0]
+    assert new.startswith(f"{mode}-L4-")
+    assert new != PLANS[mode][0]
 
 
 # -- selector and loader states, version 1 ---------------------------------------------------

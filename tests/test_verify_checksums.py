@@ -63,7 +63,7 @@ def test_verify_names_the_first_damaged_block(big: Path) -> None:
     for at in spots:
         flip(shard, at)
     try:
-        with pytest.raises(tl.CorruptShardError, match="block 2 .*first damaged block") as e:
+        with pytest.raises(tl.CorruptShardError, match=r"block 2 .*first damaged block") as e:
             tl.open_dataset(big).verify(progress=False)
         assert e.value.offset == 2 * BLOCK  # type: ignore[attr-defined]
         # Its documents (1000 tokens each, 2 bytes a token) are named too.

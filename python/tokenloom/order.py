@@ -166,7 +166,15 @@ def order(
 def _with_text(report: dict[str, Any], path: PathLike | None = None) -> dict[str, Any]:
     """Adds ``text``: the report's summary line (the first line ``tokenloom order`` prints,
     near-duplicates left out included)."""
-    big = ("settings", "duplicate_pairs", "docs_in_order", "segment_starts", "path", "text", "independent")
+    big = (
+        "settings",
+        "duplicate_pairs",
+        "docs_in_order",
+        "segment_starts",
+        "path",
+        "text",
+        "independent",
+    )
     fields = {k: v for k, v in report.items() if k not in big}
     line = _core.report_summary(json.dumps(fields))
     report["text"] = line if path is None else f"{path}: {line}"
