@@ -76,19 +76,27 @@ def reference_uds(
     memory: list[np.ndarray] = []
     out = []
     for u, z in steps:
-        if memory:
-            q = np.stack(memory).astype(np.float64)
-            div = np.sqrt(((z[:, None, :].astype(np.float64) - q[None]) ** 2).sum(-1)).mean(1)
-        else:
-            div = np.zeros(len(u))
-        score = u.astype(np.float64) + alpha * div
-        kept = sorted(range(len(u)), key=lambda i: (-score[i], i))[:keep]
-        for i in kept:
-            memory.append(z[i])
-            if len(memory) > cap:
-                memory.pop(0)
-        out.append(kept)
+        div = mean_distances(z, memory) if memory else np.zeros(len(u))
+        out.append(keep_best(u.astype(np.float64) + alpha * div, keep, z, memory, cap))
     return out
+
+
+def mean_distances(z: np.ndarray, memory: list[np.ndarray]) -> np.ndarray:
+    """Mean L2 distance of each row of ``z`` to the memory's rows, in float64."""
+    q = np.stack(memory).astype(np.float64)
+    return np.sqrt(((z[:, None, :].astype(np.float64) - q[None]) ** 2).sum(-1)).mean(1)
+
+
+def keep_best(
+    score: np.ndarray, keep: int, z: np.ndarray, memory: list[np.ndarray], cap: int
+) -> list[int]:
+    """The ``keep`` best rows (ties to the lower index); their sketches join the FIFO memory."""
+    kept = sorted(range(len(score)), key=lambda i: (-score[i], i))[:keep]
+    for i in kept:
+        memory.append(z[i])
+        if len(memory) > cap:
+            memory.pop(0)
+    return kept
 
 
 @settings(max_examples=30, deadline=None)
@@ -136,6 +144,18 @@ def test_select_on_logits_keeps_rows_and_fills_memory() -> None:
     sel.select(x, mask)
     sel.select(x, mask)
     assert sel.state_dict()["count"] == 4  # full: the oldest go first
+
+
+def test_scores_follow_the_vocabulary_of_each_batch() -> None:
+    """A selector scoring logits of another vocabulary sketches them as a new selector
+    would (its sketch is rebuilt for the vocabulary, with the same seed)."""
+    sel = tl.UDSSelector(keep=2, sketch=(2, 4), max_len=8, seed=3)
+    for vocab in (30, 50, 30):
+        x = logits_batch(4, 6, vocab, vocab)
+        _, got = sel.scores(x)
+        _, want = tl.UDSSelector(keep=2, sketch=(2, 4), max_len=8, seed=3).scores(x)
+        torch.testing.assert_close(got, want)
+        torch.testing.assert_close(got, tl.FastJL(8, vocab, 2, 4, seed=3)(x))
 
 
 def test_other_rules() -> None:
@@ -190,35 +210,132 @@ def test_bad_input() -> None:
     other = tl.UDSSelector(keep=3, sketch=(2, 4), max_len=4)
     with pytest.raises(ValueError, match="same settings"):
         other.load_state_dict(sel.state_dict())
+    future = {**sel.state_dict(), "version": 99}
+    with pytest.raises(ValueError, match="selector state version 99 is not"):
+        sel.load_state_dict(future)
 
 
 def test_state_read_while_another_thread_selects() -> None:
     """A checkpoint taken from one thread while another selects must not hang the process
-    (the selector's lock is never held while waiting for the GIL). Run in a child process so
-    that a hang fails the test instead of the suite."""
+    (the selector's lock is never held while waiting for the GIL); every state read holds
+    whole selections, and the final memory is that of a selector that made the same
+    selections alone. Run in a child process so that a hang fails the test instead of the
+    suite; the child reports how many selections ran and how many reads overlapped one."""
+    import json
     import subprocess
     import sys
 
     code = """
-import threading, numpy as np, tokenloom as tl
-sel = tl.UDSSelector(keep=64, buffer_size=4096, sketch=(4, 128), seed=0)
-u = np.random.default_rng(0).random(1024, dtype=np.float32)
-z = np.random.default_rng(1).random((1024, 512), dtype=np.float32)
+import json, threading, numpy as np, tokenloom as tl
+def make():
+    return tl.UDSSelector(keep=16, buffer_size=1024, sketch=(4, 128), seed=0)
+sel = make()
+u = np.random.default_rng(0).random(256, dtype=np.float32)
+z = np.random.default_rng(1).random((256, 512), dtype=np.float32)
 sel.state_dict()  # imports done before the race
 stop = threading.Event()
 selects = [0]
+busy = [False]
 def selecting():
     while not stop.is_set():
+        busy[0] = True
         sel.select_from(u, z)
+        busy[0] = False
         selects[0] += 1
 t = threading.Thread(target=selecting)
 t.start()
-for _ in range(300):
-    sel.state_dict()
+counts, overlapped = set(), 0
+for _ in range(200):
+    during = busy[0]
+    counts.add(int(sel.state_dict()["count"]))
+    overlapped += during
 stop.set()
 t.join()
-print("ok", selects[0])
+ref = make()
+for _ in range(selects[0]):
+    ref.select_from(u, z)
+final = sel.state_dict()
+print(json.dumps({"selects": selects[0], "overlapped": overlapped, "counts": sorted(counts),
+                  "final_count": int(final["count"]),
+                  "same_memory": bool(np.array_equal(final["rows"], ref.state_dict()["rows"]))}))
 """
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr
-    assert res.stdout.startswith("ok"), res.stdout
+    got = json.loads(res.stdout)
+    assert got["selects"] >= 2, got  # selections ran while the state was read
+    assert got["overlapped"] >= 1, got  # some reads came while a selection was under way
+    # each selection keeps 16 rows in a memory of 1,024: no read saw a half selection
+    assert all(c % 16 == 0 and c <= 1024 for c in got["counts"]), got
+    assert got["final_count"] == min(1024, 16 * got["selects"]), got
+    assert got["same_memory"], got  # the reads changed nothing
+
+
+def reference_scaled(
+    steps: list[tuple[np.ndarray, np.ndarray]], keep: int, cap: int, alpha: float
+) -> list[list[int]]:
+    """``uds-scaled`` in NumPy: utility and mean distance to the memory each z-scored with the
+    mean and sample variance of every value seen so far (distances only once the memory holds
+    something), ``z(u) + alpha * z(div)``, top-k; the memory as in :func:`reference_uds`."""
+    memory: list[np.ndarray] = []
+    seen_u: list[float] = []
+    seen_d: list[float] = []
+    out = []
+
+    def z(x: np.ndarray, seen: list[float]) -> np.ndarray:
+        if len(seen) < 2 or np.var(seen, ddof=1) == 0:
+            return np.zeros_like(x)
+        return (x - np.mean(seen)) / np.sqrt(np.var(seen, ddof=1))
+
+    for u, sk in steps:
+        u64 = u.astype(np.float64)
+        seen_u += u64.tolist()
+        score = z(u64, seen_u)
+        if memory:
+            div = mean_distances(sk, memory)
+            seen_d += div.tolist()
+            score = score + alpha * z(div, seen_d)
+        out.append(keep_best(score, keep, sk, memory, cap))
+    return out
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    b=st.integers(3, 8), keep=st.integers(1, 2), cap=st.integers(1, 6), seed=st.integers(0, 2**31)
+)
+def test_scaled_rule_matches_the_reference(b: int, keep: int, cap: int, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    steps = [
+        (rng.random(b, dtype=np.float32) * 10, rng.random((b, 4), dtype=np.float32) * 10)
+        for _ in range(8)
+    ]
+    want = reference_scaled(steps, keep, cap, alpha=3.0)
+    sel = tl.UDSSelector(keep, buffer_size=cap, alpha=3.0, sketch=(2, 2), rule="uds-scaled")
+    assert [sel.select_from(u, z).tolist() for u, z in steps] == want
+
+
+def test_scaled_rule_weighs_diversity() -> None:
+    """Equal utilities: only the diversity term can rank, so the far candidate wins."""
+    sel = tl.UDSSelector(1, rule="uds-scaled", sketch=(1, 2), buffer_size=4)
+    sel.select_from(np.array([1.0, 0.0], np.float32), np.zeros((2, 2), np.float32))
+    z = np.array([[0.1, 0], [9, 9], [0, 0.2]], np.float32)
+    assert sel.select_from(np.array([2.0, 2.0, 2.0], np.float32), z).tolist() == [1]
+
+
+def test_auto_rule_calibrates_once_and_checks_the_run() -> None:
+    assert tl.UDSSelector(1).alpha == 2.5e-3
+    assert tl.UDSSelector(1, rule="uds-auto").alpha == 1.0
+    assert tl.UDSSelector(1, rule="uds-scaled").alpha == 1.0
+    rng = np.random.default_rng(0)
+    sel = tl.UDSSelector(2, rule="uds-auto", calibration=3, sketch=(1, 4), buffer_size=8)
+    alphas = []
+    for _ in range(7):
+        sel.select_from(rng.random(6, dtype=np.float32) * 100, rng.random((6, 4), dtype=np.float32))
+        alphas.append(sel.effective_alpha())
+    assert alphas[0] == 0.0  # empty memory: nothing measured yet
+    assert len(set(alphas[1:4])) == 3  # the window: alpha moves
+    assert len(set(alphas[3:])) == 1  # then stays
+    sel.check_run(4)
+    with pytest.raises(ValueError, match=r"longer than the run \(3 candidate batches\)"):
+        sel.check_run(3)
+    with pytest.raises(ValueError, match="calibration window of at least one batch"):
+        tl.UDSSelector(1, rule="uds-auto", calibration=0)

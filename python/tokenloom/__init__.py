@@ -19,10 +19,12 @@ from tokenloom._core import (
     CorruptShardError,
     Dataset,
     FormatVersionError,
+    LockedError,
     TokenloomError,
 )
 from tokenloom._core import __version__ as __version__
 from tokenloom.build import BuildInputError, BuildResult, build
+from tokenloom.embedders import embedder
 from tokenloom.knn import knn
 from tokenloom.order import order, order_report
 from tokenloom.rows import concat_rows, take_rows
@@ -66,12 +68,14 @@ __all__ = [
     "DevicePrefetcher",
     "FastJL",
     "FormatVersionError",
+    "LockedError",
     "TokenDataset",
     "TokenloomError",
     "UDSSelector",
     "__version__",
     "build",
     "concat_rows",
+    "embedder",
     "knn",
     "nuclear_norm",
     "open_dataset",

@@ -9,16 +9,21 @@ import numpy as np
 import numpy.typing as npt
 
 __all__ = [
+    "DEFAULT_CALIBRATION",
+    "SELECT_RULES",
     "CancelledError",
     "CorruptShardError",
     "Dataset",
+    "DatasetLock",
     "DatasetWriter",
     "FormatVersionError",
     "Loader",
+    "LockedError",
     "Selector",
     "Stream",
     "TokenloomError",
     "__version__",
+    "default_alpha",
     "knn_graph",
     "merge_datasets",
     "order_assign_part",
@@ -39,6 +44,7 @@ __all__ = [
     "read_order",
     "report_summary",
     "run_cli",
+    "score_order",
     "write_order",
     "write_report_png",
     "write_sources",
@@ -50,6 +56,7 @@ class TokenloomError(Exception): ...
 class CorruptShardError(TokenloomError): ...
 class FormatVersionError(TokenloomError): ...
 class CancelledError(TokenloomError): ...
+class LockedError(TokenloomError): ...
 
 @final
 class Dataset:
@@ -115,8 +122,19 @@ def knn_graph(
 def write_sources(
     path: str | os.PathLike[str], runs: list[tuple[str, int]], rows: npt.NDArray[np.uint64]
 ) -> None: ...
+
+@final
+class DatasetLock:
+    def __new__(cls, path: str | os.PathLike[str], what: str = "build") -> DatasetLock: ...
+    def release(self) -> None: ...
+    def __enter__(self) -> DatasetLock: ...
+    def __exit__(self, _t: object | None, _v: object | None, _tb: object | None) -> None: ...
+
 def merge_datasets(
-    out: str | os.PathLike[str], parts: list[str | os.PathLike[str]], overwrite: bool = False
+    out: str | os.PathLike[str],
+    parts: list[str | os.PathLike[str]],
+    overwrite: bool = False,
+    lock: DatasetLock | None = None,
 ) -> dict[str, int]: ...
 
 _Cursor = tuple[int, int, list[int]]
@@ -133,15 +151,20 @@ class Stream:
         seed: int = 0,
         shuffle: bool = True,
         cache_dirs: list[str | None] | None = None,
+        boundaries: str | None = None,
     ) -> Stream: ...
     @property
     def epoch_len(self) -> int: ...
     @property
     def num_samples(self) -> list[int]: ...
     @property
+    def boundaries(self) -> str: ...
+    @property
     def plans_cached(self) -> list[bool]: ...
     @property
     def fingerprint(self) -> str: ...
+    @property
+    def legacy_fingerprint(self) -> str: ...
     @property
     def order_seq_len(self) -> int | None: ...
     def check_cursor(self, cursor: _Cursor) -> None: ...
@@ -202,12 +225,19 @@ class Selector:
         alpha: float,
         seed: int,
         state: dict[str, Any] | None = None,
+        calibration: int = ...,
     ) -> Selector: ...
     def select(
         self, utility: npt.NDArray[np.float32], sketches: npt.NDArray[np.float32]
     ) -> npt.NDArray[np.int64]: ...
+    def effective_alpha(self) -> float: ...
+    def check_run(self, batches: int) -> None: ...
     def state(self) -> dict[str, Any]: ...
 
+SELECT_RULES: list[str]
+DEFAULT_CALIBRATION: int
+
+def default_alpha(rule: str) -> float: ...
 def order_dataset(
     path: str | os.PathLike[str],
     seq_len: int,
@@ -228,7 +258,20 @@ def order_dataset(
     drop_self: bool = False,
     source: str = "{}",
     progress: bool = True,
+    score_vectors: npt.NDArray[np.float32] | None = None,
+    score_name: str = "",
+    labels: npt.NDArray[np.int64] | None = None,
 ) -> tuple[Path, str]: ...
+def score_order(
+    path: str | os.PathLike[str],
+    spec: str | os.PathLike[str],
+    seq_len: int | None = None,
+    vectors: npt.NDArray[np.float32] | None = None,
+    name: str = "",
+    labels: npt.NDArray[np.int64] | None = None,
+    seed: int | None = None,
+    progress: bool = True,
+) -> str: ...
 def order_ivf_defaults(n: int) -> tuple[int, int, int]: ...
 def order_frequencies(
     path: str | os.PathLike[str],

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ast
 import concurrent.futures as cf
+import contextlib
 import importlib
 import json
 import multiprocessing as mp
@@ -155,40 +156,56 @@ def build(
     if spec.kind == "none" and token_field is None and any(_kind_of(p) != "npy" for p in paths):
         raise ValueError("text inputs need a tokenizer (or pass token_field= for token columns)")
     out_s = os.fspath(out)
+    if os.path.exists(out_s) and not os.path.isdir(out_s):
+        raise FileExistsError(f"{out_s}: exists and is not a directory")
+    created = not os.path.exists(out_s)
     parts_dir = os.path.join(os.path.abspath(out_s), PARTS_DIR)
     tasks = _plan_tasks(paths)
     if engine == "local" and workers > 1 and len(tasks) > 1:
         _refuse_unguarded_main(workers)
-    _check_destination(out_s, parts_dir, spec, settings, overwrite)
-    os.makedirs(parts_dir, exist_ok=True)
-    _write_json_atomic(
-        os.path.join(parts_dir, "build.json"),
-        {"tokenizer": spec.fingerprint, "settings": settings.key()},
-    )
-    dirs = [_task_dir(parts_dir, t, settings) for t in tasks]
-    records: list[dict[str, Any] | None] = [_load_done(d) for d in dirs]
-    todo = [i for i, r in enumerate(records) if r is None]
-    resumed = len(tasks) - len(todo)
-    progress = _Progress(sum(t.bytes_share for t in tasks), quiet)
-    for i, r in enumerate(records):
-        if r is not None:
-            progress.update(r["num_docs"], r["num_tokens"], tasks[i].bytes_share)
+    # The output is locked for the whole build: a second build (or any writer) there fails
+    # at once, naming this one, instead of mixing its files with ours.
+    lock = _core.DatasetLock(out_s, "build")
     try:
-        if engine == "ray":
-            from tokenloom.build_ray import run_on_ray
+        inputs = _inputs_key(paths)
+        dirs = [_task_dir(parts_dir, t, settings) for t in tasks]
+        committed = _check_destination(out_s, parts_dir, spec, settings, inputs, dirs, overwrite)
+        os.makedirs(parts_dir, exist_ok=True)
+        _write_json_atomic(
+            os.path.join(parts_dir, "build.json"),
+            {"tokenizer": spec.fingerprint, "settings": settings.key(), "inputs": inputs},
+        )
+        records: list[dict[str, Any] | None] = [_load_done(d) for d in dirs]
+        todo = [i for i, r in enumerate(records) if r is None]
+        resumed = len(tasks) - len(todo)
+        progress = _Progress(sum(t.bytes_share for t in tasks), quiet)
+        for i, r in enumerate(records):
+            if r is not None:
+                progress.update(r["num_docs"], r["num_tokens"], tasks[i].bytes_share)
+        try:
+            if engine == "ray":
+                from tokenloom.build_ray import run_on_ray
 
-            run_on_ray(tasks, dirs, todo, records, settings, progress)
-        elif workers == 1 or len(todo) <= 1:
-            encoder = _Encoder(spec)
-            for i in todo:
-                records[i] = _run_task(tasks[i], settings, dirs[i], encoder, progress.update)
-        else:
-            _run_parallel(tasks, dirs, todo, records, settings, workers, progress)
-    finally:
-        progress.close()
-    final: list[dict[str, Any]] = [r for r in records if r is not None]
-    _core.merge_datasets(out_s, list(dirs), overwrite=True)
-    shutil.rmtree(parts_dir, ignore_errors=True)
+                run_on_ray(tasks, dirs, todo, records, settings, progress)
+            elif workers == 1 or len(todo) <= 1:
+                encoder = _Encoder(spec)
+                for i in todo:
+                    records[i] = _run_task(tasks[i], settings, dirs[i], encoder, progress.update)
+            else:
+                _run_parallel(tasks, dirs, todo, records, settings, workers, progress)
+        finally:
+            progress.close()
+        final: list[dict[str, Any]] = [r for r in records if r is not None]
+        if not committed:
+            _core.merge_datasets(out_s, list(dirs), overwrite=overwrite, lock=lock)
+        shutil.rmtree(parts_dir, ignore_errors=True)
+    except BaseException:
+        lock.release()
+        if created:
+            with contextlib.suppress(OSError):
+                os.rmdir(out_s)  # only when nothing was kept there
+        raise
+    lock.release()
     result = BuildResult(
         path=out_s,
         num_docs=sum(r["num_docs"] for r in final),
@@ -302,36 +319,99 @@ def _importable(module: str) -> bool:
     return True
 
 
+def _inputs_key(paths: list[str]) -> list[str]:
+    """What identifies a build's inputs: the input files, absolute, in order. (A file changed
+    since is the same input: its task is redone, the others are reused.)"""
+    return [os.path.abspath(p) for p in paths]
+
+
 def _check_destination(
-    out: str, parts_dir: str, spec: _TokSpec, settings: _Settings, overwrite: bool
-) -> None:
+    out: str,
+    parts_dir: str,
+    spec: _TokSpec,
+    settings: _Settings,
+    inputs: list[str],
+    dirs: list[str],
+    overwrite: bool,
+) -> bool:
+    """Decides, under the output's lock, whether this build may write ``out``. An unfinished
+    build found in ``.parts`` is resumed only when it had the same inputs, tokenizer and
+    settings; a committed dataset is replaced only with ``overwrite``, resume or not. Returns
+    True when ``out`` already holds this very build's result (an earlier run committed it and
+    was stopped before removing ``.parts``)."""
     state = os.path.join(parts_dir, "build.json")
+    prev: dict[str, Any] | None = None
     if os.path.isdir(parts_dir) and os.path.exists(state):
         try:
             with open(state, encoding="utf-8") as f:
                 prev = json.load(f)
         except (OSError, ValueError):
             prev = None
-        if prev is not None and prev.get("settings") != settings.key():
+        if not isinstance(prev, dict):
+            prev = {}
+    has_dataset = os.path.exists(os.path.join(out, "manifest.json"))
+    if prev is not None:
+        differs = []
+        if prev.get("settings") != settings.key():
+            differs.append(
+                f"tokenizer {prev.get('tokenizer')} and its settings (this one: tokenizer "
+                f"{spec.fingerprint})"
+                if prev.get("tokenizer") != spec.fingerprint
+                else "other settings (fields, EOS, vocabulary, strict, shard size)"
+            )
+        if prev.get("inputs") != inputs:
+            differs.append("other input files")
+        if differs:
             if not overwrite:
                 raise BuildInputError(
-                    f"{out}: an unfinished build there used tokenizer {prev.get('tokenizer')} "
-                    f"and other settings; this one uses tokenizer {spec.fingerprint}. Resume with "
-                    "the same tokenizer and settings, or pass overwrite=True to start over"
+                    f"{out}: an unfinished build there used {' and '.join(differs)}. Resume it "
+                    "with the same inputs, tokenizer and settings, or pass overwrite=True to "
+                    "discard it and start over"
+                    + (" (that replaces the dataset there)" if has_dataset else "")
                 )
             shutil.rmtree(parts_dir)
-        return  # resuming: the earlier run may have committed the merge already
-    if os.path.exists(os.path.join(out, "manifest.json")):
-        if not overwrite:
-            ds = _core.Dataset(out)
-            if ds.tokenizer is not None and ds.tokenizer != spec.fingerprint:
-                raise BuildInputError(
-                    f"{out}: holds a dataset tokenized with {ds.tokenizer}; this build uses "
-                    f"{spec.fingerprint}. Choose another directory or pass overwrite=True"
-                )
-            raise FileExistsError(f"{out}: a dataset exists; pass overwrite=True to replace it")
-    elif os.path.exists(out) and not os.path.isdir(out):
-        raise FileExistsError(f"{out}: exists and is not a directory")
+            prev = None
+    if not has_dataset:
+        return False
+    if prev is not None and _is_result_of(out, dirs):
+        return True  # committed by the interrupted run: only .parts is left to remove
+    if overwrite:
+        return False
+    ds = _core.Dataset(out)
+    if ds.tokenizer is not None and ds.tokenizer != spec.fingerprint:
+        raise BuildInputError(
+            f"{out}: holds a dataset tokenized with {ds.tokenizer}; this build uses "
+            f"{spec.fingerprint}. Choose another directory or pass overwrite=True"
+        )
+    if prev is not None:
+        raise FileExistsError(
+            f"{out}: a dataset exists, and the unfinished build in {parts_dir} would replace "
+            "it; pass overwrite=True to resume that build and replace the dataset"
+        )
+    raise FileExistsError(f"{out}: a dataset exists; pass overwrite=True to replace it")
+
+
+def _shard_sums(path: str) -> list[tuple[Any, ...]] | None:
+    try:
+        with open(os.path.join(path, "manifest.json"), encoding="utf-8") as f:
+            m = json.load(f)
+        return [(s["bin_xxh3"], s["idx_xxh3"], s["num_docs"], s["num_tokens"]) for s in m["shards"]]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _is_result_of(out: str, dirs: list[str]) -> bool:
+    """Whether the dataset at ``out`` is the merge of the finished parts ``dirs``: the same
+    shards (checksums and counts), in the same order."""
+    if not all(_load_done(d) is not None for d in dirs):
+        return False
+    parts: list[tuple[Any, ...]] = []
+    for d in dirs:
+        sums = _shard_sums(d)
+        if sums is None:
+            return False
+        parts.extend(sums)
+    return _shard_sums(out) == parts
 
 
 def _run_parallel(

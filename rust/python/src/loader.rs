@@ -12,7 +12,7 @@ use tokenloom_core::batch::{
     assemble, Batch, BatchConfig, Cursor, IntBuf, LoadedBatch, Loader, LoaderSpec, Mixture,
     OutDType, Sharding, Source,
 };
-use tokenloom_core::plan::{cache, Order, Plan, PlanMode};
+use tokenloom_core::plan::{cache, Boundaries, Order, Plan, PlanMode};
 use tokenloom_core::shuffle::key_of;
 use tokenloom_core::Dataset;
 
@@ -39,15 +39,20 @@ pub struct PyStream {
     sources: Vec<(Arc<Dataset>, Arc<Plan>)>,
     mixture: Mixture,
     fingerprint: u64,
+    legacy_fingerprint: u64,
     cached: Vec<bool>,
     order_seq_len: Option<u64>,
+    /// What position_ids and cu_seqlens delimit (`None`: the mode's default).
+    boundaries: Option<Boundaries>,
 }
 
 #[pymethods]
 impl PyStream {
     /// Opens `paths`, builds (or reads from `cache_dirs`) their plans.
+    /// `boundaries` ("document" or "row"; default: the mode's) says what the
+    /// batches' position_ids and cu_seqlens delimit.
     #[new]
-    #[pyo3(signature = (paths, weights, seq_len, mode = "concat", order = None, seed = 0, shuffle = true, cache_dirs = None))]
+    #[pyo3(signature = (paths, weights, seq_len, mode = "concat", order = None, seed = 0, shuffle = true, cache_dirs = None, boundaries = None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -59,8 +64,12 @@ impl PyStream {
         seed: u64,
         shuffle: bool,
         cache_dirs: Option<Vec<Option<PathBuf>>>,
+        boundaries: Option<&str>,
     ) -> PyResult<Self> {
         let mode = crate::errors::to_py(PlanMode::parse(mode))?;
+        let boundaries = boundaries
+            .map(|b| crate::errors::to_py(Boundaries::parse(b)))
+            .transpose()?;
         if order.is_some() && paths.len() != 1 {
             return Err(PyValueError::new_err(
                 "an order file applies to a single dataset; mix ordered datasets by giving each its own TokenDataset",
@@ -91,19 +100,33 @@ impl PyStream {
             let sizes = sources.iter().map(|(_, p)| p.num_samples()).collect();
             let mixture = Mixture::new(sizes, weights.clone(), seed, shuffle)?;
             let mut parts = vec![seed, u64::from(shuffle)];
-            for ((_, p), w) in sources.iter().zip(&weights) {
+            // The same over the datasets' legacy fingerprints: states saved
+            // before the fingerprint covered document boundaries carry it.
+            let mut legacy = parts.clone();
+            for ((d, p), w) in sources.iter().zip(&weights) {
                 parts.push(p.fingerprint());
                 parts.push(w.to_bits());
+                let plan_order = order.as_ref().filter(|_| p.mode() == PlanMode::Ordered);
+                legacy.push(Plan::fingerprint_from(
+                    d.legacy_fingerprint(),
+                    p.mode(),
+                    p.seq_len(),
+                    plan_order,
+                ));
+                legacy.push(w.to_bits());
             }
             if sources.len() > 1 {
                 parts.push(Mixture::RULE);
+                legacy.push(Mixture::RULE);
             }
             Ok(PyStream {
                 sources,
                 mixture,
                 fingerprint: key_of(&parts),
+                legacy_fingerprint: key_of(&legacy),
                 cached,
                 order_seq_len,
+                boundaries,
             })
         })
     }
@@ -120,6 +143,18 @@ impl PyStream {
         self.sources.iter().map(|(_, p)| p.num_samples()).collect()
     }
 
+    /// What position_ids and cu_seqlens delimit in this stream's batches.
+    #[getter]
+    fn boundaries(&self) -> &'static str {
+        let mode = self
+            .sources
+            .first()
+            .map_or(PlanMode::Concat, |(_, p)| p.mode());
+        self.boundaries
+            .unwrap_or_else(|| mode.default_boundaries())
+            .name()
+    }
+
     /// Whether each source's plan was read from the cache.
     #[getter]
     fn plans_cached(&self) -> Vec<bool> {
@@ -130,6 +165,13 @@ impl PyStream {
     #[getter]
     fn fingerprint(&self) -> String {
         format!("{:016x}", self.fingerprint)
+    }
+
+    /// The fingerprint states saved before it covered document boundaries
+    /// carry; such states are still accepted.
+    #[getter]
+    fn legacy_fingerprint(&self) -> String {
+        format!("{:016x}", self.legacy_fingerprint)
     }
 
     /// The `seq_len` the order file was made for (`None` without an order,
@@ -286,6 +328,7 @@ impl PyStream {
             pad_label: ignore_index.unwrap_or(-100),
             position_ids,
             doc_ids,
+            boundaries: self.boundaries,
         })
     }
 }

@@ -13,6 +13,7 @@ pub mod knn;
 pub mod npy;
 pub mod partition;
 pub mod report;
+pub mod score;
 pub mod seal;
 pub mod staged;
 pub mod store;
@@ -30,6 +31,7 @@ pub use graph::{Graph, KnnLists};
 pub use knn::EXACT_BELOW;
 pub use partition::chain;
 pub use report::Report;
+pub use score::{Independent, Scorer};
 pub use traverse::{Path, ReferenceParams};
 pub use vectors::{document_vectors, participants, Values};
 

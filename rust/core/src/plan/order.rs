@@ -377,7 +377,8 @@ impl Order {
 
     /// Fails unless the order was made for `ds`.
     pub fn check_dataset(&self, ds: &Dataset) -> Result<()> {
-        if self.dataset != ds.fingerprint() || self.dataset_docs != ds.num_docs() {
+        let known = self.dataset == ds.fingerprint() || self.dataset == ds.legacy_fingerprint();
+        if !known || self.dataset_docs != ds.num_docs() {
             return Err(Error::invalid(
                 "order",
                 format!(
@@ -397,8 +398,10 @@ impl Order {
         self.bytes.get().to_vec()
     }
 
-    /// Writes the order file atomically.
+    /// Writes the order file atomically, under the file's lock (another
+    /// writer of the same order file fails with [`Error::Locked`]).
     pub fn write(&self, path: &Path) -> Result<()> {
+        let _lock = crate::shard::TargetLock::file(path, "order")?;
         let name = path
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())

@@ -7,7 +7,8 @@ use serde::{Deserialize, Serialize};
 use xxhash_rust::xxh3::xxh3_64;
 
 use super::dtype::DType;
-use crate::error::{Error, IoContext, Result};
+use super::fsutil::read_regular;
+use crate::error::{Error, Result};
 
 /// Value of the `format` field.
 pub const FORMAT: &str = "tokenloom.dataset";
@@ -15,9 +16,11 @@ pub const FORMAT: &str = "tokenloom.dataset";
 pub const VERSION: u64 = 1;
 /// File name of the manifest inside a dataset directory.
 pub const FILE_NAME: &str = "manifest.json";
+/// The largest manifest read: 256 MiB, a million shards or so.
+pub const MAX_BYTES: u64 = 256 << 20;
 
 /// One shard: a `.bin` and its `.idx`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ShardEntry {
     /// File name of the token file, relative to the dataset directory.
     pub bin: String,
@@ -31,6 +34,15 @@ pub struct ShardEntry {
     pub bin_xxh3: String,
     /// xxh3-64 of the whole `.idx` file, 16 lower-case hex digits.
     pub idx_xxh3: String,
+    /// Size in bytes of the blocks `block_xxh3` covers; absent in manifests
+    /// written before block checksums (and for foreign files).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub block_bytes: Option<u64>,
+    /// xxh3-64 of each `block_bytes` block of the token bytes (the last one
+    /// may be short), 16 hex digits each, concatenated
+    /// ([`super::blocks::encode`]).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub block_xxh3: String,
 }
 
 /// The dataset's description.
@@ -164,9 +176,31 @@ impl Manifest {
                 ))
             }
         }
-        let file: ManifestFile = serde_json::from_value(value).map_err(|e| {
-            Error::corrupt(path, 0, format!("manifest fields are wrong ({e})"), RESTORE)
+        let stored = match value.get("checksum") {
+            Some(serde_json::Value::String(c)) => c.clone(),
+            _ => {
+                return Err(Error::corrupt(
+                    path,
+                    key_offset(text, "checksum"),
+                    "\"checksum\" is missing or not a string",
+                    RESTORE,
+                ))
+            }
+        };
+        // Parsed again from the text (not the value) so that a wrong field
+        // is reported at its line and column.
+        let manifest: Manifest = serde_json::from_slice(text).map_err(|e| {
+            Error::corrupt(
+                path,
+                json_offset(text, e.line(), e.column()),
+                format!("manifest fields are wrong ({e})"),
+                RESTORE,
+            )
         })?;
+        let file = ManifestFile {
+            manifest,
+            checksum: stored,
+        };
         let expected = file.manifest.checksum()?;
         if expected != file.checksum {
             return Err(Error::corrupt(
@@ -240,7 +274,7 @@ impl Manifest {
     /// Reads `manifest.json` from a dataset directory.
     pub fn load(dir: &Path) -> Result<Self> {
         let path = dir.join(FILE_NAME);
-        let text = std::fs::read(&path).at(&path)?;
+        let text = read_regular(&path, MAX_BYTES)?;
         Self::from_bytes(&text, &path)
     }
 }
@@ -263,6 +297,7 @@ mod tests {
             num_tokens: 5,
             bin_xxh3: hex(1),
             idx_xxh3: hex(2),
+            ..ShardEntry::default()
         });
         m
     }
@@ -291,6 +326,35 @@ mod tests {
         let err = Manifest::from_bytes(b"{\n  \"format\": oops", p).unwrap_err();
         assert!(
             matches!(err, Error::Corrupt { offset, .. } if offset > 0),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn wrong_fields_and_checksums_are_reported_where_they_are() {
+        let p = Path::new("manifest.json");
+        let text = String::from_utf8(sample().to_bytes().unwrap()).unwrap();
+        let at = |needle: &str| text.find(needle).unwrap() as u64;
+        // A number where a string belongs: reported at that value, not at byte 0.
+        let typed = text.replace("\"bin\": \"part-00000.g1.bin\"", "\"bin\": 7");
+        let err = Manifest::from_bytes(typed.as_bytes(), p).unwrap_err();
+        let Error::Corrupt { offset, .. } = err else {
+            panic!("{err}")
+        };
+        let bin = at("\"bin\"");
+        assert!((bin..bin + 12).contains(&offset), "{offset} vs {bin}");
+        // A checksum that is not a string, and a wrong checksum.
+        let sum = at("\"checksum\"");
+        let typed = text.replacen("\"checksum\": \"", "\"checksum\": 5, \"x\": \"", 1);
+        let err = Manifest::from_bytes(typed.as_bytes(), p).unwrap_err();
+        assert!(
+            matches!(err, Error::Corrupt { offset, .. } if offset >= sum),
+            "{err}"
+        );
+        let edited = text.replace("\"vocab_size\": 257", "\"vocab_size\": 258");
+        let err = Manifest::from_bytes(edited.as_bytes(), p).unwrap_err();
+        assert!(
+            matches!(err, Error::Corrupt { offset, .. } if offset == sum),
             "{err}"
         );
     }
@@ -327,6 +391,7 @@ mod tests {
                         num_tokens: tokens,
                         bin_xxh3: hex(b),
                         idx_xxh3: hex(i),
+                        ..ShardEntry::default()
                     });
                 }
                 m

@@ -7,7 +7,7 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use super::compat::{self, Source};
-use super::dtype::{DType, Tokens};
+use super::dtype::{DType, TokenBuf, Tokens};
 use super::fsutil::MappedFile;
 use super::index::{IndexHeader, IndexView, Layout};
 use crate::error::{Error, IoContext, Result};
@@ -215,6 +215,38 @@ impl Shard {
             DType::U16 => Tokens::U16(&[]),
             DType::U32 => Tokens::U32(&[]),
         })
+    }
+
+    /// Tokens `[start, end)` of the shard copied into `buf` by positioned
+    /// reads of the token file (not from the map): a file truncated by
+    /// another program meanwhile is an error naming it, never a fault. The
+    /// reading paths that copy (the batch loader, verify, convert, ordering)
+    /// use this; zero-copy views come from [`tokens`](Self::tokens).
+    pub fn read_tokens<'b>(
+        &self,
+        start: u64,
+        end: u64,
+        buf: &'b mut TokenBuf,
+    ) -> Result<Tokens<'b>> {
+        if start > end || end > self.num_tokens() {
+            return Err(Error::invalid(
+                "tokens",
+                format!(
+                    "tokens {start}..{end} are outside the shard's {} tokens",
+                    self.num_tokens()
+                ),
+            ));
+        }
+        let size = self.dtype.itemsize() as u64;
+        let at = self.header.bin_offset + start * size;
+        buf.fill_with(self.dtype, (end - start) as usize, |bytes| {
+            self.bin.read_at(at, bytes)
+        })
+    }
+
+    /// The `.idx` bytes read into memory (see [`MappedFile::read_all`]).
+    pub fn index_copy(&self) -> Result<Vec<u8>> {
+        self.idx.read_all()
     }
 
     /// Document `j` of the shard.

@@ -2,11 +2,13 @@
 //! `.bin` of little-endian tokens and an `.idx` of document offsets.
 //! The byte-level specification is `docs/format.md`.
 
+pub mod blocks;
 pub mod compat;
 pub mod dtype;
 pub mod fsutil;
 mod generation;
 pub mod index;
+pub mod lock;
 pub mod manifest;
 mod mapped_shard;
 pub mod merge;
@@ -17,10 +19,11 @@ pub mod summary;
 pub mod verify;
 pub mod writer;
 
-pub use dtype::{DType, Tokens};
+pub use dtype::{DType, TokenBuf, Tokens};
 pub use index::{IndexHeader, IndexView, Layout};
+pub use lock::TargetLock;
 pub use manifest::{Manifest, ShardEntry};
-pub use merge::{check_compatible, merge};
+pub use merge::{check_compatible, merge, merge_locked};
 pub use reader::{Dataset, Shard};
 pub use scan::{
     default_index_path, index_raw, is_tokenloom_index, Boundary, RawHeader, RawIndexOptions,

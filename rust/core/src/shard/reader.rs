@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use super::compat;
-use super::dtype::{DType, Tokens};
+use super::dtype::{DType, TokenBuf, Tokens};
 use super::index::Layout;
 use super::manifest::{Manifest, ShardEntry, FILE_NAME};
 pub use super::mapped_shard::Shard;
@@ -38,7 +38,17 @@ impl Dataset {
             if let Some(src) = compat::detect(&root)? {
                 let shard = Shard::open_source(&src)?;
                 let home = src.paths().0.parent().map(Path::to_path_buf);
-                return Self::from_shards(home.unwrap_or_default(), vec![shard]);
+                let mut ds = Self::from_shards(home.unwrap_or_default(), vec![shard])?;
+                if let compat::Source::Megatron { bin, .. } = &src {
+                    let (docs, tokens) = (ds.num_docs(), ds.num_tokens());
+                    if let Some(meta) = compat::megatron::Meta::read(bin, docs, tokens, ds.dtype())?
+                    {
+                        ds.manifest.eos_id = meta.eos_id;
+                        ds.manifest.vocab_size = meta.vocab_size;
+                        ds.manifest.tokenizer = meta.tokenizer;
+                    }
+                }
+                return Ok(ds);
             }
             if root.is_file() {
                 return Err(Error::invalid(
@@ -129,8 +139,7 @@ impl Dataset {
                 idx: name(&s.idx_path),
                 num_docs: s.num_docs(),
                 num_tokens: s.num_tokens(),
-                bin_xxh3: String::new(),
-                idx_xxh3: String::new(),
+                ..ShardEntry::default()
             });
         }
         let token_starts = token_starts(&shards);
@@ -200,6 +209,28 @@ impl Dataset {
         let (s, j) = self.locate(i)?;
         self.shards[s].check_unchanged_lately()?;
         self.shards[s].doc(j)
+    }
+
+    /// Document `i` copied into `buf` by positioned reads of its shard's
+    /// token file: a truncation by another program is an error, never a
+    /// fault (see [`Shard::read_tokens`]).
+    pub fn read_doc<'b>(&self, i: u64, buf: &'b mut TokenBuf) -> Result<Tokens<'b>> {
+        let (s, j) = self.locate(i)?;
+        let shard = &self.shards[s];
+        let (start, end) = shard.index().doc_range(j as usize, &shard.idx_path)?;
+        shard.read_tokens(start, end, buf)
+    }
+
+    /// Where tokens `[start, start + len)` of document `i` lie: the shard
+    /// and the token range inside it; `None` when the document is shorter.
+    pub fn piece_span(&self, i: u64, start: u64, len: u64) -> Result<Option<(usize, u64, u64)>> {
+        let (s, j) = self.locate(i)?;
+        let shard = &self.shards[s];
+        let (a, b) = shard.index().doc_range(j as usize, &shard.idx_path)?;
+        Ok(match start.checked_add(len) {
+            Some(end) if end <= b - a => Some((s, a + start, a + end)),
+            _ => None,
+        })
     }
 
     /// Fails when a file of shard `s` was truncated or rewritten in place
@@ -288,22 +319,46 @@ impl Dataset {
         ))
     }
 
-    /// A 64-bit fingerprint of the dataset's content description: the
-    /// manifest (with its checksums) or, for an indexed raw file, its index
-    /// header. Plans and loader states carry it to detect a changed dataset.
+    /// A 64-bit fingerprint of the dataset's content: per shard, the token
+    /// checksum, the counts, the dtype and the document boundaries (the
+    /// index's own checksum, or for foreign indexes, which record none, a
+    /// hash of their bytes). Plans, orders and loader states carry it: a
+    /// dataset rewritten with other boundaries, even over the same tokens,
+    /// has another fingerprint, so its stale plans are rebuilt and its
+    /// orders refused. O(shards) for tokenloom indexes.
     pub fn fingerprint(&self) -> u64 {
+        self.fingerprint_of(true)
+    }
+
+    /// The fingerprint that orders and loader states written before
+    /// [`Dataset::fingerprint`] covered document boundaries carry: the same
+    /// without the boundaries of tokenloom shards. Such files are still
+    /// accepted when it matches (they cannot tell boundaries apart; saved
+    /// again, they get the full check).
+    pub fn legacy_fingerprint(&self) -> u64 {
+        self.fingerprint_of(false)
+    }
+
+    fn fingerprint_of(&self, native_boundaries: bool) -> u64 {
         let mut h = xxhash_rust::xxh3::Xxh3::new();
         for s in &self.shards {
             h.update(&s.header.bin_xxh3.to_le_bytes());
             h.update(&s.header.num_docs.to_le_bytes());
             h.update(&s.header.num_tokens.to_le_bytes());
             h.update(&s.header.dtype.code().to_le_bytes());
-            if s.layout != Layout::Native {
-                // Foreign indexes carry no checksum: their bytes stand in.
-                let sum = *s
-                    .index_hash
-                    .get_or_init(|| xxhash_rust::xxh3::xxh3_64(s.idx.bytes()));
-                h.update(&sum.to_le_bytes());
+            let boundaries = if s.layout != Layout::Native {
+                Some(
+                    *s.index_hash
+                        .get_or_init(|| xxhash_rust::xxh3::xxh3_64(s.idx.bytes())),
+                )
+            } else if native_boundaries {
+                // The trailer: xxh3 of the header and every offset.
+                Some(s.index().stored_checksum())
+            } else {
+                None
+            };
+            if let Some(b) = boundaries {
+                h.update(&b.to_le_bytes());
             }
         }
         h.digest()

@@ -6,10 +6,11 @@ use std::path::Path;
 
 use xxhash_rust::xxh3::{xxh3_64, Xxh3};
 
-use super::dtype::Tokens;
-use super::index::Layout;
-use super::manifest::hex;
-use super::reader::{Dataset, Shard};
+use super::blocks::{self, BlockHasher};
+use super::dtype::TokenBuf;
+use super::index::{IndexView, Layout};
+use super::manifest::{hex, ShardEntry};
+use super::reader::Dataset;
 use super::source::verify_sidecars;
 use crate::error::{Error, Result};
 use crate::progress::Progress;
@@ -36,7 +37,9 @@ pub struct VerifyReport {
     pub sources: usize,
 }
 
-const CHUNK: usize = 16 << 20;
+/// Bytes read, hashed and checked at a time: small enough to stay in the
+/// core's cache between the read and the hash.
+const CHUNK: usize = 256 << 10;
 const RESTORE: &str = "restore this shard from a good copy or rebuild the dataset";
 
 /// Opens `root` and checks it completely; returns the first problem found.
@@ -68,12 +71,18 @@ pub fn verify_dataset(
         .sum();
     progress.start("verify", total_bytes);
     let mut first_doc = 0u64;
+    let mut buf = TokenBuf::default();
+    let size = ds.dtype().itemsize() as u64;
     for (shard, entry) in ds.shards().iter().zip(&ds.manifest().shards) {
         shard.check_unchanged()?;
-        let index = shard.index();
+        // Everything is read with positioned reads into memory, never from
+        // the maps: a file truncated by another program while it is being
+        // verified is an error naming it, not a fault (SIGBUS).
+        let index_bytes = shard.index_copy()?;
+        let index = IndexView::from_parsed(&index_bytes, shard.index().header, shard.layout());
         index.check_all(&shard.idx_path)?;
         if !entry.idx_xxh3.is_empty() {
-            let sum = hex(xxh3_64(shard.index_bytes()));
+            let sum = hex(xxh3_64(&index_bytes));
             if sum != entry.idx_xxh3 {
                 return Err(Error::corrupt(
                     &shard.idx_path,
@@ -87,28 +96,68 @@ pub fn verify_dataset(
             }
         }
         let mut hasher = Xxh3::new();
-        let bytes = shard.token_bytes();
-        let size = ds.dtype().itemsize();
-        for (c, chunk) in bytes.chunks(CHUNK).enumerate() {
-            progress.check()?;
-            shard.check_unchanged()?;
-            hasher.update(chunk);
-            if let Some(limit) = vocab {
-                let tokens = Tokens::from_bytes(ds.dtype(), chunk).ok_or_else(|| {
-                    Error::corrupt(&shard.bin_path, 0, "token data is misaligned", RESTORE)
-                })?;
-                if let Some((pos, value)) = tokens.first_at_or_above(limit) {
-                    let token = (c * CHUNK / size + pos) as u64;
-                    let doc = first_doc + doc_of(shard, token);
+        let recorded_blocks = block_sums(entry, shard.token_bytes().len() as u64, ds)?;
+        let mut block_hasher = recorded_blocks.as_ref().map(|(b, _)| BlockHasher::new(*b));
+        let mut blocks_checked = 0;
+        let mut check_blocks = |sums: &[u64]| -> Result<()> {
+            let Some((block, recorded)) = &recorded_blocks else {
+                return Ok(());
+            };
+            while blocks_checked < sums.len() {
+                let k = blocks_checked;
+                if sums[k] != recorded[k] {
+                    let from = k as u64 * block;
+                    let to = (from + block).min(shard.num_tokens() * size);
+                    let docs = (
+                        first_doc + doc_of(&index, shard.num_docs(), from / size),
+                        first_doc + doc_of(&index, shard.num_docs(), (to - 1) / size),
+                    );
                     return Err(Error::corrupt(
                         &shard.bin_path,
-                        index.header.bin_offset + token * size as u64,
+                        index.header.bin_offset + from,
+                        format!(
+                            "block {k} (token bytes {from}..{to}, documents {}..={}) has checksum {}, the manifest records {}: it is the first damaged block",
+                            docs.0,
+                            docs.1,
+                            hex(sums[k]),
+                            hex(recorded[k])
+                        ),
+                        RESTORE,
+                    ));
+                }
+                blocks_checked += 1;
+            }
+            Ok(())
+        };
+        let n = shard.num_tokens();
+        let step = CHUNK as u64 / size;
+        let mut start = 0u64;
+        while start < n {
+            let end = (start + step).min(n);
+            progress.check()?;
+            let tokens = shard.read_tokens(start, end, &mut buf)?;
+            hasher.update(tokens.as_bytes());
+            if let Some(b) = block_hasher.as_mut() {
+                b.update(tokens.as_bytes());
+                check_blocks(b.completed())?;
+            }
+            if let Some(limit) = vocab {
+                if let Some((pos, value)) = tokens.first_at_or_above(limit) {
+                    let token = start + pos as u64;
+                    let doc = first_doc + doc_of(&index, shard.num_docs(), token);
+                    return Err(Error::corrupt(
+                        &shard.bin_path,
+                        index.header.bin_offset + token * size,
                         format!("token {value} (document {doc}) is not below vocab_size {limit}"),
                         "the data was written with another tokenizer or is damaged; rebuild the dataset",
                     ));
                 }
             }
-            progress.advance(chunk.len() as u64);
+            progress.advance((end - start) * size);
+            start = end;
+        }
+        if let Some(b) = block_hasher {
+            check_blocks(&b.finish())?;
         }
         let sum = hasher.digest();
         // Foreign formats record no checksum of their tokens.
@@ -120,9 +169,14 @@ pub fn verify_dataset(
                 &shard.bin_path,
                 index.header.bin_offset,
                 format!(
-                    "token data checksum {} differs from the recorded {}",
+                    "token data checksum {} differs from the recorded {}{}",
                     hex(sum),
-                    hex(index.header.bin_xxh3)
+                    hex(index.header.bin_xxh3),
+                    if recorded_blocks.is_none() {
+                        " (the manifest records no block checksums, so the damage cannot be located; datasets written by this version record them)"
+                    } else {
+                        ""
+                    }
                 ),
                 RESTORE,
             ));
@@ -140,10 +194,33 @@ pub fn verify_dataset(
     })
 }
 
+/// The block size and block checksums the manifest records for a shard of
+/// `bytes` token bytes, checked for form and count; `None` when it records none.
+fn block_sums(entry: &ShardEntry, bytes: u64, ds: &Dataset) -> Result<Option<(u64, Vec<u64>)>> {
+    let Some(block) = entry.block_bytes else {
+        return Ok(None);
+    };
+    let manifest = ds.root().join(super::manifest::FILE_NAME);
+    match blocks::decode(&entry.block_xxh3) {
+        Some(sums) if block > 0 && sums.len() as u64 == blocks::count(bytes, block) => {
+            Ok(Some((block, sums)))
+        }
+        _ => Err(Error::corrupt(
+            &manifest,
+            0,
+            format!(
+                "the block checksums of shard {} are not {} checksums of {block}-byte blocks",
+                entry.bin,
+                blocks::count(bytes, block.max(1))
+            ),
+            "the manifest is damaged; restore the dataset from a good copy or rebuild it",
+        )),
+    }
+}
+
 /// Local document holding local token `token` (offsets are monotonic here).
-fn doc_of(shard: &Shard, token: u64) -> u64 {
-    let index = shard.index();
-    let (mut lo, mut hi) = (0u64, shard.num_docs());
+fn doc_of(index: &IndexView<'_>, num_docs: u64, token: u64) -> u64 {
+    let (mut lo, mut hi) = (0u64, num_docs);
     while lo < hi {
         let mid = lo + (hi - lo) / 2;
         if index.offset(mid as usize + 1) <= token {

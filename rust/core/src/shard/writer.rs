@@ -13,10 +13,12 @@ use std::path::{Path, PathBuf};
 
 use xxhash_rust::xxh3::{xxh3_64, Xxh3};
 
+use super::blocks::{self, BlockHasher, BLOCK_BYTES};
 use super::dtype::{DType, Tokens};
-use super::fsutil::{fsync_dir, write_atomic};
+use super::fsutil::{create_new, fsync_dir, write_atomic};
 use super::generation::{prepare_root, remove_unlisted, shard_name, TMP_PREFIX};
 use super::index::{self, IndexHeader};
+use super::lock::TargetLock;
 use super::manifest::{hex, Manifest, ShardEntry, FILE_NAME};
 use crate::error::{Error, IoContext, Result};
 
@@ -28,6 +30,7 @@ struct OpenShard {
     tmp_bin: PathBuf,
     file: BufWriter<File>,
     hasher: Xxh3,
+    blocks: BlockHasher,
     offsets: Vec<u64>,
 }
 
@@ -46,6 +49,8 @@ pub struct DatasetWriter {
     /// Final-named files of this generation, removed again on abort.
     written: Vec<PathBuf>,
     created_dir: bool,
+    /// The directory's lock, held from `create` until commit or abort.
+    lock: Option<TargetLock>,
     done: bool,
     buf16: Vec<u16>,
     buf32: Vec<u32>,
@@ -53,7 +58,8 @@ pub struct DatasetWriter {
 
 impl DatasetWriter {
     /// Starts writing a dataset at `root`. Fails if a dataset is already
-    /// there, unless `opts.overwrite`.
+    /// there, unless `opts.overwrite`, and when another writer is writing
+    /// there (the directory is locked until this writer commits or aborts).
     pub fn create(root: impl AsRef<Path>, opts: WriterOptions) -> Result<Self> {
         let root = root.as_ref().to_path_buf();
         let limit = opts.dtype.max_token() + 1;
@@ -82,9 +88,9 @@ impl DatasetWriter {
                 "must hold at least one token",
             ));
         }
-        let (generation, created_dir) = prepare_root(&root, opts.overwrite)?;
+        let prepared = prepare_root(&root, opts.overwrite, "DatasetWriter")?;
         let mut manifest = Manifest::new(opts.dtype);
-        manifest.generation = generation + 1;
+        manifest.generation = prepared.generation;
         manifest.eos_id = opts.eos_id;
         manifest.vocab_size = opts.vocab_size;
         manifest.tokenizer = opts.tokenizer.clone();
@@ -94,7 +100,8 @@ impl DatasetWriter {
             manifest,
             cur: None,
             written: Vec::new(),
-            created_dir,
+            created_dir: prepared.created_dir,
+            lock: Some(prepared.lock),
             done: false,
             buf16: Vec::new(),
             buf32: Vec::new(),
@@ -140,9 +147,7 @@ impl DatasetWriter {
             start += lengths[d];
             d += 1;
         }
-        let value = doc[pos]
-            .to_u64()
-            .map_or_else(|| "negative".to_string(), |v| v.to_string());
+        let value = doc[pos].to_i128();
         let what = if self.opts.vocab_size.is_some() {
             "vocab_size"
         } else {
@@ -229,6 +234,7 @@ impl DatasetWriter {
             };
             cur.file.write_all(bytes).at(&cur.tmp_bin)?;
             cur.hasher.update(bytes);
+            cur.blocks.update(bytes);
         }
         Ok(())
     }
@@ -255,12 +261,13 @@ impl DatasetWriter {
         let number = self.manifest.shards.len();
         let name = shard_name(number, self.manifest.generation, "bin");
         let tmp_bin = self.root.join(format!("{TMP_PREFIX}{name}"));
-        let file = File::create(&tmp_bin).at(&tmp_bin)?;
+        let file = create_new(&tmp_bin)?;
         self.cur = Some(OpenShard {
             number,
             tmp_bin,
             file: BufWriter::with_capacity(8 << 20, file),
             hasher: Xxh3::new(),
+            blocks: BlockHasher::new(BLOCK_BYTES),
             offsets: vec![0],
         });
         Ok(())
@@ -315,6 +322,8 @@ impl DatasetWriter {
             num_tokens,
             bin_xxh3: hex(bin_xxh3),
             idx_xxh3: hex(xxh3_64(&idx_bytes)),
+            block_bytes: Some(BLOCK_BYTES),
+            block_xxh3: blocks::encode(&cur.blocks.finish()),
         });
         self.manifest.num_docs += num_docs;
         self.manifest.num_tokens += num_tokens;
@@ -345,6 +354,7 @@ impl DatasetWriter {
         fsync_dir(&self.root)?;
         self.done = true;
         remove_unlisted(&self.root, &self.manifest);
+        self.lock = None;
         Ok(self.manifest.clone())
     }
 
@@ -363,6 +373,7 @@ impl DatasetWriter {
         for p in self.written.drain(..) {
             let _ = fs::remove_file(p);
         }
+        self.lock = None;
         if self.created_dir {
             // Only succeeds if nothing else is in it.
             let _ = fs::remove_dir(&self.root);

@@ -1,15 +1,16 @@
 //! `tokenloom convert`: copy any dataset tokenloom reads into a tokenloom
 //! dataset or a Megatron `.bin/.idx` pair, streaming document by document.
 
-use std::fs::{self, File};
+use std::fs;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 use super::megatron;
 use crate::error::{Error, IoContext, Result};
 use crate::progress::Progress;
-use crate::shard::dtype::{DType, Tokens};
-use crate::shard::fsutil::fsync_dir;
+use crate::shard::dtype::{DType, TokenBuf, Tokens};
+use crate::shard::fsutil::{create_new, fsync_dir, write_atomic};
+use crate::shard::lock::TargetLock;
 use crate::shard::reader::Dataset;
 use crate::shard::writer::{DatasetWriter, WriterOptions};
 
@@ -65,7 +66,8 @@ pub fn convert(
 }
 
 /// Calls `each` on every document in order, reporting progress and
-/// checking for cancellation every [`STEP`] bytes.
+/// checking for cancellation every [`STEP`] bytes. Documents are copied out
+/// by positioned reads: a source truncated meanwhile is an error, not a fault.
 fn for_each_doc(
     ds: &Dataset,
     progress: &dyn Progress,
@@ -73,13 +75,14 @@ fn for_each_doc(
 ) -> Result<()> {
     let mut pending = 0u64;
     let mut shard = usize::MAX;
+    let mut buf = TokenBuf::default();
     for i in 0..ds.num_docs() {
         let (s, _) = ds.locate(i)?;
         if s != shard {
             ds.check_unchanged(s)?; // a shard truncated meanwhile: an error, not a fault
             shard = s;
         }
-        let doc = ds.doc(i)?;
+        let doc = ds.read_doc(i, &mut buf)?;
         each(i, doc)?;
         pending += doc.as_bytes().len() as u64;
         if pending >= STEP {
@@ -149,15 +152,17 @@ fn to_megatron(
 ) -> Result<Vec<PathBuf>> {
     let prefix = megatron_prefix(dst);
     let (bin, idx) = (suffixed(&prefix, ".bin"), suffixed(&prefix, ".idx"));
+    let dir = match prefix.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    fs::create_dir_all(&dir).at(&dir)?;
+    let _lock = TargetLock::file(&prefix, "convert")?;
     for p in [&bin, &idx] {
         if p.exists() && !overwrite {
             return Err(Error::AlreadyExists { path: p.clone() });
         }
     }
-    let dir = match prefix.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
     let base = prefix
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -169,7 +174,7 @@ fn to_megatron(
 
     let dtype = ds.dtype();
     let mut lengths = Vec::with_capacity(ds.num_docs() as usize);
-    let mut out = BufWriter::with_capacity(1 << 20, File::create(&tmp_bin).at(&tmp_bin)?);
+    let mut out = BufWriter::with_capacity(1 << 20, create_new(&tmp_bin)?);
     for_each_doc(ds, progress, |i, doc| {
         // Megatron stores 32-bit tokens as int32.
         if dtype == DType::U32 {
@@ -192,12 +197,38 @@ fn to_megatron(
     file.sync_all().at(&tmp_bin)?;
     drop(file);
     let encoded = megatron::encode(dtype, &lengths, &idx)?;
-    let mut f = File::create(&tmp_idx).at(&tmp_idx)?;
+    let mut f = create_new(&tmp_idx)?;
     f.write_all(&encoded).at(&tmp_idx)?;
     f.sync_all().at(&tmp_idx)?;
     drop(f);
     progress.check()?;
-    // The index is renamed last: it is what readers look for first.
+    // The note first (it names the counts of the pair it describes, so it
+    // is not used for the old pair), then the data; the index is renamed
+    // last: it is what readers look for first.
+    let m = ds.manifest();
+    let meta = megatron::Meta {
+        eos_id: m.eos_id,
+        vocab_size: m.vocab_size,
+        tokenizer: m.tokenizer.clone(),
+        ..megatron::Meta::new(ds.num_docs(), ds.num_tokens())
+    };
+    let meta_path = megatron::meta_path(&bin);
+    if meta.is_empty() {
+        match fs::remove_file(&meta_path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(Error::io(&meta_path, e))
+            }
+            _ => {}
+        }
+    } else {
+        let text = serde_json::to_vec_pretty(&meta)
+            .map_err(|e| Error::invalid("metadata", e.to_string()))?;
+        let name = meta_path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        write_atomic(&dir.join(format!(".tmp.{name}.{pid}")), &meta_path, &text)?;
+    }
     fs::rename(&tmp_bin, &bin).at(&bin)?;
     fs::rename(&tmp_idx, &idx).at(&idx)?;
     cleanup.0.clear();
