@@ -225,7 +225,8 @@ def order(
 
 def _with_text(report: dict[str, Any], path: PathLike | None = None) -> dict[str, Any]:
     """Adds ``text``: the report's summary line (the first line ``tokenloom order`` prints,
-    near-duplicates left out included)."""
+    near-duplicates left out included); an order written by ``write_order`` has no report,
+    and says so."""
     big = (
         "settings",
         "duplicate_pairs",
@@ -236,7 +237,12 @@ def _with_text(report: dict[str, Any], path: PathLike | None = None) -> dict[str
         "independent",
     )
     fields = {k: v for k, v in report.items() if k not in big}
-    line = _core.report_summary(json.dumps(fields))
+    if fields:
+        line = _core.report_summary(json.dumps(fields))
+    else:
+        line = (
+            f"{len(report.get('docs_in_order', []))} documents, no report (written by write_order)"
+        )
     report["text"] = line if path is None else f"{path}: {line}"
     return report
 
