@@ -176,7 +176,10 @@ def _with_text(report: dict[str, Any], path: PathLike | None = None) -> dict[str
         "independent",
     )
     fields = {k: v for k, v in report.items() if k not in big}
-    line = _core.report_summary(json.dumps(fields))
+    if fields:
+        line = _core.report_summary(json.dumps(fields))
+    else:  # an order from write_order records no report of its own
+        line = "an order written by write_order (no report of its own)"
     report["text"] = line if path is None else f"{path}: {line}"
     return report
 
