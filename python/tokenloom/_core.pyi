@@ -10,6 +10,7 @@ import numpy.typing as npt
 
 __all__ = [
     "DEFAULT_CALIBRATION",
+    "ORDER_DEFAULTS",
     "SELECT_RULES",
     "CancelledError",
     "CorruptShardError",
@@ -235,23 +236,26 @@ class Selector:
     def state(self) -> dict[str, Any]: ...
 
 SELECT_RULES: list[str]
+ORDER_DEFAULTS: dict[str, Any]
 DEFAULT_CALIBRATION: int
 
 def default_alpha(rule: str) -> float: ...
+
+# Defaults shown as ... come from the core (_core.ORDER_DEFAULTS; tests/test_defaults.py).
 def order_dataset(
     path: str | os.PathLike[str],
     seq_len: int,
-    name: str = "iclm",
-    k: int = 10,
+    name: str = ...,
+    k: int = ...,
     dedup: float | None = ...,
-    variant: str = "paper",
-    max_segment: int = 0,
-    k_traverse: int = 9,
-    min_segment: int = 21,
-    seed: int = 0,
+    variant: str = ...,
+    max_segment: int = ...,
+    k_traverse: int = ...,
+    min_segment: int = ...,
+    seed: int = ...,
     exact: bool | None = None,
-    dim: int = 256,
-    max_tokens: int = 2048,
+    dim: int = ...,
+    max_tokens: int = ...,
     embeddings: npt.NDArray[np.float32] | npt.NDArray[np.float16] | None = None,
     knn: npt.NDArray[np.int64] | None = None,
     knn_similarities: npt.NDArray[np.float32] | None = None,
@@ -277,9 +281,9 @@ def order_frequencies(
     path: str | os.PathLike[str],
     first: int,
     end: int,
-    dim: int = 256,
-    max_tokens: int = 2048,
-    seed: int = 0,
+    dim: int = ...,
+    max_tokens: int = ...,
+    seed: int = ...,
     progress: bool = False,
 ) -> npt.NDArray[np.uint32]: ...
 def order_idf(df: npt.NDArray[np.uint32], n: int) -> npt.NDArray[np.float32]: ...
@@ -289,9 +293,9 @@ def order_embed_part(
     end: int,
     idf: npt.NDArray[np.float32],
     dest: str | os.PathLike[str],
-    dim: int = 256,
-    max_tokens: int = 2048,
-    seed: int = 0,
+    dim: int = ...,
+    max_tokens: int = ...,
+    seed: int = ...,
     progress: bool = False,
 ) -> None: ...
 def order_centroids(

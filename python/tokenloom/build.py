@@ -30,25 +30,25 @@ from tokenloom import _core
 if TYPE_CHECKING:
     from collections.abc import Iterable
 
-from tokenloom.build_inputs import (
-    BuildInputError,
-    _kind_of,
-    _plan_tasks,
-    _Settings,
-    _Task,
-    _task_dir,
+from tokenloom._build.errors import BuildInputError
+from tokenloom._build.inputs import (
+    Settings,
+    Task,
     expand_inputs,
+    kind_of,
+    plan_tasks,
+    task_dir,
 )
-from tokenloom.build_parts import (
-    _MAX_MESSAGES,
-    _init_worker,
-    _load_done,
-    _Progress,
-    _run_task,
-    _worker_task,
-    _write_json_atomic,
+from tokenloom._build.parts import (
+    MAX_MESSAGES,
+    Progress,
+    init_worker,
+    load_done,
+    run_task,
+    worker_task,
+    write_json_atomic,
 )
-from tokenloom.build_tokenizer import _Encoder, _resolve_tokenizer, _TokSpec
+from tokenloom._build.tokenizer import Encoder, TokSpec, resolve_tokenizer
 
 __all__ = ["BuildInputError", "BuildResult", "build"]
 
@@ -151,16 +151,16 @@ def build(
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     paths = expand_inputs(inputs)
     _require_extras(tokenizer, paths)
-    spec = _resolve_tokenizer(tokenizer, eos_id, vocab_size, append_eos)
-    settings = _Settings(spec, text_field, token_field, strict, batch_size, shard_bytes)
-    if spec.kind == "none" and token_field is None and any(_kind_of(p) != "npy" for p in paths):
+    spec = resolve_tokenizer(tokenizer, eos_id, vocab_size, append_eos)
+    settings = Settings(spec, text_field, token_field, strict, batch_size, shard_bytes)
+    if spec.kind == "none" and token_field is None and any(kind_of(p) != "npy" for p in paths):
         raise ValueError("text inputs need a tokenizer (or pass token_field= for token columns)")
     out_s = os.fspath(out)
     if os.path.exists(out_s) and not os.path.isdir(out_s):
         raise FileExistsError(f"{out_s}: exists and is not a directory")
     created = not os.path.exists(out_s)
     parts_dir = os.path.join(os.path.abspath(out_s), PARTS_DIR)
-    tasks = _plan_tasks(paths)
+    tasks = plan_tasks(paths)
     if engine == "local" and workers > 1 and len(tasks) > 1:
         _refuse_unguarded_main(workers)
     # The output is locked for the whole build: a second build (or any writer) there fails
@@ -168,29 +168,29 @@ def build(
     lock = _core.DatasetLock(out_s, "build")
     try:
         inputs = _inputs_key(paths)
-        dirs = [_task_dir(parts_dir, t, settings) for t in tasks]
+        dirs = [task_dir(parts_dir, t, settings) for t in tasks]
         committed = _check_destination(out_s, parts_dir, spec, settings, inputs, dirs, overwrite)
         os.makedirs(parts_dir, exist_ok=True)
-        _write_json_atomic(
+        write_json_atomic(
             os.path.join(parts_dir, "build.json"),
             {"tokenizer": spec.fingerprint, "settings": settings.key(), "inputs": inputs},
         )
-        records: list[dict[str, Any] | None] = [_load_done(d) for d in dirs]
+        records: list[dict[str, Any] | None] = [load_done(d) for d in dirs]
         todo = [i for i, r in enumerate(records) if r is None]
         resumed = len(tasks) - len(todo)
-        progress = _Progress(sum(t.bytes_share for t in tasks), quiet)
+        progress = Progress(sum(t.bytes_share for t in tasks), quiet)
         for i, r in enumerate(records):
             if r is not None:
                 progress.update(r["num_docs"], r["num_tokens"], tasks[i].bytes_share)
         try:
             if engine == "ray":
-                from tokenloom.build_ray import run_on_ray
+                from tokenloom._build.ray import run_on_ray
 
                 run_on_ray(tasks, dirs, todo, records, settings, progress)
             elif workers == 1 or len(todo) <= 1:
-                encoder = _Encoder(spec)
+                encoder = Encoder(spec)
                 for i in todo:
-                    records[i] = _run_task(tasks[i], settings, dirs[i], encoder, progress.update)
+                    records[i] = run_task(tasks[i], settings, dirs[i], encoder, progress.update)
             else:
                 _run_parallel(tasks, dirs, todo, records, settings, workers, progress)
         finally:
@@ -217,7 +217,7 @@ def build(
     for r in final:
         for why, n in r["skipped"].items():
             result.skipped[why] = result.skipped.get(why, 0) + n
-        room = _MAX_MESSAGES - len(result.messages)
+        room = MAX_MESSAGES - len(result.messages)
         result.messages.extend(r["messages"][: max(0, room)])
     if not quiet:
         print(result.summary(), file=sys.stderr)
@@ -301,7 +301,7 @@ def _require_extras(tokenizer: Any, paths: list[str]) -> None:
         needed.append("tokenizers")
     if any(p.lower().endswith(".zst") for p in paths):
         needed.append("zstandard")
-    if any(_kind_of(p) == "parquet" for p in paths):
+    if any(kind_of(p) == "parquet" for p in paths):
         needed.append("pyarrow")
     missing = [m for m in needed if not _importable(m)]
     if missing:
@@ -328,8 +328,8 @@ def _inputs_key(paths: list[str]) -> list[str]:
 def _check_destination(
     out: str,
     parts_dir: str,
-    spec: _TokSpec,
-    settings: _Settings,
+    spec: TokSpec,
+    settings: Settings,
     inputs: list[str],
     dirs: list[str],
     overwrite: bool,
@@ -403,7 +403,7 @@ def _shard_sums(path: str) -> list[tuple[Any, ...]] | None:
 def _is_result_of(out: str, dirs: list[str]) -> bool:
     """Whether the dataset at ``out`` is the merge of the finished parts ``dirs``: the same
     shards (checksums and counts), in the same order."""
-    if not all(_load_done(d) is not None for d in dirs):
+    if not all(load_done(d) is not None for d in dirs):
         return False
     parts: list[tuple[Any, ...]] = []
     for d in dirs:
@@ -415,13 +415,13 @@ def _is_result_of(out: str, dirs: list[str]) -> bool:
 
 
 def _run_parallel(
-    tasks: list[_Task],
+    tasks: list[Task],
     dirs: list[str],
     todo: list[int],
     records: list[dict[str, Any] | None],
-    settings: _Settings,
+    settings: Settings,
     workers: int,
-    progress: _Progress,
+    progress: Progress,
 ) -> None:
     spec = settings.spec
     if spec.kind == "callable":
@@ -454,11 +454,11 @@ def _run_parallel(
     pool = cf.ProcessPoolExecutor(
         max_workers=processes,
         mp_context=ctx,
-        initializer=_init_worker,
+        initializer=init_worker,
         initargs=(spec, queue, max(1, (os.cpu_count() or 1) // processes)),
     )
     try:
-        futures = {pool.submit(_worker_task, tasks[i], settings, dirs[i]): i for i in todo}
+        futures = {pool.submit(worker_task, tasks[i], settings, dirs[i]): i for i in todo}
         for fut in cf.as_completed(futures):
             records[futures[fut]] = fut.result()
     except cf.process.BrokenProcessPool as e:

@@ -24,25 +24,29 @@ Embedder = Callable[[list[str]], Any]
 Decoder = Callable[[list[int]], str]
 
 
+# The core's defaults (rust/core/src/order/defaults.rs), defined there once.
+_D = _core.ORDER_DEFAULTS
+
+
 def order(
     dataset: PathLike,
-    seq_len: int = 8192,
+    seq_len: int = _D["seq_len"],
     *,
-    k: int = 10,
-    name: str = "iclm",
+    k: int = _D["k"],
+    name: str = _D["name"],
     embeddings: PathLike | Sequence[PathLike] | np.ndarray | Embedder | None = None,
     knn: PathLike | np.ndarray | None = None,
     knn_similarities: PathLike | np.ndarray | None = None,
     drop_self: bool = False,
     tokenizer: Any = None,
     batch_size: int = 256,
-    dedup: float | None = 0.95,
-    variant: str = "paper",
-    max_segment: int = 0,
+    dedup: float | None = _D["dedup"],
+    variant: str = _D["variant"],
+    max_segment: int = _D["max_segment"],
     exact: bool | None = None,
-    dim: int = 256,
-    max_tokens: int = 2048,
-    seed: int = 0,
+    dim: int = _D["dim"],
+    max_tokens: int = _D["max_tokens"],
+    seed: int = _D["seed"],
     progress: bool = True,
     engine: str = "local",
     partitions: int | None = None,
@@ -239,10 +243,8 @@ def _with_text(report: dict[str, Any], path: PathLike | None = None) -> dict[str
     fields = {k: v for k, v in report.items() if k not in big}
     if fields:
         line = _core.report_summary(json.dumps(fields))
-    else:
-        line = (
-            f"{len(report.get('docs_in_order', []))} documents, no report (written by write_order)"
-        )
+    else:  # an order from write_order records no report of its own
+        line = "an order written by write_order (no report of its own)"
     report["text"] = line if path is None else f"{path}: {line}"
     return report
 
@@ -348,8 +350,8 @@ def _staged(
         "dedup": None if dedup is None else float(dedup),
         "variant": variant,
         "max_segment": int(max_segment),
-        "k_traverse": 9,
-        "min_segment": 21,
+        "k_traverse": _D["reference_k_traverse"],
+        "min_segment": _D["reference_segment"],
         "seed": int(seed),
     }
     source = source or {"embeddings": "builtin", "dim": dim, "max_tokens": max_tokens}

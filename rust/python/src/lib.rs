@@ -26,6 +26,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<select::PySelector>()?;
     m.add_function(wrap_pyfunction!(select::default_alpha, m)?)?;
     m.add("SELECT_RULES", tokenloom_core::select::NAMES.to_vec())?;
+    m.add("ORDER_DEFAULTS", order::order_defaults(m.py())?)?;
     m.add(
         "DEFAULT_CALIBRATION",
         tokenloom_core::select::DEFAULT_CALIBRATION,

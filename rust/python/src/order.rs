@@ -11,8 +11,8 @@ use numpy::{
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use tokenloom_core::order::{
-    self, score, store, EmbedParams, Input, KnnLists, OrderParams, ReferenceParams, Scorer, Values,
-    Variant,
+    self, defaults, score, store, EmbedParams, Input, KnnLists, OrderParams, ReferenceParams,
+    Scorer, Values, Variant,
 };
 use tokenloom_core::plan::Order;
 use tokenloom_core::Dataset;
@@ -56,13 +56,31 @@ pub fn variant_of(
         "paper" => Ok(Variant::Paper { max_segment }),
         "reference" => Ok(Variant::Reference(ReferenceParams {
             k_traverse,
-            max_segment: if max_segment == 0 { 21 } else { max_segment },
             min_segment,
+            ..ReferenceParams::with_max_segment(max_segment)
         })),
         other => Err(PyValueError::new_err(format!(
             "variant must be \"paper\" or \"reference\", got {other:?}"
         ))),
     }
+}
+
+/// The core's ordering defaults as a dict (`_core.ORDER_DEFAULTS`), read by
+/// `tokenloom.order` for its signature.
+pub fn order_defaults(py: Python<'_>) -> PyResult<Bound<'_, pyo3::types::PyDict>> {
+    let d = pyo3::types::PyDict::new(py);
+    d.set_item("seq_len", defaults::SEQ_LEN)?;
+    d.set_item("k", defaults::K)?;
+    d.set_item("name", defaults::NAME)?;
+    d.set_item("dedup", defaults::DEDUP)?;
+    d.set_item("variant", defaults::VARIANT)?;
+    d.set_item("max_segment", defaults::MAX_SEGMENT)?;
+    d.set_item("seed", defaults::SEED)?;
+    d.set_item("dim", defaults::DIM)?;
+    d.set_item("max_tokens", defaults::MAX_TOKENS)?;
+    d.set_item("reference_k_traverse", defaults::REFERENCE_K_TRAVERSE)?;
+    d.set_item("reference_segment", defaults::REFERENCE_SEGMENT)?;
+    Ok(d)
 }
 
 /// Scoring vectors `[n, d]` and labels `[n]` as the core's [`Scorer`].
@@ -88,7 +106,7 @@ fn scorer<'a>(
 /// (from an embedder other than the one ordering, called `score_name`)
 /// and/or `labels`, the report holds the independent score too.
 #[pyfunction]
-#[pyo3(signature = (path, seq_len, name = "iclm", k = 10, dedup = Some(0.95), variant = "paper", max_segment = 0, k_traverse = 9, min_segment = 21, seed = 0, exact = None, dim = 256, max_tokens = 2048, embeddings = None, knn = None, knn_similarities = None, drop_self = false, source = "{}", progress = true, score_vectors = None, score_name = "", labels = None))]
+#[pyo3(signature = (path, seq_len, name = defaults::NAME, k = defaults::K, dedup = Some(defaults::DEDUP as f32), variant = defaults::VARIANT, max_segment = defaults::MAX_SEGMENT, k_traverse = defaults::REFERENCE_K_TRAVERSE, min_segment = defaults::REFERENCE_SEGMENT, seed = defaults::SEED, exact = None, dim = defaults::DIM, max_tokens = defaults::MAX_TOKENS, embeddings = None, knn = None, knn_similarities = None, drop_self = false, source = "{}", progress = true, score_vectors = None, score_name = "", labels = None))]
 #[allow(clippy::too_many_arguments)]
 pub fn order_dataset(
     py: Python<'_>,

@@ -12,7 +12,7 @@ use numpy::{
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use tokenloom_core::order::npy::{NpyWriter, VectorShards};
-use tokenloom_core::order::{embed, seal, staged, store, EmbedParams, OrderParams};
+use tokenloom_core::order::{defaults, embed, seal, staged, store, EmbedParams, OrderParams};
 use tokenloom_core::Dataset;
 
 use crate::detach::run_detached;
@@ -84,7 +84,7 @@ pub fn order_ivf_defaults(n: usize) -> (usize, usize, usize) {
 /// First pass of the built-in embedder over documents `first..end` of the
 /// dataset at `path`: the document frequency of each feature bucket.
 #[pyfunction]
-#[pyo3(signature = (path, first, end, dim = 256, max_tokens = 2048, seed = 0, progress = false))]
+#[pyo3(signature = (path, first, end, dim = defaults::DIM, max_tokens = defaults::MAX_TOKENS, seed = defaults::SEED, progress = false))]
 #[allow(clippy::too_many_arguments)]
 pub fn order_frequencies<'py>(
     py: Python<'py>,
@@ -117,7 +117,7 @@ pub fn order_idf<'py>(
 /// Second pass: the unit vectors of documents `first..end` under the
 /// weights `idf`, written as a float16 `.npy` to `dest` (atomically).
 #[pyfunction]
-#[pyo3(signature = (path, first, end, idf, dest, dim = 256, max_tokens = 2048, seed = 0, progress = false))]
+#[pyo3(signature = (path, first, end, idf, dest, dim = defaults::DIM, max_tokens = defaults::MAX_TOKENS, seed = defaults::SEED, progress = false))]
 #[allow(clippy::too_many_arguments)]
 pub fn order_embed_part(
     py: Python<'_>,

@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 
 use clap::{Args, ValueEnum};
 use tokenloom_core::order::{
-    self, score, store, EmbedParams, Independent, Input, OrderParams, ReferenceParams, Report,
-    Scorer, Variant,
+    self, defaults, score, store, EmbedParams, Independent, Input, OrderParams, ReferenceParams,
+    Report, Scorer, Variant,
 };
 use tokenloom_core::plan::Order;
 use tokenloom_core::{Dataset, Error, Progress};
@@ -33,16 +33,16 @@ pub struct OrderArgs {
     #[arg(value_name = "PATH")]
     pub path: PathBuf,
     /// Training context length in tokens.
-    #[arg(long, default_value_t = 8192)]
+    #[arg(long, default_value_t = defaults::SEQ_LEN)]
     pub seq_len: u64,
     /// Nearest neighbours per document.
-    #[arg(short, long, default_value_t = 10)]
+    #[arg(short, long, default_value_t = defaults::K)]
     pub k: usize,
     /// Name of the order (TokenDataset(..., order=NAME)).
-    #[arg(long, default_value = "iclm")]
+    #[arg(long, default_value = defaults::NAME)]
     pub name: String,
     /// Similarity at or above which a document is a near-duplicate of a kept neighbour.
-    #[arg(long, default_value_t = 0.95)]
+    #[arg(long, default_value_t = defaults::DEDUP as f32)]
     pub dedup: f32,
     /// Keep near-duplicates.
     #[arg(long)]
@@ -51,10 +51,10 @@ pub struct OrderArgs {
     #[arg(long, value_enum, default_value_t = VariantArg::Paper)]
     pub variant: VariantArg,
     /// Cut path segments after this many documents (0: never; reference: 21).
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = defaults::MAX_SEGMENT)]
     pub max_segment: usize,
     /// Seed of tie-breaking, hashing and the report's random baseline.
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = defaults::SEED)]
     pub seed: u64,
     /// Exact kNN graph (default: exact below 20,000 documents).
     #[arg(long, conflicts_with = "approximate")]
@@ -63,10 +63,10 @@ pub struct OrderArgs {
     #[arg(long)]
     pub approximate: bool,
     /// Dimension of the built-in embeddings.
-    #[arg(long, default_value_t = 256)]
+    #[arg(long, default_value_t = defaults::DIM)]
     pub dim: usize,
     /// Tokens read per document by the embedder (0: all).
-    #[arg(long, default_value_t = 2048)]
+    #[arg(long, default_value_t = defaults::MAX_TOKENS)]
     pub max_tokens: usize,
     /// Print the full quality report.
     #[arg(long)]
@@ -189,14 +189,9 @@ fn make(
         VariantArg::Paper => Variant::Paper {
             max_segment: args.max_segment,
         },
-        VariantArg::Reference => Variant::Reference(ReferenceParams {
-            max_segment: if args.max_segment == 0 {
-                21
-            } else {
-                args.max_segment
-            },
-            ..ReferenceParams::default()
-        }),
+        VariantArg::Reference => {
+            Variant::Reference(ReferenceParams::with_max_segment(args.max_segment))
+        }
     };
     let params = OrderParams {
         seq_len: args.seq_len,

@@ -5,6 +5,7 @@
 //! the loader shuffles those rows, so adjacent training contexts differ.
 
 pub mod dedup;
+pub mod defaults;
 pub mod embed;
 mod finish;
 pub mod graph;
@@ -85,11 +86,13 @@ pub struct OrderParams {
 impl Default for OrderParams {
     fn default() -> Self {
         OrderParams {
-            seq_len: 8192,
-            k: 10,
-            dedup: Some(0.95),
-            variant: Variant::Paper { max_segment: 0 },
-            seed: 0,
+            seq_len: defaults::SEQ_LEN,
+            k: defaults::K,
+            dedup: Some(defaults::DEDUP as f32),
+            variant: Variant::Paper {
+                max_segment: defaults::MAX_SEGMENT,
+            },
+            seed: defaults::SEED,
             exact: None,
             embed: EmbedParams::default(),
         }

@@ -401,6 +401,10 @@ impl Order {
     /// Writes the order file atomically, under the file's lock (another
     /// writer of the same order file fails with [`Error::Locked`]).
     pub fn write(&self, path: &Path) -> Result<()> {
+        // The directory is made as needed (`<dataset>/orders/` before the first order).
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        }
         let _lock = crate::shard::TargetLock::file(path, "order")?;
         let name = path
             .file_name()

@@ -12,6 +12,7 @@ pub mod lock;
 pub mod manifest;
 mod mapped_shard;
 pub mod merge;
+mod names;
 pub mod reader;
 pub mod scan;
 pub mod source;

@@ -231,3 +231,61 @@ fn doc_of(index: &IndexView<'_>, num_docs: u64, token: u64) -> u64 {
     }
     lo
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::shard::blocks::BLOCK_BYTES;
+    use crate::shard::{DatasetWriter, WriterOptions};
+
+    fn flip(path: &Path, at: u64) {
+        let mut bytes = std::fs::read(path).unwrap();
+        bytes[at as usize] ^= 0x5a;
+        std::fs::write(path, bytes).unwrap();
+    }
+
+    /// Damage anywhere in a shard of several blocks is reported at the start
+    /// of its block (computed here from the flipped byte, not by the code),
+    /// with the documents the block holds; the first of two damaged blocks wins.
+    #[test]
+    fn verify_reports_the_first_damaged_block() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("ds");
+        let mut w = DatasetWriter::create(&root, WriterOptions::default()).unwrap();
+        // 2.5 blocks of u16 tokens, in documents of 1,000 tokens.
+        let tokens = (BLOCK_BYTES * 5 / 4) as usize;
+        let doc: Vec<u16> = (0..1000u16).collect();
+        for _ in 0..tokens / 1000 {
+            w.add(&doc).unwrap();
+        }
+        w.close().unwrap();
+        let bin = root.join(&Dataset::open(&root).unwrap().manifest().shards[0].bin);
+        let size = std::fs::metadata(&bin).unwrap().len();
+        let opts = VerifyOptions::default();
+        verify(&root, opts, &crate::NoProgress).unwrap();
+        for at in [7, BLOCK_BYTES + 4321, size - 1] {
+            flip(&bin, at);
+            flip(&bin, size - 2); // a second damaged byte, in the last block
+            match verify(&root, opts, &crate::NoProgress) {
+                Err(Error::Corrupt {
+                    path, offset, what, ..
+                }) => {
+                    let block = at / BLOCK_BYTES;
+                    assert_eq!(path, bin);
+                    assert_eq!(offset, block * BLOCK_BYTES, "{what}");
+                    let first = block * BLOCK_BYTES / 2000;
+                    let last = ((block + 1) * BLOCK_BYTES).min(size).div_ceil(2000) - 1;
+                    assert!(what.contains(&format!("block {block} ")), "{what}");
+                    assert!(
+                        what.contains(&format!("documents {first}..={last}")),
+                        "{what}"
+                    );
+                }
+                other => panic!("expected a damaged block, got {other:?}"),
+            }
+            flip(&bin, at);
+            flip(&bin, size - 2);
+        }
+        verify(&root, opts, &crate::NoProgress).unwrap();
+    }
+}

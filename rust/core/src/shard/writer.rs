@@ -16,10 +16,11 @@ use xxhash_rust::xxh3::{xxh3_64, Xxh3};
 use super::blocks::{self, BlockHasher, BLOCK_BYTES};
 use super::dtype::{DType, Tokens};
 use super::fsutil::{create_new, fsync_dir, write_atomic};
-use super::generation::{prepare_root, remove_unlisted, shard_name, TMP_PREFIX};
+use super::generation::{prepare_root, remove_unlisted};
 use super::index::{self, IndexHeader};
 use super::lock::TargetLock;
 use super::manifest::{hex, Manifest, ShardEntry, FILE_NAME};
+use super::names::{shard_name, TMP_PREFIX};
 use crate::error::{Error, IoContext, Result};
 
 mod options;
