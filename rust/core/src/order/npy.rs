@@ -52,6 +52,9 @@ impl Dtype {
 #[derive(Debug)]
 pub struct NpyMatrix {
     map: MappedFile,
+    /// The same file, for reads that should not stay resident (see
+    /// [`VectorShards::similarity`]).
+    file: File,
     dtype: Dtype,
     rows: usize,
     cols: usize,
@@ -142,8 +145,10 @@ impl NpyMatrix {
         if data_at % dtype.size() != 0 {
             return Err(bad(start, "the data is not aligned".into()));
         }
+        let file = File::open(path).at(path)?;
         Ok(NpyMatrix {
             map,
+            file,
             dtype,
             rows,
             cols,
@@ -332,13 +337,58 @@ impl VectorShards {
         Ok(true)
     }
 
-    /// Inner product of the unit-length rows `a` and `b` (0 when either is zero).
-    pub fn similarity(&self, a: usize, b: usize) -> f32 {
-        let (mut x, mut y) = (vec![0f32; self.dim], vec![0f32; self.dim]);
-        match (self.unit_row_into(a, &mut x), self.unit_row_into(b, &mut y)) {
-            (Ok(true), Ok(true)) => x.iter().zip(&y).map(|(p, q)| p * q).sum(),
-            _ => 0.0,
+    /// Row `i` read from the file (not through the map) into `out` as
+    /// float32, scaled to unit length; `false` for a zero or non-finite row.
+    fn read_unit_row(&self, i: usize, bytes: &mut Vec<u8>, out: &mut [f32]) -> bool {
+        use std::os::unix::fs::FileExt;
+        let s = self.starts.partition_point(|&x| x <= i) - 1;
+        let Some(shard) = self.shards.get(s) else {
+            return false;
+        };
+        let size = shard.dtype.size();
+        let at = shard.data_at + (i - self.starts[s]) * self.dim * size;
+        bytes.resize(self.dim * size, 0);
+        if shard.file.read_exact_at(bytes, at as u64).is_err() {
+            return false;
         }
+        match shard.dtype {
+            Dtype::F16 => {
+                for (o, c) in out.iter_mut().zip(bytes.chunks_exact(2)) {
+                    *o = f16::from_le_bytes([c[0], c[1]]).to_f32();
+                }
+            }
+            Dtype::F32 => {
+                for (o, c) in out.iter_mut().zip(bytes.chunks_exact(4)) {
+                    *o = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+                }
+            }
+        }
+        let norm = out.iter().map(|&x| x as f64 * x as f64).sum::<f64>().sqrt();
+        if norm == 0.0 || !norm.is_finite() {
+            return false;
+        }
+        out.iter_mut().for_each(|x| *x = (*x as f64 / norm) as f32);
+        true
+    }
+
+    /// Inner product of the unit-length rows `a` and `b` (0 when either is
+    /// zero). The rows are read from the files, not through the maps: the
+    /// report reads every row once in random order, and mapped pages would
+    /// stay resident (and count to the process's memory) until the end.
+    pub fn similarity(&self, a: usize, b: usize) -> f32 {
+        thread_local! {
+            static BUF: std::cell::RefCell<(Vec<u8>, Vec<f32>, Vec<f32>)> =
+                std::cell::RefCell::new(Default::default());
+        }
+        BUF.with_borrow_mut(|(bytes, x, y)| {
+            x.resize(self.dim, 0.0);
+            y.resize(self.dim, 0.0);
+            if self.read_unit_row(a, bytes, x) && self.read_unit_row(b, bytes, y) {
+                x.iter().zip(y.iter()).map(|(p, q)| p * q).sum()
+            } else {
+                0.0
+            }
+        })
     }
 }
 
@@ -455,6 +505,10 @@ mod tests {
         assert!(s.unit_row_into(1, &mut row).unwrap());
         assert!((row[0] - 0.70710677).abs() < 1e-3 && (row[1] + 0.70710677).abs() < 1e-3);
         assert!(!s.unit_row_into(2, &mut row).unwrap());
+        // Read from the file, the same unit rows: (1, 0)·(0.707, -0.707), and 0 for a zero row.
+        assert!((s.similarity(0, 1) - 0.70710677).abs() < 1e-3);
+        assert!((s.similarity(1, 1) - 1.0).abs() < 1e-3);
+        assert_eq!(s.similarity(0, 2), 0.0);
         let err = VectorShards::open(std::slice::from_ref(&a), 4)
             .unwrap_err()
             .to_string();
