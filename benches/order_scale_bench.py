@@ -9,7 +9,8 @@ tokens). Documents of one topic each (``benches/order_bench.py``'s generator) ar
 there the inverted lists find every exact neighbour with a single probe; mixtures put a
 document's neighbours in lists around several centroids, as real text does.
 
-    python benches/order_scale_bench.py --docs 1e6 --dir /tmp/scale --engine ray --cpus 2 --local --stitch
+    python benches/order_scale_bench.py --docs 1e6 --dir /tmp/scale --engine ray --cpus 2 \
+        --local --stitch
     python benches/order_scale_bench.py --docs 1e7 --dir /tmp/scale --engine disk
 
 ``--engine disk`` runs every step in this process (peak RSS per stage is this process's);
@@ -119,7 +120,7 @@ def exact_recall(
     starts = np.cumsum([0] + [len(v) for v in shards])
     q = np.sort(rng.choice(n, size=queries, replace=False))
     at = np.searchsorted(starts, q, "right") - 1
-    qv = np.stack([shards[s][i - starts[s]] for i, s in zip(q, at)]).astype(np.float32)
+    qv = np.stack([shards[s][i - starts[s]] for i, s in zip(q, at, strict=True)]).astype(np.float32)
     qn = qv / np.maximum(np.linalg.norm(qv, axis=1, keepdims=True), 1e-12)
     best = np.full((len(q), k), -np.inf, dtype=np.float32)
     best_id = np.full((len(q), k), -1, dtype=np.int64)
