@@ -27,11 +27,11 @@ from tokenloom import _core, order_ray
 Wiki = tuple[Path, np.ndarray]
 
 # Measured on this corpus (k=10, 4 parts): the disk engine's adjacent similarity is 0.96-1.0x
-# the local engine's (its lists are an inverted file with 8 probes; the local engine searches
-# this small corpus exactly); 0.9 leaves room for other seeds.
+# the local engine's (its lists: an inverted file searched with NPROBE lists; the local engine
+# searches this small corpus exactly); 0.9 leaves room for other seeds.
 SHARE_OF_LOCAL = 0.9
 # The built-in embeddings of these short leads are far apart (nearest cosines about 0.25): the
-# 190 lists are searched with 64 of their nearest, not the default 8 (recall 0.28 there).
+# 190 lists are searched with 64 of their nearest, not the default (recall 0.28 at 8 there).
 NPROBE = 64
 
 
@@ -91,7 +91,7 @@ def test_every_document_once_and_the_loader_yields_them(wiki: Wiki, both: Any) -
 
 def test_the_lists_find_the_exact_neighbours(wiki: Wiki, tmp_path: Path) -> None:
     """Recall of the merged lists against the exact kNN of the same (float16) vectors: 0.68
-    measured with 64 of 190 lists (0.28 with the default 8) on these flat embeddings; a bug in
+    measured with 64 of 190 lists (0.28 with 8) on these flat embeddings; a bug in
     how lists, partners or groups are read would leave only the own list (about 0.2)."""
     root, _ = wiki
     n = len(tl.open_dataset(root))

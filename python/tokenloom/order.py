@@ -81,8 +81,9 @@ def order(
     both with vectors and kNN lists kept on disk in ``partitions`` parts (default: 4 per CPU,
     at least 20,000 documents each): the built-in embedder in two passes, inverted lists
     trained on a sample, each part's documents assigned to lists, the kNN of each group of
-    lists searched in its nearest lists wherever they lie, one global walk (see
-    ``tokenloom.order_ray``). ``embeddings`` may then also be a list of ``.npy`` shards
+    lists searched in its ``nprobe`` nearest lists wherever they lie (default
+    ``_core.ORDER_DEFAULTS["nprobe"]``; every list below 20,000 documents), one global walk
+    (see ``tokenloom.order_ray``). ``embeddings`` may then also be a list of ``.npy`` shards
     (float16 or float32, one row per document, in document order). They need embeddings
     (built-in or given), not a ``knn`` matrix. A stopped run resumes where it stopped.
     """

@@ -78,6 +78,7 @@ pub fn order_defaults(py: Python<'_>) -> PyResult<Bound<'_, pyo3::types::PyDict>
     d.set_item("seed", defaults::SEED)?;
     d.set_item("dim", defaults::DIM)?;
     d.set_item("max_tokens", defaults::MAX_TOKENS)?;
+    d.set_item("nprobe", defaults::NPROBE)?;
     d.set_item("reference_k_traverse", defaults::REFERENCE_K_TRAVERSE)?;
     d.set_item("reference_segment", defaults::REFERENCE_SEGMENT)?;
     Ok(d)

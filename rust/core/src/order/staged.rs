@@ -212,15 +212,15 @@ impl PartLists {
 /// The inverted lists of the staged engine for `n` documents, as
 /// `(nlist, nprobe, train)`: about `2·√n` lists, trained on a sample of 16
 /// rows each (see [`knn::default_nlist`]); each joined with its
-/// [`knn::DEFAULT_NPROBE`] − 1 nearest lists, or, below [`knn::EXACT_BELOW`]
-/// documents, with every other list: an exact search, as the local engine
-/// runs there.
+/// [`NPROBE`](super::defaults::NPROBE) − 1 nearest lists, or, below
+/// [`knn::EXACT_BELOW`] documents, with every other list: an exact search, as
+/// the local engine runs there.
 pub fn ivf_defaults(n: usize) -> (usize, usize, usize) {
     let nlist = knn::default_nlist(n);
     let nprobe = if n < knn::EXACT_BELOW {
         nlist
     } else {
-        knn::DEFAULT_NPROBE.min(nlist)
+        super::defaults::NPROBE.min(nlist)
     };
     (nlist, nprobe, knn::default_train_size(n, nlist))
 }
