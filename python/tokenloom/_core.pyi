@@ -42,7 +42,12 @@ __all__ = [
 
 __version__: str
 
-class TokenloomError(Exception): ...
+class TokenloomError(Exception):
+    path: str | None
+    """The file the error is about, when there is one."""
+    offset: int | None
+    """The byte offset in ``path`` where the problem was found, when known."""
+
 class CorruptShardError(TokenloomError): ...
 class FormatVersionError(TokenloomError): ...
 class CancelledError(TokenloomError): ...
