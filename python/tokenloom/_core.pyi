@@ -139,8 +139,8 @@ class Stream:
     def __new__(
         cls,
         paths: list[str],
-        weights: list[float],
         seq_len: int,
+        weights: list[float] | None = None,
         mode: str = "concat",
         order: str | None = None,
         seed: int = 0,
@@ -148,6 +148,10 @@ class Stream:
         cache_dirs: list[str | None] | None = None,
         boundaries: str | None = None,
     ) -> Stream: ...
+    @property
+    def weights(self) -> list[float]: ...
+    @property
+    def eos_id(self) -> int | None: ...
     @property
     def epoch_len(self) -> int: ...
     @property
