@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use numpy::{IntoPyArray, PyArray1, PyArrayMethods};
-use pyo3::exceptions::{PyRuntimeError, PyValueError};
+use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyTuple};
 use tokenloom_core::batch::{
@@ -356,9 +356,7 @@ impl PyLoader {
     }
 
     fn __next__<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyTuple>>> {
-        let mut guard = self.inner.lock().map_err(|_| {
-            PyRuntimeError::new_err("the loader was poisoned by an earlier failure")
-        })?;
+        let mut guard = crate::detach::lock(py, &self.inner, "loader")?;
         let loader = &mut *guard;
         let next = py.detach(|| loader.next_batch());
         match next {
@@ -368,10 +366,8 @@ impl PyLoader {
     }
 
     /// Batches this loader yields in total.
-    fn __len__(&self) -> PyResult<usize> {
-        let guard = self.inner.lock().map_err(|_| {
-            PyRuntimeError::new_err("the loader was poisoned by an earlier failure")
-        })?;
+    fn __len__(&self, py: Python<'_>) -> PyResult<usize> {
+        let guard = crate::detach::lock(py, &self.inner, "loader")?;
         Ok(guard.len() as usize)
     }
 }
