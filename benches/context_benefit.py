@@ -81,7 +81,11 @@ def prepare(out: Path, vocab: int, seq_len: int, embedder: str) -> dict[str, Any
                 for a in rows:
                     f.write(json.dumps({"text": a["extract"]}) + "\n")
             tl.build(
-                out / "text" / f"{name}.jsonl", dest, tokenizer=tok_path, quiet=True, overwrite=True
+                out / "text" / f"{name}.jsonl",
+                dest,
+                tokenizer=tok_path,
+                progress=False,
+                overwrite=True,
             )
     vec_path = out / f"{embedder}.npy"
     if not vec_path.exists():

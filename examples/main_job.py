@@ -82,7 +82,9 @@ def prepare(out: Path, vocab: int) -> tuple[Path, Path, int]:
                 f.write(json.dumps({"text": a["extract"], "topic": a["topic"]}) + "\n")
     train_tokenizer([a["extract"] for a in splits["train"]], vocab, tok)
     for name, dest in (("train", train), ("val", val)):
-        tl.build(out / "text" / f"{name}.jsonl", dest, tokenizer=tok, quiet=True, overwrite=True)
+        tl.build(
+            out / "text" / f"{name}.jsonl", dest, tokenizer=tok, progress=False, overwrite=True
+        )
     return train, val, vocab
 
 

@@ -36,7 +36,7 @@ def corpus(root: Path, bad_records: bool = True) -> list[str]:
 
 
 def build(*args: Any, **kw: Any) -> tl.BuildResult:
-    kw.setdefault("quiet", True)
+    kw.setdefault("progress", False)
     return tl.build(*args, **kw)
 
 

@@ -53,7 +53,12 @@ __all__ = [
 
 __version__: str
 
-class TokenloomError(Exception): ...
+class TokenloomError(Exception):
+    path: str | None
+    """The file the error is about, when there is one."""
+    offset: int | None
+    """The byte offset in ``path`` where the problem was found, when known."""
+
 class CorruptShardError(TokenloomError): ...
 class FormatVersionError(TokenloomError): ...
 class CancelledError(TokenloomError): ...
@@ -145,8 +150,8 @@ class Stream:
     def __new__(
         cls,
         paths: list[str],
-        weights: list[float],
         seq_len: int,
+        weights: list[float] | None = None,
         mode: str = "concat",
         order: str | None = None,
         seed: int = 0,
@@ -154,6 +159,10 @@ class Stream:
         cache_dirs: list[str | None] | None = None,
         boundaries: str | None = None,
     ) -> Stream: ...
+    @property
+    def weights(self) -> list[float]: ...
+    @property
+    def eos_id(self) -> int | None: ...
     @property
     def epoch_len(self) -> int: ...
     @property

@@ -22,6 +22,7 @@ import shutil
 import sys
 import threading
 import time
+import warnings
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -101,10 +102,11 @@ def build(
     workers: int = 1,
     engine: Literal["local", "ray"] = "local",
     strict: bool = False,
-    quiet: bool = False,
+    progress: bool = True,
     overwrite: bool = False,
     batch_size: int = 1000,
     shard_bytes: int = 1 << 30,
+    quiet: bool | None = None,
 ) -> BuildResult:
     """Tokenizes corpora into one dataset at ``out``.
 
@@ -127,7 +129,8 @@ def build(
             ``RAY_ADDRESS``, or a local one started for the build. Inputs and ``out`` must be
             on storage every node sees; the dataset is the same as the local engine's.
         strict: raise ``BuildInputError`` at the first bad record instead of skipping it.
-        quiet: no progress bar and no printed summary.
+        progress: a progress bar and, at the end, a printed summary (``False``: neither).
+        quiet: deprecated; ``quiet=True`` is ``progress=False``.
         overwrite: replace an existing dataset at ``out``.
 
     Re-running after an interruption reuses the finished parts in ``out/.parts`` and gives the
@@ -137,6 +140,11 @@ def build(
     anything is written. A missing optional package (``tokenizers``, ``zstandard``,
     ``pyarrow``) raises ``ImportError`` naming ``pip install 'tokenloom[build]'``.
     """
+    if quiet is not None:
+        warnings.warn(
+            "build(quiet=) is deprecated: use progress=False", DeprecationWarning, stacklevel=2
+        )
+        progress = not quiet
     start = time.monotonic()
     _refuse_build_in_bootstrap()
     if workers < 1:
@@ -178,23 +186,23 @@ def build(
         records: list[dict[str, Any] | None] = [load_done(d) for d in dirs]
         todo = [i for i, r in enumerate(records) if r is None]
         resumed = len(tasks) - len(todo)
-        progress = Progress(sum(t.bytes_share for t in tasks), quiet)
+        bar = Progress(sum(t.bytes_share for t in tasks), not progress)
         for i, r in enumerate(records):
             if r is not None:
-                progress.update(r["num_docs"], r["num_tokens"], tasks[i].bytes_share)
+                bar.update(r["num_docs"], r["num_tokens"], tasks[i].bytes_share)
         try:
             if engine == "ray":
                 from tokenloom._build.ray import run_on_ray
 
-                run_on_ray(tasks, dirs, todo, records, settings, progress)
+                run_on_ray(tasks, dirs, todo, records, settings, bar)
             elif workers == 1 or len(todo) <= 1:
                 encoder = Encoder(spec)
                 for i in todo:
-                    records[i] = run_task(tasks[i], settings, dirs[i], encoder, progress.update)
+                    records[i] = run_task(tasks[i], settings, dirs[i], encoder, bar.update)
             else:
-                _run_parallel(tasks, dirs, todo, records, settings, workers, progress)
+                _run_parallel(tasks, dirs, todo, records, settings, workers, bar)
         finally:
-            progress.close()
+            bar.close()
         final: list[dict[str, Any]] = [r for r in records if r is not None]
         if not committed:
             _core.merge_datasets(out_s, list(dirs), overwrite=overwrite, lock=lock)
@@ -219,7 +227,7 @@ def build(
             result.skipped[why] = result.skipped.get(why, 0) + n
         room = MAX_MESSAGES - len(result.messages)
         result.messages.extend(r["messages"][: max(0, room)])
-    if not quiet:
+    if progress:
         print(result.summary(), file=sys.stderr)
     return result
 

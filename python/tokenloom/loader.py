@@ -168,13 +168,10 @@ class TokenDataset(SelectionAccounting, _Base):
         self.weights = weights
         self._stream: _core.Stream | None = None
         stream = self._get_stream()
-        if weights is None:  # plain list of paths: weights follow the sources' sizes
-            self.weights = [float(n) for n in stream.num_samples]
-            self._stream = None
-            stream = self._get_stream()
+        # A plain list of paths: the weights follow the sources' sizes (the core's default).
+        self.weights = list(stream.weights)
         if pad_id is None:
-            eos = _core.Dataset(paths[0]).eos_id
-            pad_id = 0 if eos is None else int(eos)
+            pad_id = 0 if stream.eos_id is None else int(stream.eos_id)
         self.pad_id = int(pad_id)
         _warn_order_length(self.order, stream.order_seq_len, self.seq_len)
         self._record = WorkerRecord()
@@ -196,12 +193,11 @@ class TokenDataset(SelectionAccounting, _Base):
 
     def _get_stream(self) -> _core.Stream:
         if self._stream is None:
-            weights = self.weights or [1.0] * len(self.paths)
             caches = [cache_dir(p) if self.cache_plans else None for p in self.paths]
             self._stream = _core.Stream(
                 self.paths,
-                weights,
                 self.seq_len,
+                weights=self.weights,
                 mode=self.mode,
                 order=self.order,
                 seed=self.seed,

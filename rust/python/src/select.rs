@@ -5,9 +5,8 @@ use std::borrow::Cow;
 use std::sync::Mutex;
 
 use numpy::{IntoPyArray, PyArray1, PyReadonlyArray1, PyReadonlyArray2};
-use pyo3::exceptions::{PyRuntimeError, PyValueError};
+use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
-use pyo3::sync::MutexExt;
 use pyo3::types::PyDict;
 use tokenloom_core::select::{
     Rule, Running, Selector, SelectorConfig, SelectorState, SketchBuffer, DEFAULT_CALIBRATION,
@@ -27,9 +26,7 @@ impl PySelector {
     /// lock across a GIL release (a selection, or a garbage collection while
     /// it reads the state), so waiting with the GIL held could deadlock.
     fn lock(&self, py: Python<'_>) -> PyResult<std::sync::MutexGuard<'_, Selector>> {
-        self.inner
-            .lock_py_attached(py)
-            .map_err(|_| PyRuntimeError::new_err("the selector failed in another thread"))
+        crate::detach::lock(py, &self.inner, "selector")
     }
 }
 

@@ -5,10 +5,12 @@ pub mod assemble;
 mod guard;
 pub mod loader;
 pub mod schedule;
+pub mod stream;
 
 pub use assemble::{assemble, Batch, BatchConfig, IntBuf, OutDType};
 pub use loader::{LoadedBatch, Loader, LoaderSpec, Source};
 pub use schedule::{Cursor, Mixture, Sharding};
+pub use stream::{Stream, StreamSpec};
 
 #[cfg(test)]
 mod tests;
