@@ -157,48 +157,21 @@ def order(
     else:
         source = {"embeddings": "builtin", "dim": dim, "max_tokens": max_tokens}
     if engine != "local":
-        if emb is None:
+
+        def staged(shards: list[Path] | None) -> dict[str, Any]:
             return _staged(
-                root,
-                name,
-                seq_len,
-                k,
-                None,
-                dedup,
-                variant,
-                max_segment,
-                seed,
-                dim,
-                max_tokens,
-                partitions,
-                engine,
-                progress,
-                source,
-                nprobe,
-            )
+                root, name, seq_len, k, shards, dedup, variant, max_segment, seed, dim,
+                max_tokens, partitions, engine, progress, source, nprobe,
+            )  # fmt: skip
+
+        if emb is None:
+            return staged(None)
         # An array in memory becomes one shard next to the order while it is made.
         tmp = root / "orders" / f".{name}.given.npy"
         tmp.parent.mkdir(parents=True, exist_ok=True)
         np.save(tmp, emb)
         try:
-            return _staged(
-                root,
-                name,
-                seq_len,
-                k,
-                [tmp],
-                dedup,
-                variant,
-                max_segment,
-                seed,
-                dim,
-                max_tokens,
-                partitions,
-                engine,
-                progress,
-                source,
-                nprobe,
-            )
+            return staged([tmp])
         finally:
             tmp.unlink(missing_ok=True)
     score, names = _scoring(root, score_with, labels, tokenizer, batch_size, progress)
