@@ -27,16 +27,7 @@ import numpy as np
 import tokenloom as tl
 from tokenloom import _core, order_ray
 
-SETTINGS = {
-    "seq_len": 1024,
-    "k": 10,
-    "dedup": None,
-    "variant": "paper",
-    "max_segment": 0,
-    "k_traverse": 9,
-    "min_segment": 21,
-    "seed": 0,
-}
+SETTINGS = order_ray.staged_settings(1024, 10, dedup=None)
 
 
 def mixture(

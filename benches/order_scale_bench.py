@@ -236,16 +236,7 @@ def main() -> None:
         t = time.perf_counter()
         write_mixtures(root, n, args.doc_len, 0)
         print(f"corpus: {n:,} docs x {args.doc_len} tokens in {time.perf_counter() - t:.0f}s")
-    settings = {
-        "seq_len": 2048,
-        "k": args.k,
-        "dedup": 0.95,
-        "variant": "paper",
-        "max_segment": 0,
-        "k_traverse": 9,
-        "min_segment": 21,
-        "seed": 0,
-    }
+    settings = order_ray.staged_settings(2048, args.k, dedup=0.95)
     log: list[dict[str, Any]] = []
     instrument(log)
     if args.engine == "ray":

@@ -95,16 +95,7 @@ def test_the_lists_find_the_exact_neighbours(wiki: Wiki, tmp_path: Path) -> None
     how lists, partners or groups are read would leave only the own list (about 0.2)."""
     root, _ = wiki
     n = len(tl.open_dataset(root))
-    settings = {
-        "seq_len": 1024,
-        "k": 10,
-        "dedup": None,
-        "variant": "paper",
-        "max_segment": 0,
-        "k_traverse": 9,
-        "min_segment": 21,
-        "seed": 0,
-    }
+    settings = order_ray.staged_settings(1024, 10, dedup=None)
     order_ray.order_staged(
         root,
         "kept",

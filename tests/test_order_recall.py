@@ -61,16 +61,7 @@ def test_default_nprobe_finds_nine_in_ten_exact_neighbours(tmp_path: Path) -> No
     v = v.astype(np.float16).astype(np.float32)
     nlist, nprobe, _ = _core.order_ivf_defaults(N)
     assert nprobe < nlist  # the inverted lists are searched, not every pair
-    settings = {
-        "seq_len": 64,
-        "k": K,
-        "dedup": None,
-        "variant": "paper",
-        "max_segment": 0,
-        "k_traverse": 9,
-        "min_segment": 21,
-        "seed": 0,
-    }
+    settings = order_ray.staged_settings(64, K, dedup=None)
     embed = {"dim": D, "max_tokens": 2048, "nprobe": None}  # the default
     rep = order_ray.order_staged(
         root, "r", settings, [shard], {}, embed, 2, "disk", False, keep=True

@@ -311,23 +311,16 @@ def _staged(
     source: dict[str, Any] | None = None,
     nprobe: int | None = None,
 ) -> dict[str, Any]:
-    from tokenloom.order_ray import order_staged
+    from tokenloom.order_ray import order_staged, staged_settings
 
     files = None
     if shards is not None:
         given = [shards] if isinstance(shards, (str, os.PathLike)) else list(shards)
         files = [Path(f).resolve() for f in given]
         source = source or {"embeddings": [str(f) for f in files]}
-    settings = {
-        "seq_len": int(seq_len),
-        "k": int(k),
-        "dedup": None if dedup is None else float(dedup),
-        "variant": variant,
-        "max_segment": int(max_segment),
-        "k_traverse": _D["reference_k_traverse"],
-        "min_segment": _D["reference_segment"],
-        "seed": int(seed),
-    }
+    settings = staged_settings(
+        seq_len, k, dedup=dedup, variant=variant, max_segment=max_segment, seed=seed
+    )
     source = source or {"embeddings": "builtin", "dim": dim, "max_tokens": max_tokens}
     embed = {"dim": int(dim), "max_tokens": int(max_tokens), "nprobe": nprobe}
     return _with_text(

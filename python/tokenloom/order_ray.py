@@ -41,6 +41,28 @@ from tokenloom.ray_tasks import limit_threads, session
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
 
+
+def staged_settings(seq_len: int, k: int, **given: Any) -> dict[str, Any]:
+    """The settings ``order_staged`` takes: ``seq_len``, ``k`` and, unless ``given``
+    (``dedup``, ``variant``, ``max_segment``, ``seed``), the core's defaults
+    (``_core.ORDER_DEFAULTS``), the reference walk's included."""
+    d = _core.ORDER_DEFAULTS
+    unknown = set(given) - {"dedup", "variant", "max_segment", "seed"}
+    if unknown:
+        raise TypeError(f"unknown settings {sorted(unknown)}")
+    dedup = given.get("dedup", d["dedup"])
+    return {
+        "seq_len": int(seq_len),
+        "k": int(k),
+        "dedup": None if dedup is None else float(dedup),
+        "variant": given.get("variant", d["variant"]),
+        "max_segment": int(given.get("max_segment", d["max_segment"])),
+        "k_traverse": d["reference_k_traverse"],
+        "min_segment": d["reference_segment"],
+        "seed": int(given.get("seed", d["seed"])),
+    }
+
+
 # Default parts per CPU; default documents per part at least this many.
 PARTS_PER_CPU = 4
 MIN_PART_DOCS = 20_000
