@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from tokenloom import _core
-from tokenloom.ray_tasks import limit_threads, session
+from tokenloom.ray_tasks import cancel, limit_threads, session
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -152,11 +152,7 @@ class _Steps:
                     if bar is not None:
                         bar.update(1)
         except BaseException:
-            for ref in waiting:
-                ray.cancel(ref)
-            for ref in waiting:
-                with contextlib.suppress(Exception):  # cancelled, or failed too: the first wins
-                    ray.get(ref)
+            cancel(ray, waiting)
             raise
 
 
