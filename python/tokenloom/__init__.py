@@ -28,19 +28,19 @@ from tokenloom.embedders import embedder
 from tokenloom.knn import knn
 from tokenloom.order import order, order_report
 from tokenloom.rows import concat_rows, take_rows
-from tokenloom.select import FastJL, UDSSelector, nuclear_norm
+from tokenloom.select import UDSSelector
+from tokenloom.select_scores import FastJL, nuclear_norm
 from tokenloom.shard import DatasetWriter, open_dataset
 
 if TYPE_CHECKING:
     from tokenloom.dataloader import DataLoader
-    from tokenloom.loader import DevicePrefetcher, TokenDataset, to_device, write_order
+    from tokenloom.device import DevicePrefetcher, to_device
+    from tokenloom.loader import TokenDataset, write_order
 
 # The loader imports torch (seconds): loaded on first use, so that `tokenloom` commands and
 # build worker processes start fast.
-_LAZY = {
-    name: "tokenloom.loader"
-    for name in ("DevicePrefetcher", "TokenDataset", "to_device", "write_order")
-}
+_LAZY = {name: "tokenloom.loader" for name in ("TokenDataset", "write_order")}
+_LAZY.update({name: "tokenloom.device" for name in ("DevicePrefetcher", "to_device")})
 _LAZY["DataLoader"] = "tokenloom.dataloader"
 
 

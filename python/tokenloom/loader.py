@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Union
 
 from tokenloom import _core
-from tokenloom.device import DevicePrefetcher, to_device
 from tokenloom.ledger import SelectionAccounting
 from tokenloom.loader_state import _U64, Cursor, WorkerPos, _count, make_state, read_state
 from tokenloom.passes import MAIN, WORKER_KEY, WORKER_MAIN, WorkerRecord, new_token, pass_key
@@ -38,7 +37,7 @@ else:
 PathLike = Union[str, "os.PathLike[str]"]
 SourceSpec = Union[PathLike, "Sequence[PathLike]", "Sequence[tuple[PathLike, float]]"]
 
-__all__ = ["DevicePrefetcher", "TokenDataset", "to_device", "write_order"]
+__all__ = ["TokenDataset", "write_order"]
 
 # Arrays a batch can carry besides input_ids and labels.
 OPTIONAL_OUTPUTS = ("position_ids", "doc_ids", "cu_seqlens", "source_ids", "sample_ids")

@@ -15,21 +15,25 @@ changes (a trainable head), so the scoring forward can stop before the ``[B, L, 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-if TYPE_CHECKING:
-    from .select import FastJL, UDSSelector
+from .select_scores import FastJL, _check_logits, _torch, nuclear_norm
+
+
+class Scoring(Protocol):
+    """What :class:`ModelScorer` asks of its selector (a :class:`~tokenloom.UDSSelector`)."""
+
+    def scores(self, logits: Any, mask: Any | None = None) -> tuple[Any, Any]: ...
+
+    def scores_hidden(
+        self, hidden: Any, weight: Any, mask: Any | None = None
+    ) -> tuple[Any, Any]: ...
+
 
 PATHS = ("auto", "hidden", "logits")
 # Relative agreement of H @ W.T with the model's logits required to trust the hidden path.
 CHECK_RTOL = {"float32": 1e-3, "float64": 1e-6}
 CHECK_RTOL_LOW = 2e-2  # bf16 / fp16 weights
-
-
-def _torch() -> Any:
-    import torch
-
-    return torch
 
 
 def _key(weight: Any) -> tuple[Any, ...]:
@@ -89,8 +93,6 @@ def hidden_scores(
 ) -> tuple[Any, Any]:
     """``(utility [B], sketches [B, D])`` of the logits ``hidden @ W.T`` from the hidden states
     ``[B, L, d]``, equal to ``nuclear_norm`` and ``sketch`` of the logits themselves."""
-    from .select import _check_logits, nuclear_norm
-
     torch = _torch()
     with torch.no_grad():
         x = _check_logits(hidden, mask).float()
@@ -150,7 +152,7 @@ class ModelScorer:
     ``self.path`` is the path in use and ``self.reason`` why the logits are used, if they are.
     """
 
-    def __init__(self, model: Any, selector: UDSSelector, path: str = "auto") -> None:
+    def __init__(self, model: Any, selector: Scoring, path: str = "auto") -> None:
         if path not in PATHS:
             raise ValueError(f"path must be one of {', '.join(PATHS)}, got {path!r}")
         self.model, self.selector = model, selector
