@@ -41,7 +41,7 @@ def assert_points_at(err: BaseException, path: Path, offset: int | None = None) 
 
 def test_every_tokenloom_error_has_a_path_and_an_offset() -> None:
     # Class attributes (None) that each raised error sets: code can read them on any error.
-    for cls in (tl.CorruptShardError, tl.FormatVersionError, tl.LockedError, tl.CancelledError):
+    for cls in (tl.CorruptShardError, tl.FormatVersionError, tl.LockedError, tl.JobCancelledError):
         assert issubclass(cls, tl.TokenloomError)
         err = cls("made here")
         assert (err.path, err.offset) == (None, None)
@@ -195,8 +195,17 @@ def test_verify_detects_flipped_token(dataset: Path) -> None:
 
 
 def test_errors_share_a_base_class() -> None:
-    for cls in (tl.CorruptShardError, tl.FormatVersionError, tl.CancelledError):
+    for cls in (tl.CorruptShardError, tl.FormatVersionError, tl.JobCancelledError):
         assert issubclass(cls, tl.TokenloomError)
+
+
+def test_cancelled_error_is_not_asyncio_s_and_the_old_name_warns() -> None:
+    import asyncio
+
+    assert tl.JobCancelledError.__name__ == "JobCancelledError"
+    assert not issubclass(tl.JobCancelledError, asyncio.CancelledError)
+    with pytest.warns(DeprecationWarning, match="JobCancelledError"):
+        assert tl.CancelledError is tl.JobCancelledError
 
 
 @settings(

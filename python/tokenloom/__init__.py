@@ -12,13 +12,14 @@ Datasets are directories of memory-mapped token shards::
 from __future__ import annotations
 
 import importlib
+import warnings
 from typing import TYPE_CHECKING, Any
 
 from tokenloom._core import (
-    CancelledError,
     CorruptShardError,
     Dataset,
     FormatVersionError,
+    JobCancelledError,
     LockedError,
     TokenloomError,
 )
@@ -44,7 +45,19 @@ _LAZY.update({name: "tokenloom.device" for name in ("DevicePrefetcher", "to_devi
 _LAZY["DataLoader"] = "tokenloom.dataloader"
 
 
+# Old names kept for a while, with a warning.
+_RENAMED = {"CancelledError": "JobCancelledError"}
+
+
 def __getattr__(name: str) -> Any:
+    if name in _RENAMED:
+        new = _RENAMED[name]
+        warnings.warn(
+            f"tokenloom.{name} is now tokenloom.{new} (it clashed with asyncio.CancelledError)",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return globals()[new]
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'tokenloom' has no attribute {name!r}")
@@ -60,7 +73,6 @@ def __dir__() -> list[str]:
 __all__ = [
     "BuildInputError",
     "BuildResult",
-    "CancelledError",
     "CorruptShardError",
     "DataLoader",
     "Dataset",
@@ -68,6 +80,7 @@ __all__ = [
     "DevicePrefetcher",
     "FastJL",
     "FormatVersionError",
+    "JobCancelledError",
     "LockedError",
     "TokenDataset",
     "TokenloomError",

@@ -12,12 +12,12 @@ __all__ = [
     "DEFAULT_CALIBRATION",
     "ORDER_DEFAULTS",
     "SELECT_RULES",
-    "CancelledError",
     "CorruptShardError",
     "Dataset",
     "DatasetLock",
     "DatasetWriter",
     "FormatVersionError",
+    "JobCancelledError",
     "Loader",
     "LockedError",
     "Selector",
@@ -61,7 +61,7 @@ class TokenloomError(Exception):
 
 class CorruptShardError(TokenloomError): ...
 class FormatVersionError(TokenloomError): ...
-class CancelledError(TokenloomError): ...
+class JobCancelledError(TokenloomError): ...
 class LockedError(TokenloomError): ...
 
 @final

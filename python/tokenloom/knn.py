@@ -92,7 +92,8 @@ def knn(
     Raises:
         ValueError: not a 2-D float array, rows with NaN/infinity or all zeros (named by index),
             ``k`` outside ``1..N-1``, or index settings out of range.
-        tokenloom.CancelledError: the search was interrupted (Ctrl-C re-raises KeyboardInterrupt).
+        tokenloom.JobCancelledError: the search was interrupted (Ctrl-C re-raises
+            KeyboardInterrupt).
     """
     x = embeddings if isinstance(embeddings, np.ndarray) else np.asarray(embeddings)
     if x.ndim != 2:

@@ -35,9 +35,9 @@ create_exception!(
 );
 create_exception!(
     tokenloom._core,
-    CancelledError,
+    JobCancelledError,
     TokenloomError,
-    "A long job was cancelled; nothing partial was committed."
+    "A long job was cancelled; nothing partial was committed (named apart from asyncio.CancelledError)."
 );
 
 /// A core error on its way to Python (newtype for the orphan rule).
@@ -82,7 +82,7 @@ impl From<PyTlError> for PyErr {
             Error::AlreadyExists { .. } => PyFileExistsError::new_err(msg),
             Error::InvalidArgument { .. } => PyValueError::new_err(msg),
             Error::Locked { .. } => LockedError::new_err(msg),
-            Error::Cancelled => CancelledError::new_err(msg),
+            Error::Cancelled => JobCancelledError::new_err(msg),
         };
         Python::attach(|py| {
             let value = py_err.value(py);
@@ -109,7 +109,7 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("TokenloomError", base)?;
     m.add("CorruptShardError", py.get_type::<CorruptShardError>())?;
     m.add("FormatVersionError", py.get_type::<FormatVersionError>())?;
-    m.add("CancelledError", py.get_type::<CancelledError>())?;
+    m.add("JobCancelledError", py.get_type::<JobCancelledError>())?;
     m.add("LockedError", py.get_type::<LockedError>())?;
     Ok(())
 }
