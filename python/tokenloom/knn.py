@@ -60,8 +60,8 @@ def _unit_rows(x: npt.NDArray[Any]) -> npt.NDArray[np.float32]:
 def knn(
     embeddings: npt.ArrayLike,
     k: int,
-    exact: bool = False,
     *,
+    exact: bool = False,
     nlist: int | None = None,
     nprobe: int | None = None,
     train_size: int | None = None,

@@ -54,6 +54,7 @@ class UDSSelector:
         self,
         keep: int,
         buffer_size: int = 1024,
+        *,
         alpha: float | None = None,
         sketch: tuple[int, int] = (8, 128),
         seed: int = 0,
