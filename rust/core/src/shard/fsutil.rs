@@ -79,6 +79,21 @@ impl MappedFile {
         })
     }
 
+    /// A file that is not mapped (not on local disk yet): no bytes, and
+    /// nothing to check.
+    pub fn absent(path: &Path) -> Self {
+        MappedFile {
+            map: None,
+            path: path.to_path_buf(),
+            stamp: Stamp {
+                dev: 0,
+                ino: 0,
+                len: 0,
+                mtime: None,
+            },
+        }
+    }
+
     /// The mapped bytes.
     pub fn bytes(&self) -> &[u8] {
         self.map.as_deref().unwrap_or(&[])

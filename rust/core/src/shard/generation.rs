@@ -5,6 +5,7 @@
 use std::fs;
 use std::path::Path;
 
+use super::compression::stored_name;
 use super::manifest::{Manifest, FILE_NAME};
 use super::source::sidecar_name;
 use crate::error::{Error, IoContext, Result};
@@ -23,7 +24,7 @@ pub(crate) fn generation_of(name: &str) -> Option<u64> {
     let rest = name.strip_prefix("part-")?;
     let (_, rest) = rest.split_once(".g")?;
     let (g, ext) = rest.split_once('.')?;
-    if ext != "bin" && ext != "idx" && ext != "src" {
+    if !matches!(ext, "bin" | "idx" | "src" | "bin.zst") {
         return None;
     }
     g.parse().ok()
@@ -67,7 +68,13 @@ pub(crate) fn remove_unlisted(root: &Path, manifest: &Manifest) {
     let keep: std::collections::HashSet<String> = manifest
         .shards
         .iter()
-        .flat_map(|s| [s.bin.clone(), s.idx.clone(), sidecar_name(&s.bin)])
+        .flat_map(|s| {
+            [
+                stored_name(&s.bin, manifest.compression),
+                s.idx.clone(),
+                sidecar_name(&s.bin),
+            ]
+        })
         .collect();
     let Ok(entries) = fs::read_dir(root) else {
         return;

@@ -39,6 +39,9 @@ pub struct Shard {
     pub(super) index_hash: OnceLock<u64>,
     /// When the files were last found unchanged (see [`Shard::check_unchanged_lately`]).
     checked_at: AtomicU64,
+    /// Whether the `.bin` is mapped; `false` for a shard opened by
+    /// [`Shard::open_index_only`], whose tokens cannot be read.
+    resident: bool,
 }
 
 impl Shard {
@@ -134,6 +137,7 @@ impl Shard {
             layout: Layout::Native,
             index_hash: OnceLock::new(),
             checked_at: AtomicU64::new(0),
+            resident: true,
         })
     }
 
@@ -170,7 +174,55 @@ impl Shard {
             layout,
             index_hash: OnceLock::new(),
             checked_at: AtomicU64::new(0),
+            resident: true,
         })
+    }
+
+    /// Maps only the `.idx` of a dataset shard whose `.bin` is not on local
+    /// disk (a remote dataset's shard outside the cache): documents can be
+    /// located and measured, and reading their tokens is an error.
+    pub fn open_index_only(
+        bin_path: PathBuf,
+        idx_path: PathBuf,
+        dtype: DType,
+        expect: (u64, u64),
+    ) -> Result<Self> {
+        let idx = MappedFile::open(&idx_path)?;
+        let header = IndexView::parse(idx.bytes(), &idx_path)?.header;
+        let (docs, tokens) = expect;
+        if header.dtype != dtype
+            || header.bin_offset != 0
+            || header.num_docs != docs
+            || header.num_tokens != tokens
+        {
+            return Err(Error::corrupt(
+                &idx_path,
+                12,
+                format!(
+                    "index holds {} documents / {} tokens of {} but the manifest says {docs} / {tokens} of {dtype}",
+                    header.num_docs, header.num_tokens, header.dtype
+                ),
+                "the shard and manifest disagree; restore the dataset from a good copy or rebuild it",
+            ));
+        }
+        Ok(Shard {
+            bin: MappedFile::absent(&bin_path),
+            bin_path,
+            idx_path,
+            idx,
+            header,
+            dtype,
+            layout: Layout::Native,
+            index_hash: OnceLock::new(),
+            checked_at: AtomicU64::new(0),
+            resident: false,
+        })
+    }
+
+    /// Whether the shard's tokens are mapped (always, except for shards
+    /// opened by [`open_index_only`](Self::open_index_only)).
+    pub fn is_resident(&self) -> bool {
+        self.resident
     }
 
     /// The validated index of this shard.
@@ -204,13 +256,17 @@ impl Shard {
     pub fn token_bytes(&self) -> &[u8] {
         let start = self.header.bin_offset as usize;
         let end = start + self.num_tokens() as usize * self.dtype.itemsize();
-        &self.bin.bytes()[start..end]
+        // Empty for a shard that is not resident (sizes are checked on open otherwise).
+        self.bin.bytes().get(start..end).unwrap_or(&[])
     }
 
     /// Tokens `[start, end)` of the shard.
     pub fn tokens(&self, start: u64, end: u64) -> Tokens<'_> {
         let size = self.dtype.itemsize();
-        let bytes = &self.token_bytes()[start as usize * size..end as usize * size];
+        let bytes = self
+            .token_bytes()
+            .get(start as usize * size..end as usize * size)
+            .unwrap_or(&[]);
         Tokens::from_bytes(self.dtype, bytes).unwrap_or(match self.dtype {
             DType::U16 => Tokens::U16(&[]),
             DType::U32 => Tokens::U32(&[]),
@@ -219,6 +275,15 @@ impl Shard {
 
     /// Document `j` of the shard.
     pub fn doc(&self, j: u64) -> Result<Tokens<'_>> {
+        if !self.resident {
+            return Err(Error::invalid(
+                "shard",
+                format!(
+                    "{} is not in the local cache; read a remote dataset through its loader or `open_dataset`, which fetch shards before reading them",
+                    self.bin_path.display()
+                ),
+            ));
+        }
         let (s, e) = self.index().doc_range(j as usize, &self.idx_path)?;
         Ok(self.tokens(s, e))
     }

@@ -3,6 +3,7 @@
 //! The byte-level specification is `docs/format.md`.
 
 pub mod compat;
+pub mod compression;
 pub mod dtype;
 pub mod fsutil;
 mod generation;
@@ -10,6 +11,7 @@ pub mod index;
 pub mod manifest;
 mod mapped_shard;
 pub mod merge;
+pub mod provider;
 pub mod reader;
 pub mod scan;
 pub mod source;
@@ -17,10 +19,12 @@ pub mod summary;
 pub mod verify;
 pub mod writer;
 
+pub use compression::Compression;
 pub use dtype::{DType, Tokens};
 pub use index::{IndexHeader, IndexView, Layout};
 pub use manifest::{Manifest, ShardEntry};
 pub use merge::{check_compatible, merge};
+pub use provider::{Acquired, ShardProvider};
 pub use reader::{Dataset, Shard};
 pub use scan::{
     default_index_path, index_raw, is_tokenloom_index, Boundary, RawHeader, RawIndexOptions,

@@ -3,12 +3,14 @@
 //! last offsets are checked; every document access checks its own offsets.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use super::compat;
 use super::dtype::{DType, Tokens};
 use super::index::Layout;
 use super::manifest::{Manifest, ShardEntry, FILE_NAME};
 pub use super::mapped_shard::Shard;
+use super::provider::ShardProvider;
 use crate::error::{Error, IoContext, Result};
 
 /// An opened dataset.
@@ -23,6 +25,8 @@ pub struct Dataset {
     /// `token_starts[s]` is the position of shard `s`'s first token in the
     /// concatenated stream; one extra entry holds the total.
     token_starts: Vec<u64>,
+    /// Where shards that are not mapped come from (see [`Dataset::open_partial`]).
+    provider: Option<Arc<dyn ShardProvider>>,
 }
 
 impl Dataset {
@@ -52,16 +56,50 @@ impl Dataset {
             }
         }
         let manifest = Manifest::load(&root)?;
+        if let Some(c) = manifest.compression {
+            return Err(Error::invalid(
+                "path",
+                format!(
+                    "{}: the shard bodies are {}-compressed; open it with tokenloom.open_dataset, TokenDataset or the tokenloom command, which decompress them into the local cache",
+                    root.display(),
+                    c.name()
+                ),
+            ));
+        }
+        Self::open_manifest(root, manifest, &|_| true, None)
+    }
+
+    /// Opens a dataset directory whose manifest is `manifest`, mapping the
+    /// `.bin` of shard `s` only where `resident(s)`; the other shards are
+    /// opened from their `.idx` alone (see [`Shard::open_index_only`]) and
+    /// read through `provider`. Compressed datasets are opened this way by
+    /// the cache that holds their decompressed bodies.
+    pub fn open_partial(
+        root: impl AsRef<Path>,
+        manifest: Manifest,
+        resident: &dyn Fn(usize) -> bool,
+        provider: Option<Arc<dyn ShardProvider>>,
+    ) -> Result<Self> {
+        Self::open_manifest(root.as_ref().to_path_buf(), manifest, resident, provider)
+    }
+
+    fn open_manifest(
+        root: PathBuf,
+        manifest: Manifest,
+        resident: &dyn Fn(usize) -> bool,
+        provider: Option<Arc<dyn ShardProvider>>,
+    ) -> Result<Self> {
         let mut shards = Vec::with_capacity(manifest.shards.len());
         let mut doc_starts = Vec::with_capacity(manifest.shards.len() + 1);
         let mut total = 0u64;
-        for e in &manifest.shards {
-            let shard = Shard::open(
-                root.join(&e.bin),
-                root.join(&e.idx),
-                manifest.dtype,
-                Some((e.num_docs, e.num_tokens)),
-            )?;
+        for (s, e) in manifest.shards.iter().enumerate() {
+            let (bin, idx) = (root.join(&e.bin), root.join(&e.idx));
+            let expect = (e.num_docs, e.num_tokens);
+            let shard = if resident(s) {
+                Shard::open(bin, idx, manifest.dtype, Some(expect))?
+            } else {
+                Shard::open_index_only(bin, idx, manifest.dtype, expect)?
+            };
             doc_starts.push(total);
             total += e.num_docs;
             shards.push(shard);
@@ -74,6 +112,7 @@ impl Dataset {
             shards,
             doc_starts,
             token_starts,
+            provider,
         })
     }
 
@@ -140,7 +179,14 @@ impl Dataset {
             shards,
             doc_starts,
             token_starts,
+            provider: None,
         })
+    }
+
+    /// Where the shards that are not mapped are read from (a remote
+    /// dataset's cache); `None` for a dataset on local disk.
+    pub fn provider(&self) -> Option<&Arc<dyn ShardProvider>> {
+        self.provider.as_ref()
     }
 
     /// The dataset directory (for an indexed raw file, its directory).
