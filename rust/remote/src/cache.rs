@@ -1,0 +1,197 @@
+//! The local shard cache: one directory per dataset under a shared root,
+//! holding the dataset's manifest, indexes and the shard bodies fetched so
+//! far, all under the names the manifest gives them (so that the directory
+//! opens as an ordinary dataset). Bodies are written under a temporary name
+//! and renamed when whole and checked, so no half file is ever read.
+//!
+//! Several processes share a root. Each body has a lock file: a process
+//! downloading it holds the lock exclusively (others wait, then find it
+//! there: one download), a process reading it holds it shared, and eviction
+//! takes it exclusively without waiting, so a body that any process reads
+//! or expects to read soon is never evicted. Locks are `flock`s: the kernel
+//! drops them when a process dies.
+
+use std::fs::{self, File};
+use std::io::ErrorKind;
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use tokenloom_core::error::IoContext;
+use tokenloom_core::{Error, Result};
+use xxhash_rust::xxh3::xxh3_64;
+
+/// Directory of the lock files inside a dataset's cache directory.
+const LOCKS: &str = ".locks";
+/// Lock serialising eviction passes over the whole root.
+const EVICT_LOCK: &str = ".evict.lock";
+/// Prefix of bodies being written.
+pub(crate) const TMP_PREFIX: &str = ".tmp.";
+
+/// A cache root with its size limit.
+#[derive(Clone, Debug)]
+pub struct CacheRoot {
+    root: PathBuf,
+    limit: u64,
+}
+
+/// The lock of one cached body.
+pub(crate) struct BodyLock(File);
+
+impl BodyLock {
+    /// Releases the lock explicitly (so that a copy of the descriptor in a
+    /// forked child cannot keep it).
+    pub(crate) fn unlock(self) {
+        let _ = self.0.unlock();
+    }
+
+    /// Closes this copy of the descriptor without unlocking (a forked
+    /// child's copy of its parent's lock: the parent keeps it).
+    pub(crate) fn forget(self) -> File {
+        self.0
+    }
+}
+
+impl CacheRoot {
+    /// The cache at `root`, holding at most `limit` bytes.
+    pub fn new(root: PathBuf, limit: u64) -> Self {
+        CacheRoot { root, limit }
+    }
+
+    /// The root directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The cache directory of the dataset at `url`: a hash of the URL (and
+    /// the URL's last component, for people looking at the directory).
+    pub fn dataset_dir(&self, url: &str) -> PathBuf {
+        let last = url
+            .trim_end_matches('/')
+            .rsplit('/')
+            .next()
+            .unwrap_or("")
+            .chars()
+            .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+            .take(40)
+            .collect::<String>();
+        self.root
+            .join(format!("{:016x}-{last}", xxh3_64(url.as_bytes())))
+    }
+
+    /// Creates a dataset's cache directory and its lock directory.
+    pub(crate) fn prepare(&self, dir: &Path) -> Result<()> {
+        let locks = dir.join(LOCKS);
+        fs::create_dir_all(&locks).at(&locks)
+    }
+
+    fn lock_file(dir: &Path, body: &str) -> Result<File> {
+        let path = dir.join(LOCKS).join(format!("{body}.lock"));
+        File::options()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(&path)
+            .at(&path)
+    }
+
+    /// Waits for the exclusive lock of body `name` of `dir` (to download or delete it).
+    pub(crate) fn lock_exclusive(dir: &Path, name: &str) -> Result<BodyLock> {
+        let f = Self::lock_file(dir, name)?;
+        f.lock().at(&dir.join(name))?;
+        Ok(BodyLock(f))
+    }
+
+    /// Waits for a shared lock of body `name` of `dir` (to read it).
+    pub(crate) fn lock_shared(dir: &Path, name: &str) -> Result<BodyLock> {
+        let f = Self::lock_file(dir, name)?;
+        f.lock_shared().at(&dir.join(name))?;
+        Ok(BodyLock(f))
+    }
+
+    /// Every file under the root: (path, bytes, modified), and whether it is
+    /// a body that may be evicted.
+    fn entries(&self) -> Vec<(PathBuf, u64, SystemTime, bool)> {
+        let mut out = Vec::new();
+        let Ok(dirs) = fs::read_dir(&self.root) else {
+            return out;
+        };
+        for d in dirs.flatten() {
+            let Ok(files) = fs::read_dir(d.path()) else {
+                continue;
+            };
+            for f in files.flatten() {
+                let Ok(meta) = f.metadata() else { continue };
+                if !meta.is_file() {
+                    continue;
+                }
+                let name = f.file_name().to_string_lossy().into_owned();
+                let body = name.ends_with(".bin") && !name.starts_with(TMP_PREFIX);
+                let modified = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
+                out.push((f.path(), meta.len(), modified, body));
+            }
+        }
+        out
+    }
+
+    /// Evicts bodies, least recently used first, until `need` more bytes fit
+    /// under the limit. Bodies that some process has locked (reads, or is
+    /// about to read) are kept; failing to make room is an error that says so.
+    pub(crate) fn make_room(&self, need: u64) -> Result<()> {
+        let guard = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(self.root.join(EVICT_LOCK))
+            .at(&self.root)?;
+        guard.lock().at(&self.root)?;
+        let result = self.evict_until(need);
+        let _ = guard.unlock();
+        result
+    }
+
+    fn evict_until(&self, need: u64) -> Result<()> {
+        let mut entries = self.entries();
+        let mut used: u64 = entries.iter().map(|e| e.1).sum();
+        if used.saturating_add(need) <= self.limit {
+            return Ok(());
+        }
+        entries.retain(|e| e.3);
+        entries.sort_by_key(|e| e.2);
+        for (path, size, _, _) in entries {
+            let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+                continue;
+            };
+            let Ok(lock) = Self::lock_file(dir, &name.to_string_lossy()) else {
+                continue;
+            };
+            if lock.try_lock().is_err() {
+                continue; // read, or about to be read, by some process
+            }
+            match fs::remove_file(&path) {
+                Ok(()) => used = used.saturating_sub(size),
+                Err(e) if e.kind() == ErrorKind::NotFound => used = used.saturating_sub(size),
+                Err(_) => {}
+            }
+            let _ = lock.unlock();
+            if used.saturating_add(need) <= self.limit {
+                return Ok(());
+            }
+        }
+        Err(Error::invalid(
+            "cache_limit",
+            format!(
+                "the cache at {} cannot take {need} more bytes under its limit of {} bytes: {used} bytes are shards that running loaders read or are about to read; raise the limit (cache_limit=, TOKENLOOM_CACHE_LIMIT) or read with fewer loaders or a shorter lookahead",
+                self.root.display(),
+                self.limit
+            ),
+        ))
+    }
+}
+
+/// Marks `path` as just used (eviction goes least recently used first).
+pub(crate) fn touch(path: &Path) {
+    if let Ok(f) = File::options().write(true).open(path) {
+        let _ = f.set_modified(SystemTime::now());
+    }
+}
