@@ -11,6 +11,7 @@ running it again redoes only the rest and yields the same dataset.
 from __future__ import annotations
 
 import concurrent.futures as cf
+import hashlib
 import json
 import multiprocessing as mp
 import os
@@ -25,7 +26,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from tokenloom import _core
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import Callable, Iterable
 
 from tokenloom.build_inputs import (
     BuildInputError,
@@ -127,6 +128,10 @@ def build(
         quiet: no progress bar and no printed summary.
         overwrite: replace an existing dataset at ``out``.
 
+    ``out`` may be an object store URL (``s3://...``, see :func:`tokenloom.open_dataset`): the
+    dataset is built in a staging directory under the cache directory (resumable like a local
+    build) and uploaded when complete, its manifest last.
+
     Re-running after an interruption reuses the finished parts in ``out/.parts`` and gives the
     same dataset as an uninterrupted run. With ``workers > 1`` the calling script needs the
     usual ``if __name__ == "__main__":`` guard (worker processes are spawned).
@@ -148,6 +153,13 @@ def build(
     if spec.kind == "none" and token_field is None and any(_kind_of(p) != "npy" for p in paths):
         raise ValueError("text inputs need a tokenizer (or pass token_field= for token columns)")
     out_s = os.fspath(out)
+    if _core.is_url(out_s):
+        return _build_remote(out_s, overwrite, quiet, lambda stage: build(
+            inputs, stage, tokenizer, text_field=text_field, token_field=token_field,
+            eos_id=eos_id, vocab_size=vocab_size, append_eos=append_eos, workers=workers,
+            engine=engine, strict=strict, quiet=quiet, overwrite=True, batch_size=batch_size,
+            shard_bytes=shard_bytes,
+        ))
     parts_dir = os.path.join(os.path.abspath(out_s), PARTS_DIR)
     _check_destination(out_s, parts_dir, spec, settings, overwrite)
     os.makedirs(parts_dir, exist_ok=True)
@@ -195,6 +207,19 @@ def build(
         result.messages.extend(r["messages"][: max(0, room)])
     if not quiet:
         print(result.summary(), file=sys.stderr)
+    return result
+
+
+def _build_remote(
+    url: str, overwrite: bool, quiet: bool, build_at: Callable[[str], BuildResult]
+) -> BuildResult:
+    """Builds in a staging directory (the same one on a rerun, so it resumes), then uploads."""
+    key = hashlib.sha1(url.encode()).hexdigest()[:16]
+    stage = os.path.join(os.path.dirname(_core.staging_dir(url)), f"build-{key}")
+    result = build_at(stage)
+    _core.upload_dataset(stage, url, overwrite=overwrite, progress=not quiet)
+    shutil.rmtree(stage, ignore_errors=True)
+    result.path = url
     return result
 
 

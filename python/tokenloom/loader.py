@@ -87,6 +87,12 @@ class TokenDataset(SelectionAccounting, _Base):
     offers each unkept sample up to ``n`` more times: :meth:`candidates` appends up to
     ``reoffer_rows`` queued samples (first in, first out; at most ``reoffer_capacity``
     queued, the oldest dropped beyond) to each candidate batch.
+
+    Sources may be URLs (``s3://``, ``gs://``, ``az://``, ``http(s)://``, ``file://``): shards
+    are fetched into the local cache (``cache_dir``, ``cache_limit``, ``storage_options``: see
+    :func:`tokenloom.open_dataset`) as the plan reaches them, ``lookahead`` batches ahead of the
+    one being read, and mapped from there; the stream and its resumption are those of the same
+    data read locally.
     """
 
     def __init__(
@@ -114,6 +120,10 @@ class TokenDataset(SelectionAccounting, _Base):
         reoffer_unkept: int = 0,
         reoffer_rows: int | None = None,
         reoffer_capacity: int | None = None,
+        cache_dir: PathLike | None = None,
+        cache_limit: int | None = None,
+        storage_options: dict[str, str] | None = None,
+        lookahead: int | None = None,
     ) -> None:
         unknown = sorted(set(outputs) - set(OPTIONAL_OUTPUTS))
         if unknown or isinstance(outputs, str):
@@ -153,6 +163,12 @@ class TokenDataset(SelectionAccounting, _Base):
         self.pin_memory = pin_memory
         self.cache_plans = cache_plans
         self.weights = weights
+        self.remote: dict[str, Any] = {
+            "cache_dir": None if cache_dir is None else os.fspath(cache_dir),
+            "cache_limit": cache_limit,
+            "storage_options": storage_options,
+        }
+        self.lookahead = lookahead
         self._stream: _core.Stream | None = None
         stream = self._get_stream()
         if weights is None:  # plain list of paths: weights follow the sources' sizes
@@ -160,7 +176,7 @@ class TokenDataset(SelectionAccounting, _Base):
             self._stream = None
             stream = self._get_stream()
         if pad_id is None:
-            eos = _core.Dataset(paths[0]).eos_id
+            eos = _core.Dataset(paths[0], **self.remote).eos_id
             pad_id = 0 if eos is None else int(eos)
         self.pad_id = int(pad_id)
         self._cursor: Cursor = stream.start(0)
@@ -191,6 +207,8 @@ class TokenDataset(SelectionAccounting, _Base):
                 seed=self.seed,
                 shuffle=self.shuffle,
                 cache_dirs=caches,
+                lookahead=self.lookahead,
+                **self.remote,
             )
         return self._stream
 

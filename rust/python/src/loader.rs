@@ -1,6 +1,7 @@
 //! Bindings of the batch loader: `Stream` (sources, plans, mixture) and the
 //! prefetching `Loader` it creates for one rank and worker.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
@@ -17,6 +18,7 @@ use tokenloom_core::shuffle::key_of;
 use tokenloom_core::Dataset;
 
 use crate::detach::run_detached;
+use crate::shard::open_any;
 
 type PyCursor = (u64, u64, Vec<u64>);
 
@@ -46,7 +48,7 @@ pub struct PyStream {
 impl PyStream {
     /// Opens `paths`, builds (or reads from `cache_dirs`) their plans.
     #[new]
-    #[pyo3(signature = (paths, weights, seq_len, mode = "concat", order = None, seed = 0, shuffle = true, cache_dirs = None))]
+    #[pyo3(signature = (paths, weights, seq_len, mode = "concat", order = None, seed = 0, shuffle = true, cache_dirs = None, cache_dir = None, cache_limit = None, storage_options = None, lookahead = None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -58,7 +60,12 @@ impl PyStream {
         seed: u64,
         shuffle: bool,
         cache_dirs: Option<Vec<Option<PathBuf>>>,
+        cache_dir: Option<PathBuf>,
+        cache_limit: Option<u64>,
+        storage_options: Option<HashMap<String, String>>,
+        lookahead: Option<usize>,
     ) -> PyResult<Self> {
+        let remote = crate::remote::options(cache_dir, cache_limit, storage_options, lookahead)?;
         let mode = crate::errors::to_py(PlanMode::parse(mode))?;
         if order.is_some() && paths.len() != 1 {
             return Err(PyValueError::new_err(
@@ -67,13 +74,21 @@ impl PyStream {
         }
         let cache_dirs = cache_dirs.unwrap_or_else(|| vec![None; paths.len()]);
         run_detached(py, move || {
+            let datasets = paths
+                .iter()
+                .map(|p| open_any(&p.to_string_lossy(), &remote))
+                .collect::<tokenloom_core::Result<Vec<_>>>()?;
+            // A remote dataset's stored orders live in its cache directory.
+            let base = match datasets.first() {
+                Some(d) if d.provider().is_some() => d.root().to_path_buf(),
+                _ => paths[0].clone(),
+            };
             let order = order
-                .map(|p| Order::read(&tokenloom_core::order::store::resolve(&paths[0], &p)?))
+                .map(|p| Order::read(&tokenloom_core::order::store::resolve(&base, &p)?))
                 .transpose()?;
             let mut sources = Vec::with_capacity(paths.len());
             let mut cached = Vec::with_capacity(paths.len());
-            for (i, path) in paths.iter().enumerate() {
-                let ds = Dataset::open(path)?;
+            for (i, ds) in datasets.into_iter().enumerate() {
                 let dir = cache_dirs.get(i).cloned().flatten();
                 let (plan, hit) =
                     cache::load_or_build(&ds, mode, seq_len, order.as_ref(), dir.as_deref())?;
