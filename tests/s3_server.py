@@ -48,7 +48,7 @@ def _handler(upstream: int, faults: Faults) -> type[BaseHTTPRequestHandler]:
             length = int(self.headers.get("Content-Length") or 0)
             body = self.rfile.read(length) if length else None
             if faults.take("throttle", self.command, self.path):
-                msg = b"<Error><Code>SlowDown</Code><Message>Reduce your request rate.</Message></Error>"
+                msg = b"<Error><Code>SlowDown</Code><Message>Slow down.</Message></Error>"
                 self.send_response(503)
                 self.send_header("Content-Type", "application/xml")
                 self.send_header("Content-Length", str(len(msg)))

@@ -154,12 +154,28 @@ def build(
         raise ValueError("text inputs need a tokenizer (or pass token_field= for token columns)")
     out_s = os.fspath(out)
     if _core.is_url(out_s):
-        return _build_remote(out_s, overwrite, quiet, lambda stage: build(
-            inputs, stage, tokenizer, text_field=text_field, token_field=token_field,
-            eos_id=eos_id, vocab_size=vocab_size, append_eos=append_eos, workers=workers,
-            engine=engine, strict=strict, quiet=quiet, overwrite=True, batch_size=batch_size,
-            shard_bytes=shard_bytes,
-        ))
+        return _build_remote(
+            out_s,
+            overwrite,
+            quiet,
+            lambda stage: build(
+                inputs,
+                stage,
+                tokenizer,
+                text_field=text_field,
+                token_field=token_field,
+                eos_id=eos_id,
+                vocab_size=vocab_size,
+                append_eos=append_eos,
+                workers=workers,
+                engine=engine,
+                strict=strict,
+                quiet=quiet,
+                overwrite=True,
+                batch_size=batch_size,
+                shard_bytes=shard_bytes,
+            ),
+        )
     parts_dir = os.path.join(os.path.abspath(out_s), PARTS_DIR)
     _check_destination(out_s, parts_dir, spec, settings, overwrite)
     os.makedirs(parts_dir, exist_ok=True)

@@ -127,7 +127,9 @@ impl CacheRoot {
                 }
                 let name = f.file_name().to_string_lossy().into_owned();
                 let body = name.ends_with(".bin") && !name.starts_with(TMP_PREFIX);
-                let modified = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
+                // Last use: the access time `touch` sets (the modification time
+                // stays that of the download: readers check it against their maps).
+                let modified = meta.accessed().unwrap_or(SystemTime::UNIX_EPOCH);
                 out.push((f.path(), meta.len(), modified, body));
             }
         }
@@ -191,7 +193,7 @@ impl CacheRoot {
 
 /// Marks `path` as just used (eviction goes least recently used first).
 pub(crate) fn touch(path: &Path) {
-    if let Ok(f) = File::options().write(true).open(path) {
-        let _ = f.set_modified(SystemTime::now());
+    if let Ok(f) = File::open(path) {
+        let _ = f.set_times(std::fs::FileTimes::new().set_accessed(SystemTime::now()));
     }
 }

@@ -551,7 +551,15 @@ fn prefetch_worker(prefetch: &Prefetch, me: &Weak<RemoteShards>) {
 
 impl ShardProvider for RemoteShards {
     fn acquire(&self, shards: &[usize]) -> Result<Arc<Dataset>> {
-        self.hold(shards, true)?;
+        if let Err(e) = self.hold(shards, true) {
+            // No room: what is held for later batches gives way to this one.
+            let ahead: Vec<usize> = self.state().ahead.drain(..).collect();
+            if ahead.is_empty() || !matches!(e, Error::InvalidArgument { .. }) {
+                return Err(e);
+            }
+            self.unhold(&ahead);
+            self.hold(shards, true)?;
+        }
         self.view_with(shards).inspect_err(|_| self.unhold(shards))
     }
 
