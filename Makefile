@@ -6,7 +6,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.stamp-deps
 
-.PHONY: demo quickstart test develop lint rust-test py-test bench bench-loaders bench-knn fuzz fuzz-stable clean
+.PHONY: demo quickstart test develop lint rust-test py-test bench bench-loaders bench-knn fuzz fuzz-stable \
+	mutants mutants-rust mutants-python clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -81,5 +82,40 @@ fuzz-stable:
 	cargo run --release --manifest-path rust/fuzz/Cargo.toml --no-default-features --bin mutate \
 		-- --seconds $(FUZZ_SECONDS) --corpus rust/fuzz/corpus/parsers --artifacts rust/fuzz/artifacts
 
+# Mutation testing (docs/mutation.md): cargo-mutants on the core's critical modules, mutmut on
+# loader.py and select.py. Hours on 2 cores, so not in CI: run it before a release and when those
+# modules change, under nice, and read the survivors in mutants.out/ and `mutmut results`.
+# The Rust half mutates the tree in place, one mutant at a time, and reuses target/ (a copy
+# would rebuild every dependency): do not edit or build the tree while it runs.
+# MUTANTS_ARGS adds cargo-mutants options: `--shard 3/16` runs one slice, `--iterate` skips the
+# mutants an earlier run caught (resume). MUTMUT_ARGS names mutants to run (e.g. "tokenloom.select*").
+CARGO_MUTANTS_VERSION := 27.1.0
+MUTANTS_FILES := shard/verify.rs shard/compat/megatron.rs shard/compat/datatrove.rs shuffle.rs \
+	plan/*.rs batch/schedule.rs order/traverse.rs select/*.rs
+MUTANTS_TIMEOUT ?= 240
+MUTANTS_ARGS ?=
+MUTMUT_ARGS ?=
+MUTMUT_DIR := mutants-py
+
+mutants: mutants-rust mutants-python
+
+mutants-rust:
+	cargo install -q --locked cargo-mutants --version $(CARGO_MUTANTS_VERSION) --root .tools
+	nice -n 15 .tools/bin/cargo-mutants mutants -p tokenloom-core $(foreach f,$(MUTANTS_FILES),-f 'rust/core/src/$(f)') \
+		-e '**/tests.rs' --test-tool nextest --baseline skip --timeout $(MUTANTS_TIMEOUT) \
+		--in-place --sharding round-robin $(MUTANTS_ARGS) -- --lib
+
+# mutmut mutates a copy laid out as src/tokenloom (the layout it imports from), with the
+# extension built by `make develop`; the tests of the two modules run against each mutant.
+# Results stay in mutants-py/mutants between runs: a second run tests only what changed.
+mutants-python: develop
+	$(PY) -c "import tomllib; print(*tomllib.load(open('pyproject.toml', 'rb'))\
+		['project']['optional-dependencies']['mutation'])" | xargs $(PY) -m pip install -q
+	rm -rf $(MUTMUT_DIR)/src $(MUTMUT_DIR)/tests $(MUTMUT_DIR)/examples && mkdir -p $(MUTMUT_DIR)/src
+	cp -r python/tokenloom $(MUTMUT_DIR)/src/
+	cp -r tests examples pyproject.toml $(MUTMUT_DIR)/
+	cd $(MUTMUT_DIR) && nice -n 15 ../$(VENV)/bin/mutmut run --max-children 1 $(MUTMUT_ARGS)
+	cd $(MUTMUT_DIR) && ../$(VENV)/bin/mutmut results
+
 clean:
-	rm -rf $(VENV) $(BENCH_VENV) target demo-out bench-out
+	rm -rf $(VENV) $(BENCH_VENV) target demo-out bench-out mutants.out mutants.out.old $(MUTMUT_DIR) .tools

@@ -10,6 +10,13 @@ delivers ``[8, 2049]`` windows of tokens as int64 torch tensors:
   whole training dict (``input_ids``/``labels`` ``[8, 2048]``, ``position_ids``,
   ``doc_ids``, ``cu_seqlens``), i.e. more output than the raw windows most peers yield.
 - ``tokenloom-lean``: the same with ``outputs=()``: only ``input_ids`` and ``labels``.
+- ``tokenloom-1t``: ``threads=1``: one assembly thread (the default is 2), so in process it
+  uses one core besides the trainer's, like the peers at ``num_workers=0``.
+- ``tokenloom-dl``: at ``num_workers=0`` wrapped in ``DataLoader(batch_size=None,
+  num_workers=0)`` as the peers are (with workers every tokenloom row goes through a
+  DataLoader already, so these rows run at ``num_workers=0`` only).
+- ``tokenloom-1t-dl``: both: one assembly thread inside ``DataLoader(num_workers=0)``, the
+  setting that matches the peers' single-threaded in-DataLoader reading.
 - ``nanogpt-memmap``: nanoGPT-style flat ``.bin`` read through ``np.memmap``; a map-style
   dataset slices a window, widens it to int64, and the DataLoader collates 8 of them.
 - ``megatron-indexed``: megatron-core ``IndexedDatasetBuilder`` ``.bin/.idx`` and
@@ -54,6 +61,9 @@ BATCH = 8
 CONTENDERS = [
     "tokenloom",
     "tokenloom-lean",
+    "tokenloom-1t",
+    "tokenloom-dl",
+    "tokenloom-1t-dl",
     "nanogpt-memmap",
     "megatron-indexed",
     "megatron-gpt",
@@ -62,12 +72,19 @@ CONTENDERS = [
     "hf-arrow",
 ]
 # Which directory each contender reads (megatron-gpt reads megatron-indexed's files).
-FILES = {"megatron-gpt": "megatron-indexed", "tokenloom-lean": "tokenloom"}
+FILES = {"megatron-gpt": "megatron-indexed"} | {
+    n: "tokenloom" for n in CONTENDERS if n.startswith("tokenloom-")
+}
+# tokenloom rows that differ from the plain one only without DataLoader workers.
+IN_PROCESS_ONLY = ("tokenloom-dl", "tokenloom-1t-dl")
 
 
 IMPORTS = {
     "tokenloom": "tokenloom",
     "tokenloom-lean": "tokenloom",
+    "tokenloom-1t": "tokenloom",
+    "tokenloom-dl": "tokenloom",
+    "tokenloom-1t-dl": "tokenloom",
     "nanogpt-memmap": "torch",
     "megatron-indexed": "megatron.core",
     "megatron-gpt": "megatron.core",
@@ -163,10 +180,14 @@ def open_loader(name: str, path: Path, shuffle: bool, workers: int) -> Any:
         from tokenloom.loader import OPTIONAL_OUTPUTS
 
         outputs = () if name == "tokenloom-lean" else OPTIONAL_OUTPUTS
+        threads = 1 if "-1t" in name else 2
         ds = tl.TokenDataset(
-            path, seq_len=SEQ, batch_size=BATCH, shuffle=shuffle, seed=0, outputs=outputs
-        )
-        return ds if workers == 0 else DataLoader(ds, batch_size=None, num_workers=workers)
+            path, seq_len=SEQ, batch_size=BATCH, shuffle=shuffle, seed=0, outputs=outputs,
+            threads=threads,
+        )  # fmt: skip
+        if workers == 0 and not name.endswith("-dl"):
+            return ds
+        return DataLoader(ds, batch_size=None, num_workers=workers)
     if name == "nanogpt-memmap":
         return DataLoader(_Memmap(path / "train.bin"), BATCH, shuffle=shuffle, **common)
     if name == "megatron-indexed":
@@ -333,6 +354,8 @@ def main() -> int:
     for rep in range(args.repeats):
         for name in names:
             for order, workers in configs:
+                if workers and name in IN_PROCESS_ONLY:
+                    continue
                 key = f"{name}|{order}|{workers}"
                 cmd = [sys.executable, __file__, "--out", str(args.out), "--seconds"]
                 cmd += [str(args.seconds), "--child", name]
@@ -372,7 +395,7 @@ def main() -> int:
         if first is not None and rss is not None and write is not None:
             tail = [f"{first:.1f}", f"{rss:.0f}", f"{write:.2f}", str(all(checks))]
         print(f"| {name} | " + " | ".join(cells + tail) + " |")
-    for ours_name in ("tokenloom", "tokenloom-lean"):
+    for ours_name in [n for n in names if n.startswith("tokenloom")]:
         print(f"\nratio {ours_name} / fastest peer:")
         for order, workers in configs:
             ours = med(f"{ours_name}|{order}|{workers}", "mtok_s")
@@ -388,7 +411,8 @@ def main() -> int:
             print(f"  {order} w={workers}: {ours / peers[best]:.1f}x ({best} {peers[best]:.1f})")
         ours = med(f"{ours_name}|sequential|0", "mtok_s")
         if ours is not None:
-            print(f"  sequential w=0 vs the widening ceiling: {ours / ceil:.0%}")
+            cores = "one assembly thread" if "-1t" in ours_name else "two assembly threads"
+            print(f"  sequential w=0 vs the one-core widening ceiling: {ours / ceil:.0%} ({cores})")
     (args.out / "results.json").write_text(
         json.dumps({"ceiling_mtok_s": ceil, "writes_s": writes, "runs": runs}, indent=1)
     )

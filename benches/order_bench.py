@@ -158,6 +158,13 @@ def main() -> None:
             assert best is not None
             runs[variant] = best
             print(variant, {k: round(v, 3) for k, v in best[0]["seconds"].items()})
+            if variant == "reference":
+                # The baseline must compute what it stands for: the reference variant's order.
+                ours = tl.order_report(root, "iclm")["docs_in_order"]
+                same = np.array_equal(ours, np.asarray(py_order))
+                print(f"Python baseline order == tokenloom reference variant order: {same}")
+                if not same:
+                    raise SystemExit("the Python baseline and the reference variant disagree")
         print()
         print(f"fastest of {args.repeats} runs per step")
         print("| step | seconds | speed-up vs Python loop |")

@@ -58,7 +58,7 @@ def main() -> None:
                 )
                 took = time.perf_counter() - t
                 rep = tl.order_report(root, engine)
-                docs = rep["docs_in_order"].astype(np.int64)
+                docs = np.asarray(rep["docs_in_order"], np.int64)
                 agree = float(np.mean(topics[docs[1:]] == topics[docs[:-1]]))
                 parts = rep["settings"].get("partitions", 1)
                 rows.append((engine, parts, r, agree, took))

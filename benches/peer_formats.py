@@ -65,7 +65,7 @@ def _litdata_items(i: int) -> Any:
 
     tokens = np.load(os.environ["LOADER_BENCH_CORPUS"], mmap_mode="r")
     part = tokens[i * 10_000_000 : (i + 1) * 10_000_000]
-    yield torch.from_numpy(np.asarray(part, dtype=np.int32))
+    yield torch.from_numpy(np.array(part, dtype=np.uint16))  # the dtype every contender stores
 
 
 def write_litdata(tokens: np.ndarray, lengths: np.ndarray, out: Path) -> None:

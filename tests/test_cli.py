@@ -121,3 +121,22 @@ def test_main_returns_the_exit_status(dataset: Path, capfd: pytest.CaptureFixtur
     assert main(["tokenloom", "--quiet", "verify", str(dataset)]) == 0
     assert "verified" in capfd.readouterr().out
     assert main(["tokenloom", "inspect", str(dataset / "nope")]) != 0
+
+
+def test_help_lists_build() -> None:
+    r = run_cli("--help")
+    assert r.returncode == 0
+    assert "\n  build " in r.stdout, r.stdout
+    r = run_cli("build", "--help")  # the console script runs build itself
+    assert r.returncode == 0
+    assert "--token-field" in r.stdout
+
+
+def test_convert_creates_the_missing_directory_and_keeps_the_metadata(dataset: Path) -> None:
+    mega = dataset.parent / "new" / "dir" / "web"
+    assert run_cli("convert", dataset, mega, "--to", "megatron").returncode == 0
+    back = dataset.parent / "back"
+    assert run_cli("convert", mega, back, "--to", "tokenloom").returncode == 0
+    a, b = tl.open_dataset(dataset), tl.open_dataset(back)
+    assert (b.eos_id, b.vocab_size, b.tokenizer) == (a.eos_id, a.vocab_size, a.tokenizer)
+    assert b.eos_id == 0

@@ -226,6 +226,65 @@ def test_megatron_pointer_out_of_bounds(mega: Path, docs: list[list[int]]) -> No
     assert str(idx) in r.stderr
 
 
+def test_megatron_index_with_stray_bytes_does_not_open(mega: Path, docs: list[list[int]]) -> None:
+    """The .idx size is exact for its counts; the one allowed extra is megatron-core's
+    multimodal layout (one mode byte per sequence), read from a file megatron-core wrote."""
+    import torch
+
+    idx = Path(f"{mega}.idx")
+    raw = idx.read_bytes()
+    n = len(docs)
+    for extra in sorted({1, 7, 8, n - 1, n + 1, 2 * n} - {0, n}):
+        idx.write_bytes(raw + b"\x01" * extra)
+        with pytest.raises(tl.CorruptShardError, match=f"but the file has {len(raw) + extra}") as e:
+            tl.open_dataset(mega)
+        assert e.value.path == str(idx)  # type: ignore[attr-defined]
+        assert e.value.offset == 18  # type: ignore[attr-defined]
+    m = megatron()
+    builder = m.IndexedDatasetBuilder(f"{mega}_mm.bin", dtype=np.uint16, multimodal=True)
+    for i, d in enumerate(docs):
+        builder.add_item(torch.tensor(d, dtype=torch.int64), mode=i % 3)
+        builder.end_document()
+    builder.finalize(f"{mega}_mm.idx")
+    assert Path(f"{mega}_mm.idx").stat().st_size == len(raw) + n
+    assert read_all(f"{mega}_mm") == docs
+
+
+def test_megatron_document_table_out_of_order_fails_verify(
+    tmp_path: Path, docs: list[list[int]]
+) -> None:
+    """megatron-core groups sequences into documents; its document table never goes back.
+    A table that does opens (opening checks its ends only) but fails verify, at the entry."""
+    m = megatron()
+    prefix = tmp_path / "grouped"
+    builder = m.IndexedDatasetBuilder(f"{prefix}.bin", dtype=np.uint16)
+    for a in range(0, len(docs), 3):
+        group = docs[a : a + 3]
+        tokens = np.array([t for d in group for t in d], dtype=np.int64)
+        builder.add_document(tokens, [len(d) for d in group])
+    builder.finalize(f"{prefix}.idx")
+    mds = m.IndexedDataset(str(prefix))
+    table = np.array(mds.document_indices)  # a copy: the array is a view of mds's map
+    del mds
+    assert len(table) == (len(docs) + 2) // 3 + 1 >= 4
+    ds = tl.open_dataset(prefix)
+    assert [ds[i].tolist() for i in range(len(ds))] == docs  # one sequence, one document
+    ds.verify(progress=False)
+    assert run_cli("verify", prefix).returncode == 0
+    idx = Path(f"{prefix}.idx")
+    at = 34 + 12 * len(docs) + 8 * 2  # entry 2, swapped with entry 1
+    patch(idx, at - 8, struct.pack("<qq", int(table[2]), int(table[1])))
+    ds = tl.open_dataset(prefix)
+    assert [ds[i].tolist() for i in range(len(ds))] == docs
+    with pytest.raises(tl.CorruptShardError, match="document table") as e:
+        ds.verify(progress=False)
+    assert e.value.path == str(idx)  # type: ignore[attr-defined]
+    assert e.value.offset == at  # type: ignore[attr-defined]
+    r = run_cli("verify", prefix)
+    assert r.returncode == 1
+    assert str(idx) in r.stderr
+
+
 def test_datatrove_bad_input_names_the_file(tmp_path: Path, docs: list[list[int]]) -> None:
     ds = write_datatrove(tmp_path, "x.ds", docs)
     index, meta = Path(f"{ds}.index"), Path(f"{ds}.metadata")

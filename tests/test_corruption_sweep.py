@@ -7,6 +7,7 @@ hang fails the test instead of killing pytest; the worker is restarted after the
 
 from __future__ import annotations
 
+import os
 import queue
 import shutil
 import subprocess
@@ -35,6 +36,13 @@ def make_pristine(root: Path) -> Path:
     # the ordered plan goes to the cache (ds/.plans), which the sweep damages too
     tl.TokenDataset(ds, seq_len=16, batch_size=4, mode="ordered", order=order, output="numpy")
     assert list((ds / ".plans").glob("*.plan"))
+    # For truncation while reading: shards of many pages (a cut inside the last page of a
+    # one-page file only zeroes its tail), read long enough for a cut to land mid-read.
+    tokens = rng.integers(1, 60000, size=4 << 20, dtype=np.uint16)
+    with tl.DatasetWriter(
+        root / "big", "u16", eos_id=0, vocab_size=60000, shard_bytes=1 << 20
+    ) as w:
+        w.add_many_flat(tokens, np.full(4096, 1024, dtype=np.uint64))
     return root
 
 
@@ -76,7 +84,7 @@ def watch(
     return current, stderr
 
 
-def sweep(tmp_path: Path, seed: int, cases: int) -> Counter[str]:
+def sweep(tmp_path: Path, seed: int, cases: int, mode: str = "bytes") -> Counter[str]:
     pristine = make_pristine(tmp_path / "pristine")
     work = tmp_path / "work"
     shutil.copytree(pristine, work)
@@ -93,6 +101,7 @@ def sweep(tmp_path: Path, seed: int, cases: int) -> Counter[str]:
                 str(seed),
                 str(i),
                 str(cases - i),
+                mode,
             ],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -107,6 +116,7 @@ def sweep(tmp_path: Path, seed: int, cases: int) -> Counter[str]:
         else:
             assert proc.returncode == 0, stderr
             i = cases
+    print(dict(outcomes), f"{len(failures)} failures", *failures[:20], sep="\n")
     assert not failures, "\n".join(failures[:20])
     assert sum(outcomes.values()) == cases
     return outcomes
@@ -117,6 +127,22 @@ def test_corruption_sweep(tmp_path: Path) -> None:
     # both ends happen: damage that changes nothing read (a flip in unused bytes is
     # impossible here: every byte is covered by a checksum) and typed errors
     assert outcomes["typed"] > 900, outcomes
+
+
+def test_hostile_sweep(tmp_path: Path) -> None:
+    """Special files, symbolic links, truncation while reading, two writers: a few cases of
+    each in the default suite (the long run is below)."""
+    outcomes = sweep(tmp_path, seed=5, cases=40, mode="hostile")
+    assert outcomes["same"] > 0, outcomes
+    assert outcomes["typed"] > 0, outcomes
+
+
+@pytest.mark.slow
+def test_hostile_sweep_long(tmp_path: Path) -> None:
+    cases = int(os.environ.get("HOSTILE_CASES", "2000"))
+    outcomes = sweep(tmp_path, seed=2025, cases=cases, mode="hostile")
+    assert outcomes["same"] > 0, outcomes
+    assert outcomes["typed"] > 0, outcomes
 
 
 @pytest.mark.slow

@@ -69,13 +69,15 @@ def resume(corpus: Path, run: Path) -> list[str]:
     return hashes
 
 
-def test_kill_9_mid_epoch_then_resume(
-    corpus: Path, uninterrupted: list[str], tmp_path: Path
-) -> None:
+def test_kill_9_twice_then_resume(corpus: Path, uninterrupted: list[str], tmp_path: Path) -> None:
+    """Killed inside the first epoch, resumed and killed again past the epoch boundary (the
+    second run starts from the first's checkpoint, a count of batches from a loaded state),
+    then resumed to the end."""
     rng = np.random.default_rng(12)
     per_epoch = len(uninterrupted) // EPOCHS
-    kill_at = int(rng.integers(2, per_epoch - 1))  # inside the first epoch
-    train_until_killed(corpus, tmp_path, kill_at)
+    first = int(rng.integers(2, per_epoch - 1))
+    train_until_killed(corpus, tmp_path, first)
+    train_until_killed(corpus, tmp_path, per_epoch + 2)
     assert resume(corpus, tmp_path) == uninterrupted
 
 

@@ -242,10 +242,13 @@ def test_resume_is_exact_also_with_another_world_size(
         d.load_state_dict(state)
         seen += rows(epoch(d))
     assert len(set(seen)) == len(seen)
-    assert set(seen) <= set(full)
-    n = len(full) if batch == 1 else len(set(rows(epoch(tl.TokenDataset(
-        corpus, seq_len=16, batch_size=1, output="numpy", seed=seed)))))  # fmt: skip
-    assert len(seen) >= n - batch * max(world_before, world_after) * 2
+    # Exactly the stream's first samples: `steps` global steps of world_before ranks, then
+    # every full global step of world_after ranks left in the epoch (no step skipped).
+    stream = rows(epoch(tl.TokenDataset(
+        corpus, seq_len=16, batch_size=1, output="numpy", seed=seed)))  # fmt: skip
+    head = steps * batch * world_before
+    tail = (len(stream) - head) // (batch * world_after) * (batch * world_after)
+    assert set(seen) == set(stream[: head + tail])
 
 
 def test_dataloader_workers_match_single_process(corpus: Path) -> None:
@@ -260,6 +263,7 @@ def test_dataloader_workers_match_single_process(corpus: Path) -> None:
 def test_consumed_batches_state_resumes_with_other_num_workers(corpus: Path) -> None:
     ds = tl.TokenDataset(corpus, seq_len=16, batch_size=4, seed=9)
     full = rows(list(DataLoader(ds, batch_size=None, num_workers=2)))
+    ds.set_epoch(0)  # read epoch 0 again
     taken = []
     for i, b in enumerate(DataLoader(ds, batch_size=None, num_workers=2)):
         taken.append(b)
@@ -276,6 +280,7 @@ def test_stateful_dataloader_resumes(corpus: Path) -> None:
     sdl = pytest.importorskip("torchdata.stateful_dataloader")
     ds = tl.TokenDataset(corpus, seq_len=16, batch_size=2, seed=4)
     full = rows(list(DataLoader(ds, batch_size=None, num_workers=2)))
+    ds.set_epoch(0)  # read epoch 0 again
     loader = sdl.StatefulDataLoader(ds, batch_size=None, num_workers=2)
     head = []
     for i, b in enumerate(loader):
@@ -350,11 +355,99 @@ def test_plans_are_cached(corpus: Path) -> None:
 
 
 def test_iterating_in_the_parent_then_forking_workers(corpus: Path) -> None:
+    full = rows(epoch(tl.TokenDataset(corpus, seq_len=16, batch_size=2, seed=8)))
     ds = tl.TokenDataset(corpus, seq_len=16, batch_size=2, seed=8, threads=2)
     it = iter(ds)
-    next(it)  # threads now run in this process
-    rest_in_workers = list(DataLoader(ds, batch_size=None, num_workers=2))
-    assert len(rest_in_workers) == len(ds)
+    first = rows([next(it)])  # threads now run in this process
+    in_workers = rows(list(DataLoader(ds, batch_size=None, num_workers=2)))
+    # The forked workers finish the parent's epoch: with its first batch, every window of the
+    # token stream once (the last odd window dropped with the short last batch).
+    stream = np.concatenate([np.asarray(tl.open_dataset(corpus)[i]) for i in range(80)])
+    n = (len(stream) - 1) // 16
+    windows = {tuple(stream[i * 16 : i * 16 + 17].tolist()) for i in range(n)}
+    seen = first + in_workers
+    assert len(seen) == len(set(seen)) == n // 2 * 2
+    assert set(seen) <= windows
+    # ... in the order the parent's own iterator, whose threads outlived the fork, gives.
+    assert in_workers == rows(list(it))
+    assert seen == full  # the same stream as a fresh dataset's
+
+
+def test_consumed_batches_counts_from_the_loaded_state(corpus: Path) -> None:
+    """Two resumes in a row, each from a count of batches: the second count starts at the
+    first state, not at the epoch start."""
+
+    def make() -> tl.TokenDataset:
+        return tl.TokenDataset(corpus, seq_len=16, batch_size=3, seed=13)
+
+    full = rows(epoch(make()))
+    first = rows(next_n(DataLoader(make(), batch_size=None, num_workers=2), 3))
+    ds = make()
+    ds.load_state_dict(ds_after(make(), 3))
+    second = rows(next_n(DataLoader(ds, batch_size=None, num_workers=2), 2))
+    third = make()
+    third.load_state_dict(ds.state_dict(consumed_batches=2))
+    assert first + second + rows(epoch(third)) == full
+
+
+def next_n(batches: Any, n: int) -> list[dict[str, Any]]:
+    out = []
+    for b in batches:
+        out.append(b)
+        if len(out) == n:
+            break
+    return out
+
+
+def ds_after(ds: tl.TokenDataset, k: int) -> dict[str, Any]:
+    """The state after ``k`` batches read through workers, by count."""
+    next_n(DataLoader(ds, batch_size=None, num_workers=2), k)
+    return ds.state_dict(consumed_batches=k)
+
+
+def test_stateful_dataloader_resumes_twice(corpus: Path) -> None:
+    """A second resume through StatefulDataLoader continues from the second state: each
+    worker's count of batches carries the batches it skipped on the first resume."""
+    sdl = pytest.importorskip("torchdata.stateful_dataloader")
+
+    def make() -> tl.TokenDataset:
+        return tl.TokenDataset(corpus, seq_len=16, batch_size=2, seed=4)
+
+    full = rows(epoch(make()))
+    got: list[tuple[int, ...]] = []
+    state = None
+    for take in (5, 4):
+        loader = sdl.StatefulDataLoader(make(), batch_size=None, num_workers=2)
+        if state is not None:
+            loader.load_state_dict(state)
+        got += rows(next_n(loader, take))
+        state = loader.state_dict()
+    last = sdl.StatefulDataLoader(make(), batch_size=None, num_workers=2)
+    last.load_state_dict(state)
+    assert got + rows(list(last)) == full
+
+
+@pytest.mark.parametrize("world", [1, 2])
+def test_a_whole_pass_counted_moves_to_the_next_epoch(corpus: Path, world: int) -> None:
+    """With drop_last=False the last step is short: consumed_batches equal to the pass's
+    batches is the start of the next epoch, not a position past the end of this one."""
+
+    def make(rank: int = 0) -> tl.TokenDataset:
+        return tl.TokenDataset(
+            corpus, seq_len=16, batch_size=4, seed=6, drop_last=False, rank=rank,
+            world_size=world,
+        )  # fmt: skip
+
+    ds = make()
+    n = ds.samples_per_epoch
+    assert n % (4 * world) != 0  # a short last step
+    state = ds.state_dict(consumed_batches=len(ds))
+    assert (state["epoch"], state["position"]) == (1, 0)
+    for rank in range(world):
+        resumed, reference = make(rank), make(rank)
+        resumed.load_state_dict(state)
+        epoch(reference)
+        assert rows(epoch(resumed)) == rows(epoch(reference))  # epoch 1 of this rank
 
 
 def test_bad_input(corpus: Path, tmp_path: Path) -> None:

@@ -40,7 +40,7 @@ def test_builtin_order_groups_topics_and_feeds_the_loader(small: Path) -> None:
     assert r["docs"] == r["ordered"] == 90
     assert r["ordered_pairs"]["mean_similarity"] > 3 * r["random_pairs"]["mean_similarity"]
     rep = tl.order_report(small)
-    docs = rep["docs_in_order"].astype(np.int64)
+    docs = np.asarray(rep["docs_in_order"], np.int64)
     assert sorted(docs.tolist()) == list(range(90))
     same = np.mean(docs[1:] % TOPICS == docs[:-1] % TOPICS)
     assert same > 0.6, same  # 1/3 at random; topics change only at restarts
@@ -207,7 +207,7 @@ def test_any_order_lists_every_document_once(
             progress=False,
         )
         docs = tl.order_report(root)["docs_in_order"]
-        assert sorted(docs.tolist()) == list(range(n))
+        assert sorted(docs) == list(range(n))
         assert r["ordered"] == n
 
 
@@ -220,35 +220,90 @@ def test_quality_on_wikipedia_vital_articles(wiki: tuple[Path, np.ndarray]) -> N
     ref = tl.order(root, seq_len=1024, k=10, name="ref", variant="reference", progress=False)
     assert paper["similarity_ratio"] > 5, paper
     assert paper["ordered_pairs"]["mean_similarity"] >= ref["ordered_pairs"]["mean_similarity"]
-    docs = tl.order_report(root, "paper")["docs_in_order"].astype(np.int64)
+    docs = np.asarray(tl.order_report(root, "paper")["docs_in_order"], np.int64)
     agree = np.mean(topics[docs[1:]] == topics[docs[:-1]])
     chance = sum((np.sum(topics == t) / len(topics)) ** 2 for t in set(topics))
     assert agree > 3 * chance, (agree, chance)
 
 
+ORDER_CHILD = """
+import sys, tokenloom as tl
+print("ready", flush=True)  # imports done: what follows is tl.order alone
+sys.stdin.readline()
+tl.order(sys.argv[1], seq_len=64, k=8, seed=1, progress=False)
+"""
+
+
 def test_kill_9_during_order_leaves_the_old_order_or_the_new_one(tmp_path: Path) -> None:
-    """A SIGKILL at any moment of tl.order: the order file is either absent/old or complete,
-    never half-written, and re-running gives the same bytes as an uninterrupted run."""
+    """A SIGKILL while tl.order computes, and one while it writes the order file (between the
+    temporary file appearing and its rename): the order file is absent or complete, never
+    half-written, and re-running gives the same bytes as an uninterrupted run. Every kill is
+    checked to have landed where it was aimed."""
+    import signal
     import subprocess
     import sys
     import time
 
     root = topical(tmp_path / "ds", n=3000, seed=2)
+    final = root / "orders" / "iclm.order"
     tl.order(root, seq_len=64, k=8, seed=1, progress=False)
-    want = (root / "orders" / "iclm.order").read_bytes()
-    (root / "orders" / "iclm.order").unlink()
-    code = (
-        f"import tokenloom as tl; tl.order({str(root)!r}, seq_len=64, k=8, seed=1, progress=False)"
-    )
-    for delay in (0.05, 0.2, 0.4, 0.8):
-        p = subprocess.Popen([sys.executable, "-c", code])
-        time.sleep(delay)
+    want = final.read_bytes()
+
+    def start() -> tuple[subprocess.Popen[str], Path]:
+        final.unlink()
+        p = subprocess.Popen(
+            [sys.executable, "-c", ORDER_CHILD, str(root)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        assert p.stdin is not None
+        assert p.stdout is not None
+        assert p.stdout.readline() == "ready\n"
+        p.stdin.write("go\n")
+        p.stdin.flush()
+        return p, final.with_name(f".tmp.iclm.order.{p.pid}")
+
+    def end(p: subprocess.Popen[str]) -> int:
+        p.wait(timeout=120)
+        for pipe in (p.stdin, p.stdout):
+            if pipe is not None:
+                pipe.close()
+        return p.returncode
+
+    def kill(p: subprocess.Popen[str]) -> bool:
+        """SIGKILLs ``p``; whether it was still running then."""
+        alive = p.poll() is None
         p.kill()
-        p.wait()
-        files = sorted((root / "orders").glob("*")) if (root / "orders").exists() else []
-        for f in files:
-            if f.name.endswith(".order"):
-                assert f.read_bytes() == want  # complete, or not there at all
+        return end(p) == -signal.SIGKILL and alive
+
+    def check_and_redo() -> None:
+        assert not final.exists() or final.read_bytes() == want  # complete, or not there
         tl.order(root, seq_len=64, k=8, seed=1, progress=False)
-        assert (root / "orders" / "iclm.order").read_bytes() == want
-        (root / "orders" / "iclm.order").unlink()
+        assert final.read_bytes() == want
+
+    p, _ = start()
+    t0 = time.monotonic()
+    assert end(p) == 0
+    whole = time.monotonic() - t0
+    assert final.read_bytes() == want
+    # While it computes: nothing written yet, the process still running.
+    for share in (0.2, 0.5):
+        p, tmp = start()
+        time.sleep(share * whole)
+        assert kill(p), f"tl.order ended before {share:.0%} of its {whole:.2f} s"
+        assert not final.exists()
+        assert not tmp.exists()
+        check_and_redo()
+    # While the order file is written: killed as soon as its temporary file appears (the
+    # write and fsync take long enough to be caught most times; one catch is required).
+    caught = 0
+    for _ in range(8):
+        p, tmp = start()
+        while not tmp.exists() and p.poll() is None:
+            pass
+        killed_mid_write = kill(p) and tmp.exists() and not final.exists()
+        caught += killed_mid_write
+        check_and_redo()
+        tmp.unlink(missing_ok=True)
+        if caught >= 2:
+            break
+    assert caught >= 1, "no kill landed between the temporary file and its rename"

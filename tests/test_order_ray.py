@@ -40,7 +40,7 @@ def test_ray_order_is_close_to_the_local_one(wiki: Wiki, both: Both) -> None:
     assert remote["similarity_ratio"] > 5, remote
     mean = remote["ordered_pairs"]["mean_similarity"]
     assert mean >= SHARE_OF_LOCAL * local["ordered_pairs"]["mean_similarity"], (remote, local)
-    docs = tl.order_report(root, "ray")["docs_in_order"].astype(np.int64)
+    docs = np.asarray(tl.order_report(root, "ray")["docs_in_order"], np.int64)
     agree = np.mean(topics[docs[1:]] == topics[docs[:-1]])
     chance = sum((np.sum(topics == t) / len(topics)) ** 2 for t in set(topics))
     assert agree > 3 * chance, (agree, chance)
@@ -57,7 +57,7 @@ def test_ray_order_is_close_to_the_local_one(wiki: Wiki, both: Both) -> None:
 def test_every_document_once_and_the_loader_yields_them(wiki: Wiki, both: Both) -> None:
     root, _ = wiki
     rep = tl.order_report(root, "ray")
-    docs = rep["docs_in_order"].astype(np.int64)
+    docs = np.asarray(rep["docs_in_order"], np.int64)
     dups = [d for d, _, _ in rep["duplicate_pairs"]]
     ds = tl.open_dataset(root)
     with_content = [i for i in range(len(ds)) if len(ds[i]) > 0]
@@ -104,7 +104,7 @@ def test_given_embeddings_and_the_reference_variant(wiki: Wiki, local_ray: None)
     assert rep["settings"]["variant"] == "reference"
     assert rep["settings"]["source"]["dim"] == 16
     assert r["similarity_ratio"] > 5
-    docs = rep["docs_in_order"].astype(np.int64)
+    docs = np.asarray(rep["docs_in_order"], np.int64)
     assert np.mean(topics[docs[1:]] == topics[docs[:-1]]) > 0.7
 
 

@@ -138,6 +138,18 @@ def test_select_on_logits_keeps_rows_and_fills_memory() -> None:
     assert sel.state_dict()["count"] == 4  # full: the oldest go first
 
 
+def test_scores_follow_the_vocabulary_of_each_batch() -> None:
+    """A selector scoring logits of another vocabulary sketches them as a new selector
+    would (its sketch is rebuilt for the vocabulary, with the same seed)."""
+    sel = tl.UDSSelector(keep=2, sketch=(2, 4), max_len=8, seed=3)
+    for vocab in (30, 50, 30):
+        x = logits_batch(4, 6, vocab, vocab)
+        _, got = sel.scores(x)
+        _, want = tl.UDSSelector(keep=2, sketch=(2, 4), max_len=8, seed=3).scores(x)
+        torch.testing.assert_close(got, want)
+        torch.testing.assert_close(got, tl.FastJL(8, vocab, 2, 4, seed=3)(x))
+
+
 def test_other_rules() -> None:
     u = np.array([0.5, 3.0, 1.0, 2.0], np.float32)
     assert tl.UDSSelector(2, rule="max-loss").select_from(u).tolist() == [1, 3]
@@ -190,35 +202,61 @@ def test_bad_input() -> None:
     other = tl.UDSSelector(keep=3, sketch=(2, 4), max_len=4)
     with pytest.raises(ValueError, match="same settings"):
         other.load_state_dict(sel.state_dict())
+    future = {**sel.state_dict(), "version": 99}
+    with pytest.raises(ValueError, match="selector state version 99 is not"):
+        sel.load_state_dict(future)
 
 
 def test_state_read_while_another_thread_selects() -> None:
     """A checkpoint taken from one thread while another selects must not hang the process
-    (the selector's lock is never held while waiting for the GIL). Run in a child process so
-    that a hang fails the test instead of the suite."""
+    (the selector's lock is never held while waiting for the GIL); every state read holds
+    whole selections, and the final memory is that of a selector that made the same
+    selections alone. Run in a child process so that a hang fails the test instead of the
+    suite; the child reports how many selections ran and how many reads overlapped one."""
+    import json
     import subprocess
     import sys
 
     code = """
-import threading, numpy as np, tokenloom as tl
-sel = tl.UDSSelector(keep=64, buffer_size=4096, sketch=(4, 128), seed=0)
-u = np.random.default_rng(0).random(1024, dtype=np.float32)
-z = np.random.default_rng(1).random((1024, 512), dtype=np.float32)
+import json, threading, numpy as np, tokenloom as tl
+def make():
+    return tl.UDSSelector(keep=16, buffer_size=1024, sketch=(4, 128), seed=0)
+sel = make()
+u = np.random.default_rng(0).random(256, dtype=np.float32)
+z = np.random.default_rng(1).random((256, 512), dtype=np.float32)
 sel.state_dict()  # imports done before the race
 stop = threading.Event()
 selects = [0]
+busy = [False]
 def selecting():
     while not stop.is_set():
+        busy[0] = True
         sel.select_from(u, z)
+        busy[0] = False
         selects[0] += 1
 t = threading.Thread(target=selecting)
 t.start()
-for _ in range(300):
-    sel.state_dict()
+counts, overlapped = set(), 0
+for _ in range(200):
+    during = busy[0]
+    counts.add(int(sel.state_dict()["count"]))
+    overlapped += during
 stop.set()
 t.join()
-print("ok", selects[0])
+ref = make()
+for _ in range(selects[0]):
+    ref.select_from(u, z)
+final = sel.state_dict()
+print(json.dumps({"selects": selects[0], "overlapped": overlapped, "counts": sorted(counts),
+                  "final_count": int(final["count"]),
+                  "same_memory": bool(np.array_equal(final["rows"], ref.state_dict()["rows"]))}))
 """
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr
-    assert res.stdout.startswith("ok"), res.stdout
+    got = json.loads(res.stdout)
+    assert got["selects"] >= 2, got  # selections ran while the state was read
+    assert got["overlapped"] >= 1, got  # some reads came while a selection was under way
+    # each selection keeps 16 rows in a memory of 1,024: no read saw a half selection
+    assert all(c % 16 == 0 and c <= 1024 for c in got["counts"]), got
+    assert got["final_count"] == min(1024, 16 * got["selects"]), got
+    assert got["same_memory"], got  # the reads changed nothing

@@ -19,6 +19,7 @@ from tokenloom._core import (
     CorruptShardError,
     Dataset,
     FormatVersionError,
+    LockedError,
     TokenloomError,
 )
 from tokenloom._core import __version__ as __version__
@@ -30,6 +31,7 @@ from tokenloom.select import FastJL, UDSSelector, nuclear_norm
 from tokenloom.shard import DatasetWriter, open_dataset
 
 if TYPE_CHECKING:
+    from tokenloom.dataloader import DataLoader
     from tokenloom.loader import DevicePrefetcher, TokenDataset, to_device, write_order
 
 # The loader imports torch (seconds): loaded on first use, so that `tokenloom` commands and
@@ -38,6 +40,7 @@ _LAZY = {
     name: "tokenloom.loader"
     for name in ("DevicePrefetcher", "TokenDataset", "to_device", "write_order")
 }
+_LAZY["DataLoader"] = "tokenloom.dataloader"
 
 
 def __getattr__(name: str) -> Any:
@@ -58,11 +61,13 @@ __all__ = [
     "BuildResult",
     "CancelledError",
     "CorruptShardError",
+    "DataLoader",
     "Dataset",
     "DatasetWriter",
     "DevicePrefetcher",
     "FastJL",
     "FormatVersionError",
+    "LockedError",
     "TokenDataset",
     "TokenloomError",
     "UDSSelector",

@@ -10,8 +10,11 @@ running it again redoes only the rest and yields the same dataset.
 
 from __future__ import annotations
 
+import ast
 import concurrent.futures as cf
+import contextlib
 import hashlib
+import importlib
 import json
 import multiprocessing as mp
 import os
@@ -134,9 +137,13 @@ def build(
 
     Re-running after an interruption reuses the finished parts in ``out/.parts`` and gives the
     same dataset as an uninterrupted run. With ``workers > 1`` the calling script needs the
-    usual ``if __name__ == "__main__":`` guard (worker processes are spawned).
+    usual ``if __name__ == "__main__":`` guard (worker processes are spawned, and run the
+    script again as they start): a call from outside it raises ``RuntimeError`` before
+    anything is written. A missing optional package (``tokenizers``, ``zstandard``,
+    ``pyarrow``) raises ``ImportError`` naming ``pip install 'tokenloom[build]'``.
     """
     start = time.monotonic()
+    _refuse_build_in_bootstrap()
     if workers < 1:
         raise ValueError(f"workers must be at least 1, got {workers}")
     if engine not in ("local", "ray"):
@@ -147,9 +154,10 @@ def build(
         import_ray()  # fail before any work when Ray is missing
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    paths = expand_inputs(inputs)
+    _require_extras(tokenizer, paths)
     spec = _resolve_tokenizer(tokenizer, eos_id, vocab_size, append_eos)
     settings = _Settings(spec, text_field, token_field, strict, batch_size, shard_bytes)
-    paths = expand_inputs(inputs)
     if spec.kind == "none" and token_field is None and any(_kind_of(p) != "npy" for p in paths):
         raise ValueError("text inputs need a tokenizer (or pass token_field= for token columns)")
     out_s = os.fspath(out)
@@ -176,38 +184,56 @@ def build(
                 shard_bytes=shard_bytes,
             ),
         )
+    if os.path.exists(out_s) and not os.path.isdir(out_s):
+        raise FileExistsError(f"{out_s}: exists and is not a directory")
+    created = not os.path.exists(out_s)
     parts_dir = os.path.join(os.path.abspath(out_s), PARTS_DIR)
-    _check_destination(out_s, parts_dir, spec, settings, overwrite)
-    os.makedirs(parts_dir, exist_ok=True)
-    _write_json_atomic(
-        os.path.join(parts_dir, "build.json"),
-        {"tokenizer": spec.fingerprint, "settings": settings.key()},
-    )
     tasks = _plan_tasks(paths)
-    dirs = [_task_dir(parts_dir, t, settings) for t in tasks]
-    records: list[dict[str, Any] | None] = [_load_done(d) for d in dirs]
-    todo = [i for i, r in enumerate(records) if r is None]
-    resumed = len(tasks) - len(todo)
-    progress = _Progress(sum(t.bytes_share for t in tasks), quiet)
-    for i, r in enumerate(records):
-        if r is not None:
-            progress.update(r["num_docs"], r["num_tokens"], tasks[i].bytes_share)
+    if engine == "local" and workers > 1 and len(tasks) > 1:
+        _refuse_unguarded_main(workers)
+    # The output is locked for the whole build: a second build (or any writer) there fails
+    # at once, naming this one, instead of mixing its files with ours.
+    lock = _core.DatasetLock(out_s, "build")
     try:
-        if engine == "ray":
-            from tokenloom.build_ray import run_on_ray
+        inputs = _inputs_key(paths)
+        dirs = [_task_dir(parts_dir, t, settings) for t in tasks]
+        committed = _check_destination(out_s, parts_dir, spec, settings, inputs, dirs, overwrite)
+        os.makedirs(parts_dir, exist_ok=True)
+        _write_json_atomic(
+            os.path.join(parts_dir, "build.json"),
+            {"tokenizer": spec.fingerprint, "settings": settings.key(), "inputs": inputs},
+        )
+        records: list[dict[str, Any] | None] = [_load_done(d) for d in dirs]
+        todo = [i for i, r in enumerate(records) if r is None]
+        resumed = len(tasks) - len(todo)
+        progress = _Progress(sum(t.bytes_share for t in tasks), quiet)
+        for i, r in enumerate(records):
+            if r is not None:
+                progress.update(r["num_docs"], r["num_tokens"], tasks[i].bytes_share)
+        try:
+            if engine == "ray":
+                from tokenloom.build_ray import run_on_ray
 
-            run_on_ray(tasks, dirs, todo, records, settings, progress)
-        elif workers == 1 or len(todo) <= 1:
-            encoder = _Encoder(spec)
-            for i in todo:
-                records[i] = _run_task(tasks[i], settings, dirs[i], encoder, progress.update)
-        else:
-            _run_parallel(tasks, dirs, todo, records, settings, workers, progress)
-    finally:
-        progress.close()
-    final: list[dict[str, Any]] = [r for r in records if r is not None]
-    _core.merge_datasets(out_s, list(dirs), overwrite=True)
-    shutil.rmtree(parts_dir, ignore_errors=True)
+                run_on_ray(tasks, dirs, todo, records, settings, progress)
+            elif workers == 1 or len(todo) <= 1:
+                encoder = _Encoder(spec)
+                for i in todo:
+                    records[i] = _run_task(tasks[i], settings, dirs[i], encoder, progress.update)
+            else:
+                _run_parallel(tasks, dirs, todo, records, settings, workers, progress)
+        finally:
+            progress.close()
+        final: list[dict[str, Any]] = [r for r in records if r is not None]
+        if not committed:
+            _core.merge_datasets(out_s, list(dirs), overwrite=overwrite, lock=lock)
+        shutil.rmtree(parts_dir, ignore_errors=True)
+    except BaseException:
+        lock.release()
+        if created:
+            with contextlib.suppress(OSError):
+                os.rmdir(out_s)  # only when nothing was kept there
+        raise
+    lock.release()
     result = BuildResult(
         path=out_s,
         num_docs=sum(r["num_docs"] for r in final),
@@ -239,36 +265,194 @@ def _build_remote(
     return result
 
 
+_GUARD = 'if __name__ == "__main__":'
+
+
+def _refuse_build_in_bootstrap() -> None:
+    """Worker processes are spawned: each runs the main script again as it starts. A build
+    reached there is an unguarded call of the script, and would write beside the real one."""
+    if getattr(mp.current_process(), "_inheriting", False):
+        raise RuntimeError(
+            f"tl.build was called while a worker process started: put the script's build "
+            f"calls under `{_GUARD}` (worker processes run the script again as they start)"
+        )
+
+
+def _refuse_unguarded_main(workers: int) -> None:
+    """Refuses, before anything is written, a build with workers from a line of the main
+    script that its spawned worker processes would run again (not under the guard)."""
+    main = sys.modules.get("__main__")
+    path = getattr(main, "__file__", None)
+    name = getattr(getattr(main, "__spec__", None), "name", "") or ""
+    if main is None or path is None or name == "__main__" or name.endswith(".__main__"):
+        return  # interactive, or `python -m package`: the children do not run it
+    frame = sys._getframe()
+    while frame.f_back is not None and not (
+        frame.f_code.co_name == "<module>" and frame.f_globals is main.__dict__
+    ):
+        frame = frame.f_back
+    if frame.f_globals is not main.__dict__:
+        return
+    try:
+        with open(path, encoding="utf-8") as f:
+            tree = ast.parse(f.read())
+    except (OSError, SyntaxError, ValueError):
+        return
+    line = frame.f_lineno
+    for node in ast.walk(tree):
+        body = _guarded_body(node)
+        if body and body[0].lineno <= line <= (body[-1].end_lineno or line):
+            return
+    raise RuntimeError(
+        f"{path}, line {line}: tl.build(workers={workers}) starts worker processes, which run "
+        f"this script again as they start; put the call under `{_GUARD}` (or pass workers=1)"
+    )
+
+
+def _guarded_body(node: ast.AST) -> list[ast.stmt] | None:
+    """The statements that run only in the main process under ``node``, when it is
+    ``if __name__ == "__main__":`` (either way round; the ``else`` of ``!=``)."""
+    if not isinstance(node, ast.If):
+        return None
+    test = node.test
+    if not (isinstance(test, ast.Compare) and len(test.ops) == 1):
+        return None
+    sides = [test.left, test.comparators[0]]
+    names = [s.id for s in sides if isinstance(s, ast.Name)]
+    consts = [s.value for s in sides if isinstance(s, ast.Constant)]
+    if names != ["__name__"] or consts != ["__main__"]:
+        return None
+    if isinstance(test.ops[0], ast.Eq):
+        return node.body
+    return node.orelse if isinstance(test.ops[0], ast.NotEq) else None
+
+
+_EXTRAS = {  # optional module: what needs it
+    "tokenizers": "a tokenizer.json tokenizer",
+    "zstandard": "reading .zst inputs",
+    "pyarrow": "reading Parquet inputs",
+}
+
+
+def _require_extras(tokenizer: Any, paths: list[str]) -> None:
+    """One line naming the extra to install when an optional package the build needs is
+    missing, before anything is written."""
+    needed = []
+    if isinstance(tokenizer, (str, os.PathLike)):
+        needed.append("tokenizers")
+    if any(p.lower().endswith(".zst") for p in paths):
+        needed.append("zstandard")
+    if any(_kind_of(p) == "parquet" for p in paths):
+        needed.append("pyarrow")
+    missing = [m for m in needed if not _importable(m)]
+    if missing:
+        raise ImportError(
+            f"{_EXTRAS[missing[0]]} needs {missing[0]}, which is not installed: "
+            "pip install 'tokenloom[build]'"
+        )
+
+
+def _importable(module: str) -> bool:
+    try:
+        importlib.import_module(module)
+    except ImportError:
+        return False
+    return True
+
+
+def _inputs_key(paths: list[str]) -> list[str]:
+    """What identifies a build's inputs: the input files, absolute, in order. (A file changed
+    since is the same input: its task is redone, the others are reused.)"""
+    return [os.path.abspath(p) for p in paths]
+
+
 def _check_destination(
-    out: str, parts_dir: str, spec: _TokSpec, settings: _Settings, overwrite: bool
-) -> None:
+    out: str,
+    parts_dir: str,
+    spec: _TokSpec,
+    settings: _Settings,
+    inputs: list[str],
+    dirs: list[str],
+    overwrite: bool,
+) -> bool:
+    """Decides, under the output's lock, whether this build may write ``out``. An unfinished
+    build found in ``.parts`` is resumed only when it had the same inputs, tokenizer and
+    settings; a committed dataset is replaced only with ``overwrite``, resume or not. Returns
+    True when ``out`` already holds this very build's result (an earlier run committed it and
+    was stopped before removing ``.parts``)."""
     state = os.path.join(parts_dir, "build.json")
+    prev: dict[str, Any] | None = None
     if os.path.isdir(parts_dir) and os.path.exists(state):
         try:
             with open(state, encoding="utf-8") as f:
                 prev = json.load(f)
         except (OSError, ValueError):
             prev = None
-        if prev is not None and prev.get("settings") != settings.key():
+        if not isinstance(prev, dict):
+            prev = {}
+    has_dataset = os.path.exists(os.path.join(out, "manifest.json"))
+    if prev is not None:
+        differs = []
+        if prev.get("settings") != settings.key():
+            differs.append(
+                f"tokenizer {prev.get('tokenizer')} and its settings (this one: tokenizer "
+                f"{spec.fingerprint})"
+                if prev.get("tokenizer") != spec.fingerprint
+                else "other settings (fields, EOS, vocabulary, strict, shard size)"
+            )
+        if prev.get("inputs") != inputs:
+            differs.append("other input files")
+        if differs:
             if not overwrite:
                 raise BuildInputError(
-                    f"{out}: an unfinished build there used tokenizer {prev.get('tokenizer')} "
-                    f"and other settings; this one uses tokenizer {spec.fingerprint}. Resume with "
-                    "the same tokenizer and settings, or pass overwrite=True to start over"
+                    f"{out}: an unfinished build there used {' and '.join(differs)}. Resume it "
+                    "with the same inputs, tokenizer and settings, or pass overwrite=True to "
+                    "discard it and start over"
+                    + (" (that replaces the dataset there)" if has_dataset else "")
                 )
             shutil.rmtree(parts_dir)
-        return  # resuming: the earlier run may have committed the merge already
-    if os.path.exists(os.path.join(out, "manifest.json")):
-        if not overwrite:
-            ds = _core.Dataset(out)
-            if ds.tokenizer is not None and ds.tokenizer != spec.fingerprint:
-                raise BuildInputError(
-                    f"{out}: holds a dataset tokenized with {ds.tokenizer}; this build uses "
-                    f"{spec.fingerprint}. Choose another directory or pass overwrite=True"
-                )
-            raise FileExistsError(f"{out}: a dataset exists; pass overwrite=True to replace it")
-    elif os.path.exists(out) and not os.path.isdir(out):
-        raise FileExistsError(f"{out}: exists and is not a directory")
+            prev = None
+    if not has_dataset:
+        return False
+    if prev is not None and _is_result_of(out, dirs):
+        return True  # committed by the interrupted run: only .parts is left to remove
+    if overwrite:
+        return False
+    ds = _core.Dataset(out)
+    if ds.tokenizer is not None and ds.tokenizer != spec.fingerprint:
+        raise BuildInputError(
+            f"{out}: holds a dataset tokenized with {ds.tokenizer}; this build uses "
+            f"{spec.fingerprint}. Choose another directory or pass overwrite=True"
+        )
+    if prev is not None:
+        raise FileExistsError(
+            f"{out}: a dataset exists, and the unfinished build in {parts_dir} would replace "
+            "it; pass overwrite=True to resume that build and replace the dataset"
+        )
+    raise FileExistsError(f"{out}: a dataset exists; pass overwrite=True to replace it")
+
+
+def _shard_sums(path: str) -> list[tuple[Any, ...]] | None:
+    try:
+        with open(os.path.join(path, "manifest.json"), encoding="utf-8") as f:
+            m = json.load(f)
+        return [(s["bin_xxh3"], s["idx_xxh3"], s["num_docs"], s["num_tokens"]) for s in m["shards"]]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _is_result_of(out: str, dirs: list[str]) -> bool:
+    """Whether the dataset at ``out`` is the merge of the finished parts ``dirs``: the same
+    shards (checksums and counts), in the same order."""
+    if not all(_load_done(d) is not None for d in dirs):
+        return False
+    parts: list[tuple[Any, ...]] = []
+    for d in dirs:
+        sums = _shard_sums(d)
+        if sums is None:
+            return False
+        parts.extend(sums)
+    return _shard_sums(out) == parts
 
 
 def _run_parallel(
@@ -318,6 +502,12 @@ def _run_parallel(
         futures = {pool.submit(_worker_task, tasks[i], settings, dirs[i]): i for i in todo}
         for fut in cf.as_completed(futures):
             records[futures[fut]] = fut.result()
+    except cf.process.BrokenProcessPool as e:
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise RuntimeError(
+            "a build worker process died (its error, if any, is printed above); when that "
+            f"happens as the workers start, the script most likely lacks `{_GUARD}`"
+        ) from e
     except BaseException:
         pool.shutdown(wait=True, cancel_futures=True)
         raise

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import array
+import contextlib
 import importlib
 import json
 import os
@@ -36,8 +37,13 @@ _MAX_MESSAGES = 1000
 
 
 def _write_json_atomic(path: str, obj: Any) -> None:
+    """Writes ``obj`` as JSON to ``path`` through a temporary file created new (``O_EXCL``,
+    ``O_NOFOLLOW``: a symbolic link planted at its name is never written through)."""
     tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(tmp)  # a leftover of a stopped run, or a planted link
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+    with os.fdopen(os.open(tmp, flags, 0o644), "w", encoding="utf-8") as f:
         json.dump(obj, f)
         f.flush()
         os.fsync(f.fileno())

@@ -73,9 +73,13 @@ def main(argv: list[str] | None = None) -> int:
     """Runs ``tokenloom`` with ``argv`` (default: ``sys.argv``) and returns its exit code."""
     args = list(sys.argv if argv is None else argv)
     args[0] = "tokenloom"
-    if len(args) > 1 and args[1] == "build":
+    # The global flag may come before the command: `tokenloom -q build ...`.
+    flags = 1
+    while flags < len(args) and args[flags] in ("-q", "--quiet"):
+        flags += 1
+    if flags < len(args) and args[flags] == "build":
         try:
-            return build_main(args[2:])
+            return build_main(args[flags + 1 :] + args[1:flags])
         except SystemExit as e:  # argparse: --help, usage errors
             return e.code if isinstance(e.code, int) else 2
     return _core.run_cli(args)

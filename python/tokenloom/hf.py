@@ -1,5 +1,14 @@
-"""Online batch selection in the Hugging Face ``Trainer`` (needs ``transformers`` and
-``accelerate``: ``pip install tokenloom[hf]``).
+"""Training with the Hugging Face ``Trainer`` (needs ``transformers`` and ``accelerate``:
+``pip install tokenloom[hf]``).
+
+A plain ``Trainer`` reads samples one at a time and batches them itself, and transformers'
+causal LMs shift ``labels`` by one inside their loss. ``TrainerRows`` gives it a
+``TokenDataset``'s rows in that convention, so the targets are shifted exactly once::
+
+    ds = tl.TokenDataset("data/train", seq_len=512, batch_size=64, seed=0)
+    trainer = Trainer(model=model, args=args, train_dataset=TrainerRows(ds))
+
+A ``TokenDataset`` given to a ``Trainer`` directly fails at the first batch, naming this.
 
 ``UDSTrainer`` reads candidate batches from a ``TokenDataset``, scores each with a forward pass
 without gradients, keeps the rows the selector picks, books them in the dataset's selection
@@ -26,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 try:
     import torch
-    from torch.utils.data import DataLoader
+    from torch.utils.data import DataLoader, IterableDataset
     from transformers import Trainer
     from transformers.trainer_utils import TrainOutput, get_last_checkpoint
 except ImportError as e:  # pragma: no cover - depends on the environment
@@ -45,7 +54,7 @@ if TYPE_CHECKING:
 IGNORE = -100  # the label transformers' losses ignore
 STATE_FILE = "tokenloom_state_{rank}.pt"  # per rank, in each checkpoint folder
 
-__all__ = ["UDSTrainer", "model_inputs", "padding_mask"]
+__all__ = ["TrainerRows", "UDSTrainer", "model_inputs", "padding_mask"]
 
 
 def padding_mask(batch: dict[str, Any]) -> Any:
@@ -62,6 +71,68 @@ def model_inputs(batch: dict[str, Any], ignore_index: int | None = None) -> dict
     if ignore_index is not None and ignore_index != IGNORE:
         labels = labels.masked_fill(labels == ignore_index, IGNORE)
     return {"input_ids": batch["input_ids"].long(), "labels": labels, "shift_labels": labels}
+
+
+class TrainerRows(IterableDataset):  # type: ignore[type-arg]
+    """The rows of ``dataset`` one at a time, as ``transformers.Trainer`` reads a dataset.
+
+    Each item holds ``input_ids`` and ``labels`` of one row (``seq_len`` tokens) in
+    transformers' convention: ``labels`` line up with ``input_ids`` and the model shifts them
+    (so each row trains ``seq_len - 1`` predictions; the loader's last label of the row is
+    not used). The dataset's ``ignore_index`` labels and padding become -100. The Trainer
+    batches the rows (``per_device_train_batch_size``), calls :meth:`set_epoch` each epoch,
+    and on ``resume_from_checkpoint`` skips the batches it trained on, which gives the same
+    rows again since the stream is a function of seed and epoch.
+
+    With ``position_ids=True`` items also carry ``position_ids``, restarting at 0 at every
+    document piece. That is the varlen path: with ``attn_implementation=
+    "flash_attention_2"`` and no ``attention_mask``, transformers reads the restarts as
+    sequence boundaries, so each document attends only to itself. Other attention
+    implementations attend across the whole row whatever the positions: leave it off there.
+
+    The rows are the whole stream (rank 0 of 1): under ``torchrun``/``accelerate launch``
+    accelerate shards them across ranks itself, so ``dataset`` must not be made with
+    ``rank=``/``world_size=``. DataLoader workers (``dataloader_num_workers``) are fine.
+    """
+
+    def __init__(self, dataset: TokenDataset, *, position_ids: bool = False) -> None:
+        if not isinstance(dataset, TokenDataset):
+            raise TypeError(f"TrainerRows reads a TokenDataset, got {type(dataset).__name__}")
+        if dataset.rank not in (None, 0) or dataset.world_size not in (None, 1):
+            raise ValueError(
+                "the Trainer shards the rows across ranks itself (accelerate): make the "
+                "TokenDataset without rank= and world_size= (TrainerRows reads the whole stream)"
+            )
+        if position_ids and "position_ids" not in dataset.outputs:
+            raise ValueError("position_ids=True needs position_ids in the TokenDataset's outputs")
+        self.dataset = dataset
+        self.position_ids = position_ids
+
+    def set_epoch(self, epoch: int) -> None:
+        self.dataset.set_epoch(epoch)
+
+    def __len__(self) -> int:
+        """Rows in the rest of the current epoch."""
+        ds = self.dataset
+        position = ds._cursor[1]
+        if not ds.drop_last:
+            return ds.samples_per_epoch - position
+        batches = ds._get_stream().batches_left(position, ds.batch_size, 0, 1, True)
+        return batches * ds.batch_size
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        ignore = self.dataset.ignore_index
+        for batch in self.dataset._batches(0, 1):
+            ids = torch.as_tensor(batch["input_ids"]).long()
+            labels = torch.full_like(ids, IGNORE)
+            labels[:, 1:] = torch.as_tensor(batch["labels"])[:, :-1]
+            if ignore is not None and ignore != IGNORE:
+                labels.masked_fill_(labels == ignore, IGNORE)
+            for r in range(ids.shape[0]):
+                row = {"input_ids": ids[r], "labels": labels[r]}
+                if self.position_ids:
+                    row["position_ids"] = torch.as_tensor(batch["position_ids"])[r].long()
+                yield row
 
 
 class _EpochLoader(DataLoader):  # type: ignore[type-arg]
@@ -149,7 +220,10 @@ class UDSTrainer(Trainer):
     def _save_rng_state(self, output_dir: str) -> None:
         # The Trainer saves the RNG state on every rank with each resumable checkpoint.
         super()._save_rng_state(output_dir)
-        state = {"selector": self.selector.state_dict(), "dataset": self.dataset.state_dict()}
+        # The Trainer skips the batches it trained on itself, so the epoch's start is saved
+        # (consumed_batches=0: also exact when DataLoader workers read the dataset).
+        dataset = self.dataset.state_dict(consumed_batches=0)
+        state = {"selector": self.selector.state_dict(), "dataset": dataset}
         path = os.path.join(output_dir, STATE_FILE.format(rank=self.args.process_index))
         tmp = path + ".tmp"
         with open(tmp, "wb") as f:

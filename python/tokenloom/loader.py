@@ -10,11 +10,16 @@ number of workers or ranks.
 from __future__ import annotations
 
 import os
+import sys
+import warnings
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Union
 
 from tokenloom import _core
 from tokenloom.device import DevicePrefetcher, to_device
 from tokenloom.ledger import SelectionAccounting
+from tokenloom.loader_state import _U64, Cursor, WorkerPos, _count, make_state, read_state
+from tokenloom.passes import MAIN, WORKER_KEY, WORKER_MAIN, WorkerRecord, new_token, pass_key
 from tokenloom.runtime import cache_dir, dist_info, torch_or_none, worker_info
 
 if TYPE_CHECKING:
@@ -32,11 +37,9 @@ else:
 
 PathLike = Union[str, "os.PathLike[str]"]
 SourceSpec = Union[PathLike, "Sequence[PathLike]", "Sequence[tuple[PathLike, float]]"]
-Cursor = tuple[int, int, list[int]]
 
 __all__ = ["DevicePrefetcher", "TokenDataset", "to_device", "write_order"]
 
-STATE_VERSION = 1
 # Arrays a batch can carry besides input_ids and labels.
 OPTIONAL_OUTPUTS = ("position_ids", "doc_ids", "cu_seqlens", "source_ids", "sample_ids")
 
@@ -179,9 +182,12 @@ class TokenDataset(SelectionAccounting, _Base):
             eos = _core.Dataset(paths[0], **self.remote).eos_id
             pad_id = 0 if eos is None else int(eos)
         self.pad_id = int(pad_id)
-        self._cursor: Cursor = stream.start(0)
-        self._origin: Cursor = self._cursor  # where the latest iteration started
-        self._resume_worker: tuple[int, int, int] | None = None  # (worker, num_workers, skip)
+        _warn_order_length(self.order, stream.order_seq_len, self.seq_len)
+        self._record = WorkerRecord()
+        self._held = 0  # batches a DevicePrefetcher holds beyond what the trainer has (0 or 1)
+        self._handed: Handed | None = None  # this pass's batches, counted by tl.DataLoader
+        self._move(stream.start(0))
+        self._resume_worker: WorkerPos | None = None  # (worker, num_workers, skip)
         self._worker_state: dict[str, Any] | None = None
         if reoffer_unkept < 0 or (reoffer_rows is not None and reoffer_rows < 1):
             raise ValueError("reoffer_unkept must be >= 0 and reoffer_rows >= 1")
@@ -237,8 +243,22 @@ class TokenDataset(SelectionAccounting, _Base):
 
     def set_epoch(self, epoch: int) -> None:
         """Starts the next iteration at the beginning of ``epoch``."""
-        self._cursor = self._origin = self._get_stream().start(int(epoch))
+        epoch = _count(epoch, "epoch")
+        stream = self._get_stream()
+        if (epoch + 1) * stream.epoch_len >= _U64:
+            raise ValueError(f"epoch {epoch} is too large for epochs of {stream.epoch_len} samples")
+        self._move(stream.start(epoch))
         self._resume_worker = None
+
+    def _move(self, cursor: Cursor) -> None:
+        """The next pass starts at ``cursor``: a new position, announced to DataLoader workers."""
+        self._cursor = self._origin = self._prev = cursor
+        self._handed = None
+        self._held = 0
+        self._token = new_token()
+        if worker_info() is None:
+            self._main_token = self._token
+            self._record[MAIN] = self._token
 
     def __len__(self) -> int:
         """Batches this rank reads in the rest of the current epoch."""
@@ -263,8 +283,11 @@ class TokenDataset(SelectionAccounting, _Base):
     # -- iteration --------------------------------------------------------------------------
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
+        _refuse_batching(self, sys._getframe(1))
+        return self._batches(*dist_info(self.rank, self.world_size))
+
+    def _batches(self, rank: int, world: int) -> Iterator[dict[str, Any]]:
         stream = self._get_stream()
-        rank, world = dist_info(self.rank, self.world_size)
         worker = worker_info()
         wid, nworkers = worker if worker is not None else (0, 1)
         skip = 0
@@ -278,7 +301,13 @@ class TokenDataset(SelectionAccounting, _Base):
                 )
             skip = rskip
             self._resume_worker = None
-        start = self._origin = self._cursor
+        start = self._prev if self._held else self._cursor  # a held batch is read again
+        if worker is None:
+            self._move(start)
+        else:
+            self._origin = start
+            if wid == 0:
+                self._check_worker_pass(start, skip)
         loader = stream.loader(
             start,
             self.batch_size,
@@ -305,54 +334,109 @@ class TokenDataset(SelectionAccounting, _Base):
             yielded += 1
             last_after = after
             if worker is None:
-                self._cursor = after
+                self._prev, self._cursor = self._cursor, after
             else:
-                self._worker_state = self._state(start, (wid, nworkers, yielded))
+                self._worker_state = make_state(self.fingerprint, start, (wid, nworkers, yielded))
             yield self._convert(arrays, worker is not None)
         if worker is None and last_after is None:
             self._cursor = stream.start(start[0] + 1)
 
-    # -- state --------------------------------------------------------------------------
+    def _check_worker_pass(self, start: Cursor, skip: int) -> None:
+        """In worker 0, as a pass begins: refuses a stale copy or a pass read before."""
+        record = self._record
+        if record[MAIN] != self._main_token:
+            raise RuntimeError(
+                "this DataLoader worker reads a copy of the TokenDataset made before its "
+                "position changed in the main process (set_epoch, load_state_dict or a pass "
+                "there): persistent_workers=True keeps the copies made when the workers "
+                "started. Use persistent_workers=False (workers start in milliseconds)"
+            )
+        key = pass_key(self._token, start, skip)
+        if record[WORKER_KEY] == key:
+            raise RuntimeError(
+                f"this pass would read epoch {start[0]} from position {start[1]} again: "
+                "DataLoader workers already read it, from copies of the dataset, so its "
+                "position in the main process did not move. Call ds.set_epoch(epoch) before "
+                "each pass (also to read an epoch again), or iterate through "
+                "tl.DataLoader(ds, ...), which moves it"
+            )
+        record[WORKER_MAIN] = self._main_token
+        record[WORKER_KEY] = key
 
-    def _state(self, cursor: Cursor, worker: tuple[int, int, int] | None = None) -> dict[str, Any]:
-        epoch, position, counts = cursor
-        state: dict[str, Any] = {
-            "version": STATE_VERSION,
-            "fingerprint": self.fingerprint,
-            "epoch": epoch,
-            "position": position,
-            "counts": list(counts),
-        }
-        if worker is not None:
-            state["worker"] = {"id": worker[0], "num_workers": worker[1], "batches": worker[2]}
-        return state
+    # -- state --------------------------------------------------------------------------
 
     def state_dict(self, consumed_batches: int | None = None) -> dict[str, Any]:
         """Where the stream stands: load it into a new ``TokenDataset`` to continue exactly.
 
-        - Iterated in this process (``num_workers=0``): the position after the last batch
-          yielded.
+        - Iterated in this process (``num_workers=0``), through ``tl.DataLoader`` (any
+          ``num_workers``) or a ``DevicePrefetcher``: the position after the last batch the
+          trainer received.
         - Inside a DataLoader worker (as torchdata's ``StatefulDataLoader`` calls it): the
           position of that worker's stream.
         - With ``consumed_batches=k``: the position after this rank has consumed ``k`` batches
           of the current pass (counted from where it started: the epoch start, or the loaded
           state); works with any ``DataLoader`` and resumes with any ``num_workers`` and
           world size.
+
+        After a plain ``DataLoader`` iterated it in worker processes, the main process
+        cannot know how many batches the trainer consumed: without ``consumed_batches`` that
+        is refused (use ``tl.DataLoader``).
         """
-        in_worker = self._worker_state is not None and worker_info() is not None
-        if in_worker and consumed_batches is None:
-            return dict(self._worker_state or {})
+        in_worker = worker_info() is not None
+        if in_worker and consumed_batches is None and self._worker_state is not None:
+            return dict(self._worker_state)
         if consumed_batches is not None:
-            state = self._state(self._advance(self._origin, int(consumed_batches)))
+            consumed = _count(consumed_batches, "consumed_batches")
+            if not in_worker:
+                self._check_workers_began_at_origin()
+            cursor = self._advance(self._origin, consumed)
         else:
-            state = self._state(self._cursor)
+            cursor = self._trainer_cursor(in_worker)
+        state = make_state(self.fingerprint, cursor)
         if self._ledger is not None:
             state["selection"] = self._ledger.state()
         return state
 
+    def _workers_iterated(self) -> bool:
+        """Whether DataLoader workers began a pass since the position last changed here."""
+        return self._record[WORKER_MAIN] == self._main_token
+
+    def _check_workers_began_at_origin(self) -> None:
+        if self._workers_iterated() and self._record[WORKER_KEY] != pass_key(
+            self._token, self._origin, 0
+        ):
+            raise ValueError(
+                "the DataLoader workers did not begin this pass where this dataset's position "
+                f"says (epoch {self._origin[0]}, position {self._origin[1]}): their copies "
+                "were restored elsewhere (as StatefulDataLoader does), so batches counted from "
+                "here would be wrong. Take the state from the loader that restored them"
+            )
+
+    def _trainer_cursor(self, in_worker: bool) -> Cursor:
+        """The cursor after the batches the trainer received in this pass."""
+        handed = self._handed
+        if handed is not None:  # counted by tl.DataLoader in this process
+            if handed.done and not self._held:
+                return self._get_stream().start(self._origin[0] + 1)
+            return self._advance(self._origin, handed.batches - self._held)
+        if not in_worker and self._workers_iterated():
+            raise ValueError(
+                "this TokenDataset was iterated by DataLoader workers, which read copies of "
+                "it: its position here did not move, and how many batches the trainer "
+                "consumed is not known here. Iterate through tl.DataLoader(ds, num_workers="
+                "...), whose state_dict() is exact, or pass the batches consumed in this "
+                "pass: ds.state_dict(consumed_batches=k)"
+            )
+        return self._prev if self._held else self._cursor
+
+    def _begin_pass(self, counted: bool) -> Handed | None:
+        """Called by ``tl.DataLoader`` as its pass begins: the pass starts where the trainer
+        stopped; with ``counted`` the batches handed to the trainer are counted here."""
+        self._move(self._trainer_cursor(in_worker=False))
+        self._handed = Handed() if counted else None
+        return self._handed
+
     def _advance(self, cursor: Cursor, batches: int) -> Cursor:
-        if batches < 0:
-            raise ValueError(f"consumed_batches must be >= 0, got {batches}")
         stream = self._get_stream()
         _rank, world = dist_info(self.rank, self.world_size)
         left = stream.batches_left(cursor[1], self.batch_size, 0, world, self.drop_last)
@@ -361,27 +445,62 @@ class TokenDataset(SelectionAccounting, _Base):
         return stream.advance(cursor, batches * self.batch_size * world)
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Continues from ``state`` (from :meth:`state_dict`) at the next iteration."""
-        if state.get("version") != STATE_VERSION:
-            raise ValueError(
-                f"unsupported state version {state.get('version')!r} (this tokenloom "
-                f"reads {STATE_VERSION})"
-            )
-        if state.get("fingerprint") != self.fingerprint:
-            raise ValueError(
-                "this state was saved for other data: its fingerprint "
-                f"{state.get('fingerprint')} differs from this dataset's {self.fingerprint} "
-                "(datasets, mode, seq_len, order file, weights, seed and shuffle must match)"
-            )
-        counts = [int(c) for c in state["counts"]]
-        if len(counts) != len(self.paths):
-            raise ValueError(f"the state has {len(counts)} sources, this dataset {len(self.paths)}")
-        self._cursor = self._origin = (int(state["epoch"]), int(state["position"]), counts)
-        w = state.get("worker")
-        self._resume_worker = None if w is None else (w["id"], w["num_workers"], w["batches"])
-        self._worker_state = None
+        """Continues from ``state`` (from :meth:`state_dict`) at the next iteration. Every field
+        is checked here; a bad one raises ``ValueError`` naming it."""
+        stream = self._get_stream()
+        cursor, worker = read_state(state, self.fingerprint, stream)
+        if worker is not None:
+            wid, n, batches = worker
+            rank, world = dist_info(self.rank, self.world_size)
+            steps = stream.batches_left(cursor[1], self.batch_size, rank, world, self.drop_last)
+            mine = max(0, -(-(steps - wid) // n))
+            if batches > mine:
+                raise ValueError(
+                    f"worker.batches {batches} exceeds the {mine} batches worker {wid} of {n} "
+                    f"reads from position {cursor[1]} (batch_size {self.batch_size}, world "
+                    f"size {world})"
+                )
         if "selection" in state:
             self._get_ledger().load(state["selection"])
+        self._move(cursor)
+        self._resume_worker = worker
+        self._worker_state = None
+
+
+@dataclass
+class Handed:
+    """Batches of the current pass handed to the trainer (counted by ``tl.DataLoader``)."""
+
+    batches: int = 0
+    done: bool = False
+
+
+def _refuse_batching(ds: TokenDataset, caller: Any) -> None:
+    """Raises when a DataLoader that batches items (``batch_size`` not ``None``) iterates
+    ``ds``: the caller is then its dataset fetcher, set to collate several items."""
+    fetcher = caller.f_locals.get("self")
+    if getattr(fetcher, "dataset", None) is ds and getattr(fetcher, "auto_collation", False):
+        raise TypeError(
+            "a TokenDataset yields whole batches ([batch_size, seq_len] arrays), and this "
+            "DataLoader batches them again (its batch_size is not None): it would stack them "
+            "into [n, batch_size, seq_len]. Use DataLoader(ds, batch_size=None, ...) or "
+            "tl.DataLoader(ds, ...); for transformers.Trainer, give it "
+            "tokenloom.hf.TrainerRows(ds)"
+        )
+
+
+def _warn_order_length(order: str | None, made_for: int | None, seq_len: int) -> None:
+    if made_for is None or made_for == seq_len:
+        return
+    warnings.warn(
+        f"order {order!r} was made for seq_len={made_for}, and this TokenDataset uses "
+        f"seq_len={seq_len}: documents still follow the order, but rows of {seq_len + 1} "
+        "tokens put other neighbours in each context than the order's report describes "
+        f"(its figures are for rows of {made_for + 1}). To match, make the order with "
+        f"tl.order(..., seq_len={seq_len})",
+        UserWarning,
+        stacklevel=3,
+    )
 
 
 def _shared_batch(torch: Any, arrays: dict[str, np.ndarray]) -> dict[str, Any]:

@@ -117,8 +117,10 @@ def order(
             "seed": int(seed),
             "exact": exact,
         }
-        return order_on_ray(
-            root, name, settings, emb, source, int(dim), int(max_tokens), partitions, progress
+        return _with_text(
+            order_on_ray(
+                root, name, settings, emb, source, int(dim), int(max_tokens), partitions, progress
+            )
         )
     _, report = _core.order_dataset(
         root,
@@ -140,7 +142,17 @@ def order(
         progress=progress,
     )
     out: dict[str, Any] = json.loads(report)
-    return out
+    return _with_text(out)
+
+
+def _with_text(report: dict[str, Any], path: PathLike | None = None) -> dict[str, Any]:
+    """Adds ``text``: the report's summary line (the first line ``tokenloom order`` prints,
+    near-duplicates left out included)."""
+    big = ("settings", "duplicate_pairs", "docs_in_order", "segment_starts", "path", "text")
+    fields = {k: v for k, v in report.items() if k not in big}
+    line = _core.report_summary(json.dumps(fields))
+    report["text"] = line if path is None else f"{path}: {line}"
+    return report
 
 
 def _positive(x: object, name: str) -> int:
@@ -182,9 +194,11 @@ def order_report(
 ) -> dict[str, Any]:
     """The report and settings of the order ``name`` (or an order file) of ``dataset``:
     adjacent-document similarity inside contexts against a random order, near-duplicate
-    counts, path and restart statistics, and the order itself (``docs_in_order``,
-    ``segment_starts``: numpy arrays). With ``png``, also draws the two similarity
-    histograms there (the chart of ``tokenloom order --png``, written atomically)."""
+    counts, path and restart statistics, the order itself (``docs_in_order``,
+    ``segment_starts``: lists of ints) and ``text``, the summary line (near-duplicates left
+    out included). Every value is JSON-safe (``json.dumps`` takes the report as it is).
+    With ``png``, also draws the two similarity histograms there (the chart of
+    ``tokenloom order --png``, written atomically)."""
     path, docs, starts, _, meta_text = _core.read_order(Path(dataset), Path(name))
     if not meta_text:
         raise ValueError(f"{path} carries no report (it was written by write_order)")
@@ -195,9 +209,9 @@ def order_report(
     report["settings"] = {k: v for k, v in meta.items() if k not in ("report", "duplicates")}
     report["duplicate_pairs"] = meta.get("duplicates", [])
     report["path"] = str(path)
-    report["docs_in_order"] = docs
-    report["segment_starts"] = starts
-    return report
+    report["docs_in_order"] = docs.tolist()
+    report["segment_starts"] = starts.tolist()
+    return _with_text(report, path)
 
 
 def _load(x: PathLike | np.ndarray, what: str) -> tuple[np.ndarray, str]:

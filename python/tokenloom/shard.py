@@ -46,13 +46,64 @@ def open_dataset(
     )
 
 
-def _as_doc(tokens: Any) -> npt.NDArray[Any]:
-    arr = np.asarray(tokens)
-    if arr.dtype == object or not np.issubdtype(arr.dtype, np.integer):
-        if arr.size == 0:
+def _is_int(t: Any) -> bool:
+    """Whether ``t`` is an integer token: a Python or numpy integer, not a bool."""
+    return (type(t) is int) or isinstance(t, np.integer)
+
+
+def _not_integer(doc: int, pos: int, value: Any) -> ValueError:
+    return ValueError(
+        f"document {doc}: the token at position {pos} is {value!r} "
+        f"({type(value).__name__}), not an integer; tokens must be integer ids "
+        "(nothing is rounded or converted: convert them explicitly first)"
+    )
+
+
+def _as_doc(tokens: Any, doc: int) -> npt.NDArray[Any]:
+    """``tokens`` (one document) as a contiguous 1-D integer array. Anything that is not an
+    integer (a float, a bool, a string, a nested list) is refused, naming document ``doc``
+    and the position: a silently rounded token would be training data nobody wrote."""
+    if isinstance(tokens, (list, tuple)):
+        bad = next((i for i, t in enumerate(tokens) if not _is_int(t)), None)
+        if bad is not None:
+            raise _not_integer(doc, bad, tokens[bad])
+        if not tokens:
             return np.zeros(0, dtype=np.uint32)
-        raise ValueError(f"tokens must be integers, got dtype {arr.dtype}")
-    return np.ascontiguousarray(arr)
+        try:
+            arr = np.asarray(tokens)
+        except OverflowError as e:
+            raise ValueError(f"document {doc}: a token does not fit 64 bits ({e})") from e
+        if arr.dtype == object:  # integers beyond 64 bits
+            pos = next(i for i, t in enumerate(tokens) if not -(1 << 63) <= t < (1 << 64))
+            raise ValueError(
+                f"document {doc}: the token at position {pos} ({tokens[pos]}) does not fit 64 bits"
+            )
+        return arr
+    arr = np.asarray(tokens)
+    if arr.dtype.kind in "iu":
+        return np.ascontiguousarray(arr)
+    if arr.size == 0 and arr.dtype.kind == "f":  # np.asarray([]) is float64
+        return np.zeros(0, dtype=np.uint32)
+    flat = arr.reshape(-1)
+    bad = next((i for i, t in enumerate(flat.tolist()) if not _is_int(t)), 0)
+    raise _not_integer(doc, bad, flat[bad].item() if hasattr(flat[bad], "item") else flat[bad])
+
+
+def _dtype_name(dtype: Any) -> str:
+    """``dtype`` as the writer's name for it: ``"u16"``/``"u32"`` (and ``"uint16"``/
+    ``"uint32"``) pass through; numpy dtypes and their names are read as such."""
+    if isinstance(dtype, str) and dtype in ("u16", "u32", "uint16", "uint32"):
+        return dtype
+    try:
+        name = str(np.dtype(dtype).name)
+    except TypeError:
+        name = ""
+    if name in ("uint16", "uint32"):
+        return name
+    raise ValueError(
+        f'dtype must be "u16" or "u32" (or np.uint16 / np.uint32), got {dtype!r}; token ids are '
+        "unsigned: u16 holds vocabularies up to 65,536, u32 any other"
+    )
 
 
 class DatasetWriter:
@@ -64,7 +115,8 @@ class DatasetWriter:
 
     Args:
         path: dataset directory to create.
-        dtype: ``"u16"`` (vocabularies up to 65,536) or ``"u32"``.
+        dtype: ``"u16"`` (vocabularies up to 65,536) or ``"u32"``; numpy's ``np.uint16``,
+            ``np.uint32`` (or their names, ``"<u2"``...) are accepted too.
         eos_id: end-of-document token id, recorded in the manifest.
         vocab_size: when given, every token must be below it.
         tokenizer: tokenizer fingerprint recorded in the manifest.
@@ -80,7 +132,7 @@ class DatasetWriter:
     def __init__(
         self,
         path: str | os.PathLike[str],
-        dtype: Literal["u16", "u32", "uint16", "uint32"] = "u16",
+        dtype: Literal["u16", "u32", "uint16", "uint32"] | npt.DTypeLike = "u16",
         *,
         eos_id: int | None = None,
         vocab_size: int | None = None,
@@ -93,7 +145,7 @@ class DatasetWriter:
     ) -> None:
         self._w = _core.DatasetWriter(
             os.fspath(path),
-            dtype=dtype,
+            dtype=_dtype_name(dtype),
             eos_id=eos_id,
             vocab_size=vocab_size,
             tokenizer=tokenizer,
@@ -106,45 +158,79 @@ class DatasetWriter:
 
     def add(self, tokens: Any) -> None:
         """Appends documents: a 1-D array or list of ints is one document; a 2-D array
-        is one document per row; any other iterable is a sequence of documents."""
+        is one document per row; any other iterable is a sequence of documents. Tokens
+        must be integers: floats, bools and strings are refused, never rounded."""
         if isinstance(tokens, np.ndarray):
             if tokens.ndim == 1:
-                self._w.add(_as_doc(tokens))
+                self._w.add(_as_doc(tokens, self.num_docs))
                 return
             if tokens.ndim == 2:
                 rows, cols = tokens.shape
-                flat = _as_doc(tokens.reshape(-1))
+                if tokens.dtype.kind not in "iu" and tokens.size:
+                    raise _not_integer(self.num_docs, 0, tokens.reshape(-1)[0].item())
+                flat = _as_doc(tokens.reshape(-1), self.num_docs)
                 self._w.add_many(flat, np.full(rows, cols, dtype=np.uint64))
                 return
             raise ValueError(
                 f"tokens must be 1-D (one document) or 2-D (rows), got {tokens.ndim}-D"
             )
-        if isinstance(tokens, (list, tuple)) and all(
-            isinstance(t, (int, np.integer)) for t in tokens
-        ):
-            self._w.add(_as_doc(np.asarray(tokens, dtype=np.int64)))
-            return
         if isinstance(tokens, (str, bytes)):
             raise ValueError("tokens must be integers; tokenize text first")
+        if isinstance(tokens, (list, tuple)) and all(_is_int(t) for t in tokens):
+            self._w.add(_as_doc(tokens, self.num_docs))
+            return
+        if isinstance(tokens, (list, tuple)) and not any(
+            isinstance(t, (list, tuple, np.ndarray)) for t in tokens
+        ):
+            # A flat list with a non-integer in it: one document, refused by name.
+            self._w.add(_as_doc(tokens, self.num_docs))
+            return
         self.add_many(tokens)
 
     def add_many(self, docs: Iterable[Any]) -> None:
-        """Appends each document of ``docs`` (arrays or lists of ints)."""
+        """Appends each document of ``docs`` (arrays or lists of ints), one by one: a document
+        that is refused raises, and the ones before it stay added."""
         for doc in docs:
-            if isinstance(doc, np.ndarray) and doc.ndim == 1:
-                self._w.add(_as_doc(doc))
-            elif isinstance(doc, (list, tuple)):
-                self._w.add(_as_doc(np.asarray(doc, dtype=np.int64)))
-            else:
+            if isinstance(doc, (str, bytes)):
+                raise ValueError(
+                    f"document {self.num_docs}: {type(doc).__name__} is not a list of token ids; "
+                    "tokenize text first"
+                )
+            if not isinstance(doc, (list, tuple)):
                 arr = np.asarray(doc)
                 if arr.ndim != 1:
-                    raise ValueError(f"each document must be 1-D, got shape {arr.shape}")
-                self._w.add(_as_doc(arr))
+                    raise ValueError(
+                        f"document {self.num_docs}: a document must be 1-D, got shape {arr.shape}"
+                    )
+                doc = arr
+            self._w.add(_as_doc(doc, self.num_docs))
 
     def add_many_flat(self, tokens: npt.ArrayLike, lengths: npt.ArrayLike) -> None:
         """Appends many documents at once: ``tokens`` concatenated, ``lengths[i]`` tokens
         each. The fastest path: one call for any number of documents."""
-        self._w.add_many(_as_doc(tokens), np.ascontiguousarray(lengths, dtype=np.uint64))
+        lens = np.asarray(lengths)
+        if lens.dtype.kind not in "iu" and lens.size:
+            pos = next(i for i, v in enumerate(lens.reshape(-1).tolist()) if not _is_int(v))
+            raise ValueError(
+                f"lengths[{pos}] is {lens.reshape(-1).tolist()[pos]!r}, not an integer; "
+                "document lengths must be integers"
+            )
+        if lens.size and lens.min() < 0:
+            pos = int(np.argmax(lens.reshape(-1) < 0))
+            raise ValueError(
+                f"lengths[{pos}] is {lens.reshape(-1).tolist()[pos]}, negative; lengths count "
+                "tokens"
+            )
+        arr = np.asarray(tokens)
+        if arr.dtype.kind not in "iu" and arr.size:
+            values = list(tokens) if isinstance(tokens, (list, tuple)) else arr.reshape(-1).tolist()
+            at = next((i for i, t in enumerate(values) if not _is_int(t)), 0)
+            ends = np.cumsum(lens.reshape(-1))
+            k = int(np.searchsorted(ends, at, side="right"))
+            start = int(ends[k - 1]) if k > 0 else 0
+            raise _not_integer(self.num_docs + k, at - start, values[at])
+        flat = _as_doc(arr, self.num_docs)
+        self._w.add_many(flat, np.ascontiguousarray(lens, dtype=np.uint64))
 
     def close(self) -> dict[str, int]:
         """Commits the dataset and returns its totals."""

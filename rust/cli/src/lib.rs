@@ -1,4 +1,5 @@
-//! The `tokenloom` command line: `convert`, `index`, `inspect`, `order` and `verify`.
+//! The `tokenloom` command line: `convert`, `index`, `inspect`, `order` and `verify`
+//! (and `build`, listed here and run by the Python package's `tokenloom` command).
 //!
 //! Everything runs through [`run_with`], which writes to the given writers and
 //! returns the exit status instead of exiting, so the same code serves the
@@ -27,7 +28,7 @@ pub const EXIT_USAGE: i32 = 2;
 /// Exit status: cancelled by Ctrl-C (128 + SIGINT).
 pub const EXIT_CANCELLED: i32 = 130;
 
-/// Token datasets for LLM training: index raw token files, convert, inspect and verify datasets.
+/// Token datasets for LLM training: build, index, convert, inspect, order and verify datasets.
 #[derive(Debug, Parser)]
 #[command(name = "tokenloom", bin_name = "tokenloom", version)]
 pub struct Cli {

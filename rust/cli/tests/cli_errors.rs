@@ -38,9 +38,15 @@ fn usage_errors_exit_2_help_and_version_exit_0() {
     let r = tokenloom(&["--help"]);
     assert_eq!(r.code, 0);
     assert!(r.err.is_empty());
-    for cmd in ["index", "inspect", "verify", "--quiet"] {
-        assert!(r.out.contains(cmd), "{cmd} missing in {}", r.out);
+    for cmd in ["build", "convert", "index", "inspect", "order", "verify"] {
+        let listed = format!("\n  {cmd} ");
+        assert!(r.out.contains(&listed), "{cmd} missing in {}", r.out);
     }
+    assert!(r.out.contains("--quiet"), "{}", r.out);
+    // The standalone binary names where build runs.
+    let r = tokenloom(&["build", "corpus.jsonl", "-o", "out"]);
+    assert_eq!(r.code, 2);
+    assert!(r.err.contains("pip install tokenloom"), "{}", r.err);
     let r = tokenloom(&["--version"]);
     assert_eq!(r.code, 0);
     assert_eq!(

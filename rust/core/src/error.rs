@@ -57,6 +57,14 @@ pub enum Error {
         /// Why it is rejected and what would be accepted.
         reason: String,
     },
+    /// Another writer holds the target's lock.
+    #[error("{}: another writer is writing it: {holder}; wait until it has finished (the lock goes with its process), or write somewhere else", path.display())]
+    Locked {
+        /// The dataset directory or file being written.
+        path: PathBuf,
+        /// Who holds the lock, as far as its note tells.
+        holder: String,
+    },
     /// The operation was cancelled (Ctrl-C); nothing partial was committed.
     #[error("cancelled; nothing partial was committed")]
     Cancelled,
@@ -129,7 +137,8 @@ impl Error {
             Error::Io { path, .. }
             | Error::Corrupt { path, .. }
             | Error::UnsupportedVersion { path, .. }
-            | Error::AlreadyExists { path } => Some(path),
+            | Error::AlreadyExists { path }
+            | Error::Locked { path, .. } => Some(path),
             Error::InvalidArgument { .. } | Error::Cancelled => None,
         }
     }
@@ -143,6 +152,31 @@ impl Error {
             _ => None,
         }
     }
+}
+
+/// A vector of `n` copies of `value`, allocated fallibly: a size that does
+/// not fit in memory (from a user's argument, most often) is an error naming
+/// `what`, never an abort of the process.
+pub fn try_filled<T: Clone>(n: usize, value: T, what: &str) -> Result<Vec<T>> {
+    let mut v = Vec::new();
+    v.try_reserve_exact(n).map_err(|_| {
+        Error::invalid(
+            what,
+            format!(
+                "needs {n} elements of {} bytes ({:.1} GiB), more than can be allocated; choose smaller sizes",
+                std::mem::size_of::<T>(),
+                n as f64 * std::mem::size_of::<T>() as f64 / (1u64 << 30) as f64
+            ),
+        )
+    })?;
+    v.resize(n, value);
+    Ok(v)
+}
+
+/// `a * b`, or an error naming `what` when the product overflows.
+pub fn checked_size(a: usize, b: usize, what: &str) -> Result<usize> {
+    a.checked_mul(b)
+        .ok_or_else(|| Error::invalid(what, format!("{a} x {b} elements do not fit in memory")))
 }
 
 /// Adds the path to an `io::Result`.

@@ -116,10 +116,86 @@ mod tests {
         assert!(close < 50, "{close} close neighbours");
     }
 
+    /// A domain too large to walk: a stretch of positions maps to distinct values spread
+    /// over the whole range, not to a shifted or clustered copy of the stretch.
     #[test]
-    fn large_domains_are_cheap() {
-        let p = Permutation::new(1 << 40, 7);
-        let x = p.get((1 << 40) - 1);
-        assert!(x < 1 << 40);
+    fn large_domains_are_shuffled_too() {
+        let n = (1u64 << 40) + 12_345; // not a power of two: cycle walking is exercised
+        let p = Permutation::new(n, 7);
+        let values: Vec<u64> = (n - 10_000..n).map(|i| p.get(i)).collect();
+        let distinct: std::collections::HashSet<_> = values.iter().collect();
+        assert_eq!(distinct.len(), values.len());
+        let (lo, hi) = (n / 4, 3 * n / 4);
+        let middle = values.iter().filter(|&&x| x >= lo && x < hi).count();
+        assert!(
+            (4_500..5_500).contains(&middle),
+            "{middle} of 10,000 in the middle half"
+        );
+        assert!(values.iter().all(|&x| x < n));
+    }
+
+    #[test]
+    fn empty_and_one_element_domains() {
+        let empty = Permutation::new(0, 3);
+        assert!(empty.is_empty());
+        assert_eq!(empty.len(), 0);
+        assert_eq!(empty.get(0), 0); // out of range: the position itself
+        let one = Permutation::new(1, 3);
+        assert!(!one.is_empty());
+        assert_eq!(one.get(0), 0);
+    }
+
+    /// The Feistel network run backwards, written from its definition: round
+    /// `(l, r) -> (r, l ^ F(r))` undone as `(l, r) -> (r ^ F(l), l)`, keys in
+    /// reverse order, cycle-walking back into `[0, n)`.
+    fn inverse(p: &Permutation, x: u64) -> u64 {
+        let mask = (1u64 << p.half_bits) - 1;
+        let back = |x: u64| {
+            let (mut l, mut r) = (x >> p.half_bits, x & mask);
+            for &k in p.keys.iter().rev() {
+                (l, r) = (r ^ (mix64(l ^ k) & mask), l);
+            }
+            (l << p.half_bits) | r
+        };
+        let mut y = back(x);
+        while y >= p.n {
+            y = back(y);
+        }
+        y
+    }
+
+    /// At sizes far beyond what can be enumerated (2^40 and an odd size just
+    /// under it, which needs cycle walking), sampled positions land anywhere
+    /// in the range, spread over it, and the inverse gives the position back:
+    /// no two positions share an element.
+    #[test]
+    fn large_domains_are_bijections_spread_over_the_range() {
+        for n in [1u64 << 40, (1 << 40) - 12_345, 3_000_000_000_017] {
+            let p = Permutation::new(n, 7);
+            let mut rng = 0x5EEDu64;
+            let mut positions: Vec<u64> = vec![0, 1, n / 2, n - 2, n - 1];
+            positions.extend((0..4000).map(|_| {
+                rng = mix64(rng);
+                rng % n
+            }));
+            let mut upper_half = 0usize;
+            let mut seen = std::collections::HashSet::new();
+            for &i in &positions {
+                let x = p.get(i);
+                assert!(x < n, "n {n}: position {i} gave {x}");
+                assert_eq!(inverse(&p, x), i, "n {n}: position {i}");
+                seen.insert(x);
+                upper_half += usize::from(x >= n / 2);
+            }
+            let distinct: std::collections::HashSet<u64> = positions.iter().copied().collect();
+            assert_eq!(seen.len(), distinct.len());
+            // Each image is in the upper half with probability 1/2: 4,005 draws
+            // fall within 45-55 % with overwhelming probability (> 6 sigma).
+            let share = upper_half as f64 / positions.len() as f64;
+            assert!(
+                (0.45..0.55).contains(&share),
+                "n {n}: {share} in the upper half"
+            );
+        }
     }
 }

@@ -29,6 +29,12 @@ create_exception!(
 );
 create_exception!(
     tokenloom._core,
+    LockedError,
+    TokenloomError,
+    "Another writer is writing the same dataset or file; `.path` names it, the message names the writer."
+);
+create_exception!(
+    tokenloom._core,
     CancelledError,
     TokenloomError,
     "A long job was cancelled; nothing partial was committed."
@@ -75,6 +81,7 @@ impl From<PyTlError> for PyErr {
             Error::UnsupportedVersion { .. } => FormatVersionError::new_err(msg),
             Error::AlreadyExists { .. } => PyFileExistsError::new_err(msg),
             Error::InvalidArgument { .. } => PyValueError::new_err(msg),
+            Error::Locked { .. } => LockedError::new_err(msg),
             Error::Cancelled => CancelledError::new_err(msg),
         };
         Python::attach(|py| {
@@ -98,5 +105,6 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("CorruptShardError", py.get_type::<CorruptShardError>())?;
     m.add("FormatVersionError", py.get_type::<FormatVersionError>())?;
     m.add("CancelledError", py.get_type::<CancelledError>())?;
+    m.add("LockedError", py.get_type::<LockedError>())?;
     Ok(())
 }

@@ -22,6 +22,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<shard::PyDataset>()?;
     m.add_class::<shard::MappedView>()?;
     m.add_class::<shard::PyDatasetWriter>()?;
+    m.add_class::<shard::PyDatasetLock>()?;
     m.add_class::<loader::PyStream>()?;
     m.add_class::<loader::PyLoader>()?;
     m.add_class::<select::PySelector>()?;
@@ -30,6 +31,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(order::order_dataset, m)?)?;
     m.add_function(wrap_pyfunction!(order::read_order, m)?)?;
     m.add_function(wrap_pyfunction!(order::write_report_png, m)?)?;
+    m.add_function(wrap_pyfunction!(order::report_summary, m)?)?;
     m.add_function(wrap_pyfunction!(order_parts::order_embeddings, m)?)?;
     m.add_function(wrap_pyfunction!(order_parts::order_partitions, m)?)?;
     m.add_function(wrap_pyfunction!(order_parts::order_partition, m)?)?;

@@ -42,6 +42,7 @@ pub struct PyStream {
     mixture: Mixture,
     fingerprint: u64,
     cached: Vec<bool>,
+    order_seq_len: Option<u64>,
 }
 
 #[pymethods]
@@ -86,6 +87,7 @@ impl PyStream {
             let order = order
                 .map(|p| Order::read(&tokenloom_core::order::store::resolve(&base, &p)?))
                 .transpose()?;
+            let order_seq_len = order.as_ref().and_then(Order::seq_len);
             let mut sources = Vec::with_capacity(paths.len());
             let mut cached = Vec::with_capacity(paths.len());
             for (i, ds) in datasets.into_iter().enumerate() {
@@ -108,11 +110,15 @@ impl PyStream {
                 parts.push(p.fingerprint());
                 parts.push(w.to_bits());
             }
+            if sources.len() > 1 {
+                parts.push(Mixture::RULE);
+            }
             Ok(PyStream {
                 sources,
                 mixture,
                 fingerprint: key_of(&parts),
                 cached,
+                order_seq_len,
             })
         })
     }
@@ -139,6 +145,18 @@ impl PyStream {
     #[getter]
     fn fingerprint(&self) -> String {
         format!("{:016x}", self.fingerprint)
+    }
+
+    /// The `seq_len` the order file was made for (`None` without an order,
+    /// or for an order that does not record one).
+    #[getter]
+    fn order_seq_len(&self) -> Option<u64> {
+        self.order_seq_len
+    }
+
+    /// Fails, naming the field, unless `cursor` is a position of this stream.
+    fn check_cursor(&self, cursor: PyCursor) -> PyResult<()> {
+        crate::errors::to_py(self.mixture.check_cursor(&self::cursor(cursor)))
     }
 
     /// `(epoch, position, counts)` at the start of `epoch`.

@@ -173,6 +173,17 @@ pub fn read_order<'py>(
     ))
 }
 
+/// The one-line summary of an order's report (its JSON, as stored in the
+/// order file): the first line `tokenloom order` prints.
+#[pyfunction]
+pub fn report_summary(report: &str) -> PyResult<String> {
+    let report: order::Report = crate::errors::to_py(
+        serde_json::from_str(report)
+            .map_err(|e| tokenloom_core::Error::invalid("report", e.to_string())),
+    )?;
+    Ok(report.summary())
+}
+
 /// Draws the adjacent-similarity histograms of an order's report (its JSON,
 /// as stored in the order file) to the PNG `png`, written atomically: the same
 /// chart as `tokenloom order --png`.

@@ -11,7 +11,8 @@ use pyo3::exceptions::{PyIndexError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 use tokenloom_core::shard::{
-    merge, source, verify::verify_dataset, Acquired, Compression, Sources, TokenInt,
+    merge, merge_locked, source, verify::verify_dataset, Acquired, Compression, Sources,
+    TargetLock, TokenInt,
 };
 use tokenloom_core::{
     DType, Dataset, DatasetSummary, DatasetWriter, Tokens, VerifyOptions, WriterOptions,
@@ -312,7 +313,7 @@ pub struct PyDatasetWriter {
 }
 
 enum Target {
-    Local(DatasetWriter),
+    Local(Box<DatasetWriter>),
     Remote(Box<RemoteWriter>),
 }
 
@@ -435,7 +436,7 @@ impl PyDatasetWriter {
             let w = run_detached(py, move || RemoteWriter::create(&text, opts, &remote))?;
             Target::Remote(Box::new(w))
         } else {
-            Target::Local(to_py(DatasetWriter::create(path, opts))?)
+            Target::Local(Box::new(to_py(DatasetWriter::create(path, opts))?))
         };
         to_py(inner.writer().set_compression(compression))?;
         Ok(PyDatasetWriter { inner })
@@ -522,17 +523,78 @@ pub fn write_sources(
     run_detached(py, move || source::write_for_dataset(&path, &runs, &rows))
 }
 
+/// The lock of a dataset directory (created when missing), held until
+/// `release()` or the end of the `with` block: another writer of the
+/// directory fails at once with `LockedError` naming this process.
+#[pyclass(name = "DatasetLock", module = "tokenloom._core", frozen)]
+pub struct PyDatasetLock {
+    inner: Mutex<Option<TargetLock>>,
+}
+
+#[pymethods]
+impl PyDatasetLock {
+    #[new]
+    #[pyo3(signature = (path, what = "build"))]
+    fn new(path: PathBuf, what: &str) -> PyResult<Self> {
+        if !path.exists() {
+            std::fs::create_dir_all(&path)
+                .map_err(|e| crate::errors::PyTlError(tokenloom_core::Error::io(&path, e)))?;
+        }
+        Ok(PyDatasetLock {
+            inner: Mutex::new(Some(to_py(TargetLock::dataset(&path, what))?)),
+        })
+    }
+
+    /// Releases the lock (idempotent).
+    fn release(&self) {
+        if let Ok(mut l) = self.inner.lock() {
+            l.take();
+        }
+    }
+
+    fn __enter__(slf: Py<Self>) -> Py<Self> {
+        slf
+    }
+
+    fn __exit__(
+        &self,
+        _t: Option<&Bound<'_, PyAny>>,
+        _v: Option<&Bound<'_, PyAny>>,
+        _tb: Option<&Bound<'_, PyAny>>,
+    ) {
+        self.release();
+    }
+}
+
 /// Combines the committed datasets `parts`, in order, into one dataset at
 /// `out` by linking their shard files and writing one manifest atomically.
+/// `lock`, when given, is the held lock of `out` (else `out` is locked here).
 #[pyfunction]
-#[pyo3(signature = (out, parts, overwrite = false))]
+#[pyo3(signature = (out, parts, overwrite = false, lock = None))]
 pub fn merge_datasets<'py>(
     py: Python<'py>,
     out: PathBuf,
     parts: Vec<PathBuf>,
     overwrite: bool,
+    lock: Option<&Bound<'py, PyDatasetLock>>,
 ) -> PyResult<Bound<'py, PyDict>> {
-    let m = run_detached(py, move || merge(&out, &parts, overwrite))?;
+    let m = match lock {
+        None => run_detached(py, move || merge(&out, &parts, overwrite))?,
+        Some(lock) => {
+            let guard = lock
+                .get()
+                .inner
+                .lock()
+                .map_err(|_| PyValueError::new_err("the dataset lock was poisoned"))?;
+            let held = guard.as_ref().filter(|l| l.covers(&out)).ok_or_else(|| {
+                PyValueError::new_err(format!(
+                    "the lock given does not hold {} (released, or another directory)",
+                    out.display()
+                ))
+            })?;
+            run_detached(py, || merge_locked(held, &parts, overwrite))?
+        }
+    };
     let d = PyDict::new(py);
     d.set_item("num_docs", m.num_docs)?;
     d.set_item("num_tokens", m.num_tokens)?;

@@ -17,6 +17,8 @@ use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use tokenloom_core::error::IoContext;
+use tokenloom_core::shard::fsutil::open_regular;
+use tokenloom_core::shard::lock::{flock, open_lock_file, unlock, LockMode};
 use tokenloom_core::{Error, Result};
 use xxhash_rust::xxh3::xxh3_64;
 
@@ -41,7 +43,7 @@ impl BodyLock {
     /// Releases the lock explicitly (so that a copy of the descriptor in a
     /// forked child cannot keep it).
     pub(crate) fn unlock(self) {
-        let _ = self.0.unlock();
+        let _ = unlock(&self.0);
     }
 
     /// Closes this copy of the descriptor without unlocking (a forked
@@ -85,28 +87,31 @@ impl CacheRoot {
     }
 
     fn lock_file(dir: &Path, body: &str) -> Result<File> {
-        let path = dir.join(LOCKS).join(format!("{body}.lock"));
-        File::options()
-            .create(true)
-            .truncate(false)
-            .read(true)
-            .write(true)
-            .open(&path)
-            .at(&path)
+        open_lock_file(&dir.join(LOCKS).join(format!("{body}.lock")))
     }
 
     /// Waits for the exclusive lock of body `name` of `dir` (to download or delete it).
     pub(crate) fn lock_exclusive(dir: &Path, name: &str) -> Result<BodyLock> {
         let f = Self::lock_file(dir, name)?;
-        f.lock().at(&dir.join(name))?;
+        flock(&f, LockMode::Exclusive, true).at(&dir.join(name))?;
         Ok(BodyLock(f))
     }
 
     /// Waits for a shared lock of body `name` of `dir` (to read it).
     pub(crate) fn lock_shared(dir: &Path, name: &str) -> Result<BodyLock> {
         let f = Self::lock_file(dir, name)?;
-        f.lock_shared().at(&dir.join(name))?;
+        flock(&f, LockMode::Shared, true).at(&dir.join(name))?;
         Ok(BodyLock(f))
+    }
+
+    /// The exclusive lock of body `name` of `dir` if no process holds it
+    /// (to evict it), without waiting.
+    pub(crate) fn try_lock_exclusive(dir: &Path, name: &str) -> Option<BodyLock> {
+        let f = Self::lock_file(dir, name).ok()?;
+        match flock(&f, LockMode::Exclusive, false) {
+            Ok(true) => Some(BodyLock(f)),
+            _ => None,
+        }
     }
 
     /// Every file under the root: (path, bytes, modified), and whether it is
@@ -140,15 +145,11 @@ impl CacheRoot {
     /// under the limit. Bodies that some process has locked (reads, or is
     /// about to read) are kept; failing to make room is an error that says so.
     pub(crate) fn make_room(&self, need: u64) -> Result<()> {
-        let guard = File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(self.root.join(EVICT_LOCK))
-            .at(&self.root)?;
-        guard.lock().at(&self.root)?;
+        let path = self.root.join(EVICT_LOCK);
+        let guard = open_lock_file(&path)?;
+        flock(&guard, LockMode::Exclusive, true).at(&path)?;
         let result = self.evict_until(need);
-        let _ = guard.unlock();
+        let _ = unlock(&guard);
         result
     }
 
@@ -164,18 +165,15 @@ impl CacheRoot {
             let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
                 continue;
             };
-            let Ok(lock) = Self::lock_file(dir, &name.to_string_lossy()) else {
-                continue;
-            };
-            if lock.try_lock().is_err() {
+            let Some(lock) = Self::try_lock_exclusive(dir, &name.to_string_lossy()) else {
                 continue; // read, or about to be read, by some process
-            }
+            };
             match fs::remove_file(&path) {
                 Ok(()) => used = used.saturating_sub(size),
                 Err(e) if e.kind() == ErrorKind::NotFound => used = used.saturating_sub(size),
                 Err(_) => {}
             }
-            let _ = lock.unlock();
+            lock.unlock();
             if used.saturating_add(need) <= self.limit {
                 return Ok(());
             }
@@ -193,7 +191,7 @@ impl CacheRoot {
 
 /// Marks `path` as just used (eviction goes least recently used first).
 pub(crate) fn touch(path: &Path) {
-    if let Ok(f) = File::open(path) {
+    if let Ok(f) = open_regular(path) {
         let _ = f.set_times(std::fs::FileTimes::new().set_accessed(SystemTime::now()));
     }
 }

@@ -4,7 +4,7 @@
 //! cut short) are retried with backoff; an object that differs from the
 //! manifest on every attempt is reported as changed, naming it.
 
-use std::fs::{self, File};
+use std::fs;
 use std::io::{BufWriter, Read, Write};
 use std::path::Path;
 use std::time::Duration;
@@ -13,6 +13,7 @@ use bytes::Bytes;
 use futures::StreamExt;
 use object_store::{ObjectStore, ObjectStoreExt};
 use tokenloom_core::error::IoContext;
+use tokenloom_core::shard::fsutil::{create_new, open_regular};
 use tokenloom_core::shard::manifest::hex;
 use tokenloom_core::shard::Compression;
 use tokenloom_core::{Error, Result};
@@ -74,33 +75,27 @@ impl<W: Write> Write for Hashing<W> {
     }
 }
 
-/// The xxh3 and length of a file on disk.
-pub(crate) fn hash_file(path: &Path) -> Result<(u64, u64)> {
-    let mut f = File::open(path).at(path)?;
-    let mut hasher = Xxh3::new();
-    let mut buf = vec![0u8; 8 << 20];
-    let mut len = 0u64;
-    loop {
-        let n = f.read(&mut buf).at(path)?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-        len += n as u64;
-    }
-    Ok((hasher.digest(), len))
-}
-
-/// Whether the file at `path` is what `expect` describes.
+/// Whether the file at `path` (a regular file, never a link or a device)
+/// is what `expect` describes.
 pub(crate) fn check_file(path: &Path, expect: Expect) -> Result<std::result::Result<(), String>> {
-    let len = fs::metadata(path).at(path)?.len();
+    let mut f = open_regular(path)?;
+    let len = f.metadata().at(path)?.len();
     if len != expect.len {
         return Ok(Err(format!(
             "{len} bytes, the manifest records {}",
             expect.len
         )));
     }
-    let (sum, _) = hash_file(path)?;
+    let mut hasher = Xxh3::new();
+    let mut buf = vec![0u8; 8 << 20];
+    loop {
+        let n = f.read(&mut buf).at(path)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    let sum = hasher.digest();
     if sum != expect.xxh3 {
         return Ok(Err(format!(
             "checksum {}, the manifest records {}",
@@ -173,7 +168,7 @@ fn fetch_stream(
 ) -> std::result::Result<(), Failure> {
     let object = store.object_url(stored);
     let (client, path) = store.handle(stored).map_err(Failure::Fatal)?;
-    let file = File::create(tmp).at(tmp).map_err(Failure::Fatal)?;
+    let file = create_new(tmp).map_err(Failure::Fatal)?;
     let sink = Hashing {
         inner: BufWriter::with_capacity(4 << 20, file),
         hasher: Xxh3::new(),
@@ -260,7 +255,7 @@ fn fetch_ranges(
     use std::os::unix::fs::FileExt;
     let object = store.object_url(stored);
     let (client, path) = store.handle(stored).map_err(Failure::Fatal)?;
-    let file = File::create(tmp).at(tmp).map_err(Failure::Fatal)?;
+    let file = create_new(tmp).map_err(Failure::Fatal)?;
     let ranges: Vec<std::ops::Range<u64>> = (0..expect.len)
         .step_by(range_bytes as usize)
         .map(|a| a..(a + range_bytes).min(expect.len))

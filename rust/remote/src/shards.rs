@@ -7,8 +7,8 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
 
 use tokenloom_core::error::IoContext;
 use tokenloom_core::shard::compression::stored_name;
-use tokenloom_core::shard::fsutil::write_atomic;
-use tokenloom_core::shard::manifest::{hex, FILE_NAME};
+use tokenloom_core::shard::fsutil::{read_regular, write_atomic, MappedFile};
+use tokenloom_core::shard::manifest::{hex, FILE_NAME, MAX_BYTES};
 use tokenloom_core::shard::{Manifest, ShardProvider};
 use tokenloom_core::{Dataset, Error, Result};
 use xxhash_rust::xxh3::xxh3_64;
@@ -18,6 +18,8 @@ use crate::fetch::{check_file, fetch_body, get_checked, Expect};
 use crate::options::RemoteOptions;
 use crate::store::Store;
 
+/// Lock (in the dataset's lock directory) of its manifest and indexes.
+const META_LOCK: &str = ".meta";
 /// Shards held at most on behalf of announced (not yet read) batches.
 const MAX_HELD_AHEAD: usize = 256;
 /// Tries to find a body on disk after fetching it (another process may
@@ -28,8 +30,12 @@ const PIN_TRIES: usize = 5;
 /// or announcements hold it.
 struct Pin {
     count: usize,
-    lock: Option<BodyLock>,
+    lock: BodyLock,
+    map: Arc<MappedFile>,
 }
+
+/// A body's shared lock and map, as [`RemoteShards::pin_fresh`] gives them.
+type Pinned = (BodyLock, Arc<MappedFile>);
 
 struct State {
     pid: u32,
@@ -38,7 +44,9 @@ struct State {
     ahead: VecDeque<usize>,
     /// Bodies checked by this process since it opened the dataset.
     verified: Vec<bool>,
-    /// The latest view and which shards it maps.
+    /// The latest view and which shards it maps; dropped when one of them
+    /// is no longer held, so that a body evicted after its last read is
+    /// not kept alive by this view.
     view: Option<(Arc<Dataset>, Vec<bool>)>,
 }
 
@@ -58,6 +66,8 @@ struct Prefetch {
 /// A remote dataset's cache directory and fetchers.
 pub struct RemoteShards {
     store: Store,
+    /// The dataset opened from its indexes; views of it map the bodies held.
+    base: Dataset,
     dir: PathBuf,
     cache: CacheRoot,
     manifest: Manifest,
@@ -86,13 +96,16 @@ pub fn open_remote(store: Store, opts: &RemoteOptions) -> Result<Dataset> {
     let cache = CacheRoot::new(opts.cache_dir.clone(), opts.cache_limit);
     let dir = cache.dataset_dir(store.url().as_str());
     cache.prepare(&dir)?;
+    // One process at a time fetches and replaces the manifest and indexes
+    // (the others wait, then find them there and checked).
+    let meta = CacheRoot::lock_exclusive(&dir, META_LOCK)?;
     let object = store.object_url(FILE_NAME);
     let manifest = get_checked(&store, FILE_NAME, |b| {
         Manifest::from_bytes(b, Path::new(&object)).map(|m| (m, b.clone()))
     });
     let (manifest, bytes) = manifest?;
     let local = dir.join(FILE_NAME);
-    if std::fs::read(&local).ok().as_deref() != Some(&bytes[..]) {
+    if read_regular(&local, MAX_BYTES).ok().as_deref() != Some(&bytes[..]) {
         write_atomic(
             &dir.join(format!("{TMP_PREFIX}{FILE_NAME}")),
             &local,
@@ -101,8 +114,13 @@ pub fn open_remote(store: Store, opts: &RemoteOptions) -> Result<Dataset> {
     }
     fetch_indexes(&store, &dir, &manifest, opts)?;
     remove_unlisted(&dir, &manifest);
+    let base = Dataset::open_index_only(&dir, manifest.clone());
+    meta.unlock();
+    let base = base?;
+    let public = base.view(&[])?;
     let shards = Arc::new_cyclic(|me| RemoteShards {
         store,
+        base,
         dir: dir.clone(),
         cache,
         manifest: manifest.clone(),
@@ -125,8 +143,7 @@ pub fn open_remote(store: Store, opts: &RemoteOptions) -> Result<Dataset> {
         }),
         me: me.clone(),
     });
-    let provider: Arc<dyn ShardProvider> = shards;
-    Dataset::open_partial(&dir, manifest, &|_| false, Some(provider))
+    Ok(public.with_provider(shards))
 }
 
 /// Every index the cache lacks (or holds damaged) is fetched and checked
@@ -136,7 +153,7 @@ fn fetch_indexes(store: &Store, dir: &Path, m: &Manifest, opts: &RemoteOptions) 
         .shards
         .iter()
         .filter(|e| {
-            std::fs::read(dir.join(&e.idx))
+            read_regular(&dir.join(&e.idx), u64::MAX)
                 .map(|b| hex(xxh3_64(&b)) != e.idx_xxh3)
                 .unwrap_or(true)
         })
@@ -205,21 +222,12 @@ fn remove_unlisted(dir: &Path, m: &Manifest) {
         if !ours || keep.contains(name.as_str()) {
             continue;
         }
-        if let Ok(lock) = File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(dir.join(".locks").join(format!("{name}.lock")))
-        {
-            if lock.try_lock().is_ok() {
-                let _ = std::fs::remove_file(e.path());
-                let _ = lock.unlock();
-            }
+        if let Some(lock) = CacheRoot::try_lock_exclusive(dir, &name) {
+            let _ = std::fs::remove_file(e.path());
+            lock.unlock();
         }
     }
 }
-
-use std::fs::File;
 
 impl RemoteShards {
     fn expect(&self, s: usize) -> Result<Expect> {
@@ -246,9 +254,10 @@ impl RemoteShards {
         let pid = std::process::id();
         if st.pid != pid {
             for (_, pin) in st.pins.drain() {
-                drop(pin.lock.map(BodyLock::forget));
+                drop(pin.lock.forget());
             }
             st.ahead.clear();
+            st.view = None;
             st.pid = pid;
         }
         st
@@ -336,8 +345,8 @@ impl RemoteShards {
         })
     }
 
-    /// A shared lock on body `s`, present and checked.
-    fn pin_fresh(&self, s: usize) -> Result<BodyLock> {
+    /// A shared lock on body `s`, present and checked, and its map.
+    fn pin_fresh(&self, s: usize) -> Result<Pinned> {
         let name = &self.manifest.shards[s].bin;
         let body = self.body_path(s);
         for _ in 0..PIN_TRIES {
@@ -345,7 +354,16 @@ impl RemoteShards {
             let lock = CacheRoot::lock_shared(&self.dir, name)?;
             if body.exists() {
                 touch(&body);
-                return Ok(lock);
+                let map = MappedFile::open(&body).inspect_err(|_| {
+                    self.state().verified[s] = false;
+                });
+                return match map {
+                    Ok(map) => Ok((lock, Arc::new(map))),
+                    Err(e) => {
+                        lock.unlock();
+                        Err(e)
+                    }
+                };
             }
             lock.unlock(); // evicted between the fetch and the lock: again
         }
@@ -379,7 +397,7 @@ impl RemoteShards {
             }
             missing
         };
-        let fetched: Vec<(usize, Result<BodyLock>)> = std::thread::scope(|scope| {
+        let fetched: Vec<(usize, Result<Pinned>)> = std::thread::scope(|scope| {
             let width = self.opts.fetch_threads.max(1);
             let mut out = Vec::with_capacity(missing.len());
             for group in missing.chunks(width) {
@@ -401,18 +419,23 @@ impl RemoteShards {
         let mut st = self.state();
         for (s, r) in fetched {
             match r {
-                Ok(lock) => {
-                    let pin = st.pins.entry(s).or_insert(Pin {
-                        count: 0,
-                        lock: None,
-                    });
-                    pin.count += 1;
-                    if pin.lock.is_none() {
-                        pin.lock = Some(lock);
-                    } else {
+                Ok((lock, map)) => match st.pins.get_mut(&s) {
+                    // Pinned by another thread meanwhile: one lock is enough.
+                    Some(pin) => {
+                        pin.count += 1;
                         lock.unlock();
                     }
-                }
+                    None => {
+                        st.pins.insert(
+                            s,
+                            Pin {
+                                count: 1,
+                                lock,
+                                map,
+                            },
+                        );
+                    }
+                },
                 Err(e) => {
                     failed.push(s);
                     first_err.get_or_insert(e);
@@ -444,15 +467,15 @@ impl RemoteShards {
             };
             if gone {
                 if let Some(pin) = st.pins.remove(s) {
-                    if let Some(lock) = pin.lock {
-                        lock.unlock();
-                    }
+                    pin.lock.unlock();
+                    st.view = None;
                 }
             }
         }
     }
 
-    /// A view mapping every shard this process holds.
+    /// A view mapping every shard this process holds (`shards` among them):
+    /// the last one while it maps them all and no shard it maps was let go.
     fn view_with(&self, shards: &[usize]) -> Result<Arc<Dataset>> {
         let mut st = self.state();
         if let Some((view, resident)) = &st.view {
@@ -463,15 +486,13 @@ impl RemoteShards {
                 return Ok(Arc::clone(view));
             }
         }
-        let resident: Vec<bool> = (0..self.manifest.shards.len())
-            .map(|s| st.pins.get(&s).is_some_and(|p| p.count > 0))
-            .collect();
-        let view = Arc::new(Dataset::open_partial(
-            &self.dir,
-            self.manifest.clone(),
-            &|s| resident[s],
-            None,
-        )?);
+        let mut resident = vec![false; self.manifest.shards.len()];
+        let mut bodies = Vec::with_capacity(st.pins.len());
+        for (&s, pin) in &st.pins {
+            resident[s] = true;
+            bodies.push((s, Arc::clone(&pin.map)));
+        }
+        let view = Arc::new(self.base.view(&bodies)?);
         st.view = Some((Arc::clone(&view), resident));
         Ok(view)
     }
@@ -595,9 +616,7 @@ impl Drop for RemoteShards {
         let mut st = locked(&self.state);
         if st.pid == std::process::id() {
             for (_, pin) in st.pins.drain() {
-                if let Some(lock) = pin.lock {
-                    lock.unlock();
-                }
+                pin.lock.unlock();
             }
         }
     }

@@ -96,11 +96,11 @@ pub struct Store {
 }
 
 fn retry(opts: &RemoteOptions) -> RetryConfig {
-    let mut r = RetryConfig::default();
-    r.backoff = BackoffConfig::default();
-    r.max_retries = opts.max_retries;
-    r.retry_timeout = opts.retry_timeout;
-    r
+    RetryConfig {
+        backoff: BackoffConfig::default(),
+        max_retries: opts.max_retries,
+        retry_timeout: opts.retry_timeout,
+    }
 }
 
 fn bad_option(key: &str, url: &Url, e: impl std::fmt::Display) -> Error {

@@ -2,6 +2,7 @@
 //! one takes, with the file system as the store): documents equal the
 //! written ones, the cache stays under its limit, damaged cached bodies are
 //! fetched again, and a full local disk leaves no body behind.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::Path;
 

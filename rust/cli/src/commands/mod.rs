@@ -18,6 +18,10 @@ pub mod verify;
 /// The subcommands of `tokenloom`.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Tokenize corpora (.jsonl[.gz|.zst], .parquet, .npy) into one dataset (runs in Python:
+    /// the `tokenloom` command of the Python package; see `tokenloom build --help` there).
+    #[command(disable_help_flag = true)]
+    Build(BuildArgs),
     /// Copy a dataset (tokenloom, Megatron, datatrove, indexed raw) into the tokenloom or Megatron format.
     Convert(convert::ConvertArgs),
     /// Index a raw token file (nanoGPT headerless or llm.c .bin) by its end-of-document token.
@@ -28,6 +32,14 @@ pub enum Command {
     Order(order::OrderArgs),
     /// Check every checksum and offset of a dataset (and optionally every token).
     Verify(verify::VerifyArgs),
+}
+
+/// Arguments of `tokenloom build`: passed on to the Python package, which runs it.
+#[derive(Debug, clap::Args)]
+pub struct BuildArgs {
+    /// Inputs and options of the build.
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    pub args: Vec<std::ffi::OsString>,
 }
 
 /// Why a command failed.
@@ -90,6 +102,10 @@ pub fn open(path: &Path) -> Result<Dataset, Error> {
 /// Runs one subcommand, writing its result to `out`.
 pub fn run(command: Command, out: &mut dyn Write, progress: &dyn Progress) -> Result<(), Failure> {
     match command {
+        Command::Build(_) => Err(Failure::Core(Error::invalid(
+            "command",
+            "build tokenizes with Python's tokenizers, so it runs from the Python package: `pip install tokenloom`, then `tokenloom build ...` (the command installed with it) or tokenloom.build() in Python",
+        ))),
         Command::Convert(args) => convert::run(&args, out, progress),
         Command::Index(args) => index::run(&args, out, progress),
         Command::Inspect(args) => inspect::run(&args, out),

@@ -97,18 +97,7 @@ pub fn run(args: &OrderArgs, out: &mut dyn Write, progress: &dyn Progress) -> Re
         writeln!(out, "{text}")?;
         return draw(args, &report, None);
     }
-    writeln!(
-        out,
-        "{}: {} of {} documents in {} segments; adjacent similarity {:.3} vs {:.3} at random ({:.2}x); {} near-duplicates left out",
-        file.display(),
-        report.ordered,
-        report.docs,
-        report.segments,
-        report.ordered_pairs.mean_similarity,
-        report.random_pairs.mean_similarity,
-        report.similarity_ratio,
-        report.duplicates
-    )?;
+    writeln!(out, "{}: {}", file.display(), report.summary())?;
     if args.report || args.show {
         print_report(&report, out)?;
     }

@@ -1,9 +1,9 @@
 //! Gathering samples into batch arrays.
 
 use super::guard::FileCheck;
-use crate::error::Result;
+use crate::error::{try_filled, Result};
 use crate::plan::{Plan, Segment};
-use crate::shard::{Dataset, Tokens};
+use crate::shard::{Dataset, TokenBuf, Tokens};
 
 /// Integer type of `input_ids`, `labels` and `position_ids`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -107,7 +107,31 @@ struct Rows<'a, T> {
     doc_ids: Option<&'a mut [i64]>,
 }
 
-/// Fills one row from its segments.
+/// Buffers reused from row to row.
+#[derive(Default)]
+struct Scratch {
+    tokens: TokenBuf,
+    /// Per piece of the row: its shard and token range there.
+    spans: Vec<(usize, u64, u64)>,
+}
+
+fn misfit(seg: &Segment) -> crate::error::Error {
+    crate::error::Error::invalid(
+        "plan",
+        format!(
+            "a plan piece (document {}, tokens {}..{}) does not fit the dataset or the row; delete the dataset's .plans directory to rebuild it",
+            seg.doc,
+            seg.start,
+            seg.start.saturating_add(seg.len)
+        ),
+    )
+}
+
+/// Fills one row from its segments. Tokens are copied out of the shards by
+/// positioned reads into `scratch`, not from the maps: a shard truncated by
+/// another program while the batch is read is an error, never a fault.
+/// Pieces that follow each other in one shard (a concat window over several
+/// documents) are read with one call.
 #[allow(clippy::too_many_arguments)]
 fn fill_row<T: OutInt>(
     ds: &Dataset,
@@ -116,58 +140,96 @@ fn fill_row<T: OutInt>(
     mut out: Rows<'_, T>,
     cu: &mut Vec<i32>,
     row_base: usize,
+    scratch: &mut Scratch,
 ) -> Result<()> {
-    let l = cfg.seq_len as usize;
-    let mut at = 0usize; // position in the row of seq_len + 1 tokens
-    for (k, seg) in segs.iter().enumerate() {
-        let doc = ds.doc(seg.doc)?;
-        if seg.start.saturating_add(seg.len) > doc.len() as u64
-            || at as u64 + seg.len > cfg.seq_len + 1
-        {
-            return Err(crate::error::Error::invalid(
-                "plan",
-                format!(
-                    "a plan piece (document {}, tokens {}..{}) does not fit the dataset or the row; delete the dataset's .plans directory to rebuild it",
-                    seg.doc,
-                    seg.start,
-                    seg.start.saturating_add(seg.len)
-                ),
-            ));
+    let spans = &mut scratch.spans;
+    spans.clear();
+    let mut filled = 0u64;
+    for seg in segs {
+        filled += seg.len;
+        if filled > cfg.seq_len + 1 {
+            return Err(misfit(seg));
         }
-        let piece = slice_tokens(doc, seg.start as usize, seg.len as usize);
-        let end = at + seg.len as usize;
-        // Inputs: row positions [at, min(end, l)).
-        if at < l {
-            let n = end.min(l) - at;
-            copy_tokens(slice_tokens(piece, 0, n), &mut out.input[at..at + n]);
-            if let Some(pos) = out.positions.as_deref_mut() {
-                for (i, p) in pos[at..at + n].iter_mut().enumerate() {
-                    *p = T::of(i as i64);
-                }
-            }
-            if let Some(ids) = out.doc_ids.as_deref_mut() {
-                ids[at..at + n].fill(seg.doc as i64);
-            }
-            cu.push((row_base + at + n) as i32);
-        }
-        // Labels: row positions [max(at, 1), end) shift to [.. - 1].
-        let from = at.max(1);
-        if end > from {
-            copy_tokens(
-                slice_tokens(piece, from - at, end - from),
-                &mut out.labels[from - 1..end - 1],
-            );
-        }
-        // The label at the last input of the previous piece is this piece's
-        // first token: another document.
-        if let Some(ignore) = cfg.ignore_index {
-            if k > 0 && at >= 1 && at - 1 < l {
-                out.labels[at - 1] = T::of(ignore);
-            }
-        }
-        at = end;
+        let span = ds.piece_span(seg.doc, seg.start, seg.len)?;
+        spans.push(span.ok_or_else(|| misfit(seg))?);
     }
-    // Padding after the last piece.
+    let mut at = 0usize; // position in the row of seq_len + 1 tokens
+    let mut first = 0usize;
+    while first < segs.len() {
+        let (shard, from, mut to) = spans[first];
+        let mut stop = first + 1;
+        while stop < segs.len() && spans[stop].0 == shard && spans[stop].1 == to {
+            to = spans[stop].2;
+            stop += 1;
+        }
+        let run = ds.shards()[shard].read_tokens(from, to, &mut scratch.tokens)?;
+        for k in first..stop {
+            let seg = &segs[k];
+            let piece = slice_tokens(run, (spans[k].1 - from) as usize, seg.len as usize);
+            at = place_piece(cfg, seg, k, piece, at, &mut out, cu, row_base);
+        }
+        first = stop;
+    }
+    pad_row(cfg, at, &mut out, cu, row_base);
+    Ok(())
+}
+
+/// Copies one piece of a row into its inputs, labels, positions and
+/// document ids; returns the row position after it.
+#[allow(clippy::too_many_arguments)]
+fn place_piece<T: OutInt>(
+    cfg: &BatchConfig,
+    seg: &Segment,
+    k: usize,
+    piece: Tokens<'_>,
+    at: usize,
+    out: &mut Rows<'_, T>,
+    cu: &mut Vec<i32>,
+    row_base: usize,
+) -> usize {
+    let l = cfg.seq_len as usize;
+    let end = at + seg.len as usize;
+    // Inputs: row positions [at, min(end, l)).
+    if at < l {
+        let n = end.min(l) - at;
+        copy_tokens(slice_tokens(piece, 0, n), &mut out.input[at..at + n]);
+        if let Some(pos) = out.positions.as_deref_mut() {
+            for (i, p) in pos[at..at + n].iter_mut().enumerate() {
+                *p = T::of(i as i64);
+            }
+        }
+        if let Some(ids) = out.doc_ids.as_deref_mut() {
+            ids[at..at + n].fill(seg.doc as i64);
+        }
+        cu.push((row_base + at + n) as i32);
+    }
+    // Labels: row positions [max(at, 1), end) shift to [.. - 1].
+    let from = at.max(1);
+    if end > from {
+        copy_tokens(
+            slice_tokens(piece, from - at, end - from),
+            &mut out.labels[from - 1..end - 1],
+        );
+    }
+    // The label at the last input of the previous piece is this piece's
+    // first token: another document.
+    if let Some(ignore) = cfg.ignore_index {
+        if k > 0 && at >= 1 && at - 1 < l {
+            out.labels[at - 1] = T::of(ignore);
+        }
+    }
+    end
+}
+
+/// Padding after the last piece of a row, which ends at row position `at`.
+fn pad_row<T: OutInt>(
+    cfg: &BatchConfig,
+    at: usize,
+    out: &mut Rows<'_, T>,
+    cu: &mut Vec<i32>,
+    row_base: usize,
+) {
+    let l = cfg.seq_len as usize;
     if at <= l {
         let pad_from = at;
         if pad_from < l {
@@ -186,7 +248,6 @@ fn fill_row<T: OutInt>(
         let label_from = at.saturating_sub(1);
         out.labels[label_from..].fill(T::of(cfg.pad_label));
     }
-    Ok(())
 }
 
 fn slice_tokens(t: Tokens<'_>, start: usize, len: usize) -> Tokens<'_> {
@@ -205,10 +266,23 @@ fn assemble_typed<T: OutInt>(
     cfg: &BatchConfig,
 ) -> Result<Arrays<T>> {
     let l = cfg.seq_len as usize;
-    let n = samples.len() * l;
-    let (mut input, mut labels) = (vec![T::default(); n], vec![T::default(); n]);
-    let mut positions = cfg.position_ids.then(|| vec![T::default(); n]);
-    let mut doc_ids = cfg.doc_ids.then(|| vec![0i64; n]);
+    let n = crate::error::checked_size(samples.len(), l, "batch_size x seq_len")?;
+    let what = "batch_size x seq_len";
+    let (mut input, mut labels) = (
+        try_filled(n, T::default(), what)?,
+        try_filled(n, T::default(), what)?,
+    );
+    let mut positions = if cfg.position_ids {
+        Some(try_filled(n, T::default(), what)?)
+    } else {
+        None
+    };
+    let mut doc_ids = if cfg.doc_ids {
+        Some(try_filled(n, 0i64, what)?)
+    } else {
+        None
+    };
+    let mut scratch = Scratch::default();
     let mut cu = vec![0i32];
     let mut segs = Vec::new();
     let mut check = FileCheck::new(sources.len());
@@ -230,6 +304,7 @@ fn assemble_typed<T: OutInt>(
             },
             &mut cu,
             r * l,
+            &mut scratch,
         )?;
     }
     Ok((input, labels, positions, doc_ids, cu))

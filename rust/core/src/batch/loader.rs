@@ -269,9 +269,10 @@ fn produce(spec: &LoaderSpec, m: u64, cursor: &mut Cursor, at: &mut u64) -> Resu
     let step_end = (spec.start.position + (k + 1) * sh.step()).min(n);
     let mut after = cursor.clone();
     spec.mixture.skip(&mut after, step_end - b);
-    // After the epoch's last step, resuming starts the next epoch (samples
-    // a dropped short step would have had are skipped, as in a full run).
-    if after.epoch == spec.start.epoch && sh.steps_left(n, step_end) == 0 && sh.drop_last {
+    // After this rank's last step of the epoch, resuming starts the next epoch
+    // (samples a dropped short step would have had are skipped, as in a full
+    // run; without drop_last, a rank past the short step's end is done too).
+    if after.epoch == spec.start.epoch && sh.steps_left(n, step_end) == 0 {
         spec.mixture.skip(&mut after, n - step_end);
     }
     let refs: Vec<(&Dataset, &Plan)> = spec

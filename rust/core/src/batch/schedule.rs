@@ -1,9 +1,10 @@
 //! The sample stream: which (source, sample) comes at each global position,
 //! and which positions belong to a rank's and a worker's batches.
 //!
-//! Sources are interleaved by the largest-deficit rule (as Megatron's
-//! blended dataset): position `g` goes to the source whose weight times
-//! `g + 1` exceeds its count so far by the most, ties to the lower index.
+//! Sources are interleaved by Megatron's largest-deficit rule (its
+//! `build_blending_indices`): position `g` goes to the source whose weight
+//! times `max(g, 1)` exceeds its count so far by the most, ties to the lower
+//! index (sources of weight 0 are never drawn).
 //! Inside a source, samples follow a keyed [`Permutation`] per pass over the
 //! source (a source smaller than its share repeats, reshuffled). An epoch is
 //! as many positions as all sources have samples together.
@@ -33,6 +34,11 @@ pub struct Mixture {
 }
 
 impl Mixture {
+    /// Version of the interleaving rule, part of the fingerprint of streams of
+    /// several sources: a state saved under another rule is refused, not
+    /// resumed into a different order. (1: `g + 1`; 2: Megatron's `max(g, 1)`.)
+    pub const RULE: u64 = 2;
+
     /// `sizes[s]` samples in source `s`, drawn with relative `weights[s]`.
     pub fn new(sizes: Vec<u64>, weights: Vec<f64>, seed: u64, shuffle: bool) -> Result<Self> {
         if sizes.is_empty() || sizes.len() != weights.len() {
@@ -91,6 +97,63 @@ impl Mixture {
         self.sizes.len()
     }
 
+    /// Checks that `c` is a position this stream can reach: counts for every
+    /// source, a position inside the epoch, counts that add up to the
+    /// positions before it, and room to go on to the next epoch. Errors name
+    /// the field.
+    pub fn check_cursor(&self, c: &Cursor) -> Result<()> {
+        let n = self.epoch_len;
+        if c.counts.len() != self.sizes.len() {
+            return Err(Error::invalid(
+                "counts",
+                format!(
+                    "the state has counts for {} sources but this stream has {}",
+                    c.counts.len(),
+                    self.sizes.len()
+                ),
+            ));
+        }
+        if c.position >= n {
+            return Err(Error::invalid(
+                "position",
+                format!(
+                    "{} is not inside an epoch of {n} samples (0 to {})",
+                    c.position,
+                    n - 1
+                ),
+            ));
+        }
+        let before = c
+            .epoch
+            .checked_add(1)
+            .and_then(|e| e.checked_mul(n))
+            .map(|_| c.epoch * n + c.position)
+            .ok_or_else(|| {
+                Error::invalid(
+                    "epoch",
+                    format!(
+                        "{} is too large: {} epochs of {n} samples overflow a 64-bit count",
+                        c.epoch, c.epoch
+                    ),
+                )
+            })?;
+        let total = c
+            .counts
+            .iter()
+            .try_fold(0u64, |a, &x| a.checked_add(x))
+            .unwrap_or(u64::MAX);
+        if total != before {
+            return Err(Error::invalid(
+                "counts",
+                format!(
+                    "{:?} add up to {total}, but epoch {} position {} follows {before} samples",
+                    c.counts, c.epoch, c.position
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     /// The cursor at the start of `epoch`.
     pub fn start(&self, epoch: u64) -> Cursor {
         let mut c = Cursor {
@@ -116,7 +179,7 @@ impl Mixture {
             counts[0] += 1;
             return 0;
         }
-        let g = counts.iter().sum::<u64>() as f64 + 1.0;
+        let g = (counts.iter().sum::<u64>() as f64).max(1.0);
         let mut best = 0usize;
         let mut best_deficit = f64::NEG_INFINITY;
         for (s, (&w, &c)) in self.weights.iter().zip(counts.iter()).enumerate() {
@@ -289,6 +352,46 @@ mod tests {
         }
     }
 
+    /// Megatron-LM's `build_blending_indices` (megatron/core/datasets/helpers.cpp),
+    /// transcribed: the source of each of the first `size` samples.
+    fn megatron_blending(weights: &[f64], size: usize) -> Vec<usize> {
+        let mut current = vec![0i64; weights.len()];
+        let mut out = Vec::with_capacity(size);
+        for sample_idx in 0..size {
+            let x = (sample_idx as f64).max(1.0);
+            let mut max_error_index = 0;
+            let mut max_error = weights[0] * x - current[0] as f64;
+            for (d, w) in weights.iter().enumerate().skip(1) {
+                let error = w * x - current[d] as f64;
+                if error > max_error {
+                    max_error = error;
+                    max_error_index = d;
+                }
+            }
+            out.push(max_error_index);
+            current[max_error_index] += 1;
+        }
+        out
+    }
+
+    #[test]
+    fn cursor_checks_name_the_field() {
+        let m = Mixture::new(vec![10, 5], vec![2.0, 1.0], 0, true).unwrap();
+        let mut c = m.start(3);
+        m.skip(&mut c, 4);
+        assert!(m.check_cursor(&c).is_ok());
+        let bad = |f: &dyn Fn(&mut Cursor)| {
+            let mut x = c.clone();
+            f(&mut x);
+            m.check_cursor(&x).unwrap_err().to_string()
+        };
+        assert!(bad(&|x| x.position = 15).contains("invalid position"));
+        assert!(bad(&|x| x.counts.push(0)).contains("invalid counts"));
+        assert!(bad(&|x| x.counts[0] += 1).contains("invalid counts"));
+        assert!(bad(&|x| x.epoch = u64::MAX).contains("invalid epoch"));
+        assert!(bad(&|x| x.epoch = u64::MAX / 15).contains("invalid epoch"));
+    }
+
     #[test]
     fn bad_weights_are_rejected() {
         assert!(Mixture::new(vec![5, 5], vec![-1.0, 2.0], 0, true).is_err());
@@ -313,6 +416,19 @@ mod tests {
             if n > 5 { prop_assert_ne!(&e0, &e1); }
             e0.sort();
             prop_assert_eq!(e0, (0..n).collect::<Vec<_>>());
+        }
+
+        /// Sources follow Megatron's blending order, ties included (equal and
+        /// rational weights make many).
+        #[test]
+        fn sources_follow_megatron_blending(raw in proptest::collection::vec(1u32..6, 2..5), seed in any::<u64>()) {
+            let weights: Vec<f64> = raw.iter().map(|&w| f64::from(w)).collect();
+            let total: f64 = weights.iter().sum();
+            let normalised: Vec<f64> = weights.iter().map(|w| w / total).collect();
+            let m = Mixture::new(vec![1000; weights.len()], weights, seed, true).unwrap();
+            let mut c = m.start(0);
+            let ours: Vec<usize> = (0..300).map(|_| m.next(&mut c).0).collect();
+            prop_assert_eq!(ours, megatron_blending(&normalised, 300));
         }
 
         /// Skipping equals stepping, and starting at an epoch equals walking to it.

@@ -237,6 +237,7 @@ fn too_large_batches_are_rejected() {
         ..sh
     };
     assert!(sh.check(15).is_err(), "a rank would get no sample");
+    assert!(sh.check(20).is_ok(), "one sample for each rank is enough");
     assert!(sh.check(0).is_err());
 }
 
@@ -276,4 +277,36 @@ fn sample_ids_name_rows_and_bad_sources_are_refused() {
     assert!(err.to_string().contains("source 1 does not exist"), "{err}");
     let err = assemble(&[(0, 99)], &[(&ds, &plan)], &cfg(4, None)).unwrap_err();
     assert!(err.to_string().contains("out of range"), "{err}");
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(40))]
+
+    /// Every rank's last batch of an epoch points at the next epoch's start, with or
+    /// without `drop_last`: also a rank past the end of a short last step, whose next
+    /// pass would otherwise read nothing.
+    #[test]
+    fn every_rank_ends_the_epoch(n_docs in 3usize..30, world in 1u64..4, b in 1u64..4, drop_last in any::<bool>(), seed in any::<u64>()) {
+        let dir = tempfile::tempdir().unwrap();
+        let ds = Arc::new(crate::plan::tests::dataset(dir.path(), &vec![9; n_docs]));
+        let plan = Arc::new(Plan::concat(&ds, 4).unwrap());
+        let mixture = Mixture::new(vec![plan.num_samples()], vec![1.0], seed, true).unwrap();
+        for rank in 0..world {
+            let sharding = Sharding { rank, world, worker: 0, num_workers: 1, batch_size: b, drop_last };
+            prop_assume!(sharding.check(mixture.epoch_len()).is_ok());
+            let spec = LoaderSpec {
+                sources: vec![Source { dataset: Arc::clone(&ds), plan: Arc::clone(&plan) }],
+                mixture: mixture.clone(),
+                sharding,
+                batch: cfg(4, None),
+                start: mixture.start(0),
+                threads: 1,
+                depth: 1,
+            };
+            let mut l = Loader::new(spec).unwrap();
+            let mut last = None;
+            while let Some(x) = l.next_batch() { last = Some(x.unwrap().after); }
+            prop_assert_eq!(last, Some(mixture.start(1)), "rank {} of {}", rank, world);
+        }
+    }
 }

@@ -18,7 +18,7 @@ use rayon::prelude::*;
 
 use crate::error::{Error, Result};
 use crate::progress::Progress;
-use crate::shard::{Dataset, Tokens};
+use crate::shard::{Dataset, TokenBuf, Tokens};
 use crate::shuffle::mix64 as mix;
 
 /// Non-zero entries of each feature's projection column.
@@ -98,11 +98,11 @@ pub fn embed_dataset(
     let df = chunks
         .par_iter()
         .try_fold(
-            || (vec![0u32; buckets], Vec::new()),
-            |(mut df, mut buf), &(a, b)| -> Result<_> {
+            || (vec![0u32; buckets], Vec::new(), TokenBuf::default()),
+            |(mut df, mut buf, mut tokens), &(a, b)| -> Result<_> {
                 progress.check()?;
                 for i in a..b {
-                    ctx.buckets_of(ds.doc(i as u64)?, &mut buf);
+                    ctx.buckets_of(ctx.read(ds, i as u64, &mut tokens)?, &mut buf);
                     buf.sort_unstable();
                     buf.dedup();
                     for &f in &buf {
@@ -110,10 +110,10 @@ pub fn embed_dataset(
                     }
                 }
                 progress.advance((b - a) as u64);
-                Ok((df, buf))
+                Ok((df, buf, tokens))
             },
         )
-        .map(|r| r.map(|(df, _)| df))
+        .map(|r| r.map(|(df, _, _)| df))
         .try_reduce(
             || vec![0u32; buckets],
             |mut x, y| {
@@ -138,17 +138,20 @@ pub fn embed_dataset(
     let mut out = vec![0f32; n * dim];
     out.par_chunks_mut(CHUNK * dim)
         .enumerate()
-        .try_for_each_init(Vec::new, |buf, (c, rows)| -> Result<()> {
-            progress.check()?;
-            let start = c * CHUNK;
-            for (r, row) in rows.chunks_exact_mut(dim).enumerate() {
-                ctx.buckets_of(ds.doc((start + r) as u64)?, buf);
-                buf.sort_unstable();
-                ctx.project(buf, &idf, row);
-            }
-            progress.advance((rows.len() / dim) as u64);
-            Ok(())
-        })?;
+        .try_for_each_init(
+            || (Vec::new(), TokenBuf::default()),
+            |(buf, tokens), (c, rows)| -> Result<()> {
+                progress.check()?;
+                let start = c * CHUNK;
+                for (r, row) in rows.chunks_exact_mut(dim).enumerate() {
+                    ctx.buckets_of(ctx.read(ds, (start + r) as u64, tokens)?, buf);
+                    buf.sort_unstable();
+                    ctx.project(buf, &idf, row);
+                }
+                progress.advance((rows.len() / dim) as u64);
+                Ok(())
+            },
+        )?;
     progress.finish();
     Ok(out)
 }
@@ -161,6 +164,20 @@ struct Features<'a> {
 
 impl Features<'_> {
     /// The feature buckets of a document (with repeats), into `out`.
+    /// The tokens of document `i` that features are taken from (its first
+    /// `max_tokens`), copied by positioned reads: a shard truncated while
+    /// ordering is an error, not a fault.
+    fn read<'b>(&self, ds: &Dataset, i: u64, buf: &'b mut TokenBuf) -> Result<Tokens<'b>> {
+        let (s, j) = ds.locate(i)?;
+        let shard = &ds.shards()[s];
+        let (a, b) = shard.index().doc_range(j as usize, &shard.idx_path)?;
+        let end = match self.params.max_tokens {
+            0 => b,
+            m => b.min(a.saturating_add(m as u64)),
+        };
+        shard.read_tokens(a, end, buf)
+    }
+
     fn buckets_of(&self, doc: Tokens<'_>, out: &mut Vec<u32>) {
         out.clear();
         let take = match self.params.max_tokens {

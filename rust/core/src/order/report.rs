@@ -84,6 +84,24 @@ pub struct Report {
     pub seconds: std::collections::BTreeMap<String, f64>,
 }
 
+impl Report {
+    /// The report in one line (the first line of every printed report):
+    /// documents ordered, near-duplicates left out, segments and adjacent
+    /// similarity against the random order.
+    pub fn summary(&self) -> String {
+        format!(
+            "{} of {} documents in {} segments; adjacent similarity {:.3} vs {:.3} at random ({:.2}x); {} near-duplicates left out",
+            self.ordered,
+            self.docs,
+            self.segments,
+            self.ordered_pairs.mean_similarity,
+            self.random_pairs.mean_similarity,
+            self.similarity_ratio,
+            self.duplicates
+        )
+    }
+}
+
 /// Statistics of adjacent documents that share a row of `row` tokens when
 /// `docs` are laid end to end. Computed in parallel over stretches of the
 /// order, each starting from the token offset of its first document.

@@ -22,7 +22,7 @@ use std::path::Path;
 
 use xxhash_rust::xxh3::xxh3_64;
 
-use crate::error::{Error, IoContext, Result};
+use crate::error::{Error, Result};
 use crate::shard::fsutil::{u32_le, u64_le as u64_at, write_atomic};
 use crate::shard::Dataset;
 
@@ -128,6 +128,14 @@ impl Order {
         &self.meta
     }
 
+    /// The training length (`seq_len`) the order was made for, when its
+    /// metadata records one (orders made by the ordering step do; orders
+    /// from `write_order` do not).
+    pub fn seq_len(&self) -> Option<u64> {
+        let meta: serde_json::Value = serde_json::from_str(&self.meta).ok()?;
+        meta.get("seq_len")?.as_u64()
+    }
+
     /// Checksum of the file body; part of plan fingerprints.
     pub fn checksum(&self) -> u64 {
         self.checksum
@@ -181,8 +189,10 @@ impl Order {
         bytes
     }
 
-    /// Writes the order file atomically.
+    /// Writes the order file atomically, under the file's lock (another
+    /// writer of the same order file fails with [`Error::Locked`]).
     pub fn write(&self, path: &Path) -> Result<()> {
+        let _lock = crate::shard::TargetLock::file(path, "order")?;
         let bytes = self.to_bytes();
         let name = path
             .file_name()
@@ -196,7 +206,7 @@ impl Order {
 
     /// Reads and checks an order file.
     pub fn read(path: &Path) -> Result<Self> {
-        let bytes = std::fs::read(path).at(path)?;
+        let bytes = crate::shard::fsutil::read_regular(path, u64::MAX)?;
         Self::from_bytes(&bytes, path)
     }
 
@@ -323,14 +333,18 @@ mod tests {
         }
     }
 
+    /// A dataset of one document of two tokens.
+    fn one_document(dir: &Path) -> Dataset {
+        let mut w = crate::shard::DatasetWriter::create(dir.join("d"), Default::default()).unwrap();
+        w.add(&[1u16, 2]).unwrap();
+        w.close().unwrap();
+        Dataset::open(dir.join("d")).unwrap()
+    }
+
     #[test]
     fn a_huge_document_count_is_no_allocation() {
         let dir = tempfile::tempdir().unwrap();
-        let mut w =
-            crate::shard::DatasetWriter::create(dir.path().join("d"), Default::default()).unwrap();
-        w.add(&[1u16, 2]).unwrap();
-        w.close().unwrap();
-        let ds = Dataset::open(dir.path().join("d")).unwrap();
+        let ds = one_document(dir.path());
         let mut bytes = Order::new(&ds, vec![0], vec![0, 1]).unwrap().to_bytes();
         bytes[24..32].copy_from_slice(&(1u64 << 60).to_le_bytes()); // dataset_docs
         let body = bytes.len() - 8;
@@ -340,5 +354,18 @@ mod tests {
         assert!(o.check_dataset(&ds).is_err()); // made for another dataset
         bytes[12] = 1; // reserved
         assert!(Order::from_bytes(&bytes, Path::new("x.order")).is_err());
+    }
+
+    #[test]
+    fn seq_len_comes_from_the_metadata() {
+        let dir = tempfile::tempdir().unwrap();
+        let ds = one_document(dir.path());
+        let with = |meta: &str| Order::with_meta(&ds, vec![0], vec![0, 1], true, meta.into());
+        assert_eq!(with(r#"{"seq_len": 128}"#).unwrap().seq_len(), Some(128));
+        assert_eq!(with(r#"{"k": 3}"#).unwrap().seq_len(), None);
+        assert_eq!(
+            Order::new(&ds, vec![0], vec![0, 1]).unwrap().seq_len(),
+            None
+        );
     }
 }

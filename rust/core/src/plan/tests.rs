@@ -193,3 +193,35 @@ fn cache_round_trips_and_rebuilds_when_damaged() {
     assert!(!hit);
     assert_ne!(other.fingerprint(), built.fingerprint());
 }
+
+#[test]
+fn an_order_file_being_written_elsewhere_is_not_overwritten() {
+    let dir = tempfile::tempdir().unwrap();
+    let ds = dataset(&dir.path().join("ds"), &[3, 4, 5]);
+    let path = dir.path().join("ds.order");
+    let order = Order::new(&ds, vec![2, 0, 1], vec![0, 3]).unwrap();
+    let held = crate::shard::TargetLock::file(&path, "write_order").unwrap();
+    let e = order.write(&path).unwrap_err();
+    assert!(matches!(e, crate::Error::Locked { .. }), "{e}");
+    assert!(!path.exists());
+    drop(held);
+    order.write(&path).unwrap();
+    assert_eq!(Order::read(&path).unwrap(), order);
+}
+
+#[test]
+fn modes_are_named_as_parsed_and_name_their_cache_files() {
+    for mode in [PlanMode::Concat, PlanMode::Pack, PlanMode::Ordered] {
+        assert_eq!(PlanMode::parse(mode.name()).unwrap(), mode);
+    }
+    // docs/format.md: a cached plan is `<mode>-L<seq_len>-<fingerprint>.plan`.
+    let dir = tempfile::tempdir().unwrap();
+    let ds = dataset(&dir.path().join("ds"), &[5, 9, 2, 14]);
+    let cache_dir = dir.path().join("plans");
+    let (plan, _) = cache::load_or_build(&ds, PlanMode::Pack, 8, None, Some(&cache_dir)).unwrap();
+    let names: Vec<String> = std::fs::read_dir(&cache_dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names, [format!("pack-L8-{:016x}.plan", plan.fingerprint())]);
+}

@@ -1,7 +1,7 @@
 //! The FIFO memory of the sketches of recently kept samples.
 
 use super::distance::{sq_norm, sq_norms};
-use crate::error::{Error, Result};
+use crate::error::{checked_size, try_filled, Error, Result};
 
 /// A ring buffer of `capacity` rows of `dim` floats; the oldest row is
 /// overwritten first once it is full. Each slot's squared norm is kept
@@ -17,16 +17,18 @@ pub struct SketchBuffer {
 }
 
 impl SketchBuffer {
-    /// An empty buffer.
-    pub fn new(capacity: usize, dim: usize) -> Self {
-        SketchBuffer {
+    /// An empty buffer; its memory is allocated fallibly, so a size too
+    /// large for the machine is an error, not an abort.
+    pub fn new(capacity: usize, dim: usize) -> Result<Self> {
+        let floats = checked_size(capacity, dim, "buffer_size")?;
+        Ok(SketchBuffer {
             dim,
             capacity,
-            rows: vec![0.0; capacity * dim],
-            norms: vec![0.0; if dim == 0 { 0 } else { capacity }],
+            rows: try_filled(floats, 0.0, "buffer_size")?,
+            norms: try_filled(if dim == 0 { 0 } else { capacity }, 0.0, "buffer_size")?,
             next: 0,
             count: 0,
-        }
+        })
     }
 
     /// A buffer restored from [`SketchBuffer::parts`].
@@ -37,7 +39,10 @@ impl SketchBuffer {
         next: usize,
         count: usize,
     ) -> Result<Self> {
-        if rows.len() != capacity * dim || count > capacity || (capacity > 0 && next >= capacity) {
+        if Some(rows.len()) != capacity.checked_mul(dim)
+            || count > capacity
+            || (capacity > 0 && next >= capacity)
+        {
             return Err(Error::invalid(
                 "state",
                 format!(

@@ -170,7 +170,7 @@ impl Selector {
         }
         Ok(Selector {
             state: SelectorState {
-                buffer: SketchBuffer::new(cfg.buffer_size, cfg.dim),
+                buffer: SketchBuffer::new(cfg.buffer_size, cfg.dim)?,
                 stats: [Running::default(); 2],
                 steps: 0,
             },

@@ -59,7 +59,7 @@ impl Reference {
 
 #[test]
 fn buffer_wraps_around_oldest_first() {
-    let mut b = SketchBuffer::new(2, 1);
+    let mut b = SketchBuffer::new(2, 1).unwrap();
     for x in [1.0, 2.0, 3.0] {
         b.push(&[x]);
     }
@@ -281,4 +281,14 @@ proptest! {
             prop_assert_eq!(x.len(), y.len());
         }
     }
+}
+
+#[test]
+fn buffers_too_large_for_memory_are_errors_not_aborts() {
+    // 2^60 floats: more than any address space holds (the allocator is asked, and says no).
+    let e = Selector::new(cfg(Rule::Uds, 8, 1 << 40, 1 << 20)).unwrap_err();
+    assert!(e.to_string().contains("buffer_size"), "{e}");
+    // A product that overflows usize.
+    let e = Selector::new(cfg(Rule::Uds, 8, usize::MAX / 2, 4)).unwrap_err();
+    assert!(e.to_string().contains("buffer_size"), "{e}");
 }

@@ -154,6 +154,46 @@ impl<'a> Tokens<'a> {
     }
 }
 
+/// Tokens copied out of a file, in a buffer reused from read to read (see
+/// [`Shard::read_tokens`](super::Shard::read_tokens)).
+#[derive(Clone, Debug, Default)]
+pub struct TokenBuf {
+    u16: Vec<u16>,
+    u32: Vec<u32>,
+}
+
+/// `v` grown (fallibly) to at least `n` elements; its first `n`.
+fn room<T: Copy + Default>(v: &mut Vec<T>, n: usize) -> Result<&mut [T]> {
+    if v.len() < n {
+        v.try_reserve(n - v.len())
+            .map_err(|_| Error::invalid("tokens", format!("{n} tokens do not fit in memory")))?;
+        v.resize(n, T::default());
+    }
+    Ok(&mut v[..n])
+}
+
+impl TokenBuf {
+    /// Makes room for `n` tokens of `dtype`, lets `fill` write their
+    /// little-endian bytes, and returns them.
+    pub fn fill_with(
+        &mut self,
+        dtype: DType,
+        n: usize,
+        fill: impl FnOnce(&mut [u8]) -> Result<()>,
+    ) -> Result<Tokens<'_>> {
+        Ok(match dtype {
+            DType::U16 => {
+                fill(bytemuck::cast_slice_mut(room(&mut self.u16, n)?))?;
+                Tokens::U16(&self.u16[..n])
+            }
+            DType::U32 => {
+                fill(bytemuck::cast_slice_mut(room(&mut self.u32, n)?))?;
+                Tokens::U32(&self.u32[..n])
+            }
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -52,9 +52,9 @@ pub fn encoded_len(num_docs: u64) -> Option<u64> {
         .checked_add((HEADER_LEN + TRAILER_LEN) as u64)
 }
 
-/// Serialises a header and its offsets (`num_docs + 1` values) into `.idx` bytes.
-pub fn encode(header: &IndexHeader, offsets: &[u64]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(HEADER_LEN + offsets.len() * 8 + TRAILER_LEN);
+/// The 48 header bytes of an `.idx`.
+pub fn encode_header(header: &IndexHeader) -> Vec<u8> {
+    let mut out = Vec::with_capacity(HEADER_LEN);
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(&VERSION.to_le_bytes());
     out.extend_from_slice(&header.dtype.code().to_le_bytes());
@@ -62,6 +62,13 @@ pub fn encode(header: &IndexHeader, offsets: &[u64]) -> Vec<u8> {
     out.extend_from_slice(&header.num_tokens.to_le_bytes());
     out.extend_from_slice(&header.bin_offset.to_le_bytes());
     out.extend_from_slice(&header.bin_xxh3.to_le_bytes());
+    out
+}
+
+/// Serialises a header and its offsets (`num_docs + 1` values) into `.idx` bytes.
+pub fn encode(header: &IndexHeader, offsets: &[u64]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(HEADER_LEN + offsets.len() * 8 + TRAILER_LEN);
+    out.extend_from_slice(&encode_header(header));
     for o in offsets {
         out.extend_from_slice(&o.to_le_bytes());
     }

@@ -8,7 +8,8 @@ use xxhash_rust::xxh3::xxh3_64;
 
 use super::compression::Compression;
 use super::dtype::DType;
-use crate::error::{Error, IoContext, Result};
+use super::fsutil::read_regular;
+use crate::error::{Error, Result};
 
 /// Value of the `format` field.
 pub const FORMAT: &str = "tokenloom.dataset";
@@ -16,6 +17,8 @@ pub const FORMAT: &str = "tokenloom.dataset";
 pub const VERSION: u64 = 1;
 /// File name of the manifest inside a dataset directory.
 pub const FILE_NAME: &str = "manifest.json";
+/// The largest manifest read: 256 MiB, a million shards or so.
+pub const MAX_BYTES: u64 = 256 << 20;
 
 /// One shard: a `.bin` and its `.idx`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -172,9 +175,31 @@ impl Manifest {
                 ))
             }
         }
-        let file: ManifestFile = serde_json::from_value(value).map_err(|e| {
-            Error::corrupt(path, 0, format!("manifest fields are wrong ({e})"), RESTORE)
+        let stored = match value.get("checksum") {
+            Some(serde_json::Value::String(c)) => c.clone(),
+            _ => {
+                return Err(Error::corrupt(
+                    path,
+                    key_offset(text, "checksum"),
+                    "\"checksum\" is missing or not a string",
+                    RESTORE,
+                ))
+            }
+        };
+        // Parsed again from the text (not the value) so that a wrong field
+        // is reported at its line and column.
+        let manifest: Manifest = serde_json::from_slice(text).map_err(|e| {
+            Error::corrupt(
+                path,
+                json_offset(text, e.line(), e.column()),
+                format!("manifest fields are wrong ({e})"),
+                RESTORE,
+            )
         })?;
+        let file = ManifestFile {
+            manifest,
+            checksum: stored,
+        };
         let expected = file.manifest.checksum()?;
         if expected != file.checksum {
             return Err(Error::corrupt(
@@ -248,7 +273,7 @@ impl Manifest {
     /// Reads `manifest.json` from a dataset directory.
     pub fn load(dir: &Path) -> Result<Self> {
         let path = dir.join(FILE_NAME);
-        let text = std::fs::read(&path).at(&path)?;
+        let text = read_regular(&path, MAX_BYTES)?;
         Self::from_bytes(&text, &path)
     }
 }
@@ -299,6 +324,35 @@ mod tests {
         let err = Manifest::from_bytes(b"{\n  \"format\": oops", p).unwrap_err();
         assert!(
             matches!(err, Error::Corrupt { offset, .. } if offset > 0),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn wrong_fields_and_checksums_are_reported_where_they_are() {
+        let p = Path::new("manifest.json");
+        let text = String::from_utf8(sample().to_bytes().unwrap()).unwrap();
+        let at = |needle: &str| text.find(needle).unwrap() as u64;
+        // A number where a string belongs: reported at that value, not at byte 0.
+        let typed = text.replace("\"bin\": \"part-00000.g1.bin\"", "\"bin\": 7");
+        let err = Manifest::from_bytes(typed.as_bytes(), p).unwrap_err();
+        let Error::Corrupt { offset, .. } = err else {
+            panic!("{err}")
+        };
+        let bin = at("\"bin\"");
+        assert!((bin..bin + 12).contains(&offset), "{offset} vs {bin}");
+        // A checksum that is not a string, and a wrong checksum.
+        let sum = at("\"checksum\"");
+        let typed = text.replacen("\"checksum\": \"", "\"checksum\": 5, \"x\": \"", 1);
+        let err = Manifest::from_bytes(typed.as_bytes(), p).unwrap_err();
+        assert!(
+            matches!(err, Error::Corrupt { offset, .. } if offset >= sum),
+            "{err}"
+        );
+        let edited = text.replace("\"vocab_size\": 257", "\"vocab_size\": 258");
+        let err = Manifest::from_bytes(edited.as_bytes(), p).unwrap_err();
+        assert!(
+            matches!(err, Error::Corrupt { offset, .. } if offset == sum),
             "{err}"
         );
     }

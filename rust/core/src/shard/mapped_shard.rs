@@ -3,11 +3,11 @@
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use super::compat::{self, Source};
-use super::dtype::{DType, Tokens};
+use super::dtype::{DType, TokenBuf, Tokens};
 use super::fsutil::MappedFile;
 use super::index::{IndexHeader, IndexView, Layout};
 use crate::error::{Error, IoContext, Result};
@@ -29,8 +29,8 @@ pub struct Shard {
     pub bin_path: PathBuf,
     /// Path of the `.idx`.
     pub idx_path: PathBuf,
-    pub(super) bin: MappedFile,
-    pub(super) idx: MappedFile,
+    pub(super) bin: Arc<MappedFile>,
+    pub(super) idx: Arc<MappedFile>,
     pub(super) header: IndexHeader,
     pub(super) dtype: DType,
     pub(super) layout: Layout,
@@ -130,8 +130,8 @@ impl Shard {
         Ok(Shard {
             bin_path,
             idx_path,
-            bin,
-            idx,
+            bin: Arc::new(bin),
+            idx: Arc::new(idx),
             header: h,
             dtype,
             layout: Layout::Native,
@@ -167,8 +167,8 @@ impl Shard {
         Ok(Shard {
             bin_path: bin_path.to_path_buf(),
             idx_path: idx_path.to_path_buf(),
-            bin,
-            idx,
+            bin: Arc::new(bin),
+            idx: Arc::new(idx),
             header,
             dtype: header.dtype,
             layout,
@@ -206,16 +206,45 @@ impl Shard {
             ));
         }
         Ok(Shard {
-            bin: MappedFile::absent(&bin_path),
+            bin: Arc::new(MappedFile::absent(&bin_path)),
             bin_path,
             idx_path,
-            idx,
+            idx: Arc::new(idx),
             header,
             dtype,
             layout: Layout::Native,
             index_hash: OnceLock::new(),
             checked_at: AtomicU64::new(0),
             resident: false,
+        })
+    }
+
+    /// This shard with its token file `bin` (the `.bin` of this shard,
+    /// mapped by the caller), sharing the index map: how a remote dataset's
+    /// cache makes a fetched shard readable. Its size is checked against the
+    /// index.
+    pub fn with_body(&self, bin: Arc<MappedFile>) -> Result<Self> {
+        let need = self.num_tokens() * self.dtype.itemsize() as u64 + self.header.bin_offset;
+        let len = bin.bytes().len() as u64;
+        if len != need {
+            return Err(Error::corrupt(
+                bin.path(),
+                len.min(need),
+                format!("token file has {len} bytes but its index describes {need}"),
+                "restore the shard from a good copy, or rebuild the dataset",
+            ));
+        }
+        Ok(Shard {
+            bin_path: self.bin_path.clone(),
+            idx_path: self.idx_path.clone(),
+            bin,
+            idx: Arc::clone(&self.idx),
+            header: self.header,
+            dtype: self.dtype,
+            layout: self.layout,
+            index_hash: self.index_hash.clone(),
+            checked_at: AtomicU64::new(0),
+            resident: true,
         })
     }
 
@@ -273,17 +302,56 @@ impl Shard {
         })
     }
 
-    /// Document `j` of the shard.
-    pub fn doc(&self, j: u64) -> Result<Tokens<'_>> {
-        if !self.resident {
+    /// Tokens `[start, end)` of the shard copied into `buf` by positioned
+    /// reads of the token file (not from the map): a file truncated by
+    /// another program meanwhile is an error naming it, never a fault. The
+    /// reading paths that copy (the batch loader, verify, convert, ordering)
+    /// use this; zero-copy views come from [`tokens`](Self::tokens).
+    pub fn read_tokens<'b>(
+        &self,
+        start: u64,
+        end: u64,
+        buf: &'b mut TokenBuf,
+    ) -> Result<Tokens<'b>> {
+        if start > end || end > self.num_tokens() {
             return Err(Error::invalid(
-                "shard",
+                "tokens",
                 format!(
-                    "{} is not in the local cache; read a remote dataset through its loader or `open_dataset`, which fetch shards before reading them",
-                    self.bin_path.display()
+                    "tokens {start}..{end} are outside the shard's {} tokens",
+                    self.num_tokens()
                 ),
             ));
         }
+        self.check_resident()?;
+        let size = self.dtype.itemsize() as u64;
+        let at = self.header.bin_offset + start * size;
+        buf.fill_with(self.dtype, (end - start) as usize, |bytes| {
+            self.bin.read_at(at, bytes)
+        })
+    }
+
+    /// Fails for a shard whose tokens are not on local disk.
+    fn check_resident(&self) -> Result<()> {
+        if self.resident {
+            return Ok(());
+        }
+        Err(Error::invalid(
+            "shard",
+            format!(
+                "{} is not in the local cache; read a remote dataset through its loader or `open_dataset`, which fetch shards before reading them",
+                self.bin_path.display()
+            ),
+        ))
+    }
+
+    /// The `.idx` bytes read into memory (see [`MappedFile::read_all`]).
+    pub fn index_copy(&self) -> Result<Vec<u8>> {
+        self.idx.read_all()
+    }
+
+    /// Document `j` of the shard.
+    pub fn doc(&self, j: u64) -> Result<Tokens<'_>> {
+        self.check_resident()?;
         let (s, e) = self.index().doc_range(j as usize, &self.idx_path)?;
         Ok(self.tokens(s, e))
     }

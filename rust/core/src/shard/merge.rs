@@ -7,8 +7,9 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use super::fsutil::{fsync_dir, write_atomic};
-use super::generation::{prepare_root, remove_unlisted, shard_name, TMP_PREFIX};
+use super::fsutil::{create_new, fsync_dir, open_regular, write_atomic};
+use super::generation::{lock_root, next_generation, remove_unlisted, shard_name, TMP_PREFIX};
+use super::lock::TargetLock;
 use super::manifest::{Manifest, ShardEntry, FILE_NAME};
 use super::reader::Dataset;
 use super::source::sidecar_name;
@@ -69,8 +70,10 @@ fn link_or_copy(from: &Path, to: &Path) -> Result<()> {
             ".tmp.{}",
             to.file_name().and_then(|n| n.to_str()).unwrap_or("copy")
         ));
-        fs::copy(from, &tmp).at(from)?;
-        fs::File::open(&tmp).at(&tmp)?.sync_all().at(&tmp)?;
+        let mut out = create_new(&tmp)?;
+        std::io::copy(&mut open_regular(from)?, &mut out).at(&tmp)?;
+        out.sync_all().at(&tmp)?;
+        drop(out);
         fs::rename(&tmp, to).at(to)?;
     }
     Ok(())
@@ -79,8 +82,22 @@ fn link_or_copy(from: &Path, to: &Path) -> Result<()> {
 /// Combines the committed datasets `parts`, in order, into one dataset at
 /// `out` (which must not hold a dataset unless `overwrite`). Documents keep
 /// their order: all of part 0, then part 1, and so on. The parts must agree
-/// on dtype, EOS, vocabulary size and tokenizer. Cost: O(shards).
+/// on dtype, EOS, vocabulary size and tokenizer. Cost: O(shards). `out`
+/// is locked for the merge: another writer there makes it fail at once.
 pub fn merge(out: &Path, parts: &[PathBuf], overwrite: bool) -> Result<Manifest> {
+    let (created_dir, lock) = lock_root(out, "merge")?;
+    let result = merge_locked(&lock, parts, overwrite);
+    drop(lock);
+    if result.is_err() && created_dir {
+        let _ = fs::remove_dir(out); // only when nothing is in it
+    }
+    result
+}
+
+/// [`merge`] into the directory `lock` holds (a build locks its output for
+/// its whole run, and merges its parts last).
+pub fn merge_locked(lock: &TargetLock, parts: &[PathBuf], overwrite: bool) -> Result<Manifest> {
+    let out = lock.target();
     let opened = parts
         .iter()
         .map(Dataset::open)
@@ -97,8 +114,7 @@ pub fn merge(out: &Path, parts: &[PathBuf], overwrite: bool) -> Result<Manifest>
     {
         return Err(Error::invalid("parts", "a part cannot be the destination"));
     }
-    let (generation, _) = prepare_root(out, overwrite)?;
-    let generation = generation + 1;
+    let generation = next_generation(lock, overwrite)?;
     let mut manifest = match opened.first() {
         Some(d) => {
             let mut m = Manifest::new(d.dtype());

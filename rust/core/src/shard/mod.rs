@@ -8,6 +8,7 @@ pub mod dtype;
 pub mod fsutil;
 mod generation;
 pub mod index;
+pub mod lock;
 pub mod manifest;
 mod mapped_shard;
 pub mod merge;
@@ -20,10 +21,11 @@ pub mod verify;
 pub mod writer;
 
 pub use compression::Compression;
-pub use dtype::{DType, Tokens};
+pub use dtype::{DType, TokenBuf, Tokens};
 pub use index::{IndexHeader, IndexView, Layout};
+pub use lock::TargetLock;
 pub use manifest::{Manifest, ShardEntry};
-pub use merge::{check_compatible, merge};
+pub use merge::{check_compatible, merge, merge_locked};
 pub use provider::{Acquired, ShardProvider};
 pub use reader::{Dataset, Shard};
 pub use scan::{

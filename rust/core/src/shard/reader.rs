@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::compat;
-use super::dtype::{DType, Tokens};
+use super::dtype::{DType, TokenBuf, Tokens};
+use super::fsutil::MappedFile;
 use super::index::Layout;
 use super::manifest::{Manifest, ShardEntry, FILE_NAME};
 pub use super::mapped_shard::Shard;
@@ -17,15 +18,17 @@ use crate::error::{Error, IoContext, Result};
 #[derive(Debug)]
 pub struct Dataset {
     root: PathBuf,
-    manifest: Manifest,
-    shards: Vec<Shard>,
+    /// Shared with the dataset's views (see [`Dataset::view`]).
+    manifest: Arc<Manifest>,
+    /// Shared with the dataset's views.
+    shards: Vec<Arc<Shard>>,
     /// `doc_starts[s]` is the global id of shard `s`'s first document; one
     /// extra entry holds the total.
     doc_starts: Vec<u64>,
     /// `token_starts[s]` is the position of shard `s`'s first token in the
     /// concatenated stream; one extra entry holds the total.
     token_starts: Vec<u64>,
-    /// Where shards that are not mapped come from (see [`Dataset::open_partial`]).
+    /// Where shards that are not mapped come from (see [`Dataset::open_index_only`]).
     provider: Option<Arc<dyn ShardProvider>>,
 }
 
@@ -42,7 +45,18 @@ impl Dataset {
             if let Some(src) = compat::detect(&root)? {
                 let shard = Shard::open_source(&src)?;
                 let home = src.paths().0.parent().map(Path::to_path_buf);
-                return Self::from_shards(home.unwrap_or_default(), vec![shard]);
+                let mut ds = Self::from_shards(home.unwrap_or_default(), vec![Arc::new(shard)])?;
+                if let compat::Source::Megatron { bin, .. } = &src {
+                    let (docs, tokens) = (ds.num_docs(), ds.num_tokens());
+                    if let Some(meta) = compat::megatron::Meta::read(bin, docs, tokens, ds.dtype())?
+                    {
+                        let m = Arc::make_mut(&mut ds.manifest);
+                        m.eos_id = meta.eos_id;
+                        m.vocab_size = meta.vocab_size;
+                        m.tokenizer = meta.tokenizer;
+                    }
+                }
+                return Ok(ds);
             }
             if root.is_file() {
                 return Err(Error::invalid(
@@ -66,53 +80,74 @@ impl Dataset {
                 ),
             ));
         }
-        Self::open_manifest(root, manifest, &|_| true, None)
+        Self::open_manifest(root, manifest, true)
     }
 
-    /// Opens a dataset directory whose manifest is `manifest`, mapping the
-    /// `.bin` of shard `s` only where `resident(s)`; the other shards are
-    /// opened from their `.idx` alone (see [`Shard::open_index_only`]) and
-    /// read through `provider`. Compressed datasets are opened this way by
-    /// the cache that holds their decompressed bodies.
-    pub fn open_partial(
-        root: impl AsRef<Path>,
-        manifest: Manifest,
-        resident: &dyn Fn(usize) -> bool,
-        provider: Option<Arc<dyn ShardProvider>>,
-    ) -> Result<Self> {
-        Self::open_manifest(root.as_ref().to_path_buf(), manifest, resident, provider)
+    /// Opens a dataset directory whose manifest is `manifest` from its
+    /// indexes alone (see [`Shard::open_index_only`]): documents can be
+    /// located and measured, and tokens are read from views that map the
+    /// shards (see [`view`](Self::view)) made by the dataset's
+    /// [`provider`](Self::provider). How a remote dataset's cache opens it.
+    pub fn open_index_only(root: impl AsRef<Path>, manifest: Manifest) -> Result<Self> {
+        Self::open_manifest(root.as_ref().to_path_buf(), manifest, false)
     }
 
-    fn open_manifest(
-        root: PathBuf,
-        manifest: Manifest,
-        resident: &dyn Fn(usize) -> bool,
-        provider: Option<Arc<dyn ShardProvider>>,
-    ) -> Result<Self> {
+    /// This dataset read through `provider` (see [`open_index_only`](Self::open_index_only)).
+    pub fn with_provider(mut self, provider: Arc<dyn ShardProvider>) -> Self {
+        self.provider = Some(provider);
+        self
+    }
+
+    fn open_manifest(root: PathBuf, manifest: Manifest, resident: bool) -> Result<Self> {
         let mut shards = Vec::with_capacity(manifest.shards.len());
         let mut doc_starts = Vec::with_capacity(manifest.shards.len() + 1);
         let mut total = 0u64;
-        for (s, e) in manifest.shards.iter().enumerate() {
+        for e in &manifest.shards {
             let (bin, idx) = (root.join(&e.bin), root.join(&e.idx));
             let expect = (e.num_docs, e.num_tokens);
-            let shard = if resident(s) {
+            let shard = if resident {
                 Shard::open(bin, idx, manifest.dtype, Some(expect))?
             } else {
                 Shard::open_index_only(bin, idx, manifest.dtype, expect)?
             };
             doc_starts.push(total);
             total += e.num_docs;
-            shards.push(shard);
+            shards.push(Arc::new(shard));
         }
         doc_starts.push(total);
         let token_starts = token_starts(&shards);
         Ok(Dataset {
             root,
-            manifest,
+            manifest: Arc::new(manifest),
             shards,
             doc_starts,
             token_starts,
-            provider,
+            provider: None,
+        })
+    }
+
+    /// A view of this dataset in which shard `s` reads its tokens from
+    /// `bin` for every `(s, bin)` of `bodies` (maps of their `.bin` files),
+    /// the other shards as they are here. Shares the manifest, indexes and
+    /// maps: O(shards) pointer copies. Views have no provider.
+    pub fn view(&self, bodies: &[(usize, Arc<MappedFile>)]) -> Result<Self> {
+        let mut shards = self.shards.clone();
+        for (s, bin) in bodies {
+            let shard = shards.get_mut(*s).ok_or_else(|| {
+                Error::invalid(
+                    "shard",
+                    format!("shard {s} is out of range ({} shards)", self.shards.len()),
+                )
+            })?;
+            *shard = Arc::new(shard.with_body(Arc::clone(bin))?);
+        }
+        Ok(Dataset {
+            root: self.root.clone(),
+            manifest: Arc::clone(&self.manifest),
+            shards,
+            doc_starts: self.doc_starts.clone(),
+            token_starts: self.token_starts.clone(),
+            provider: None,
         })
     }
 
@@ -131,14 +166,14 @@ impl Dataset {
         files.sort();
         let shards = files
             .into_iter()
-            .map(|ds| Shard::open_source(&compat::datatrove_source(ds)))
+            .map(|ds| Shard::open_source(&compat::datatrove_source(ds)).map(Arc::new))
             .collect::<Result<Vec<_>>>()?;
         Self::from_shards(dir.to_path_buf(), shards).map(Some)
     }
 
     /// A dataset of shards opened outside a manifest (raw indexed files and
     /// foreign formats); they must share one dtype.
-    fn from_shards(root: PathBuf, shards: Vec<Shard>) -> Result<Self> {
+    fn from_shards(root: PathBuf, shards: Vec<Arc<Shard>>) -> Result<Self> {
         let dtype = shards.first().map_or(DType::U16, |s| s.dtype);
         let name = |p: &Path| {
             p.file_name()
@@ -175,7 +210,7 @@ impl Dataset {
         let token_starts = token_starts(&shards);
         Ok(Dataset {
             root,
-            manifest,
+            manifest: Arc::new(manifest),
             shards,
             doc_starts,
             token_starts,
@@ -198,7 +233,7 @@ impl Dataset {
         &self.manifest
     }
     /// The opened shards.
-    pub fn shards(&self) -> &[Shard] {
+    pub fn shards(&self) -> &[Arc<Shard>] {
         &self.shards
     }
     /// Number of documents.
@@ -248,6 +283,28 @@ impl Dataset {
         self.shards[s].doc(j)
     }
 
+    /// Document `i` copied into `buf` by positioned reads of its shard's
+    /// token file: a truncation by another program is an error, never a
+    /// fault (see [`Shard::read_tokens`]).
+    pub fn read_doc<'b>(&self, i: u64, buf: &'b mut TokenBuf) -> Result<Tokens<'b>> {
+        let (s, j) = self.locate(i)?;
+        let shard = &self.shards[s];
+        let (start, end) = shard.index().doc_range(j as usize, &shard.idx_path)?;
+        shard.read_tokens(start, end, buf)
+    }
+
+    /// Where tokens `[start, start + len)` of document `i` lie: the shard
+    /// and the token range inside it; `None` when the document is shorter.
+    pub fn piece_span(&self, i: u64, start: u64, len: u64) -> Result<Option<(usize, u64, u64)>> {
+        let (s, j) = self.locate(i)?;
+        let shard = &self.shards[s];
+        let (a, b) = shard.index().doc_range(j as usize, &shard.idx_path)?;
+        Ok(match start.checked_add(len) {
+            Some(end) if end <= b - a => Some((s, a + start, a + end)),
+            _ => None,
+        })
+    }
+
     /// Fails when a file of shard `s` was truncated or rewritten in place
     /// since the dataset was opened; see [`Shard::check_unchanged`].
     pub fn check_unchanged(&self, s: usize) -> Result<()> {
@@ -282,7 +339,7 @@ impl Dataset {
 
     /// Hints the kernel that documents will be read at random.
     pub fn advise_random(&self) {
-        self.shards.iter().for_each(Shard::advise_random);
+        self.shards.iter().for_each(|s| s.advise_random());
     }
 
     /// Global document holding token `t` of the concatenated token stream
@@ -334,9 +391,13 @@ impl Dataset {
         ))
     }
 
-    /// A 64-bit fingerprint of the dataset's content description: the
-    /// manifest (with its checksums) or, for an indexed raw file, its index
-    /// header. Plans and loader states carry it to detect a changed dataset.
+    /// A 64-bit fingerprint of the dataset's content: per shard, the token
+    /// checksum, the counts, the dtype and the document boundaries (the
+    /// index's own checksum, or for foreign indexes, which record none, a
+    /// hash of their bytes). Plans, orders and loader states carry it: a
+    /// dataset rewritten with other boundaries, even over the same tokens,
+    /// has another fingerprint, so its stale plans are rebuilt and its
+    /// orders refused. O(shards) for tokenloom indexes.
     pub fn fingerprint(&self) -> u64 {
         let mut h = xxhash_rust::xxh3::Xxh3::new();
         for s in &self.shards {
@@ -344,20 +405,21 @@ impl Dataset {
             h.update(&s.header.num_docs.to_le_bytes());
             h.update(&s.header.num_tokens.to_le_bytes());
             h.update(&s.header.dtype.code().to_le_bytes());
-            if s.layout != Layout::Native {
-                // Foreign indexes carry no checksum: their bytes stand in.
-                let sum = *s
-                    .index_hash
-                    .get_or_init(|| xxhash_rust::xxh3::xxh3_64(s.idx.bytes()));
-                h.update(&sum.to_le_bytes());
-            }
+            let boundaries = if s.layout == Layout::Native {
+                // The trailer: xxh3 of the header and every offset.
+                s.index().stored_checksum()
+            } else {
+                *s.index_hash
+                    .get_or_init(|| xxhash_rust::xxh3::xxh3_64(s.idx.bytes()))
+            };
+            h.update(&boundaries.to_le_bytes());
         }
         h.digest()
     }
 }
 
 /// Prefix sums of the shards' token counts, with the total last.
-fn token_starts(shards: &[Shard]) -> Vec<u64> {
+fn token_starts(shards: &[Arc<Shard>]) -> Vec<u64> {
     let mut out = Vec::with_capacity(shards.len() + 1);
     let mut total = 0u64;
     out.push(0);

@@ -2,12 +2,14 @@
 //! (headerless nanoGPT style, or llm.c / modded-nanogpt with a 1024-byte
 //! header) by scanning it for the end-of-document token.
 
+use std::fs::File;
+use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use xxhash_rust::xxh3::Xxh3;
 
 use super::dtype::DType;
-use super::fsutil::{write_atomic, MappedFile};
+use super::fsutil::{create_new, fsync_dir, MappedFile};
 use super::index::{self, IndexHeader};
 use crate::error::{Error, IoContext, Result};
 use crate::progress::Progress;
@@ -92,8 +94,13 @@ fn llmc_header(bytes: &[u8]) -> Option<(DType, u64)> {
         .then_some((dtype, ntok))
 }
 
-/// Appends to `out` the positions (plus `base`) of every `eos` in `tokens`.
-fn find_eos<T: Copy + PartialEq>(tokens: &[T], eos: T, base: u64, out: &mut Vec<u64>) {
+/// Calls `out` with the position (plus `base`) of every `eos` in `tokens`, in order.
+fn find_eos<T: Copy + PartialEq>(
+    tokens: &[T],
+    eos: T,
+    base: u64,
+    out: &mut impl FnMut(u64) -> Result<()>,
+) -> Result<()> {
     let mut chunks = tokens.chunks_exact(64);
     let mut at = base;
     for chunk in &mut chunks {
@@ -104,7 +111,7 @@ fn find_eos<T: Copy + PartialEq>(tokens: &[T], eos: T, base: u64, out: &mut Vec<
                 mask |= ((t == eos) as u64) << k;
             }
             while mask != 0 {
-                out.push(at + mask.trailing_zeros() as u64);
+                out(at + mask.trailing_zeros() as u64)?;
                 mask &= mask - 1;
             }
         }
@@ -112,12 +119,89 @@ fn find_eos<T: Copy + PartialEq>(tokens: &[T], eos: T, base: u64, out: &mut Vec<
     }
     for (k, &t) in chunks.remainder().iter().enumerate() {
         if t == eos {
-            out.push(at + k as u64);
+            out(at + k as u64)?;
         }
+    }
+    Ok(())
+}
+
+/// The index being written: offsets streamed to a temporary file as they
+/// are found, so that memory stays O(1) in the number of documents; the
+/// header (known at the end) and the trailer are written last.
+struct IndexOut {
+    tmp: PathBuf,
+    file: BufWriter<File>,
+    docs: u64,
+    last: u64,
+}
+
+impl IndexOut {
+    fn create(tmp: PathBuf) -> Result<Self> {
+        let mut file = BufWriter::with_capacity(1 << 20, create_new(&tmp)?);
+        file.write_all(&[0u8; index::HEADER_LEN]).at(&tmp)?;
+        file.write_all(&0u64.to_le_bytes()).at(&tmp)?;
+        Ok(IndexOut {
+            tmp,
+            file,
+            docs: 0,
+            last: 0,
+        })
+    }
+
+    /// Records a document boundary (strictly after the previous one).
+    fn cut(&mut self, at: u64) -> Result<()> {
+        if at > self.last {
+            self.file.write_all(&at.to_le_bytes()).at(&self.tmp)?;
+            self.docs += 1;
+            self.last = at;
+        }
+        Ok(())
+    }
+
+    /// Writes the header, then the checksum of everything before it;
+    /// returns the number of documents.
+    fn finish(self, mut header: IndexHeader) -> Result<u64> {
+        header.num_docs = self.docs;
+        let tmp = self.tmp;
+        let mut file = self
+            .file
+            .into_inner()
+            .map_err(|e| Error::io(&tmp, e.into_error()))?;
+        let head = index::encode_header(&header);
+        file.seek(SeekFrom::Start(0)).at(&tmp)?;
+        file.write_all(&head).at(&tmp)?;
+        file.seek(SeekFrom::Start(0)).at(&tmp)?;
+        let mut hasher = Xxh3::new();
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let n = file.read(&mut buf).at(&tmp)?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+        }
+        file.seek(SeekFrom::End(0)).at(&tmp)?;
+        file.write_all(&hasher.digest().to_le_bytes()).at(&tmp)?;
+        file.sync_all().at(&tmp)?;
+        Ok(header.num_docs)
     }
 }
 
-/// Scans `bin` and writes its `.idx`.
+/// Whether `a` and `b` name the same file (the same inode), when both exist.
+fn same_file(a: &Path, b: &Path) -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        if let (Ok(x), Ok(y)) = (std::fs::metadata(a), std::fs::metadata(b)) {
+            return x.dev() == y.dev() && x.ino() == y.ino();
+        }
+    }
+    a == b
+}
+
+/// Scans `bin` and writes its `.idx`. Memory is O(1): document offsets go
+/// to the index file as they are found. Cancellation is honoured until the
+/// index is renamed into place; nothing is left behind then.
 pub fn index_raw(
     bin: &Path,
     opts: &RawIndexOptions,
@@ -187,70 +271,112 @@ pub fn index_raw(
         .out
         .clone()
         .unwrap_or_else(|| bin.with_extension("idx"));
+    if idx_path == bin || same_file(&idx_path, bin) {
+        return Err(Error::invalid(
+            "out",
+            format!(
+                "{} is the token file itself; the index goes beside it (default: {})",
+                idx_path.display(),
+                default_index_path(bin).display()
+            ),
+        ));
+    }
     if idx_path.exists() && !opts.overwrite {
         return Err(Error::AlreadyExists { path: idx_path });
     }
     let num_tokens = (data.len() / size) as u64;
+    let tmp = idx_path.with_extension(format!("idx.tmp.{}", std::process::id()));
+    let result = scan_into(
+        &map, data, dtype, opts.eos, boundary, num_tokens, &tmp, progress,
+    )
+    .and_then(|(offsets, bin_xxh3)| {
+        let num_docs = offsets.finish(IndexHeader {
+            dtype,
+            num_docs: 0,
+            num_tokens,
+            bin_offset: bin_offset as u64,
+            bin_xxh3,
+        })?;
+        // The last moment a Ctrl-C can still stop the index from appearing.
+        progress.check()?;
+        std::fs::rename(&tmp, &idx_path).at(&idx_path)?;
+        let dir = idx_path.parent().filter(|p| !p.as_os_str().is_empty());
+        fsync_dir(dir.unwrap_or(Path::new(".")))?;
+        Ok(num_docs)
+    });
+    let num_docs = match result {
+        Ok(n) => n,
+        Err(e) => {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e);
+        }
+    };
+    Ok(RawIndexReport {
+        idx_path,
+        dtype,
+        header: if detected.is_some() { "llm.c" } else { "none" },
+        boundary,
+        num_docs,
+        num_tokens,
+    })
+}
 
-    // Scan in blocks for progress and cancellation; each block is hashed and
-    // scanned in cache-sized pieces so the file is read from memory once.
+/// Scans the token bytes `data` for `eos` in blocks (for progress and
+/// cancellation), hashing them as it goes; writes the boundaries to `tmp`.
+#[allow(clippy::too_many_arguments)]
+fn scan_into(
+    map: &MappedFile,
+    data: &[u8],
+    dtype: DType,
+    eos: u64,
+    boundary: Boundary,
+    num_tokens: u64,
+    tmp: &Path,
+    progress: &dyn Progress,
+) -> Result<(IndexOut, u64)> {
+    // Each block is hashed and scanned in cache-sized pieces so the file is
+    // read from memory once.
     const BLOCK: usize = 8 << 20;
     const PIECE: usize = 256 << 10;
-    let mut eos_at = Vec::new();
+    let bin = map.path();
+    let size = dtype.itemsize();
+    let mut out = IndexOut::create(tmp.to_path_buf())?;
     let mut hasher = Xxh3::new();
     progress.start("index", data.len() as u64);
+    let mut cut = |p: u64| {
+        let at = match boundary {
+            Boundary::After => p + 1,
+            Boundary::Before => p,
+        };
+        if at < num_tokens {
+            out.cut(at)?;
+        }
+        Ok(())
+    };
     for (b, block) in data.chunks(BLOCK).enumerate() {
         progress.check()?;
+        map.check_unchanged()?;
         for (p, piece) in block.chunks(PIECE).enumerate() {
             hasher.update(piece);
             let base = ((b * BLOCK + p * PIECE) / size) as u64;
             match dtype {
                 DType::U16 => {
                     let t: &[u16] = bytemuck::try_cast_slice(piece).map_err(|_| misaligned(bin))?;
-                    find_eos(t, opts.eos as u16, base, &mut eos_at);
+                    find_eos(t, eos as u16, base, &mut cut)?;
                 }
                 DType::U32 => {
                     let t: &[u32] = bytemuck::try_cast_slice(piece).map_err(|_| misaligned(bin))?;
-                    find_eos(t, opts.eos as u32, base, &mut eos_at);
+                    find_eos(t, eos as u32, base, &mut cut)?;
                 }
             }
         }
         progress.advance(block.len() as u64);
     }
     progress.finish();
-
-    let mut offsets = Vec::with_capacity(eos_at.len() + 2);
-    offsets.push(0u64);
-    for p in eos_at {
-        let cut = match boundary {
-            Boundary::After => p + 1,
-            Boundary::Before => p,
-        };
-        if cut > 0 && cut < num_tokens {
-            offsets.push(cut);
-        }
-    }
     if num_tokens > 0 {
-        offsets.push(num_tokens);
+        out.cut(num_tokens)?;
     }
-    let header = IndexHeader {
-        dtype,
-        num_docs: offsets.len() as u64 - 1,
-        num_tokens,
-        bin_offset: bin_offset as u64,
-        bin_xxh3: hasher.digest(),
-    };
-    let encoded = index::encode(&header, &offsets);
-    let tmp = idx_path.with_extension(format!("idx.tmp.{}", std::process::id()));
-    write_atomic(&tmp, &idx_path, &encoded)?;
-    Ok(RawIndexReport {
-        idx_path,
-        dtype,
-        header: if detected.is_some() { "llm.c" } else { "none" },
-        boundary,
-        num_docs: header.num_docs,
-        num_tokens,
-    })
+    Ok((out, hasher.digest()))
 }
 
 fn misaligned(bin: &Path) -> Error {
@@ -270,7 +396,7 @@ pub fn default_index_path(bin: &Path) -> PathBuf {
 /// Whether `path` starts with the tokenloom index magic.
 pub fn is_tokenloom_index(path: &Path) -> Result<bool> {
     use std::io::Read;
-    let mut f = std::fs::File::open(path).at(path)?;
+    let mut f = super::fsutil::open_regular(path)?;
     let mut magic = [0u8; 8];
     Ok(f.read_exact(&mut magic).is_ok() && &magic == index::MAGIC)
 }
@@ -350,6 +476,54 @@ mod tests {
             index_raw(&bin, &opts(None), &NoProgress),
             Err(Error::InvalidArgument { .. })
         ));
+    }
+
+    /// Cancels at the first check after the scan has finished.
+    struct CancelAfterScan(std::sync::atomic::AtomicBool);
+
+    impl Progress for CancelAfterScan {
+        fn start(&self, _: &str, _: u64) {}
+        fn advance(&self, _: u64) {}
+        fn finish(&self) {
+            self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+        fn cancelled(&self) -> bool {
+            self.0.load(std::sync::atomic::Ordering::SeqCst)
+        }
+    }
+
+    #[test]
+    fn ctrl_c_after_the_scan_leaves_no_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let bin = dir.path().join("t.bin");
+        write(&bin, None, &[5, 0, 6, 0]);
+        let p = CancelAfterScan(std::sync::atomic::AtomicBool::new(false));
+        let e = index_raw(&bin, &opts(Some(DType::U16)), &p).unwrap_err();
+        assert!(matches!(e, Error::Cancelled), "{e}");
+        let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+        assert_eq!(left.len(), 1, "only the token file is left: {left:?}");
+    }
+
+    #[test]
+    fn the_index_never_replaces_its_token_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let bin = dir.path().join("tok.idx");
+        write(&bin, None, &[5, 0, 6, 0]);
+        let before = std::fs::read(&bin).unwrap();
+        for out in [
+            None,
+            Some(bin.clone()),
+            Some(dir.path().join(".").join("tok.idx")),
+        ] {
+            let o = RawIndexOptions {
+                out,
+                overwrite: true,
+                ..opts(Some(DType::U16))
+            };
+            let e = index_raw(&bin, &o, &NoProgress).unwrap_err().to_string();
+            assert!(e.contains("is the token file itself"), "{e}");
+        }
+        assert_eq!(std::fs::read(&bin).unwrap(), before);
     }
 
     proptest! {

@@ -7,11 +7,11 @@ use std::sync::Arc;
 
 use xxhash_rust::xxh3::{xxh3_64, Xxh3};
 
-use super::dtype::Tokens;
-use super::index::Layout;
+use super::dtype::TokenBuf;
+use super::index::{IndexView, Layout};
 use super::manifest::hex;
 use super::provider::Acquired;
-use super::reader::{Dataset, Shard};
+use super::reader::Dataset;
 use super::source::verify_sidecars;
 use crate::error::{Error, Result};
 use crate::progress::Progress;
@@ -38,7 +38,9 @@ pub struct VerifyReport {
     pub sources: usize,
 }
 
-const CHUNK: usize = 16 << 20;
+/// Bytes read, hashed and checked at a time: small enough to stay in the
+/// core's cache between the read and the hash.
+const CHUNK: usize = 256 << 10;
 const RESTORE: &str = "restore this shard from a good copy or rebuild the dataset";
 
 /// Opens `root` and checks it completely; returns the first problem found.
@@ -67,6 +69,7 @@ pub fn verify_dataset(
     let total_bytes: u64 = ds.shards().iter().map(|s| s.num_tokens() * size).sum();
     progress.start("verify", total_bytes);
     let mut first_doc = 0u64;
+    let mut buf = TokenBuf::default();
     for (s, entry) in ds.manifest().shards.iter().enumerate() {
         // A remote dataset's shards are fetched (and checked on arrival) one at a time.
         let acquired = match ds.provider() {
@@ -75,10 +78,14 @@ pub fn verify_dataset(
         };
         let shard = &acquired.as_ref().map_or(ds, |a| a.view()).shards()[s];
         shard.check_unchanged()?;
-        let index = shard.index();
+        // Everything is read with positioned reads into memory, never from
+        // the maps: a file truncated by another program while it is being
+        // verified is an error naming it, not a fault (SIGBUS).
+        let index_bytes = shard.index_copy()?;
+        let index = IndexView::from_parsed(&index_bytes, shard.index().header, shard.layout());
         index.check_all(&shard.idx_path)?;
         if !entry.idx_xxh3.is_empty() {
-            let sum = hex(xxh3_64(shard.index_bytes()));
+            let sum = hex(xxh3_64(&index_bytes));
             if sum != entry.idx_xxh3 {
                 return Err(Error::corrupt(
                     &shard.idx_path,
@@ -92,28 +99,28 @@ pub fn verify_dataset(
             }
         }
         let mut hasher = Xxh3::new();
-        let bytes = shard.token_bytes();
-        let size = ds.dtype().itemsize();
-        for (c, chunk) in bytes.chunks(CHUNK).enumerate() {
+        let n = shard.num_tokens();
+        let step = CHUNK as u64 / size;
+        let mut start = 0u64;
+        while start < n {
+            let end = (start + step).min(n);
             progress.check()?;
-            shard.check_unchanged()?;
-            hasher.update(chunk);
+            let tokens = shard.read_tokens(start, end, &mut buf)?;
+            hasher.update(tokens.as_bytes());
             if let Some(limit) = vocab {
-                let tokens = Tokens::from_bytes(ds.dtype(), chunk).ok_or_else(|| {
-                    Error::corrupt(&shard.bin_path, 0, "token data is misaligned", RESTORE)
-                })?;
                 if let Some((pos, value)) = tokens.first_at_or_above(limit) {
-                    let token = (c * CHUNK / size + pos) as u64;
-                    let doc = first_doc + doc_of(shard, token);
+                    let token = start + pos as u64;
+                    let doc = first_doc + doc_of(&index, shard.num_docs(), token);
                     return Err(Error::corrupt(
                         &shard.bin_path,
-                        index.header.bin_offset + token * size as u64,
+                        index.header.bin_offset + token * size,
                         format!("token {value} (document {doc}) is not below vocab_size {limit}"),
                         "the data was written with another tokenizer or is damaged; rebuild the dataset",
                     ));
                 }
             }
-            progress.advance(chunk.len() as u64);
+            progress.advance((end - start) * size);
+            start = end;
         }
         let sum = hasher.digest();
         // Foreign formats record no checksum of their tokens.
@@ -146,9 +153,8 @@ pub fn verify_dataset(
 }
 
 /// Local document holding local token `token` (offsets are monotonic here).
-fn doc_of(shard: &Shard, token: u64) -> u64 {
-    let index = shard.index();
-    let (mut lo, mut hi) = (0u64, shard.num_docs());
+fn doc_of(index: &IndexView<'_>, num_docs: u64, token: u64) -> u64 {
+    let (mut lo, mut hi) = (0u64, num_docs);
     while lo < hi {
         let mid = lo + (hi - lo) / 2;
         if index.offset(mid as usize + 1) <= token {

@@ -7,7 +7,7 @@
 //! intact; files of the unfinished generation are never listed by any
 //! manifest and are removed by the next successful write.
 
-use std::fs::{self, File};
+use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -15,9 +15,10 @@ use xxhash_rust::xxh3::{xxh3_64, Xxh3};
 
 use super::compression::{stored_name, BodySink, Compression};
 use super::dtype::{DType, Tokens};
-use super::fsutil::{fsync_dir, write_atomic};
+use super::fsutil::{create_new, fsync_dir, write_atomic};
 use super::generation::{prepare_root, remove_unlisted, shard_name, TMP_PREFIX};
 use super::index::{self, IndexHeader};
+use super::lock::TargetLock;
 use super::manifest::{hex, Manifest, ShardEntry, FILE_NAME};
 use crate::error::{Error, IoContext, Result};
 
@@ -47,6 +48,8 @@ pub struct DatasetWriter {
     /// Final-named files of this generation, removed again on abort.
     written: Vec<PathBuf>,
     created_dir: bool,
+    /// The directory's lock, held from `create` until commit or abort.
+    lock: Option<TargetLock>,
     done: bool,
     buf16: Vec<u16>,
     buf32: Vec<u32>,
@@ -54,7 +57,8 @@ pub struct DatasetWriter {
 
 impl DatasetWriter {
     /// Starts writing a dataset at `root`. Fails if a dataset is already
-    /// there, unless `opts.overwrite`.
+    /// there, unless `opts.overwrite`, and when another writer is writing
+    /// there (the directory is locked until this writer commits or aborts).
     pub fn create(root: impl AsRef<Path>, opts: WriterOptions) -> Result<Self> {
         let root = root.as_ref().to_path_buf();
         let limit = opts.dtype.max_token() + 1;
@@ -83,9 +87,9 @@ impl DatasetWriter {
                 "must hold at least one token",
             ));
         }
-        let (generation, created_dir) = prepare_root(&root, opts.overwrite)?;
+        let prepared = prepare_root(&root, opts.overwrite, "DatasetWriter")?;
         let mut manifest = Manifest::new(opts.dtype);
-        manifest.generation = generation + 1;
+        manifest.generation = prepared.generation;
         manifest.eos_id = opts.eos_id;
         manifest.vocab_size = opts.vocab_size;
         manifest.tokenizer = opts.tokenizer.clone();
@@ -95,7 +99,8 @@ impl DatasetWriter {
             manifest,
             cur: None,
             written: Vec::new(),
-            created_dir,
+            created_dir: prepared.created_dir,
+            lock: Some(prepared.lock),
             done: false,
             buf16: Vec::new(),
             buf32: Vec::new(),
@@ -154,9 +159,7 @@ impl DatasetWriter {
             start += lengths[d];
             d += 1;
         }
-        let value = doc[pos]
-            .to_u64()
-            .map_or_else(|| "negative".to_string(), |v| v.to_string());
+        let value = doc[pos].to_i128();
         let what = if self.opts.vocab_size.is_some() {
             "vocab_size"
         } else {
@@ -270,7 +273,7 @@ impl DatasetWriter {
         let name = shard_name(number, self.manifest.generation, "bin");
         let name = stored_name(&name, self.manifest.compression);
         let tmp_bin = self.root.join(format!("{TMP_PREFIX}{name}"));
-        let file = File::create(&tmp_bin).at(&tmp_bin)?;
+        let file = create_new(&tmp_bin)?;
         let file = BodySink::new(file, self.manifest.compression).at(&tmp_bin)?;
         self.cur = Some(OpenShard {
             number,
@@ -360,6 +363,7 @@ impl DatasetWriter {
         fsync_dir(&self.root)?;
         self.done = true;
         remove_unlisted(&self.root, &self.manifest);
+        self.lock = None;
         Ok(self.manifest.clone())
     }
 
@@ -378,6 +382,7 @@ impl DatasetWriter {
         for p in self.written.drain(..) {
             let _ = fs::remove_file(p);
         }
+        self.lock = None;
         if self.created_dir {
             // Only succeeds if nothing else is in it.
             let _ = fs::remove_dir(&self.root);

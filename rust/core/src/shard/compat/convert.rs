@@ -1,7 +1,7 @@
 //! `tokenloom convert`: copy any dataset tokenloom reads into a tokenloom
 //! dataset or a Megatron `.bin/.idx` pair, streaming document by document.
 
-use std::fs::{self, File};
+use std::fs;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -10,8 +10,9 @@ use super::megatron;
 use crate::error::{Error, IoContext, Result};
 use crate::progress::Progress;
 use crate::shard::compression::Compression;
-use crate::shard::dtype::{DType, Tokens};
-use crate::shard::fsutil::fsync_dir;
+use crate::shard::dtype::{DType, TokenBuf, Tokens};
+use crate::shard::fsutil::{create_new, fsync_dir, write_atomic};
+use crate::shard::lock::TargetLock;
 use crate::shard::provider::Acquired;
 use crate::shard::reader::Dataset;
 use crate::shard::writer::{DatasetWriter, WriterOptions};
@@ -87,7 +88,8 @@ pub fn convert_dataset(
 }
 
 /// Calls `each` on every document in order, reporting progress and
-/// checking for cancellation every [`STEP`] bytes.
+/// checking for cancellation every [`STEP`] bytes. Documents are copied out
+/// by positioned reads: a source truncated meanwhile is an error, not a fault.
 fn for_each_doc(
     ds: &Dataset,
     progress: &dyn Progress,
@@ -95,6 +97,7 @@ fn for_each_doc(
 ) -> Result<()> {
     let mut pending = 0u64;
     let mut shard = usize::MAX;
+    let mut buf = TokenBuf::default();
     // A remote dataset's shards are fetched one at a time, as the copy reaches them.
     let mut acquired: Option<Acquired> = None;
     for i in 0..ds.num_docs() {
@@ -111,7 +114,7 @@ fn for_each_doc(
         if changed {
             view.check_unchanged(s)?; // a shard truncated meanwhile: an error, not a fault
         }
-        let doc = view.doc(i)?;
+        let doc = view.read_doc(i, &mut buf)?;
         each(i, doc)?;
         pending += doc.as_bytes().len() as u64;
         if pending >= STEP {
@@ -183,15 +186,17 @@ fn to_megatron(
 ) -> Result<Vec<PathBuf>> {
     let prefix = megatron_prefix(dst);
     let (bin, idx) = (suffixed(&prefix, ".bin"), suffixed(&prefix, ".idx"));
+    let dir = match prefix.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    fs::create_dir_all(&dir).at(&dir)?;
+    let _lock = TargetLock::file(&prefix, "convert")?;
     for p in [&bin, &idx] {
         if p.exists() && !overwrite {
             return Err(Error::AlreadyExists { path: p.clone() });
         }
     }
-    let dir = match prefix.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
     let base = prefix
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -203,7 +208,7 @@ fn to_megatron(
 
     let dtype = ds.dtype();
     let mut lengths = Vec::with_capacity(ds.num_docs() as usize);
-    let mut out = BufWriter::with_capacity(1 << 20, File::create(&tmp_bin).at(&tmp_bin)?);
+    let mut out = BufWriter::with_capacity(1 << 20, create_new(&tmp_bin)?);
     for_each_doc(ds, progress, |i, doc| {
         // Megatron stores 32-bit tokens as int32.
         if dtype == DType::U32 {
@@ -226,12 +231,38 @@ fn to_megatron(
     file.sync_all().at(&tmp_bin)?;
     drop(file);
     let encoded = megatron::encode(dtype, &lengths, &idx)?;
-    let mut f = File::create(&tmp_idx).at(&tmp_idx)?;
+    let mut f = create_new(&tmp_idx)?;
     f.write_all(&encoded).at(&tmp_idx)?;
     f.sync_all().at(&tmp_idx)?;
     drop(f);
     progress.check()?;
-    // The index is renamed last: it is what readers look for first.
+    // The note first (it names the counts of the pair it describes, so it
+    // is not used for the old pair), then the data; the index is renamed
+    // last: it is what readers look for first.
+    let m = ds.manifest();
+    let meta = megatron::Meta {
+        eos_id: m.eos_id,
+        vocab_size: m.vocab_size,
+        tokenizer: m.tokenizer.clone(),
+        ..megatron::Meta::new(ds.num_docs(), ds.num_tokens())
+    };
+    let meta_path = megatron::meta_path(&bin);
+    if meta.is_empty() {
+        match fs::remove_file(&meta_path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(Error::io(&meta_path, e))
+            }
+            _ => {}
+        }
+    } else {
+        let text = serde_json::to_vec_pretty(&meta)
+            .map_err(|e| Error::invalid("metadata", e.to_string()))?;
+        let name = meta_path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        write_atomic(&dir.join(format!(".tmp.{name}.{pid}")), &meta_path, &text)?;
+    }
     fs::rename(&tmp_bin, &bin).at(&bin)?;
     fs::rename(&tmp_idx, &idx).at(&idx)?;
     cleanup.0.clear();

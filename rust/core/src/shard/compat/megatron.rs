@@ -300,3 +300,94 @@ pub fn encode(dtype: DType, lengths: &[u64], path: &Path) -> Result<Vec<u8>> {
     }
     Ok(out)
 }
+
+/// Suffix of the note tokenloom writes beside a Megatron pair it converts a
+/// dataset to (`PREFIX.tokenloom.json`): the EOS id, vocabulary size and
+/// tokenizer, for which the Megatron format has no room, so that a
+/// conversion back keeps them. Megatron's tools ignore the file.
+pub const META_SUFFIX: &str = ".tokenloom.json";
+const META_FORMAT: &str = "tokenloom.megatron-metadata";
+
+/// What the note beside a Megatron pair records.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Meta {
+    /// Always `"tokenloom.megatron-metadata"`.
+    pub format: String,
+    /// Sequences in the pair it describes.
+    pub num_docs: u64,
+    /// Tokens in the pair it describes.
+    pub num_tokens: u64,
+    /// End-of-document token id.
+    pub eos_id: Option<u64>,
+    /// Vocabulary size.
+    pub vocab_size: Option<u64>,
+    /// Tokenizer fingerprint.
+    pub tokenizer: Option<String>,
+}
+
+/// The note's path for the pair whose token file is `bin` (`PREFIX.bin`).
+pub fn meta_path(bin: &Path) -> std::path::PathBuf {
+    let mut s = bin.with_extension("").into_os_string();
+    s.push(META_SUFFIX);
+    s.into()
+}
+
+impl Meta {
+    /// A note for a pair of `num_docs` sequences and `num_tokens` tokens.
+    pub fn new(num_docs: u64, num_tokens: u64) -> Self {
+        Meta {
+            format: META_FORMAT.into(),
+            num_docs,
+            num_tokens,
+            ..Meta::default()
+        }
+    }
+
+    /// Whether there is anything to record.
+    pub fn is_empty(&self) -> bool {
+        self.eos_id.is_none() && self.vocab_size.is_none() && self.tokenizer.is_none()
+    }
+
+    /// The note beside the pair `bin` of `num_docs` sequences and
+    /// `num_tokens` tokens of `dtype`, when there is one that describes this
+    /// very pair (a note left from another version of the pair, with other
+    /// counts, is not used). A damaged note is an error naming it.
+    pub fn read(bin: &Path, num_docs: u64, num_tokens: u64, dtype: DType) -> Result<Option<Self>> {
+        let path = meta_path(bin);
+        if !path.exists() {
+            return Ok(None);
+        }
+        let text = crate::shard::fsutil::read_regular(&path, 1 << 20)?;
+        let fix = "the note is damaged; delete it (the Megatron pair reads without it) or convert the dataset again";
+        let meta: Meta = serde_json::from_slice(&text)
+            .map_err(|e| Error::corrupt(&path, 0, format!("not a tokenloom note ({e})"), fix))?;
+        if meta.format != META_FORMAT {
+            return Err(Error::corrupt(
+                &path,
+                0,
+                "not a tokenloom note (format)",
+                fix,
+            ));
+        }
+        if (meta.num_docs, meta.num_tokens) != (num_docs, num_tokens) {
+            return Ok(None);
+        }
+        let limit = dtype.max_token() + 1;
+        let vocab_ok = meta.vocab_size.is_none_or(|v| v > 0 && v <= limit);
+        let eos_ok = meta
+            .eos_id
+            .is_none_or(|e| e < meta.vocab_size.unwrap_or(limit));
+        if !vocab_ok || !eos_ok {
+            return Err(Error::corrupt(
+                &path,
+                0,
+                format!(
+                    "eos_id {:?} and vocab_size {:?} do not fit {dtype} tokens",
+                    meta.eos_id, meta.vocab_size
+                ),
+                fix,
+            ));
+        }
+        Ok(Some(meta))
+    }
+}

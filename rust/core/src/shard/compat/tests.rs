@@ -195,6 +195,98 @@ fn megatron_pointer_damage_is_found_on_read_and_verify() {
     assert_eq!((path, at), (idx_path, megatron::HEADER_LEN as u64));
 }
 
+/// The byte offset of entry `k` of the document table of a Megatron `.idx`
+/// with `n` sequences.
+fn document_entry_at(n: usize, k: usize) -> usize {
+    megatron::HEADER_LEN + 12 * n + 8 * k
+}
+
+/// A Megatron pair whose `n` sequences are grouped into documents by
+/// `table` (which must start with 0 and end with `n`), as megatron-core
+/// writes it when a document holds several sequences.
+fn write_grouped(dir: &Path, table: &[i64]) -> PathBuf {
+    let prefix = write_megatron(dir, "g", &docs());
+    let n = docs().len();
+    let mut idx = std::fs::read(prefix.with_extension("idx")).unwrap();
+    idx.truncate(document_entry_at(n, 0));
+    for v in table {
+        idx.extend_from_slice(&v.to_le_bytes());
+    }
+    idx[26..34].copy_from_slice(&(table.len() as u64).to_le_bytes());
+    std::fs::write(prefix.with_extension("idx"), &idx).unwrap();
+    prefix
+}
+
+#[test]
+fn megatron_document_table_must_not_decrease() {
+    let dir = tempfile::tempdir().unwrap();
+    // Sequences grouped into documents, empty documents included: valid.
+    for table in [&[0i64, 2, 4][..], &[0, 1, 1, 3, 4], &[0, 4], &[0, 0, 4, 4]] {
+        let prefix = write_grouped(dir.path(), table);
+        let ds = Dataset::open(&prefix).unwrap();
+        assert_eq!(read_all(&ds), widened(&docs()));
+        verify_dataset(&ds, VerifyOptions::default(), &NoProgress)
+            .unwrap_or_else(|e| panic!("{table:?}: {e}"));
+    }
+    // A table that goes back (or past N) in the middle still opens (opening
+    // checks only its ends), but verify names the first bad entry.
+    for (table, bad) in [
+        (&[0i64, 3, 1, 4][..], 2),
+        (&[0, 2, 1, 2, 4], 2),
+        (&[0, 1, 0, 4], 2),
+        (&[0, 5, 4], 1),
+        (&[0, -1, 4], 1),
+    ] {
+        let prefix = write_grouped(dir.path(), table);
+        let ds = Dataset::open(&prefix).unwrap();
+        assert_eq!(read_all(&ds), widened(&docs()), "{table:?}");
+        let e = verify_dataset(&ds, VerifyOptions::default(), &NoProgress).unwrap_err();
+        let msg = e.to_string();
+        assert!(
+            msg.contains(&format!("document table entry {bad} ")),
+            "{table:?}: {msg}"
+        );
+        assert_eq!(
+            corrupt_at(e),
+            (
+                prefix.with_extension("idx"),
+                document_entry_at(docs().len(), bad) as u64
+            ),
+            "{table:?}"
+        );
+    }
+}
+
+#[test]
+fn megatron_index_size_is_exact() {
+    let p = Path::new("x.idx");
+    let b = Path::new("x.bin");
+    let good = megatron::encode(DType::U16, &lens(&docs()), p).unwrap();
+    let n = docs().len();
+    let bin_len = 2 * lens(&docs()).iter().sum::<u64>();
+    megatron::parse(&good, p, b, bin_len).unwrap();
+    // A multimodal index carries one mode byte per sequence: exactly N more.
+    let mut modes = good.clone();
+    modes.extend(std::iter::repeat_n(0u8, n));
+    megatron::parse(&modes, p, b, bin_len).unwrap();
+    // Any other number of stray bytes is refused, with the sizes in the message.
+    for extra in [1, 2, 3, 5, 7, 8, 16, n + 1, 2 * n, 4096] {
+        let mut bad = good.clone();
+        bad.extend(std::iter::repeat_n(0xA5u8, extra));
+        let e = megatron::parse(&bad, p, b, bin_len).unwrap_err();
+        let msg = e.to_string();
+        assert!(
+            msg.contains(&format!(
+                "need {} bytes, but the file has {} bytes",
+                good.len(),
+                bad.len()
+            )),
+            "{extra}: {msg}"
+        );
+        assert_eq!(corrupt_at(e), (p.to_path_buf(), 18), "{extra}");
+    }
+}
+
 #[test]
 fn missing_files_name_the_file() {
     let dir = tempfile::tempdir().unwrap();
@@ -340,6 +432,51 @@ fn convert_round_trips_through_megatron_and_tokenloom() {
 }
 
 #[test]
+fn convert_to_megatron_and_back_keeps_eos_vocab_and_tokenizer() {
+    use crate::shard::writer::{DatasetWriter, WriterOptions};
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    let mut w = DatasetWriter::create(
+        &src,
+        WriterOptions {
+            eos_id: Some(0),
+            vocab_size: Some(50),
+            tokenizer: Some("tok-1".into()),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    for d in docs() {
+        w.add(&d).unwrap();
+    }
+    w.close().unwrap();
+    // The destination's directory does not exist yet: it is created.
+    let mega = dir.path().join("new").join("dir").join("web_text_document");
+    convert(&src, &mega, Target::Megatron, false, &NoProgress).unwrap();
+    let read = Dataset::open(&mega).unwrap();
+    assert_eq!(read.manifest().eos_id, Some(0));
+    let back = dir.path().join("back");
+    convert(&mega, &back, Target::Tokenloom, false, &NoProgress).unwrap();
+    let m = Dataset::open(&back).unwrap().manifest().clone();
+    assert_eq!(
+        (m.eos_id, m.vocab_size, m.tokenizer.as_deref()),
+        (Some(0), Some(50), Some("tok-1"))
+    );
+    // A note left from another version of the pair is not used.
+    let other = dir.path().join("other");
+    let mut w = DatasetWriter::create(&other, WriterOptions::default()).unwrap();
+    w.add(&[1u16]).unwrap();
+    w.close().unwrap();
+    convert(&other, &mega, Target::Megatron, true, &NoProgress).unwrap();
+    let read = Dataset::open(&mega).unwrap();
+    assert_eq!(
+        (read.manifest().eos_id, read.manifest().vocab_size),
+        (None, None)
+    );
+    assert!(!megatron::meta_path(&mega.with_extension("bin")).exists());
+}
+
+#[test]
 fn convert_refuses_u32_tokens_megatron_cannot_hold() {
     let dir = tempfile::tempdir().unwrap();
     let ds = dir.path().join("big.ds");
@@ -403,5 +540,25 @@ proptest! {
                 }
             }
         }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+    /// An index opens only at its exact size (or that plus one mode byte per
+    /// sequence), whatever the documents and the stray bytes.
+    #[test]
+    fn megatron_index_opens_only_at_its_size(
+        lengths in proptest::collection::vec(0u64..40, 0..16),
+        extra in 1usize..64,
+    ) {
+        let p = Path::new("x.idx");
+        let b = Path::new("x.bin");
+        let mut bytes = megatron::encode(DType::U16, &lengths, p).unwrap();
+        let bin_len = 2 * lengths.iter().sum::<u64>();
+        prop_assert!(megatron::parse(&bytes, p, b, bin_len).is_ok());
+        bytes.extend(std::iter::repeat_n(1u8, extra));
+        let opened = megatron::parse(&bytes, p, b, bin_len).is_ok();
+        prop_assert_eq!(opened, extra == lengths.len());
     }
 }

@@ -11,12 +11,13 @@ use std::path::{Path, PathBuf};
 
 use xxhash_rust::xxh3::xxh3_64;
 
-use super::fsutil::{u32_le, u64_le, write_atomic};
+use super::fsutil::{read_regular, u32_le, u64_le, write_atomic};
 use super::generation::TMP_PREFIX;
 use super::index::Layout;
+use super::lock::TargetLock;
 use super::manifest::Manifest;
 use super::reader::Dataset;
-use crate::error::{Error, IoContext, Result};
+use crate::error::{Error, Result};
 use crate::progress::Progress;
 
 /// Magic bytes of a sidecar.
@@ -150,7 +151,7 @@ impl Sources {
 
     /// Reads the sidecar at `path`.
     pub fn load(path: &Path) -> Result<Self> {
-        let b = std::fs::read(path).at(path)?;
+        let b = read_regular(path, u64::MAX)?;
         Self::decode(&b, path)
     }
 }
@@ -159,6 +160,7 @@ impl Sources {
 /// from dataset-wide `runs` (path, first document) and `rows` (one per
 /// document). Each sidecar is written atomically; the manifest is unchanged.
 pub fn write_for_dataset(root: &Path, runs: &[(String, u64)], rows: &[u64]) -> Result<()> {
+    let _lock = TargetLock::dataset(root, "provenance sidecars")?;
     let manifest = Manifest::load(root)?;
     if rows.len() as u64 != manifest.num_docs {
         return Err(Error::invalid(

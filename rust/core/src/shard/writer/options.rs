@@ -39,8 +39,8 @@ impl Default for WriterOptions {
 
 /// Integer types accepted as tokens.
 pub trait TokenInt: Copy {
-    /// The value, or `None` when negative.
-    fn to_u64(self) -> Option<u64>;
+    /// The value, negative ones included (for messages).
+    fn to_i128(self) -> i128;
     /// Whether the value is negative or at least `limit` (branch-free).
     fn outside(self, limit: u64) -> bool;
     /// The value as `u64`, for values already checked to be in range.
@@ -50,12 +50,12 @@ pub trait TokenInt: Copy {
 macro_rules! token_int {
     (unsigned: $($t:ty),*; signed: $($s:ty),*) => {
         $(impl TokenInt for $t {
-            #[inline] fn to_u64(self) -> Option<u64> { Some(self as u64) }
+            #[inline] fn to_i128(self) -> i128 { self as i128 }
             #[inline] fn outside(self, limit: u64) -> bool { self as u64 >= limit }
             #[inline] fn bits(self) -> u64 { self as u64 }
         })*
         $(impl TokenInt for $s {
-            #[inline] fn to_u64(self) -> Option<u64> { u64::try_from(self).ok() }
+            #[inline] fn to_i128(self) -> i128 { self as i128 }
             #[inline] fn outside(self, limit: u64) -> bool { (self < 0) | (self as u64 >= limit) }
             #[inline] fn bits(self) -> u64 { self as u64 }
         })*

@@ -42,8 +42,93 @@ fn rejects_out_of_vocab_and_negative_tokens() {
     w.add(&[1i64, 2]).unwrap();
     let e = w.add(&[3i64, 1000]).unwrap_err().to_string();
     assert!(e.contains("document 1") && e.contains("position 1"), "{e}");
-    let e = w.add(&[-1i64]).unwrap_err().to_string();
-    assert!(e.contains("negative"), "{e}");
+    let e = w.add(&[5i64, -7]).unwrap_err().to_string();
+    assert!(e.contains("token -7 at position 1"), "{e}");
+}
+
+#[test]
+fn a_second_writer_is_refused_naming_the_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("ds");
+    let mut first = DatasetWriter::create(&root, opts()).unwrap();
+    first.add(&[1u16, 2]).unwrap();
+    let second = DatasetWriter::create(
+        &root,
+        WriterOptions {
+            overwrite: true,
+            ..opts()
+        },
+    );
+    let e = second.err().unwrap();
+    assert!(matches!(e, Error::Locked { .. }), "{e}");
+    let msg = e.to_string();
+    assert!(
+        msg.contains(&format!("process {}", std::process::id())),
+        "{msg}"
+    );
+    assert!(msg.contains("DatasetWriter"), "{msg}");
+    first.close().unwrap();
+    // Once the first has committed, a writer without overwrite sees its dataset.
+    assert!(matches!(
+        DatasetWriter::create(&root, opts()),
+        Err(Error::AlreadyExists { .. })
+    ));
+    assert_eq!(Dataset::open(&root).unwrap().num_docs(), 1);
+    assert!(!root.join(super::super::lock::DIR_LOCK).exists());
+}
+
+#[test]
+fn the_last_generation_is_refused_not_wrapped() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("ds");
+    let mut w = DatasetWriter::create(&root, opts()).unwrap();
+    w.add(&[1u16]).unwrap();
+    w.close().unwrap();
+    std::fs::write(root.join(format!("part-00000.g{}.bin", u64::MAX)), b"").unwrap();
+    let e = DatasetWriter::create(
+        &root,
+        WriterOptions {
+            overwrite: true,
+            ..opts()
+        },
+    )
+    .err()
+    .unwrap()
+    .to_string();
+    assert!(
+        e.contains("generation 18446744073709551615 is the largest"),
+        "{e}"
+    );
+    assert_eq!(
+        Dataset::open(&root).unwrap().num_docs(),
+        1,
+        "old dataset kept"
+    );
+}
+
+#[cfg(unix)]
+#[test]
+fn planted_symlinks_at_temporary_names_are_not_written_through() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("ds");
+    let outside = dir.path().join("outside");
+    std::fs::write(&outside, b"precious").unwrap();
+    std::fs::create_dir(&root).unwrap();
+    for name in [
+        ".tmp.manifest.json",
+        ".tmp.part-00000.g1.bin",
+        ".tmp.part-00000.g1.idx",
+    ] {
+        std::os::unix::fs::symlink(&outside, root.join(name)).unwrap();
+    }
+    let mut w = DatasetWriter::create(&root, opts()).unwrap();
+    w.add(&[1u16, 2, 3]).unwrap();
+    w.close().unwrap();
+    assert_eq!(std::fs::read(&outside).unwrap(), b"precious");
+    assert_eq!(
+        Dataset::open(&root).unwrap().doc(0).unwrap().to_vec(),
+        vec![1, 2, 3]
+    );
 }
 
 #[test]
@@ -88,4 +173,24 @@ fn existing_dataset_needs_overwrite_and_abort_keeps_old() {
         3,
         "old generation removed"
     );
+}
+
+#[test]
+fn the_fingerprint_covers_document_boundaries() {
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, docs: &[&[u16]]| {
+        let root = dir.path().join(name);
+        let mut w = DatasetWriter::create(&root, opts()).unwrap();
+        for d in docs {
+            w.add(d).unwrap();
+        }
+        w.close().unwrap();
+        Dataset::open(&root).unwrap().fingerprint()
+    };
+    // The same tokens, counts and dtype; only where documents end differs.
+    let a = write("a", &[&[1, 2, 3], &[4, 5, 6]]);
+    let b = write("b", &[&[1, 2], &[3, 4, 5, 6]]);
+    let a2 = write("a2", &[&[1, 2, 3], &[4, 5, 6]]);
+    assert_ne!(a, b);
+    assert_eq!(a, a2);
 }
