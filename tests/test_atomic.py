@@ -58,8 +58,11 @@ def test_overwrite_replaces_and_cleans(dataset: Path) -> None:
     ]
 
 
+# SIGINT is Ctrl-C's KeyboardInterrupt here even when the test runs in a background job, whose
+# children start with SIGINT ignored (and then Python installs no handler).
 WRITER = """
-import sys, numpy as np, tokenloom as tl
+import signal, sys, numpy as np, tokenloom as tl
+signal.signal(signal.SIGINT, signal.default_int_handler)
 w = tl.DatasetWriter(sys.argv[1], overwrite=True, shard_bytes=1 << 20)
 print("started", flush=True)
 while True:

@@ -45,7 +45,7 @@ def docs_of(path: Path) -> list[list[int]]:
 
 
 def build(*args: Any, **kw: Any) -> tl.BuildResult:
-    kw.setdefault("quiet", True)
+    kw.setdefault("progress", False)
     return tl.build(*args, **kw)
 
 
@@ -114,6 +114,21 @@ def test_token_inputs_parquet_and_npy(tmp_path: Path) -> None:
     assert ds.source(5) == (str(tmp_path / "two.npy"), 1)
 
 
+def test_progress_false_prints_nothing_and_quiet_is_deprecated(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    np.save(tmp_path / "one.npy", np.array([7, 8, 9], dtype=np.int32))
+    kw = {"vocab_size": 100, "eos_id": 0, "overwrite": True}
+    tl.build(tmp_path / "one.npy", tmp_path / "out", progress=False, **kw)  # type: ignore[arg-type]
+    assert capsys.readouterr().err == ""
+    tl.build(tmp_path / "one.npy", tmp_path / "out", **kw)  # type: ignore[arg-type]
+    assert "documents" in capsys.readouterr().err  # the summary
+    with pytest.warns(DeprecationWarning, match="progress=False"):
+        tl.build(tmp_path / "one.npy", tmp_path / "out", quiet=True, **kw)  # type: ignore[arg-type]
+    assert capsys.readouterr().err == ""
+    assert docs_of(tmp_path / "out") == [[7, 8, 9, 0]]
+
+
 def test_callable_tokenizer_and_u32(tmp_path: Path) -> None:
     src = write_jsonl(tmp_path / "c.jsonl", [{"text": "héllo"}, {"text": "x"}])
     with pytest.raises(ValueError, match="vocab_size"):
@@ -158,7 +173,7 @@ def slow_tok(text):
     return [b + 1 for b in text.encode()]
 
 if __name__ == "__main__":
-    r = tl.build(sys.argv[1], sys.argv[2], slow_tok, vocab_size=257, eos_id=0, quiet=True)
+    r = tl.build(sys.argv[1], sys.argv[2], slow_tok, vocab_size=257, eos_id=0, progress=False)
     print(r.resumed_tasks)
 """
 

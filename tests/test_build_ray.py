@@ -13,7 +13,7 @@ import ray
 import tokenloom as tl
 from conftest import TEXTS, dir_bytes, write_jsonl
 from tokenizers import Tokenizer
-from tokenloom import build_inputs
+from tokenloom._build import inputs as build_inputs
 from tokenloom.cli import main as cli_main
 
 if TYPE_CHECKING:
@@ -36,7 +36,7 @@ def corpus(root: Path, bad_records: bool = True) -> list[str]:
 
 
 def build(*args: Any, **kw: Any) -> tl.BuildResult:
-    kw.setdefault("quiet", True)
+    kw.setdefault("progress", False)
     return tl.build(*args, **kw)
 
 
@@ -46,7 +46,7 @@ def test_ray_build_equals_the_local_build(
     # Relative paths: the Ray workers do not share the driver's working directory.
     monkeypatch.chdir(tmp_path)
     # One task per Parquet row group, so e.parquet is split over four tasks.
-    monkeypatch.setattr(build_inputs, "_TASK_BYTES", 1)
+    monkeypatch.setattr(build_inputs, "TASK_BYTES", 1)
     inputs = corpus(tmp_path)
     local = build(inputs, "local", tokenizer_json, workers=1)
     remote = build(inputs, "remote", tokenizer_json, engine="ray")

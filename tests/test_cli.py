@@ -85,7 +85,7 @@ def test_verify_checks_the_provenance_of_a_built_dataset(
 ) -> None:
     write_jsonl(tmp_path / "c.jsonl", [{"text": t} for t in TEXTS[:12]])
     out = tmp_path / "ds"
-    tl.build([tmp_path / "c.jsonl"], out, tokenizer_json, quiet=True, shard_bytes=4096)
+    tl.build([tmp_path / "c.jsonl"], out, tokenizer_json, progress=False, shard_bytes=4096)
     ds = tl.open_dataset(out)
     assert ds.num_shards > 1
     assert ds.verify(progress=False)["sources"] == ds.num_shards

@@ -39,6 +39,14 @@ def assert_points_at(err: BaseException, path: Path, offset: int | None = None) 
         assert f"at byte {offset}" in str(err)
 
 
+def test_every_tokenloom_error_has_a_path_and_an_offset() -> None:
+    # Class attributes (None) that each raised error sets: code can read them on any error.
+    for cls in (tl.CorruptShardError, tl.FormatVersionError, tl.LockedError, tl.CancelledError):
+        assert issubclass(cls, tl.TokenloomError)
+        err = cls("made here")
+        assert (err.path, err.offset) == (None, None)
+
+
 def test_truncated_bin(dataset: Path) -> None:
     bin_ = shard_files(dataset, "bin")[0]
     size = bin_.stat().st_size

@@ -50,7 +50,7 @@ try:
                 w.add([i + 1] * 20)
     elif what == "build":
         tl.build(arg, out=path, tokenizer=lambda t: [b + 1 for b in t.encode()], vocab_size=257,
-                 eos_id=0, overwrite=True, quiet=True)
+                 eos_id=0, overwrite=True, progress=False)
     elif what == "order":
         n = len(tl.open_dataset(path))
         tl.write_order(path, arg, list(range(n))[::-1], [0, n])
@@ -131,7 +131,7 @@ def test_build_out_of_room_keeps_previous_and_resumes(
         vocab_size=257,
         eos_id=0,
         overwrite=True,
-        quiet=True,
+        progress=False,
     )
     assert read_all(dataset) == [[b + 1 for b in t.encode()] + [0] for t in texts]
 

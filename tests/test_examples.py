@@ -77,6 +77,7 @@ def test_main_job_runs_every_stage(tmp_path: Path) -> None:
     for stage in ("1. corpus:", "2. ICLM order:", "3. training", "4. summary"):
         assert stage in res.stdout
     assert res.stdout.count("selection rate 25.0%") >= 3
+    assert "docs/sft-experiment/README.md" in res.stdout  # where selection is tested
     assert (tmp_path / "main_job.png").read_bytes()[:4] == b"\x89PNG"
     assert tl.order_report(tmp_path / "train")["ordered"] == len(
         tl.open_dataset(tmp_path / "train")

@@ -21,7 +21,7 @@ from conftest import TOKENLOOM, write_jsonl
 if TYPE_CHECKING:
     from pathlib import Path
 
-KW = {"token_field": "ids", "vocab_size": 100, "eos_id": 0, "quiet": True, "strict": True}
+KW = {"token_field": "ids", "vocab_size": 100, "eos_id": 0, "progress": False, "strict": True}
 
 
 def docs_of(path: Path) -> list[list[int]]:
@@ -89,7 +89,7 @@ import tokenloom as tl
 b = sys.modules["tokenloom.build"]
 b.shutil.rmtree = lambda *a, **k: None  # the kill lands after the merge's commit
 tl.build([sys.argv[1], sys.argv[2]], sys.argv[3], token_field="ids", vocab_size=100,
-         eos_id=0, quiet=True, strict=True)
+         eos_id=0, progress=False, strict=True)
 """
 
 

@@ -331,7 +331,7 @@ def test_mixing_follows_weights_and_resumes(tmp_path: Path) -> None:
 
 
 def test_ordered_mode_follows_the_order_file(corpus: Path, tmp_path: Path) -> None:
-    order = tmp_path / "web.order"
+    order = tmp_path / "orders" / "web.order"  # its directory does not exist yet: it is made
     docs = list(range(79, -1, -1))  # reversed
     tl.write_order(corpus, order, docs, [0, 40, 80])
     ds = tl.TokenDataset(

@@ -212,18 +212,29 @@ def test_any_order_lists_every_document_once(
 
 
 def test_quality_on_wikipedia_vital_articles(wiki: tuple[Path, np.ndarray]) -> None:
-    """Real multi-topic corpus: adjacent documents in ICLM contexts are far more similar than
-    at random, at least as similar as with the public script's greedy variant on the same
-    graph, and share their Wikipedia topic far more often."""
+    """Real multi-topic corpus: adjacent documents in ICLM rows are far more similar than at
+    random, more than with the public script's rules on the same graph, and share their
+    Wikipedia topic (labels the order never saw) far more often.
+
+    Pinned near the values measured over seeds 0-4 (mean ± sd): similarity difference
+    0.2566 ± 0.0017, reference rules 0.035 ± 0.002 below; same topic 0.500 ± 0.002 of
+    adjacent pairs against 0.117 ± 0.004 at random (chance 0.118). The windows are about
+    six standard deviations wide: a change of the embedder, graph or walk that moves them is
+    a change of quality, not noise."""
     root, topics = wiki
-    paper = tl.order(root, seq_len=1024, k=10, name="paper", progress=False)
-    ref = tl.order(root, seq_len=1024, k=10, name="ref", variant="reference", progress=False)
-    assert paper["similarity_ratio"] > 5, paper
-    assert paper["ordered_pairs"]["mean_similarity"] >= ref["ordered_pairs"]["mean_similarity"]
-    docs = np.asarray(tl.order_report(root, "paper")["docs_in_order"], np.int64)
-    agree = np.mean(topics[docs[1:]] == topics[docs[:-1]])
-    chance = sum((np.sum(topics == t) / len(topics)) ** 2 for t in set(topics))
-    assert agree > 3 * chance, (agree, chance)
+    labels = topics.tolist()
+    paper = tl.order(root, seq_len=1024, k=10, name="paper", labels=labels, progress=False)
+    ref = tl.order(
+        root, seq_len=1024, k=10, name="ref", variant="reference", labels=labels, progress=False
+    )
+    sim = paper["ordered_pairs"]["mean_similarity"]
+    assert sim - paper["random_pairs"]["mean_similarity"] == pytest.approx(0.2566, abs=0.01)
+    assert sim - ref["ordered_pairs"]["mean_similarity"] == pytest.approx(0.035, abs=0.012)
+    lab = paper["independent"]["labels"]
+    assert lab["ordered"] == pytest.approx(0.500, abs=0.015)
+    assert lab["random"] == pytest.approx(0.117, abs=0.025)
+    assert lab["chance"] == pytest.approx(0.1176, abs=1e-3)
+    assert lab["ordered"] > ref["independent"]["labels"]["ordered"]
 
 
 ORDER_CHILD = """

@@ -76,19 +76,27 @@ def reference_uds(
     memory: list[np.ndarray] = []
     out = []
     for u, z in steps:
-        if memory:
-            q = np.stack(memory).astype(np.float64)
-            div = np.sqrt(((z[:, None, :].astype(np.float64) - q[None]) ** 2).sum(-1)).mean(1)
-        else:
-            div = np.zeros(len(u))
-        score = u.astype(np.float64) + alpha * div
-        kept = sorted(range(len(u)), key=lambda i: (-score[i], i))[:keep]
-        for i in kept:
-            memory.append(z[i])
-            if len(memory) > cap:
-                memory.pop(0)
-        out.append(kept)
+        div = mean_distances(z, memory) if memory else np.zeros(len(u))
+        out.append(keep_best(u.astype(np.float64) + alpha * div, keep, z, memory, cap))
     return out
+
+
+def mean_distances(z: np.ndarray, memory: list[np.ndarray]) -> np.ndarray:
+    """Mean L2 distance of each row of ``z`` to the memory's rows, in float64."""
+    q = np.stack(memory).astype(np.float64)
+    return np.sqrt(((z[:, None, :].astype(np.float64) - q[None]) ** 2).sum(-1)).mean(1)
+
+
+def keep_best(
+    score: np.ndarray, keep: int, z: np.ndarray, memory: list[np.ndarray], cap: int
+) -> list[int]:
+    """The ``keep`` best rows (ties to the lower index); their sketches join the FIFO memory."""
+    kept = sorted(range(len(score)), key=lambda i: (-score[i], i))[:keep]
+    for i in kept:
+        memory.append(z[i])
+        if len(memory) > cap:
+            memory.pop(0)
+    return kept
 
 
 @settings(max_examples=30, deadline=None)
@@ -260,3 +268,74 @@ print(json.dumps({"selects": selects[0], "overlapped": overlapped, "counts": sor
     assert all(c % 16 == 0 and c <= 1024 for c in got["counts"]), got
     assert got["final_count"] == min(1024, 16 * got["selects"]), got
     assert got["same_memory"], got  # the reads changed nothing
+
+
+def reference_scaled(
+    steps: list[tuple[np.ndarray, np.ndarray]], keep: int, cap: int, alpha: float
+) -> list[list[int]]:
+    """``uds-scaled`` in NumPy: utility and mean distance to the memory each z-scored with the
+    mean and sample variance of every value seen so far (distances only once the memory holds
+    something), ``z(u) + alpha * z(div)``, top-k; the memory as in :func:`reference_uds`."""
+    memory: list[np.ndarray] = []
+    seen_u: list[float] = []
+    seen_d: list[float] = []
+    out = []
+
+    def z(x: np.ndarray, seen: list[float]) -> np.ndarray:
+        if len(seen) < 2 or np.var(seen, ddof=1) == 0:
+            return np.zeros_like(x)
+        return (x - np.mean(seen)) / np.sqrt(np.var(seen, ddof=1))
+
+    for u, sk in steps:
+        u64 = u.astype(np.float64)
+        seen_u += u64.tolist()
+        score = z(u64, seen_u)
+        if memory:
+            div = mean_distances(sk, memory)
+            seen_d += div.tolist()
+            score = score + alpha * z(div, seen_d)
+        out.append(keep_best(score, keep, sk, memory, cap))
+    return out
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    b=st.integers(3, 8), keep=st.integers(1, 2), cap=st.integers(1, 6), seed=st.integers(0, 2**31)
+)
+def test_scaled_rule_matches_the_reference(b: int, keep: int, cap: int, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    steps = [
+        (rng.random(b, dtype=np.float32) * 10, rng.random((b, 4), dtype=np.float32) * 10)
+        for _ in range(8)
+    ]
+    want = reference_scaled(steps, keep, cap, alpha=3.0)
+    sel = tl.UDSSelector(keep, buffer_size=cap, alpha=3.0, sketch=(2, 2), rule="uds-scaled")
+    assert [sel.select_from(u, z).tolist() for u, z in steps] == want
+
+
+def test_scaled_rule_weighs_diversity() -> None:
+    """Equal utilities: only the diversity term can rank, so the far candidate wins."""
+    sel = tl.UDSSelector(1, rule="uds-scaled", sketch=(1, 2), buffer_size=4)
+    sel.select_from(np.array([1.0, 0.0], np.float32), np.zeros((2, 2), np.float32))
+    z = np.array([[0.1, 0], [9, 9], [0, 0.2]], np.float32)
+    assert sel.select_from(np.array([2.0, 2.0, 2.0], np.float32), z).tolist() == [1]
+
+
+def test_auto_rule_calibrates_once_and_checks_the_run() -> None:
+    assert tl.UDSSelector(1).alpha == 2.5e-3
+    assert tl.UDSSelector(1, rule="uds-auto").alpha == 1.0
+    assert tl.UDSSelector(1, rule="uds-scaled").alpha == 1.0
+    rng = np.random.default_rng(0)
+    sel = tl.UDSSelector(2, rule="uds-auto", calibration=3, sketch=(1, 4), buffer_size=8)
+    alphas = []
+    for _ in range(7):
+        sel.select_from(rng.random(6, dtype=np.float32) * 100, rng.random((6, 4), dtype=np.float32))
+        alphas.append(sel.effective_alpha())
+    assert alphas[0] == 0.0  # empty memory: nothing measured yet
+    assert len(set(alphas[1:4])) == 3  # the window: alpha moves
+    assert len(set(alphas[3:])) == 1  # then stays
+    sel.check_run(4)
+    with pytest.raises(ValueError, match=r"longer than the run \(3 candidate batches\)"):
+        sel.check_run(3)
+    with pytest.raises(ValueError, match="calibration window of at least one batch"):
+        tl.UDSSelector(1, rule="uds-auto", calibration=0)

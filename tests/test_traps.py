@@ -288,7 +288,7 @@ def test_trainer_rows_advance_epochs_with_dataloader_workers(words: Path, tmp_pa
 
 SCRIPT = """
 import tokenloom as tl
-kw = dict(token_field="ids", vocab_size=100, eos_id=0, quiet=True)
+kw = dict(token_field="ids", vocab_size=100, eos_id=0, progress=False)
 {body}
 """
 
@@ -432,7 +432,7 @@ import sys
 sys.modules[{module!r}] = None
 import tokenloom as tl
 tl.build([{name!r}], out="out", tokenizer={tok}, token_field=None if {tok} else "ids",
-         vocab_size=100, eos_id=0, quiet=True)
+         vocab_size=100, eos_id=0, progress=False)
 """
     proc = subprocess.run(
         [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=60

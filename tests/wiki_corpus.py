@@ -25,7 +25,13 @@ def build(root: Path) -> np.ndarray:
     arts = [
         a for a in json.loads(data.read_text("utf-8")).values() if a["topic"] != "Uncategorized"
     ]
-    texts = [a["extract"] for a in arts]
+    write_bpe(root, [a["extract"] for a in arts])
+    return np.array([a["topic"] for a in arts])
+
+
+def write_bpe(root: Path, texts: list[str]) -> None:
+    """Writes ``texts`` as a dataset at ``root``, tokenized by a byte-level BPE of 8,000
+    trained on them (EOS id 0)."""
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.train_from_iterator(
@@ -34,4 +40,3 @@ def build(root: Path) -> np.ndarray:
     with tl.DatasetWriter(root, "u16", eos_id=0, vocab_size=8000, overwrite=True) as w:
         for e in tok.encode_batch(texts):
             w.add([*e.ids, 0])
-    return np.array([a["topic"] for a in arts])

@@ -24,6 +24,7 @@ from tokenloom._core import (
 )
 from tokenloom._core import __version__ as __version__
 from tokenloom.build import BuildInputError, BuildResult, build
+from tokenloom.embedders import embedder
 from tokenloom.knn import knn
 from tokenloom.order import order, order_report
 from tokenloom.rows import concat_rows, take_rows
@@ -74,6 +75,7 @@ __all__ = [
     "__version__",
     "build",
     "concat_rows",
+    "embedder",
     "knn",
     "nuclear_norm",
     "open_dataset",

@@ -8,6 +8,9 @@ import numpy as np
 import numpy.typing as npt
 
 __all__ = [
+    "DEFAULT_CALIBRATION",
+    "ORDER_DEFAULTS",
+    "SELECT_RULES",
     "CancelledError",
     "CorruptShardError",
     "Dataset",
@@ -20,6 +23,7 @@ __all__ = [
     "Stream",
     "TokenloomError",
     "__version__",
+    "default_alpha",
     "knn_graph",
     "merge_datasets",
     "order_dataset",
@@ -30,6 +34,7 @@ __all__ = [
     "read_order",
     "report_summary",
     "run_cli",
+    "score_order",
     "write_order",
     "write_report_png",
     "write_sources",
@@ -37,7 +42,12 @@ __all__ = [
 
 __version__: str
 
-class TokenloomError(Exception): ...
+class TokenloomError(Exception):
+    path: str | None
+    """The file the error is about, when there is one."""
+    offset: int | None
+    """The byte offset in ``path`` where the problem was found, when known."""
+
 class CorruptShardError(TokenloomError): ...
 class FormatVersionError(TokenloomError): ...
 class CancelledError(TokenloomError): ...
@@ -147,26 +157,35 @@ class Stream:
     def __new__(
         cls,
         paths: list[str],
-        weights: list[float],
         seq_len: int,
+        weights: list[float] | None = None,
         mode: str = "concat",
         order: str | None = None,
         seed: int = 0,
         shuffle: bool = True,
         cache_dirs: list[str | None] | None = None,
+        boundaries: str | None = None,
         cache_dir: str | os.PathLike[str] | None = None,
         cache_limit: int | None = None,
         storage_options: dict[str, str] | None = None,
         lookahead: int | None = None,
     ) -> Stream: ...
     @property
+    def weights(self) -> list[float]: ...
+    @property
+    def eos_id(self) -> int | None: ...
+    @property
     def epoch_len(self) -> int: ...
     @property
     def num_samples(self) -> list[int]: ...
     @property
+    def boundaries(self) -> str: ...
+    @property
     def plans_cached(self) -> list[bool]: ...
     @property
     def fingerprint(self) -> str: ...
+    @property
+    def legacy_fingerprint(self) -> str: ...
     @property
     def order_seq_len(self) -> int | None: ...
     def check_cursor(self, cursor: _Cursor) -> None: ...
@@ -227,33 +246,56 @@ class Selector:
         alpha: float,
         seed: int,
         state: dict[str, Any] | None = None,
+        calibration: int = ...,
     ) -> Selector: ...
     def select(
         self, utility: npt.NDArray[np.float32], sketches: npt.NDArray[np.float32]
     ) -> npt.NDArray[np.int64]: ...
+    def effective_alpha(self) -> float: ...
+    def check_run(self, batches: int) -> None: ...
     def state(self) -> dict[str, Any]: ...
 
+SELECT_RULES: list[str]
+ORDER_DEFAULTS: dict[str, Any]
+DEFAULT_CALIBRATION: int
+
+def default_alpha(rule: str) -> float: ...
+
+# Defaults shown as ... come from the core (_core.ORDER_DEFAULTS; tests/test_defaults.py).
 def order_dataset(
     path: str | os.PathLike[str],
     seq_len: int,
-    name: str = "iclm",
-    k: int = 10,
+    name: str = ...,
+    k: int = ...,
     dedup: float | None = ...,
-    variant: str = "paper",
-    max_segment: int = 0,
-    k_traverse: int = 9,
-    min_segment: int = 21,
-    seed: int = 0,
+    variant: str = ...,
+    max_segment: int = ...,
+    k_traverse: int = ...,
+    min_segment: int = ...,
+    seed: int = ...,
     exact: bool | None = None,
-    dim: int = 256,
-    max_tokens: int = 2048,
+    dim: int = ...,
+    max_tokens: int = ...,
     embeddings: npt.NDArray[np.float32] | None = None,
     knn: npt.NDArray[np.int64] | None = None,
     knn_similarities: npt.NDArray[np.float32] | None = None,
     drop_self: bool = False,
     source: str = "{}",
     progress: bool = True,
+    score_vectors: npt.NDArray[np.float32] | None = None,
+    score_name: str = "",
+    labels: npt.NDArray[np.int64] | None = None,
 ) -> tuple[Path, str]: ...
+def score_order(
+    path: str | os.PathLike[str],
+    spec: str | os.PathLike[str],
+    seq_len: int | None = None,
+    vectors: npt.NDArray[np.float32] | None = None,
+    name: str = "",
+    labels: npt.NDArray[np.int64] | None = None,
+    seed: int | None = None,
+    progress: bool = True,
+) -> str: ...
 
 # One part's order: documents, path, segment starts, duplicates [x, 2] (doc, of) and their
 # similarities, kNN ids and similarities [m, k], whether the kNN search was exact.
@@ -272,9 +314,9 @@ def order_embeddings(
     path: str | os.PathLike[str],
     name: str,
     embeddings: npt.NDArray[np.float32] | None = None,
-    dim: int = 256,
-    max_tokens: int = 2048,
-    seed: int = 0,
+    dim: int = ...,
+    max_tokens: int = ...,
+    seed: int = ...,
     progress: bool = True,
 ) -> npt.NDArray[np.float32]: ...
 def order_partitions(

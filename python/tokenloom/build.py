@@ -23,6 +23,7 @@ import shutil
 import sys
 import threading
 import time
+import warnings
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -31,25 +32,25 @@ from tokenloom import _core
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
 
-from tokenloom.build_inputs import (
-    BuildInputError,
-    _kind_of,
-    _plan_tasks,
-    _Settings,
-    _Task,
-    _task_dir,
+from tokenloom._build.errors import BuildInputError
+from tokenloom._build.inputs import (
+    Settings,
+    Task,
     expand_inputs,
+    kind_of,
+    plan_tasks,
+    task_dir,
 )
-from tokenloom.build_parts import (
-    _MAX_MESSAGES,
-    _init_worker,
-    _load_done,
-    _Progress,
-    _run_task,
-    _worker_task,
-    _write_json_atomic,
+from tokenloom._build.parts import (
+    MAX_MESSAGES,
+    Progress,
+    init_worker,
+    load_done,
+    run_task,
+    worker_task,
+    write_json_atomic,
 )
-from tokenloom.build_tokenizer import _Encoder, _resolve_tokenizer, _TokSpec
+from tokenloom._build.tokenizer import Encoder, TokSpec, resolve_tokenizer
 
 __all__ = ["BuildInputError", "BuildResult", "build"]
 
@@ -102,10 +103,11 @@ def build(
     workers: int = 1,
     engine: Literal["local", "ray"] = "local",
     strict: bool = False,
-    quiet: bool = False,
+    progress: bool = True,
     overwrite: bool = False,
     batch_size: int = 1000,
     shard_bytes: int = 1 << 30,
+    quiet: bool | None = None,
 ) -> BuildResult:
     """Tokenizes corpora into one dataset at ``out``.
 
@@ -128,7 +130,8 @@ def build(
             ``RAY_ADDRESS``, or a local one started for the build. Inputs and ``out`` must be
             on storage every node sees; the dataset is the same as the local engine's.
         strict: raise ``BuildInputError`` at the first bad record instead of skipping it.
-        quiet: no progress bar and no printed summary.
+        progress: a progress bar and, at the end, a printed summary (``False``: neither).
+        quiet: deprecated; ``quiet=True`` is ``progress=False``.
         overwrite: replace an existing dataset at ``out``.
 
     ``out`` may be an object store URL (``s3://...``, see :func:`tokenloom.open_dataset`): the
@@ -142,6 +145,11 @@ def build(
     anything is written. A missing optional package (``tokenizers``, ``zstandard``,
     ``pyarrow``) raises ``ImportError`` naming ``pip install 'tokenloom[build]'``.
     """
+    if quiet is not None:
+        warnings.warn(
+            "build(quiet=) is deprecated: use progress=False", DeprecationWarning, stacklevel=2
+        )
+        progress = not quiet
     start = time.monotonic()
     _refuse_build_in_bootstrap()
     if workers < 1:
@@ -156,16 +164,16 @@ def build(
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     paths = expand_inputs(inputs)
     _require_extras(tokenizer, paths)
-    spec = _resolve_tokenizer(tokenizer, eos_id, vocab_size, append_eos)
-    settings = _Settings(spec, text_field, token_field, strict, batch_size, shard_bytes)
-    if spec.kind == "none" and token_field is None and any(_kind_of(p) != "npy" for p in paths):
+    spec = resolve_tokenizer(tokenizer, eos_id, vocab_size, append_eos)
+    settings = Settings(spec, text_field, token_field, strict, batch_size, shard_bytes)
+    if spec.kind == "none" and token_field is None and any(kind_of(p) != "npy" for p in paths):
         raise ValueError("text inputs need a tokenizer (or pass token_field= for token columns)")
     out_s = os.fspath(out)
     if _core.is_url(out_s):
         return _build_remote(
             out_s,
             overwrite,
-            quiet,
+            progress,
             lambda stage: build(
                 inputs,
                 stage,
@@ -178,7 +186,7 @@ def build(
                 workers=workers,
                 engine=engine,
                 strict=strict,
-                quiet=quiet,
+                progress=progress,
                 overwrite=True,
                 batch_size=batch_size,
                 shard_bytes=shard_bytes,
@@ -188,7 +196,7 @@ def build(
         raise FileExistsError(f"{out_s}: exists and is not a directory")
     created = not os.path.exists(out_s)
     parts_dir = os.path.join(os.path.abspath(out_s), PARTS_DIR)
-    tasks = _plan_tasks(paths)
+    tasks = plan_tasks(paths)
     if engine == "local" and workers > 1 and len(tasks) > 1:
         _refuse_unguarded_main(workers)
     # The output is locked for the whole build: a second build (or any writer) there fails
@@ -196,33 +204,33 @@ def build(
     lock = _core.DatasetLock(out_s, "build")
     try:
         inputs = _inputs_key(paths)
-        dirs = [_task_dir(parts_dir, t, settings) for t in tasks]
+        dirs = [task_dir(parts_dir, t, settings) for t in tasks]
         committed = _check_destination(out_s, parts_dir, spec, settings, inputs, dirs, overwrite)
         os.makedirs(parts_dir, exist_ok=True)
-        _write_json_atomic(
+        write_json_atomic(
             os.path.join(parts_dir, "build.json"),
             {"tokenizer": spec.fingerprint, "settings": settings.key(), "inputs": inputs},
         )
-        records: list[dict[str, Any] | None] = [_load_done(d) for d in dirs]
+        records: list[dict[str, Any] | None] = [load_done(d) for d in dirs]
         todo = [i for i, r in enumerate(records) if r is None]
         resumed = len(tasks) - len(todo)
-        progress = _Progress(sum(t.bytes_share for t in tasks), quiet)
+        bar = Progress(sum(t.bytes_share for t in tasks), not progress)
         for i, r in enumerate(records):
             if r is not None:
-                progress.update(r["num_docs"], r["num_tokens"], tasks[i].bytes_share)
+                bar.update(r["num_docs"], r["num_tokens"], tasks[i].bytes_share)
         try:
             if engine == "ray":
-                from tokenloom.build_ray import run_on_ray
+                from tokenloom._build.ray import run_on_ray
 
-                run_on_ray(tasks, dirs, todo, records, settings, progress)
+                run_on_ray(tasks, dirs, todo, records, settings, bar)
             elif workers == 1 or len(todo) <= 1:
-                encoder = _Encoder(spec)
+                encoder = Encoder(spec)
                 for i in todo:
-                    records[i] = _run_task(tasks[i], settings, dirs[i], encoder, progress.update)
+                    records[i] = run_task(tasks[i], settings, dirs[i], encoder, bar.update)
             else:
-                _run_parallel(tasks, dirs, todo, records, settings, workers, progress)
+                _run_parallel(tasks, dirs, todo, records, settings, workers, bar)
         finally:
-            progress.close()
+            bar.close()
         final: list[dict[str, Any]] = [r for r in records if r is not None]
         if not committed:
             _core.merge_datasets(out_s, list(dirs), overwrite=overwrite, lock=lock)
@@ -245,21 +253,21 @@ def build(
     for r in final:
         for why, n in r["skipped"].items():
             result.skipped[why] = result.skipped.get(why, 0) + n
-        room = _MAX_MESSAGES - len(result.messages)
+        room = MAX_MESSAGES - len(result.messages)
         result.messages.extend(r["messages"][: max(0, room)])
-    if not quiet:
+    if progress:
         print(result.summary(), file=sys.stderr)
     return result
 
 
 def _build_remote(
-    url: str, overwrite: bool, quiet: bool, build_at: Callable[[str], BuildResult]
+    url: str, overwrite: bool, progress: bool, build_at: Callable[[str], BuildResult]
 ) -> BuildResult:
     """Builds in a staging directory (the same one on a rerun, so it resumes), then uploads."""
     key = hashlib.sha1(url.encode()).hexdigest()[:16]
     stage = os.path.join(os.path.dirname(_core.staging_dir(url)), f"build-{key}")
     result = build_at(stage)
-    _core.upload_dataset(stage, url, overwrite=overwrite, progress=not quiet)
+    _core.upload_dataset(stage, url, overwrite=overwrite, progress=progress)
     shutil.rmtree(stage, ignore_errors=True)
     result.path = url
     return result
@@ -342,7 +350,7 @@ def _require_extras(tokenizer: Any, paths: list[str]) -> None:
         needed.append("tokenizers")
     if any(p.lower().endswith(".zst") for p in paths):
         needed.append("zstandard")
-    if any(_kind_of(p) == "parquet" for p in paths):
+    if any(kind_of(p) == "parquet" for p in paths):
         needed.append("pyarrow")
     missing = [m for m in needed if not _importable(m)]
     if missing:
@@ -369,8 +377,8 @@ def _inputs_key(paths: list[str]) -> list[str]:
 def _check_destination(
     out: str,
     parts_dir: str,
-    spec: _TokSpec,
-    settings: _Settings,
+    spec: TokSpec,
+    settings: Settings,
     inputs: list[str],
     dirs: list[str],
     overwrite: bool,
@@ -444,7 +452,7 @@ def _shard_sums(path: str) -> list[tuple[Any, ...]] | None:
 def _is_result_of(out: str, dirs: list[str]) -> bool:
     """Whether the dataset at ``out`` is the merge of the finished parts ``dirs``: the same
     shards (checksums and counts), in the same order."""
-    if not all(_load_done(d) is not None for d in dirs):
+    if not all(load_done(d) is not None for d in dirs):
         return False
     parts: list[tuple[Any, ...]] = []
     for d in dirs:
@@ -456,13 +464,13 @@ def _is_result_of(out: str, dirs: list[str]) -> bool:
 
 
 def _run_parallel(
-    tasks: list[_Task],
+    tasks: list[Task],
     dirs: list[str],
     todo: list[int],
     records: list[dict[str, Any] | None],
-    settings: _Settings,
+    settings: Settings,
     workers: int,
-    progress: _Progress,
+    progress: Progress,
 ) -> None:
     spec = settings.spec
     if spec.kind == "callable":
@@ -495,11 +503,11 @@ def _run_parallel(
     pool = cf.ProcessPoolExecutor(
         max_workers=processes,
         mp_context=ctx,
-        initializer=_init_worker,
+        initializer=init_worker,
         initargs=(spec, queue, max(1, (os.cpu_count() or 1) // processes)),
     )
     try:
-        futures = {pool.submit(_worker_task, tasks[i], settings, dirs[i]): i for i in todo}
+        futures = {pool.submit(worker_task, tasks[i], settings, dirs[i]): i for i in todo}
         for fut in cf.as_completed(futures):
             records[futures[fut]] = fut.result()
     except cf.process.BrokenProcessPool as e:

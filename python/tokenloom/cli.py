@@ -53,7 +53,7 @@ def build_main(argv: list[str]) -> int:
             workers=args.workers,
             engine=args.engine,
             strict=args.strict,
-            quiet=args.quiet,
+            progress=not args.quiet,
             overwrite=args.overwrite,
         )
     except KeyboardInterrupt:

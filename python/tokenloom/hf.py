@@ -26,12 +26,22 @@ them (or across ranks with ``UDSSelector(scope="global")``) and DDP averages the
 Checkpoints hold, per rank, the selector's and the dataset's state (``tokenloom_state_<rank>.pt``,
 next to the RNG state), so ``train(resume_from_checkpoint=...)`` continues with the same
 memory, re-offer queue and selection counts on the same number of ranks.
+
+Scoring stops before the LM head when the head is a plain linear map (no bias, soft-cap or
+scale; checked once against the model's own logits): utility and sketch come from the final
+hidden states through a ``d x d`` factor of the head (``tokenloom.select_head``), also for
+``peft`` models. FSDP is refused: the hidden-state path needs the whole head weight on each
+rank and runs the model's body outside the root module's forward, which FSDP's unsharding
+hooks do not cover.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 try:
     import torch
@@ -45,6 +55,7 @@ except ImportError as e:  # pragma: no cover - depends on the environment
 
 from .loader import TokenDataset
 from .rows import take_rows
+from .select_head import ModelScorer
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -142,6 +153,20 @@ class _EpochLoader(DataLoader):  # type: ignore[type-arg]
         self.dataset.set_epoch(epoch)  # type: ignore[attr-defined]
 
 
+def _cuda_devices(device: Any) -> list[Any]:
+    """The CUDA devices whose RNG a fork must save (none on CPU)."""
+    dev = torch.device(device)
+    return [dev] if dev.type == "cuda" else []
+
+
+@contextlib.contextmanager
+def _seeded_fork(seed: int, step: int, batch: int, device: Any) -> Iterator[None]:
+    """A forked RNG seeded from ``(seed, step, batch)``; the outer RNG is left as it was."""
+    with torch.random.fork_rng(devices=_cuda_devices(device)):
+        torch.manual_seed(((seed * 1_000_003 + step) * 1_009 + batch) % 2**63)
+        yield
+
+
 class UDSTrainer(Trainer):
     """``Trainer`` that trains on the rows ``selector`` keeps from each candidate batch.
 
@@ -150,10 +175,23 @@ class UDSTrainer(Trainer):
     current mode (training, as the reference implementation does). With the dataset's
     ``reoffer_unkept``, unkept samples join later candidate batches. Models must accept
     ``shift_labels`` (transformers' causal LMs do, through their loss keyword arguments).
+
+    ``scoring``: ``"auto"`` (from the hidden states where the head allows it, else from the
+    logits), ``"hidden"`` (raise where it does not) or ``"logits"``. Scoring passes run under
+    their own RNG, seeded from ``args.seed`` and the step, so dropout in them neither depends
+    on nor moves the training RNG: a resumed run scores and trains as the uninterrupted one.
     """
 
-    def __init__(self, *args: Any, selector: UDSSelector, **kwargs: Any) -> None:
+    def __init__(
+        self, *args: Any, selector: UDSSelector, scoring: str = "auto", **kwargs: Any
+    ) -> None:
         super().__init__(*args, **kwargs)
+        if getattr(self, "is_fsdp_enabled", False):
+            raise ValueError(
+                "UDSTrainer does not support FSDP: scoring reads the whole output layer on "
+                "each rank and runs the model's body outside FSDP's root forward; train with "
+                "DDP (torchrun without fsdp) instead"
+            )
         if not isinstance(self.train_dataset, TokenDataset):
             raise TypeError(
                 "UDSTrainer reads candidate batches from a tokenloom.TokenDataset; "
@@ -165,7 +203,13 @@ class UDSTrainer(Trainer):
                 "so the loss must be normalised by the kept tokens of all ranks: set "
                 "TrainingArguments(average_tokens_across_devices=True)"
             )
+        if selector.rule == "max-loss":
+            raise ValueError(
+                'UDSTrainer scores candidates from the model; rule "max-loss" ranks per-sample '
+                "losses: use UDSSelector.select_from in a custom loop"
+            )
         self.selector = selector
+        self.scorer = ModelScorer(self.model, selector, path=scoring)
         self.dataset: TokenDataset = self.train_dataset
 
     def get_train_dataloader(self) -> DataLoader:  # type: ignore[type-arg]
@@ -180,17 +224,24 @@ class UDSTrainer(Trainer):
         self, epoch_iterator: Iterator[Any], num_batches: int, device: Any
     ) -> tuple[list[Any], Any]:
         candidates = self.dataset.candidates(epoch_iterator)
-        selected = (self.select_batch(c) for c in candidates)
+        step = self.state.global_step
+        selected = (self.select_batch(c, (step, i)) for i, c in enumerate(candidates))
         return super().get_batch_samples(selected, num_batches, device)
 
-    def select_batch(self, batch: dict[str, Any]) -> dict[str, Any]:
-        """Scores ``batch``, books the kept rows and returns them as model inputs."""
+    def select_batch(
+        self, batch: dict[str, Any], position: tuple[int, int] = (0, 0)
+    ) -> dict[str, Any]:
+        """Scores ``batch``, books the kept rows and returns them as model inputs.
+        ``position`` (optimizer step, candidate batch within it) seeds the scoring RNG."""
         batch = {k: v.to(self.args.device) for k, v in batch.items()}
-        model: Any = self.model
-        with torch.no_grad():
-            logits = model(input_ids=batch["input_ids"].long()).logits
-        keep = self.selector.select(logits, padding_mask(batch))
-        del logits
+        ids = batch["input_ids"].long()
+        if self.selector.rule == "random":  # needs no scores
+            kept = self.selector.select_from(np.zeros(ids.shape[0], np.float32))
+        else:
+            with self._scoring_rng(position):
+                utility, sketches = self.scorer.scores(ids, mask=padding_mask(batch))
+            kept = self.selector.select_from(utility, sketches)
+        keep = torch.from_numpy(kept).to(ids.device)
         self.dataset.record_selection(batch, keep)
         if keep.numel() == 0:
             # With scope="global" a rank may keep none of its rows. It still takes part in
@@ -199,6 +250,11 @@ class UDSTrainer(Trainer):
             inputs["labels"] = inputs["shift_labels"] = torch.full_like(inputs["labels"], IGNORE)
             return inputs
         return model_inputs(take_rows(batch, keep), self.dataset.ignore_index)
+
+    def _scoring_rng(self, position: tuple[int, int]) -> Any:
+        """A forked RNG seeded by (``args.seed``, step, batch): dropout in the scoring pass
+        is reproducible and leaves the training RNG where it was."""
+        return _seeded_fork(self.args.seed, *position, self.args.device)
 
     # -- checkpoints ----------------------------------------------------------------------
 
@@ -210,6 +266,8 @@ class UDSTrainer(Trainer):
     ) -> TrainOutput:
         """``Trainer.train``; resuming also restores the selector and the dataset's selection
         accounting saved with the checkpoint."""
+        if self.args.max_steps > 0:  # the run's candidate batches (per rank)
+            self.selector.check_run(self.args.max_steps * self.args.gradient_accumulation_steps)
         if resume_from_checkpoint is True:
             last = get_last_checkpoint(self.args.output_dir)  # type: ignore[no-untyped-call]
             resume_from_checkpoint = last or True  # none: the Trainer says so

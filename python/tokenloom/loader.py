@@ -67,11 +67,19 @@ class TokenDataset(SelectionAccounting, _Base):
     """Batches of ``[batch_size, seq_len]`` token arrays from tokenloom datasets.
 
     Each item is a dict: ``input_ids``, ``labels`` (the next tokens; ``ignore_index`` where
-    the next token is in another document, when set, and for padding), ``position_ids``
-    (restarting at 0 at every document piece), ``doc_ids`` (document index of each token in
-    its dataset, -1 for padding), ``cu_seqlens`` (int32 boundaries of the pieces of the
-    flattened batch, flash-attn varlen convention), ``source_ids`` (source of each row) and
-    ``sample_ids`` (sample of each row in its source's plan).
+    the next token is in another document, when set, and for padding), ``position_ids``,
+    ``doc_ids`` (document index of each token in its dataset, -1 for padding),
+    ``cu_seqlens`` (int32 boundaries of the flattened batch, flash-attn varlen convention),
+    ``source_ids`` (source of each row) and ``sample_ids`` (sample of each row in its
+    source's plan).
+    ``boundaries=`` says which tokens may attend to each other, through ``position_ids`` and
+    ``cu_seqlens``: ``"document"`` (positions restart at 0 at every document piece,
+    ``cu_seqlens`` cuts every piece) or ``"row"`` (positions run over the whole row,
+    ``cu_seqlens`` cuts rows only, so documents attend to the ones before them in the row).
+    The default follows the mode: ``"row"`` for ordered rows (In-Context Pretraining puts
+    related documents together so that they attend to each other), ``"document"`` for
+    ``concat`` and ``pack``; ``"row"`` there gives the plain GPT layout of unrelated
+    documents attending across their boundaries. ``doc_ids`` tell documents apart either way.
     ``outputs=`` names the ones to produce besides ``input_ids`` and ``labels`` (default: all);
     leaving out ``position_ids`` and ``doc_ids`` halves the memory traffic per batch.
     ``order=`` names an order made by :func:`tokenloom.order` (``"iclm"``, stored with the
@@ -123,6 +131,7 @@ class TokenDataset(SelectionAccounting, _Base):
         reoffer_unkept: int = 0,
         reoffer_rows: int | None = None,
         reoffer_capacity: int | None = None,
+        boundaries: str | None = None,
         cache_dir: PathLike | None = None,
         cache_limit: int | None = None,
         storage_options: dict[str, str] | None = None,
@@ -165,6 +174,7 @@ class TokenDataset(SelectionAccounting, _Base):
         self.output = output
         self.pin_memory = pin_memory
         self.cache_plans = cache_plans
+        self._boundaries = boundaries
         self.weights = weights
         self.remote: dict[str, Any] = {
             "cache_dir": None if cache_dir is None else os.fspath(cache_dir),
@@ -174,13 +184,10 @@ class TokenDataset(SelectionAccounting, _Base):
         self.lookahead = lookahead
         self._stream: _core.Stream | None = None
         stream = self._get_stream()
-        if weights is None:  # plain list of paths: weights follow the sources' sizes
-            self.weights = [float(n) for n in stream.num_samples]
-            self._stream = None
-            stream = self._get_stream()
+        # A plain list of paths: the weights follow the sources' sizes (the core's default).
+        self.weights = list(stream.weights)
         if pad_id is None:
-            eos = _core.Dataset(paths[0], **self.remote).eos_id
-            pad_id = 0 if eos is None else int(eos)
+            pad_id = 0 if stream.eos_id is None else int(stream.eos_id)
         self.pad_id = int(pad_id)
         _warn_order_length(self.order, stream.order_seq_len, self.seq_len)
         self._record = WorkerRecord()
@@ -202,17 +209,17 @@ class TokenDataset(SelectionAccounting, _Base):
 
     def _get_stream(self) -> _core.Stream:
         if self._stream is None:
-            weights = self.weights or [1.0] * len(self.paths)
             caches = [cache_dir(p) if self.cache_plans else None for p in self.paths]
             self._stream = _core.Stream(
                 self.paths,
-                weights,
                 self.seq_len,
+                weights=self.weights,
                 mode=self.mode,
                 order=self.order,
                 seed=self.seed,
                 shuffle=self.shuffle,
                 cache_dirs=caches,
+                boundaries=self._boundaries,
                 lookahead=self.lookahead,
                 **self.remote,
             )
@@ -231,6 +238,11 @@ class TokenDataset(SelectionAccounting, _Base):
     def fingerprint(self) -> str:
         """Identifies datasets, plan, mode, seq_len, order, weights, seed and shuffling."""
         return self._get_stream().fingerprint
+
+    @property
+    def boundaries(self) -> str:
+        """``"document"`` or ``"row"``: what ``position_ids`` and ``cu_seqlens`` delimit."""
+        return self._get_stream().boundaries
 
     @property
     def epoch(self) -> int:

@@ -62,7 +62,8 @@ def read_state(
     theirs = _field(state, "fingerprint")
     if not isinstance(theirs, str):
         raise ValueError(f"fingerprint must be a string, got {theirs!r}")
-    if theirs != fingerprint:
+    # States saved before the fingerprint covered document boundaries carry the legacy one.
+    if theirs not in (fingerprint, stream.legacy_fingerprint):
         raise ValueError(
             f"this state was saved for other data: its fingerprint {theirs} differs from this "
             f"dataset's {fingerprint} (datasets, mode, seq_len, order file, weights, seed and "

@@ -17,36 +17,50 @@ from typing import Any
 import numpy as np
 
 from tokenloom import _core
+from tokenloom.embedders import embedder
 
 PathLike = str | os.PathLike[str]
 Embedder = Callable[[list[str]], Any]
 Decoder = Callable[[list[int]], str]
 
 
+# The core's defaults (rust/core/src/order/defaults.rs), defined there once.
+_D = _core.ORDER_DEFAULTS
+
+
 def order(
     dataset: PathLike,
-    seq_len: int = 8192,
+    seq_len: int = _D["seq_len"],
     *,
-    k: int = 10,
-    name: str = "iclm",
+    k: int = _D["k"],
+    name: str = _D["name"],
     embeddings: PathLike | np.ndarray | Embedder | None = None,
     knn: PathLike | np.ndarray | None = None,
     knn_similarities: PathLike | np.ndarray | None = None,
     drop_self: bool = False,
     tokenizer: Any = None,
     batch_size: int = 256,
-    dedup: float | None = 0.95,
-    variant: str = "paper",
-    max_segment: int = 0,
+    dedup: float | None = _D["dedup"],
+    variant: str = _D["variant"],
+    max_segment: int = _D["max_segment"],
     exact: bool | None = None,
-    dim: int = 256,
-    max_tokens: int = 2048,
-    seed: int = 0,
+    dim: int = _D["dim"],
+    max_tokens: int = _D["max_tokens"],
+    seed: int = _D["seed"],
     progress: bool = True,
     engine: str = "local",
     partitions: int | None = None,
+    score_with: str | PathLike | np.ndarray | Embedder | None = None,
+    labels: Sequence[Any] | np.ndarray | None = None,
 ) -> dict[str, Any]:
     """Orders ``dataset`` for In-Context Pretraining and returns the report.
+
+    ``embeddings`` may also name a dense text embedder of :func:`tokenloom.embedder`
+    (``"minilm"``, ``"minilm-static"``; the text is decoded with ``tokenizer``).
+    ``score_with`` (an embedder name, a callable, or ``[N, d]`` vectors / ``.npy``) and
+    ``labels`` (one per document, ``None`` for none) add the independent score to the
+    report (``report["independent"]``, see :func:`order_report`); score with an embedder
+    other than the one that built the order.
 
     Embeddings come from the built-in model-free embedder over token ids (default; ``dim``,
     ``max_tokens``), from ``embeddings`` — an ``[N, d]`` float array, a ``.npy`` file (memory
@@ -82,6 +96,8 @@ def order(
     sims: np.ndarray | None = None
     if embeddings is not None and knn is not None:
         raise ValueError("give embeddings or knn, not both")
+    if _is_name(embeddings):
+        embeddings = embedder(str(embeddings))
     if callable(embeddings):
         emb = _embed_text(root, embeddings, tokenizer, batch_size, progress)
         source = {"embeddings": f"callable {getattr(embeddings, '__qualname__', '?')}"}
@@ -106,14 +122,16 @@ def order(
     if engine == "ray":
         from tokenloom.order_ray import order_on_ray
 
+        if score_with is not None or labels is not None:
+            raise ValueError('score_with= and labels= are settings of engine="local"')
         settings = {
             "seq_len": int(seq_len),
             "k": int(k),
             "dedup": None if dedup is None else float(dedup),
             "variant": variant,
             "max_segment": int(max_segment),
-            "k_traverse": 9,
-            "min_segment": 21,
+            "k_traverse": _D["reference_k_traverse"],
+            "min_segment": _D["reference_segment"],
             "seed": int(seed),
             "exact": exact,
         }
@@ -122,6 +140,7 @@ def order(
                 root, name, settings, emb, source, int(dim), int(max_tokens), partitions, progress
             )
         )
+    score, names = _scoring(root, score_with, labels, tokenizer, batch_size, progress)
     _, report = _core.order_dataset(
         root,
         int(seq_len),
@@ -140,6 +159,9 @@ def order(
         drop_self=drop_self,
         source=json.dumps(source),
         progress=progress,
+        score_vectors=score,
+        score_name=names[0],
+        labels=names[1],
     )
     out: dict[str, Any] = json.loads(report)
     return _with_text(out)
@@ -148,11 +170,57 @@ def order(
 def _with_text(report: dict[str, Any], path: PathLike | None = None) -> dict[str, Any]:
     """Adds ``text``: the report's summary line (the first line ``tokenloom order`` prints,
     near-duplicates left out included)."""
-    big = ("settings", "duplicate_pairs", "docs_in_order", "segment_starts", "path", "text")
+    big = (
+        "settings",
+        "duplicate_pairs",
+        "docs_in_order",
+        "segment_starts",
+        "path",
+        "text",
+        "independent",
+    )
     fields = {k: v for k, v in report.items() if k not in big}
-    line = _core.report_summary(json.dumps(fields))
+    if fields:
+        line = _core.report_summary(json.dumps(fields))
+    else:  # an order from write_order records no report of its own
+        line = "an order written by write_order (no report of its own)"
     report["text"] = line if path is None else f"{path}: {line}"
     return report
+
+
+def _is_name(x: object) -> bool:
+    """A bare name (no path separator, no suffix) is an embedder's, not a file's."""
+    return isinstance(x, str) and os.sep not in x and "." not in x
+
+
+def _scoring(
+    root: Path,
+    score_with: Any,
+    labels: Any,
+    tokenizer: Any,
+    batch_size: int,
+    progress: bool,
+) -> tuple[np.ndarray | None, tuple[str, np.ndarray | None]]:
+    """The scoring vectors (``[N, d]`` float32) with their name, and the labels as ids."""
+    vectors, name = None, ""
+    if _is_name(score_with):
+        score_with = embedder(str(score_with))
+    if callable(score_with):
+        name = str(getattr(score_with, "name", getattr(score_with, "__qualname__", "callable")))
+        vectors = _embed_text(root, score_with, tokenizer, batch_size, progress)
+    elif score_with is not None:
+        vectors, name = _load(score_with, "score_with")
+        if vectors.ndim != 2:
+            raise ValueError(f"score_with vectors must be [N, d], got shape {vectors.shape}")
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    ids = None
+    if labels is not None:
+        values = list(labels)
+        codes: dict[Any, int] = {}
+        ids = np.array(
+            [-1 if v is None else codes.setdefault(v, len(codes)) for v in values], dtype=np.int64
+        )
+    return vectors, (name, ids)
 
 
 def _positive(x: object, name: str) -> int:
@@ -190,7 +258,16 @@ def _check_ray(root: Path, knn: object, partitions: int | None) -> int | None:
 
 
 def order_report(
-    dataset: PathLike, name: str = "iclm", *, png: PathLike | None = None
+    dataset: PathLike,
+    name: str = "iclm",
+    *,
+    png: PathLike | None = None,
+    score_with: str | PathLike | np.ndarray | Embedder | None = None,
+    labels: Sequence[Any] | np.ndarray | None = None,
+    tokenizer: Any = None,
+    seq_len: int | None = None,
+    batch_size: int = 256,
+    progress: bool = True,
 ) -> dict[str, Any]:
     """The report and settings of the order ``name`` (or an order file) of ``dataset``:
     adjacent-document similarity inside contexts against a random order, near-duplicate
@@ -198,11 +275,28 @@ def order_report(
     ``segment_starts``: lists of ints) and ``text``, the summary line (near-duplicates left
     out included). Every value is JSON-safe (``json.dumps`` takes the report as it is).
     With ``png``, also draws the two similarity histograms there (the chart of
-    ``tokenloom order --png``, written atomically)."""
+    ``tokenloom order --png``, written atomically).
+
+    That similarity uses the vectors that built the order, so it restates the walk's
+    objective. ``score_with`` scores the order independently, with an embedder that did not
+    build it: a name of :func:`tokenloom.embedder` or a callable ``list[str] -> [b, d]``
+    (text decoded with ``tokenizer``), or ``[N, d]`` vectors (an array or ``.npy``), one row
+    per document of the dataset. ``report["independent"]["similarity"]`` then holds the
+    mean cosine of adjacent documents in rows (``ordered``), the same documents at random
+    (``random``), each document's nearest neighbour (``nearest``), ``difference =
+    ordered - random`` and ``normalised = (ordered - random) / (nearest - random)``: 0 at
+    random, 1 when every document sits next to its nearest neighbour. ``labels`` (one per
+    document, ``None`` for none) add ``report["independent"]["labels"]``: the share of
+    adjacent pairs in rows with the same label, in order and at random, their difference
+    and the chance level. Rows are ``seq_len + 1`` tokens (default: the order's)."""
     path, docs, starts, _, meta_text = _core.read_order(Path(dataset), Path(name))
-    if not meta_text:
-        raise ValueError(f"{path} carries no report (it was written by write_order)")
-    meta: dict[str, Any] = json.loads(meta_text)
+    scoring = score_with is not None or labels is not None
+    if not meta_text and (png is not None or not scoring):
+        raise ValueError(
+            f"{path} carries no report (it was written by write_order); "
+            "score_with= or labels= (with seq_len=) score it"
+        )
+    meta: dict[str, Any] = json.loads(meta_text) if meta_text else {"report": {}}
     if png is not None:
         _core.write_report_png(json.dumps(meta["report"]), Path(png))
     report: dict[str, Any] = meta["report"]
@@ -211,6 +305,20 @@ def order_report(
     report["path"] = str(path)
     report["docs_in_order"] = docs.tolist()
     report["segment_starts"] = starts.tolist()
+    if scoring:
+        root = Path(dataset)
+        vectors, (scorer, ids) = _scoring(root, score_with, labels, tokenizer, batch_size, progress)
+        report["independent"] = json.loads(
+            _core.score_order(
+                root,
+                Path(name),
+                seq_len=seq_len,
+                vectors=vectors,
+                name=scorer,
+                labels=ids,
+                progress=progress,
+            )
+        )
     return _with_text(report, path)
 
 

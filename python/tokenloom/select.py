@@ -9,14 +9,18 @@ on the logits' device; the memory, the rules and the top-k run in the Rust core.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from . import _core
 from .select_dist import active, gather_candidates, local_rows
+from .select_head import _key
 
-RULES = ("uds", "uds-scaled", "uds-greedy", "random", "max-loss")
+if TYPE_CHECKING:
+    from .select_head import HeadFactor
+
+RULES = tuple(_core.SELECT_RULES)
 SCOPES = ("rank", "global")
 STATE_VERSION = 1
 
@@ -79,7 +83,9 @@ class FastJL:
     Random signs over the vocabulary, an unnormalised FFT, ``r_v`` sampled columns (with
     replacement), scaled by ``sqrt(V / r_v)``; then the same over time with ``r_t`` rows. Only
     real parts are kept, as in the reference, so distances carry its scale and published
-    ``alpha`` values transfer. Samples shorter than ``T`` are zero-padded at the end.
+    ``alpha`` values transfer. Samples shorter than ``T`` are zero-padded at the end. The map
+    is applied as its two dense cosine matrices (:meth:`dense`), which equal the FFT's real
+    part at the sampled bins.
     """
 
     def __init__(self, max_len: int, vocab: int, r_t: int = 8, r_v: int = 128, seed: int = 0):
@@ -94,32 +100,44 @@ class FastJL:
         self.j_t = torch.randint(0, max_len, (r_t,), generator=g)
         self.c_v = math.sqrt(vocab / r_v)
         self.c_t = math.sqrt(max_len / r_t)
+        self._dense: dict[str, tuple[Any, Any]] = {}
 
     @property
     def dim(self) -> int:
         return self.r_t * self.r_v
 
     def __call__(self, logits: Any, mask: Any | None = None) -> Any:
-        """``[B, r_t * r_v]`` float32 sketches of ``[B, L, V]`` logits (``L <= max_len``)."""
-        torch = _torch()
+        """``[B, r_t * r_v]`` float32 sketches of ``[B, L, V]`` logits (``L <= max_len``).
+
+        Computed as ``C_t @ X @ C_v`` with the dense matrices of :meth:`dense` (kept in float32
+        on the logits' device): two products instead of a complex FFT over all ``V`` bins."""
         x = _check_logits(logits, mask).float()
-        b, length, vocab = x.shape
+        b, _, vocab = x.shape
         if vocab != self.vocab:
             raise ValueError(
                 f"logits have {vocab} vocabulary columns, the sketch was built for {self.vocab}"
             )
+        c_t, c_v = self.matrices(x.device)
+        return self.over_time(x @ c_v, c_t).reshape(b, self.dim)
+
+    def over_time(self, y: Any, c_t: Any) -> Any:
+        """``C_t @ y`` for ``y`` of shape ``[B, L, r_v]`` (``L <= max_len``; the time axis is
+        zero-padded at the end, which the first ``L`` columns of ``C_t`` express)."""
+        length = y.shape[1]
         if length > self.max_len:
             raise ValueError(
                 f"logits have {length} positions but the sketch covers max_len={self.max_len}; "
                 "build the selector with a larger max_len"
             )
-        dev = x.device
-        s_v, j_v = self.s_v.to(dev), self.j_v.to(dev)
-        s_t, j_t = self.s_t.to(dev), self.j_t.to(dev)
-        y = torch.fft.fft(x * s_v, dim=-1).real[..., j_v] * self.c_v  # [B, L, r_v]
-        y = torch.nn.functional.pad(y, (0, 0, 0, self.max_len - length))  # [B, T, r_v]
-        z = torch.fft.fft(y * s_t[:, None], dim=1).real[:, j_t, :] * self.c_t  # [B, r_t, r_v]
-        return z.reshape(b, self.dim).float()
+        return c_t[:, :length] @ y
+
+    def matrices(self, device: Any) -> tuple[Any, Any]:
+        """:meth:`dense` in float32 on ``device`` (computed once per device)."""
+        key = str(device)
+        if key not in self._dense:
+            c_t, c_v = self.dense()
+            self._dense[key] = (c_t.float().to(device), c_v.float().to(device))
+        return self._dense[key]
 
     def dense(self) -> tuple[Any, Any]:
         """The same map as two matrices ``(C_t [r_t, T], C_v [V, r_v])``, scales included:
@@ -146,12 +164,18 @@ class UDSSelector:
     """Keeps ``keep`` samples of each candidate batch by utility and diversity.
 
     ``rule``: ``"uds"`` (the paper: nuclear norm + ``alpha`` x mean sketch distance to the
-    memory), ``"uds-scaled"`` (both terms z-scored with running statistics, so ``alpha`` is
-    free of the logits' scale), ``"uds-greedy"`` (one at a time, the samples already kept from
-    the batch counting as memory, so they also differ from each other), ``"random"``, or
-    ``"max-loss"`` (pass per-sample losses to :meth:`select_from`). ``sketch=(r_t, r_v)`` are
-    the FastJL sizes (paper: 8 x 128); ``max_len`` the longest sequence the sketch covers.
-    ``state_dict()`` holds the memory, running statistics and step counter: resuming is exact.
+    memory), ``"uds-auto"`` (the same with the weight calibrated, label-free, from the two
+    terms' spread within the first ``calibration`` candidate batches that meet a memory:
+    ``alpha_eff = alpha * sd(utility) / sd(distance)``, then fixed; ``alpha`` is a ratio of
+    spreads and transfers across vocabularies, lengths and models), ``"uds-scaled"`` (both
+    terms z-scored with running statistics), ``"uds-greedy"`` (one at a time, the samples
+    already kept from the batch counting as memory, so they also differ from each other),
+    ``"random"``, or ``"max-loss"`` (pass per-sample losses to :meth:`select_from`).
+    ``alpha=None`` takes the rule's default (the reference's 2.5e-3 for ``uds`` and
+    ``uds-greedy``, which transfers only at the reference's vocabulary, length and logit
+    scale; 1 for ``uds-auto`` and ``uds-scaled``). ``sketch=(r_t, r_v)`` are the FastJL sizes
+    (paper: 8 x 128); ``max_len`` the longest sequence the sketch covers. ``state_dict()``
+    holds the memory, running statistics and step counter: resuming is exact.
 
     Under ``torch.distributed``, ``scope="rank"`` (default) selects within each rank's batch
     with a memory per rank. ``scope="global"`` all-gathers utilities and sketches (of
@@ -165,13 +189,14 @@ class UDSSelector:
         self,
         keep: int,
         buffer_size: int = 1024,
-        alpha: float = 2.5e-3,
+        alpha: float | None = None,
         sketch: tuple[int, int] = (8, 128),
         seed: int = 0,
         rule: str = "uds",
         max_len: int = 512,
         scope: str = "rank",
         group: Any = None,
+        calibration: int = _core.DEFAULT_CALIBRATION,
     ) -> None:
         if rule not in RULES:
             raise ValueError(f"rule must be one of {', '.join(RULES)}, got {rule!r}")
@@ -180,17 +205,37 @@ class UDSSelector:
         self.scope, self.group = scope, group
         if keep < 1 or buffer_size < 0:
             raise ValueError("keep must be at least 1 and buffer_size at least 0")
+        alpha = _core.default_alpha(rule) if alpha is None else alpha
         self.keep, self.buffer_size, self.alpha = int(keep), int(buffer_size), float(alpha)
+        self.calibration = int(calibration)
         self.sketch_size = (int(sketch[0]), int(sketch[1]))
         self.seed, self.rule, self.max_len = int(seed), rule, int(max_len)
         self.dim = self.sketch_size[0] * self.sketch_size[1]
         self._sketch: FastJL | None = None
+        self._factor: HeadFactor | None = None
         self._core = self._make_core(None)
 
     def _make_core(self, state: dict[str, Any] | None) -> _core.Selector:
         return _core.Selector(
-            self.rule, self.keep, self.buffer_size, self.dim, self.alpha, self.seed, state
+            self.rule,
+            self.keep,
+            self.buffer_size,
+            self.dim,
+            self.alpha,
+            self.seed,
+            state,
+            self.calibration,
         )
+
+    def effective_alpha(self) -> float:
+        """The diversity weight in use: ``alpha``, or for ``uds-auto`` the calibrated one
+        (0 before the first calibration batch)."""
+        return self._core.effective_alpha()
+
+    def check_run(self, batches: int) -> None:
+        """Raises ``ValueError`` if a run of ``batches`` candidate batches is too short to
+        complete ``uds-auto``'s calibration window."""
+        self._core.check_run(int(batches))
 
     def _sketcher(self, vocab: int) -> FastJL:
         if self._sketch is None or self._sketch.vocab != vocab:
@@ -205,6 +250,25 @@ class UDSSelector:
             utility = nuclear_norm(logits, mask)
             sketches = self._sketcher(logits.shape[-1])(logits, mask)
         return utility, sketches
+
+    def scores_hidden(self, hidden: Any, weight: Any, mask: Any | None = None) -> tuple[Any, Any]:
+        """:meth:`scores` of the logits ``hidden @ weight.T`` from the final hidden states
+        ``[B, L, d]`` and a plain output layer's weight ``[V, d]`` (no bias, no soft-cap),
+        without forming the logits. The head's ``d x d`` factor is computed once and again
+        only when the weight changes (a trainable head, after each optimizer step)."""
+        from .select_head import HeadFactor, hidden_scores
+
+        sketch = self._sketcher(weight.shape[0])
+        if self._factor is None or self._factor.key != _key(weight):
+            self._factor = HeadFactor(weight, sketch)
+        return hidden_scores(hidden, self._factor, sketch, mask)
+
+    def select_hidden(self, hidden: Any, weight: Any, mask: Any | None = None) -> Any:
+        """:meth:`select` from the final hidden states and the output weight (see
+        :meth:`scores_hidden`)."""
+        torch = _torch()
+        kept = self.select_from(*self.scores_hidden(hidden, weight, mask))
+        return torch.from_numpy(kept).to(hidden.device)
 
     def select(self, logits: Any, mask: Any | None = None) -> Any:
         """Row indices (LongTensor on the logits' device, best first) of the kept samples."""

@@ -10,7 +10,8 @@ compile_error!("tokenloom stores little-endian tokens and maps them in place; bi
 
 pub mod batch;
 pub mod error;
-mod gemm;
+#[doc(hidden)]
+pub mod gemm;
 pub mod order;
 pub mod plan;
 mod prefetch;

@@ -1,8 +1,11 @@
 //! Running core work with the GIL released, panics contained, errors mapped.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::{Mutex, MutexGuard};
 
+use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
+use pyo3::sync::MutexExt;
 
 use crate::errors::{to_py, TokenloomError};
 
@@ -27,4 +30,13 @@ where
             )))
         }
     }
+}
+
+/// Locks `m`, waiting without the GIL: the holder may release the GIL while
+/// it holds the lock (a selection, a batch being read, a garbage collection),
+/// so waiting with the GIL held could deadlock. `what` names the object in
+/// the error of a lock poisoned by an earlier failure.
+pub fn lock<'a, T>(py: Python<'_>, m: &'a Mutex<T>, what: &str) -> PyResult<MutexGuard<'a, T>> {
+    m.lock_py_attached(py)
+        .map_err(|_| PyRuntimeError::new_err(format!("the {what} failed in another thread")))
 }

@@ -101,7 +101,12 @@ pub fn to_py<T>(r: tokenloom_core::Result<T>) -> PyResult<T> {
 /// Registers the exception classes on the module.
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
-    m.add("TokenloomError", py.get_type::<TokenloomError>())?;
+    // Where an error happened, on every instance (None when it has no file or
+    // offset): class attributes, so that they exist before an instance sets them.
+    let base = py.get_type::<TokenloomError>();
+    base.setattr("path", py.None())?;
+    base.setattr("offset", py.None())?;
+    m.add("TokenloomError", base)?;
     m.add("CorruptShardError", py.get_type::<CorruptShardError>())?;
     m.add("FormatVersionError", py.get_type::<FormatVersionError>())?;
     m.add("CancelledError", py.get_type::<CancelledError>())?;

@@ -26,10 +26,18 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<loader::PyStream>()?;
     m.add_class::<loader::PyLoader>()?;
     m.add_class::<select::PySelector>()?;
+    m.add_function(wrap_pyfunction!(select::default_alpha, m)?)?;
+    m.add("SELECT_RULES", tokenloom_core::select::NAMES.to_vec())?;
+    m.add("ORDER_DEFAULTS", order::order_defaults(m.py())?)?;
+    m.add(
+        "DEFAULT_CALIBRATION",
+        tokenloom_core::select::DEFAULT_CALIBRATION,
+    )?;
     m.add_function(wrap_pyfunction!(loader::write_order, m)?)?;
     m.add_function(wrap_pyfunction!(cli::run_cli, m)?)?;
     m.add_function(wrap_pyfunction!(order::order_dataset, m)?)?;
     m.add_function(wrap_pyfunction!(order::read_order, m)?)?;
+    m.add_function(wrap_pyfunction!(order::score_order, m)?)?;
     m.add_function(wrap_pyfunction!(order::write_report_png, m)?)?;
     m.add_function(wrap_pyfunction!(order::report_summary, m)?)?;
     m.add_function(wrap_pyfunction!(order_parts::order_embeddings, m)?)?;

@@ -6,15 +6,14 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use numpy::{IntoPyArray, PyArray1, PyArrayMethods};
-use pyo3::exceptions::{PyRuntimeError, PyValueError};
+use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyTuple};
 use tokenloom_core::batch::{
-    assemble, Batch, BatchConfig, Cursor, IntBuf, LoadedBatch, Loader, LoaderSpec, Mixture,
-    OutDType, Sharding, Source,
+    assemble, Batch, BatchConfig, Cursor, IntBuf, LoadedBatch, Loader, LoaderSpec, OutDType,
+    Sharding, Source, Stream, StreamSpec,
 };
-use tokenloom_core::plan::{cache, Order, Plan, PlanMode};
-use tokenloom_core::shuffle::key_of;
+use tokenloom_core::plan::{Boundaries, Order, Plan, PlanMode};
 use tokenloom_core::Dataset;
 
 use crate::detach::run_detached;
@@ -34,33 +33,33 @@ fn py_cursor(c: &Cursor) -> PyCursor {
     (c.epoch, c.position, c.counts.clone())
 }
 
-/// Sources with their plans and the mixture over them; shared by every
-/// loader made from it.
+/// Sources with their plans and the mixture over them ([`Stream`]); shared
+/// by every loader made from it.
 #[pyclass(name = "Stream", module = "tokenloom._core", frozen)]
 pub struct PyStream {
-    sources: Vec<(Arc<Dataset>, Arc<Plan>)>,
-    mixture: Mixture,
-    fingerprint: u64,
-    cached: Vec<bool>,
-    order_seq_len: Option<u64>,
+    inner: Stream,
 }
 
 #[pymethods]
 impl PyStream {
     /// Opens `paths`, builds (or reads from `cache_dirs`) their plans.
+    /// `weights` (default: each source's number of samples) weigh the
+    /// sources; `boundaries` ("document" or "row"; default: the mode's) says
+    /// what the batches' position_ids and cu_seqlens delimit.
     #[new]
-    #[pyo3(signature = (paths, weights, seq_len, mode = "concat", order = None, seed = 0, shuffle = true, cache_dirs = None, cache_dir = None, cache_limit = None, storage_options = None, lookahead = None))]
+    #[pyo3(signature = (paths, seq_len, weights = None, mode = "concat", order = None, seed = 0, shuffle = true, cache_dirs = None, boundaries = None, cache_dir = None, cache_limit = None, storage_options = None, lookahead = None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
         paths: Vec<PathBuf>,
-        weights: Vec<f64>,
         seq_len: u64,
+        weights: Option<Vec<f64>>,
         mode: &str,
         order: Option<PathBuf>,
         seed: u64,
         shuffle: bool,
         cache_dirs: Option<Vec<Option<PathBuf>>>,
+        boundaries: Option<&str>,
         cache_dir: Option<PathBuf>,
         cache_limit: Option<u64>,
         storage_options: Option<HashMap<String, String>>,
@@ -68,107 +67,111 @@ impl PyStream {
     ) -> PyResult<Self> {
         let remote = crate::remote::options(cache_dir, cache_limit, storage_options, lookahead)?;
         let mode = crate::errors::to_py(PlanMode::parse(mode))?;
-        if order.is_some() && paths.len() != 1 {
-            return Err(PyValueError::new_err(
-                "an order file applies to a single dataset; mix ordered datasets by giving each its own TokenDataset",
-            ));
-        }
+        let boundaries = boundaries
+            .map(|b| crate::errors::to_py(Boundaries::parse(b)))
+            .transpose()?;
         let cache_dirs = cache_dirs.unwrap_or_else(|| vec![None; paths.len()]);
+        let spec = StreamSpec {
+            paths,
+            weights,
+            seq_len,
+            mode,
+            order,
+            seed,
+            shuffle,
+            cache_dirs,
+            boundaries,
+        };
         run_detached(py, move || {
-            let datasets = paths
-                .iter()
-                .map(|p| open_any(&p.to_string_lossy(), &remote))
-                .collect::<tokenloom_core::Result<Vec<_>>>()?;
-            // A remote dataset's stored orders live in its cache directory.
-            let base = match datasets.first() {
-                Some(d) if d.provider().is_some() => d.root().to_path_buf(),
-                _ => paths[0].clone(),
-            };
-            let order = order
-                .map(|p| Order::read(&tokenloom_core::order::store::resolve(&base, &p)?))
-                .transpose()?;
-            let order_seq_len = order.as_ref().and_then(Order::seq_len);
-            let mut sources = Vec::with_capacity(paths.len());
-            let mut cached = Vec::with_capacity(paths.len());
-            for (i, ds) in datasets.into_iter().enumerate() {
-                let dir = cache_dirs.get(i).cloned().flatten();
-                let (plan, hit) =
-                    cache::load_or_build(&ds, mode, seq_len, order.as_ref(), dir.as_deref())?;
-                cached.push(hit);
-                sources.push((Arc::new(ds), Arc::new(plan)));
-            }
-            let manifests: Vec<_> = paths
-                .iter()
-                .zip(&sources)
-                .map(|(p, (d, _))| (p.as_path(), d.manifest()))
-                .collect();
-            tokenloom_core::shard::check_compatible(&manifests, "mix")?;
-            let sizes = sources.iter().map(|(_, p)| p.num_samples()).collect();
-            let mixture = Mixture::new(sizes, weights.clone(), seed, shuffle)?;
-            let mut parts = vec![seed, u64::from(shuffle)];
-            for ((_, p), w) in sources.iter().zip(&weights) {
-                parts.push(p.fingerprint());
-                parts.push(w.to_bits());
-            }
-            if sources.len() > 1 {
-                parts.push(Mixture::RULE);
-            }
             Ok(PyStream {
-                sources,
-                mixture,
-                fingerprint: key_of(&parts),
-                cached,
-                order_seq_len,
+                inner: Stream::open_with(spec, |p| open_any(&p.to_string_lossy(), &remote))?,
             })
         })
+    }
+
+    /// The weights of the sources (given, or their numbers of samples).
+    #[getter]
+    fn weights(&self) -> Vec<f64> {
+        self.inner.weights.clone()
+    }
+
+    /// End-of-document token of the first source, when known.
+    #[getter]
+    fn eos_id(&self) -> Option<u64> {
+        self.inner.eos_id()
     }
 
     /// Samples per epoch (all sources together).
     #[getter]
     fn epoch_len(&self) -> u64 {
-        self.mixture.epoch_len()
+        self.inner.mixture.epoch_len()
     }
 
     /// Samples in each source's plan.
     #[getter]
     fn num_samples(&self) -> Vec<u64> {
-        self.sources.iter().map(|(_, p)| p.num_samples()).collect()
+        self.inner
+            .sources
+            .iter()
+            .map(|(_, p)| p.num_samples())
+            .collect()
+    }
+
+    /// What position_ids and cu_seqlens delimit in this stream's batches.
+    #[getter]
+    fn boundaries(&self) -> &'static str {
+        let mode = self
+            .inner
+            .sources
+            .first()
+            .map_or(PlanMode::Concat, |(_, p)| p.mode());
+        self.inner
+            .boundaries
+            .unwrap_or_else(|| mode.default_boundaries())
+            .name()
     }
 
     /// Whether each source's plan was read from the cache.
     #[getter]
     fn plans_cached(&self) -> Vec<bool> {
-        self.cached.clone()
+        self.inner.cached.clone()
     }
 
     /// Identifies sources, plans, weights, seed and shuffling.
     #[getter]
     fn fingerprint(&self) -> String {
-        format!("{:016x}", self.fingerprint)
+        format!("{:016x}", self.inner.fingerprint)
+    }
+
+    /// The fingerprint states saved before it covered document boundaries
+    /// carry; such states are still accepted.
+    #[getter]
+    fn legacy_fingerprint(&self) -> String {
+        format!("{:016x}", self.inner.legacy_fingerprint)
     }
 
     /// The `seq_len` the order file was made for (`None` without an order,
     /// or for an order that does not record one).
     #[getter]
     fn order_seq_len(&self) -> Option<u64> {
-        self.order_seq_len
+        self.inner.order_seq_len
     }
 
     /// Fails, naming the field, unless `cursor` is a position of this stream.
     fn check_cursor(&self, cursor: PyCursor) -> PyResult<()> {
-        crate::errors::to_py(self.mixture.check_cursor(&self::cursor(cursor)))
+        crate::errors::to_py(self.inner.mixture.check_cursor(&self::cursor(cursor)))
     }
 
     /// `(epoch, position, counts)` at the start of `epoch`.
     fn start(&self, py: Python<'_>, epoch: u64) -> PyCursor {
-        py.detach(|| py_cursor(&self.mixture.start(epoch)))
+        py.detach(|| py_cursor(&self.inner.mixture.start(epoch)))
     }
 
     /// The cursor `n` positions after `at`.
     fn advance(&self, py: Python<'_>, at: PyCursor, n: u64) -> PyCursor {
         py.detach(|| {
             let mut c = cursor(at);
-            self.mixture.skip(&mut c, n);
+            self.inner.mixture.skip(&mut c, n);
             py_cursor(&c)
         })
     }
@@ -191,8 +194,8 @@ impl PyStream {
             batch_size,
             drop_last,
         };
-        crate::errors::to_py(sh.check(self.mixture.epoch_len()))?;
-        Ok(sh.steps_left(self.mixture.epoch_len(), position))
+        crate::errors::to_py(sh.check(self.inner.mixture.epoch_len()))?;
+        Ok(sh.steps_left(self.inner.mixture.epoch_len(), position))
     }
 
     /// The batch of the given `(source, sample id)` pairs, laid out as the
@@ -210,7 +213,12 @@ impl PyStream {
         doc_ids: bool,
     ) -> PyResult<Bound<'py, PyDict>> {
         let cfg = self.batch_config(dtype, ignore_index, pad_id, position_ids, doc_ids)?;
-        let refs: Vec<(&Dataset, &Plan)> = self.sources.iter().map(|(d, p)| (&**d, &**p)).collect();
+        let refs: Vec<(&Dataset, &Plan)> = self
+            .inner
+            .sources
+            .iter()
+            .map(|(d, p)| (&**d, &**p))
+            .collect();
         let batch = run_detached(py, || assemble(&samples, &refs, &cfg))?;
         batch_dict(py, batch)
     }
@@ -237,15 +245,16 @@ impl PyStream {
         doc_ids: bool,
     ) -> PyResult<PyLoader> {
         let start = cursor(start);
-        if start.counts.len() != self.mixture.num_sources() {
+        if start.counts.len() != self.inner.mixture.num_sources() {
             return Err(PyValueError::new_err(format!(
                 "the state has counts for {} sources but there are {}",
                 start.counts.len(),
-                self.mixture.num_sources()
+                self.inner.mixture.num_sources()
             )));
         }
         let spec = LoaderSpec {
             sources: self
+                .inner
                 .sources
                 .iter()
                 .map(|(d, p)| Source {
@@ -253,7 +262,7 @@ impl PyStream {
                     plan: Arc::clone(p),
                 })
                 .collect(),
-            mixture: self.mixture.clone(),
+            mixture: self.inner.mixture.clone(),
             sharding: Sharding {
                 rank,
                 world,
@@ -294,13 +303,14 @@ impl PyStream {
             }
         };
         Ok(BatchConfig {
-            seq_len: self.sources.first().map_or(1, |(_, p)| p.seq_len()),
+            seq_len: self.inner.sources.first().map_or(1, |(_, p)| p.seq_len()),
             dtype,
             ignore_index,
             pad_id,
             pad_label: ignore_index.unwrap_or(-100),
             position_ids,
             doc_ids,
+            boundaries: self.inner.boundaries,
         })
     }
 }
@@ -353,9 +363,7 @@ impl PyLoader {
     }
 
     fn __next__<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyTuple>>> {
-        let mut guard = self.inner.lock().map_err(|_| {
-            PyRuntimeError::new_err("the loader was poisoned by an earlier failure")
-        })?;
+        let mut guard = crate::detach::lock(py, &self.inner, "loader")?;
         let loader = &mut *guard;
         let next = py.detach(|| loader.next_batch());
         match next {
@@ -365,10 +373,8 @@ impl PyLoader {
     }
 
     /// Batches this loader yields in total.
-    fn __len__(&self) -> PyResult<usize> {
-        let guard = self.inner.lock().map_err(|_| {
-            PyRuntimeError::new_err("the loader was poisoned by an earlier failure")
-        })?;
+    fn __len__(&self, py: Python<'_>) -> PyResult<usize> {
+        let guard = crate::detach::lock(py, &self.inner, "loader")?;
         Ok(guard.len() as usize)
     }
 }

@@ -4,11 +4,12 @@
 
 use std::path::PathBuf;
 
-use numpy::{PyArray1, PyReadonlyArray, PyReadonlyArray2, PyUntypedArrayMethods};
+use numpy::{PyArray1, PyReadonlyArray, PyReadonlyArray1, PyReadonlyArray2, PyUntypedArrayMethods};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use tokenloom_core::order::{
-    self, store, EmbedParams, Input, KnnLists, OrderParams, ReferenceParams, Variant,
+    self, defaults, score, store, EmbedParams, Input, KnnLists, OrderParams, ReferenceParams,
+    Scorer, Variant,
 };
 use tokenloom_core::plan::Order;
 use tokenloom_core::Dataset;
@@ -35,8 +36,8 @@ pub fn variant_of(
         "paper" => Ok(Variant::Paper { max_segment }),
         "reference" => Ok(Variant::Reference(ReferenceParams {
             k_traverse,
-            max_segment: if max_segment == 0 { 21 } else { max_segment },
             min_segment,
+            ..ReferenceParams::with_max_segment(max_segment)
         })),
         other => Err(PyValueError::new_err(format!(
             "variant must be \"paper\" or \"reference\", got {other:?}"
@@ -44,10 +45,48 @@ pub fn variant_of(
     }
 }
 
+/// The core's ordering defaults as a dict (`_core.ORDER_DEFAULTS`), read by
+/// `tokenloom.order` for its signature.
+pub fn order_defaults(py: Python<'_>) -> PyResult<Bound<'_, pyo3::types::PyDict>> {
+    let d = pyo3::types::PyDict::new(py);
+    d.set_item("seq_len", defaults::SEQ_LEN)?;
+    d.set_item("k", defaults::K)?;
+    d.set_item("name", defaults::NAME)?;
+    d.set_item("dedup", defaults::DEDUP)?;
+    d.set_item("variant", defaults::VARIANT)?;
+    d.set_item("max_segment", defaults::MAX_SEGMENT)?;
+    d.set_item("seed", defaults::SEED)?;
+    d.set_item("dim", defaults::DIM)?;
+    d.set_item("max_tokens", defaults::MAX_TOKENS)?;
+    d.set_item("reference_k_traverse", defaults::REFERENCE_K_TRAVERSE)?;
+    d.set_item("reference_segment", defaults::REFERENCE_SEGMENT)?;
+    Ok(d)
+}
+
+/// Scoring vectors `[n, d]` and labels `[n]` as the core's [`Scorer`].
+fn scorer<'a>(
+    name: &'a str,
+    vectors: &'a Option<PyReadonlyArray2<'_, f32>>,
+    labels: &'a Option<PyReadonlyArray1<'_, i64>>,
+) -> PyResult<Option<Scorer<'a>>> {
+    let vectors = match vectors {
+        Some(a) => Some((slice(a, "score vectors")?, a.shape()[1])),
+        None => None,
+    };
+    let labels = labels.as_ref().map(|a| slice(a, "labels")).transpose()?;
+    Ok((vectors.is_some() || labels.is_some()).then_some(Scorer {
+        name,
+        vectors,
+        labels,
+    }))
+}
+
 /// Orders the dataset at `path` and writes `<path>/orders/<name>.order`;
-/// returns the file's path and the report as JSON.
+/// returns the file's path and the report as JSON. With `score_vectors`
+/// (from an embedder other than the one ordering, called `score_name`)
+/// and/or `labels`, the report holds the independent score too.
 #[pyfunction]
-#[pyo3(signature = (path, seq_len, name = "iclm", k = 10, dedup = Some(0.95), variant = "paper", max_segment = 0, k_traverse = 9, min_segment = 21, seed = 0, exact = None, dim = 256, max_tokens = 2048, embeddings = None, knn = None, knn_similarities = None, drop_self = false, source = "{}", progress = true))]
+#[pyo3(signature = (path, seq_len, name = defaults::NAME, k = defaults::K, dedup = Some(defaults::DEDUP as f32), variant = defaults::VARIANT, max_segment = defaults::MAX_SEGMENT, k_traverse = defaults::REFERENCE_K_TRAVERSE, min_segment = defaults::REFERENCE_SEGMENT, seed = defaults::SEED, exact = None, dim = defaults::DIM, max_tokens = defaults::MAX_TOKENS, embeddings = None, knn = None, knn_similarities = None, drop_self = false, source = "{}", progress = true, score_vectors = None, score_name = "", labels = None))]
 #[allow(clippy::too_many_arguments)]
 pub fn order_dataset(
     py: Python<'_>,
@@ -70,8 +109,12 @@ pub fn order_dataset(
     drop_self: bool,
     source: &str,
     progress: bool,
+    score_vectors: Option<PyReadonlyArray2<'_, f32>>,
+    score_name: &str,
+    labels: Option<PyReadonlyArray1<'_, i64>>,
 ) -> PyResult<(PathBuf, String)> {
     let variant = variant_of(variant, max_segment, k_traverse, min_segment)?;
+    let scorer = scorer(score_name, &score_vectors, &labels)?;
     let params = OrderParams {
         seq_len,
         k,
@@ -129,11 +172,64 @@ pub fn order_dataset(
                 ));
             }
         }
-        let out = order::order_dataset(&ds, &params, input, source, &bar)?;
+        let mut out = order::order_dataset(&ds, &params, input, source, &bar)?;
+        if let Some(sc) = &scorer {
+            let ind = score::score(&ds, &out.order, seq_len, sc, seed, &bar)?;
+            out.order = score::annotate(&ds, &out.order, &ind)?;
+            out.report.independent = Some(ind);
+        }
         let file = store::save(&path, name, &out.order)?;
         let report = serde_json::to_string(&out.report)
             .map_err(|e| tokenloom_core::Error::invalid("report", e.to_string()))?;
         Ok((file, report))
+    });
+    if let Some(interrupt) = bar.take_interrupt() {
+        return Err(interrupt);
+    }
+    result
+}
+
+/// The independent score (JSON) of the order `spec` of the dataset at
+/// `path`, in rows of `seq_len + 1` tokens (default: the seq_len it was made
+/// for), with a random baseline seeded by `seed` (default: the order's seed).
+#[pyfunction]
+#[pyo3(signature = (path, spec, seq_len = None, vectors = None, name = "", labels = None, seed = None, progress = true))]
+#[allow(clippy::too_many_arguments)]
+pub fn score_order(
+    py: Python<'_>,
+    path: PathBuf,
+    spec: PathBuf,
+    seq_len: Option<u64>,
+    vectors: Option<PyReadonlyArray2<'_, f32>>,
+    name: &str,
+    labels: Option<PyReadonlyArray1<'_, i64>>,
+    seed: Option<u64>,
+    progress: bool,
+) -> PyResult<String> {
+    let Some(sc) = scorer(name, &vectors, &labels)? else {
+        return Err(PyValueError::new_err(
+            "scoring needs vectors from an embedder, labels, or both",
+        ));
+    };
+    let bar = PyProgress::new(progress);
+    let result = run_detached(py, || {
+        let file = store::resolve(&path, &spec)?;
+        let ds = Dataset::open(&path)?;
+        let o = Order::read(&file)?;
+        let meta: serde_json::Value = serde_json::from_str(o.meta()).unwrap_or_default();
+        let seq_len = seq_len.or(meta["seq_len"].as_u64()).ok_or_else(|| {
+            tokenloom_core::Error::invalid(
+                "seq_len",
+                format!(
+                    "{} does not say which seq_len it was made for; pass seq_len=",
+                    file.display()
+                ),
+            )
+        })?;
+        let seed = seed.or(meta["seed"].as_u64()).unwrap_or(0);
+        let ind = score::score(&ds, &o, seq_len, &sc, seed, &bar)?;
+        serde_json::to_string(&ind)
+            .map_err(|e| tokenloom_core::Error::invalid("score", e.to_string()))
     });
     if let Some(interrupt) = bar.take_interrupt() {
         return Err(interrupt);

@@ -13,7 +13,7 @@ use numpy::{
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use tokenloom_core::order::{
-    self, store, Duplicate, EmbedParams, Input, OrderParams, PartOrder, Path,
+    self, defaults, store, Duplicate, EmbedParams, Input, OrderParams, PartOrder, Path,
 };
 use tokenloom_core::Dataset;
 
@@ -110,7 +110,7 @@ fn ids_u32(ids: &[i64], what: &str) -> PyResult<Vec<u32>> {
 /// features), or `embeddings` checked and normalised. `name` (the order to be
 /// written) is checked first, so a bad name fails before the work.
 #[pyfunction]
-#[pyo3(signature = (path, name, embeddings = None, dim = 256, max_tokens = 2048, seed = 0, progress = true))]
+#[pyo3(signature = (path, name, embeddings = None, dim = defaults::DIM, max_tokens = defaults::MAX_TOKENS, seed = defaults::SEED, progress = true))]
 #[allow(clippy::too_many_arguments)]
 pub fn order_embeddings<'py>(
     py: Python<'py>,

@@ -5,12 +5,11 @@ use std::borrow::Cow;
 use std::sync::Mutex;
 
 use numpy::{IntoPyArray, PyArray1, PyReadonlyArray1, PyReadonlyArray2};
-use pyo3::exceptions::{PyRuntimeError, PyValueError};
+use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
-use pyo3::sync::MutexExt;
 use pyo3::types::PyDict;
 use tokenloom_core::select::{
-    Rule, Running, Selector, SelectorConfig, SelectorState, SketchBuffer,
+    Rule, Running, Selector, SelectorConfig, SelectorState, SketchBuffer, DEFAULT_CALIBRATION,
 };
 
 use crate::detach::run_detached;
@@ -27,16 +26,15 @@ impl PySelector {
     /// lock across a GIL release (a selection, or a garbage collection while
     /// it reads the state), so waiting with the GIL held could deadlock.
     fn lock(&self, py: Python<'_>) -> PyResult<std::sync::MutexGuard<'_, Selector>> {
-        self.inner
-            .lock_py_attached(py)
-            .map_err(|_| PyRuntimeError::new_err("the selector failed in another thread"))
+        crate::detach::lock(py, &self.inner, "selector")
     }
 }
 
 #[pymethods]
 impl PySelector {
     #[new]
-    #[pyo3(signature = (rule, keep, buffer_size, dim, alpha, seed, state = None))]
+    #[pyo3(signature = (rule, keep, buffer_size, dim, alpha, seed, state = None, calibration = DEFAULT_CALIBRATION))]
+    #[allow(clippy::too_many_arguments)]
     fn new(
         rule: &str,
         keep: usize,
@@ -45,6 +43,7 @@ impl PySelector {
         alpha: f64,
         seed: u64,
         state: Option<&Bound<'_, PyDict>>,
+        calibration: usize,
     ) -> PyResult<Self> {
         let cfg = SelectorConfig {
             rule: to_py(Rule::parse(rule))?,
@@ -53,6 +52,7 @@ impl PySelector {
             dim,
             alpha,
             seed,
+            calibration,
         };
         let sel = match state {
             None => to_py(Selector::new(cfg))?,
@@ -95,6 +95,17 @@ impl PySelector {
             .map(|i| i as i64)
             .collect::<Vec<_>>()
             .into_pyarray(py))
+    }
+
+    /// The diversity weight in use (calibrated for `uds-auto`).
+    fn effective_alpha(&self, py: Python<'_>) -> PyResult<f64> {
+        Ok(self.lock(py)?.effective_alpha())
+    }
+
+    /// Raises unless a run of `batches` candidate batches completes the
+    /// rule's calibration window.
+    fn check_run(&self, py: Python<'_>, batches: u64) -> PyResult<()> {
+        to_py(self.lock(py)?.check_run(batches))
     }
 
     /// The memory, running statistics and step counter, as plain values.
@@ -141,4 +152,10 @@ fn state_from_dict(d: &Bound<'_, PyDict>, cfg: SelectorConfig) -> PyResult<Selec
         stats: [running(0), running(1)],
         steps: get("steps")?.extract()?,
     })
+}
+
+/// The default diversity weight of `rule` (defined in the core).
+#[pyfunction]
+pub fn default_alpha(rule: &str) -> PyResult<f64> {
+    Ok(to_py(Rule::parse(rule))?.default_alpha())
 }

@@ -12,7 +12,7 @@ use object_store::{ObjectStoreExt, PutPayload, WriteMultipart};
 use tokenloom_core::error::IoContext;
 use tokenloom_core::shard::compression::stored_name;
 use tokenloom_core::shard::manifest::FILE_NAME;
-use tokenloom_core::shard::source::sidecar_name;
+use tokenloom_core::shard::sidecar_name;
 use tokenloom_core::shard::{DatasetWriter, Manifest, WriterOptions};
 use tokenloom_core::{Error, Progress, Result};
 

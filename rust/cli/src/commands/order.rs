@@ -8,7 +8,8 @@ use std::path::{Path, PathBuf};
 
 use clap::{Args, ValueEnum};
 use tokenloom_core::order::{
-    self, store, EmbedParams, Input, OrderParams, ReferenceParams, Report, Variant,
+    self, defaults, score, store, EmbedParams, Independent, Input, OrderParams, ReferenceParams,
+    Report, Scorer, Variant,
 };
 use tokenloom_core::plan::Order;
 use tokenloom_core::{Dataset, Error, Progress};
@@ -32,16 +33,16 @@ pub struct OrderArgs {
     #[arg(value_name = "PATH")]
     pub path: PathBuf,
     /// Training context length in tokens.
-    #[arg(long, default_value_t = 8192)]
+    #[arg(long, default_value_t = defaults::SEQ_LEN)]
     pub seq_len: u64,
     /// Nearest neighbours per document.
-    #[arg(short, long, default_value_t = 10)]
+    #[arg(short, long, default_value_t = defaults::K)]
     pub k: usize,
     /// Name of the order (TokenDataset(..., order=NAME)).
-    #[arg(long, default_value = "iclm")]
+    #[arg(long, default_value = defaults::NAME)]
     pub name: String,
     /// Similarity at or above which a document is a near-duplicate of a kept neighbour.
-    #[arg(long, default_value_t = 0.95)]
+    #[arg(long, default_value_t = defaults::DEDUP as f32)]
     pub dedup: f32,
     /// Keep near-duplicates.
     #[arg(long)]
@@ -50,10 +51,10 @@ pub struct OrderArgs {
     #[arg(long, value_enum, default_value_t = VariantArg::Paper)]
     pub variant: VariantArg,
     /// Cut path segments after this many documents (0: never; reference: 21).
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = defaults::MAX_SEGMENT)]
     pub max_segment: usize,
     /// Seed of tie-breaking, hashing and the report's random baseline.
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = defaults::SEED)]
     pub seed: u64,
     /// Exact kNN graph (default: exact below 20,000 documents).
     #[arg(long, conflicts_with = "approximate")]
@@ -62,10 +63,10 @@ pub struct OrderArgs {
     #[arg(long)]
     pub approximate: bool,
     /// Dimension of the built-in embeddings.
-    #[arg(long, default_value_t = 256)]
+    #[arg(long, default_value_t = defaults::DIM)]
     pub dim: usize,
     /// Tokens read per document by the embedder (0: all).
-    #[arg(long, default_value_t = 2048)]
+    #[arg(long, default_value_t = defaults::MAX_TOKENS)]
     pub max_tokens: usize,
     /// Print the full quality report.
     #[arg(long)]
@@ -79,6 +80,12 @@ pub struct OrderArgs {
     /// Also draw the histograms of adjacent-document similarity (order vs random) to this PNG file.
     #[arg(long, value_name = "FILE")]
     pub png: Option<PathBuf>,
+    /// Score label agreement of adjacent documents in rows against a random
+    /// order: a text file with one label per document of the dataset, one per
+    /// line (an empty line: no label). Stored with a new order; computed on the
+    /// spot with --show.
+    #[arg(long, value_name = "FILE")]
+    pub labels: Option<PathBuf>,
 }
 
 /// Makes (or, with `--show`, reads) the order and prints what was asked.
@@ -86,11 +93,27 @@ pub fn run(args: &OrderArgs, out: &mut dyn Write, progress: &dyn Progress) -> Re
     if let Some(png) = &args.png {
         chart::check_destination(png)?;
     }
-    let (file, report) = if args.show {
+    let labels = args.labels.as_deref().map(read_labels).transpose()?;
+    let (file, mut report) = if args.show {
         existing(&args.path, &args.name)?
     } else {
-        make(args, progress)?
+        make(args, labels.as_deref(), progress)?
     };
+    if let (true, Some(l)) = (args.show, &labels) {
+        let ds = Dataset::open(&args.path)?;
+        let o = Order::read(&file)?;
+        let meta: serde_json::Value = serde_json::from_str(o.meta()).unwrap_or_default();
+        let seq_len = meta["seq_len"].as_u64().unwrap_or(args.seq_len);
+        let seed = meta["seed"].as_u64().unwrap_or(args.seed);
+        let scorer = Scorer {
+            name: "",
+            vectors: None,
+            labels: Some(l),
+        };
+        let labelled = score::score(&ds, &o, seq_len, &scorer, seed, progress)?;
+        let ind = report.independent.get_or_insert_with(Independent::default);
+        ind.labels = labelled.labels;
+    }
     if args.json {
         let text = serde_json::to_string_pretty(&report)
             .map_err(|e| Error::invalid("report", e.to_string()))?;
@@ -98,6 +121,9 @@ pub fn run(args: &OrderArgs, out: &mut dyn Write, progress: &dyn Progress) -> Re
         return draw(args, &report, None);
     }
     writeln!(out, "{}: {}", file.display(), report.summary())?;
+    if let Some(ind) = &report.independent {
+        writeln!(out, "independent score: {}", independent_line(ind))?;
+    }
     if args.report || args.show {
         print_report(&report, out)?;
     }
@@ -116,19 +142,56 @@ fn draw(args: &OrderArgs, report: &Report, out: Option<&mut dyn Write>) -> Resul
     Ok(())
 }
 
-fn make(args: &OrderArgs, progress: &dyn Progress) -> Result<(PathBuf, Report), Failure> {
+/// One label per line (an empty line: none), as label ids in order of first appearance.
+fn read_labels(path: &Path) -> Result<Vec<i64>, Failure> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    let mut ids = std::collections::HashMap::new();
+    Ok(text
+        .lines()
+        .map(|l| match l.trim() {
+            "" => -1,
+            label => {
+                let next = ids.len() as i64;
+                *ids.entry(label.to_string()).or_insert(next)
+            }
+        })
+        .collect())
+}
+
+/// The independent score in one line: differences against random, and the
+/// normalised similarity.
+fn independent_line(ind: &Independent) -> String {
+    let mut parts = Vec::new();
+    if let Some(s) = &ind.similarity {
+        parts.push(format!(
+            "{} similarity {:.3} vs {:.3} at random ({:+.3}), normalised {:.2} (1 = every neighbour its nearest, at {:.3})",
+            ind.scorer, s.ordered, s.random, s.difference, s.normalised, s.nearest
+        ));
+    }
+    if let Some(l) = &ind.labels {
+        parts.push(format!(
+            "same label {:.1}% vs {:.1}% at random ({:+.1} points; chance {:.1}%)",
+            100.0 * l.ordered,
+            100.0 * l.random,
+            100.0 * l.difference,
+            100.0 * l.chance
+        ));
+    }
+    parts.join("; ")
+}
+
+fn make(
+    args: &OrderArgs,
+    labels: Option<&[i64]>,
+    progress: &dyn Progress,
+) -> Result<(PathBuf, Report), Failure> {
     let variant = match args.variant {
         VariantArg::Paper => Variant::Paper {
             max_segment: args.max_segment,
         },
-        VariantArg::Reference => Variant::Reference(ReferenceParams {
-            max_segment: if args.max_segment == 0 {
-                21
-            } else {
-                args.max_segment
-            },
-            ..ReferenceParams::default()
-        }),
+        VariantArg::Reference => {
+            Variant::Reference(ReferenceParams::with_max_segment(args.max_segment))
+        }
     };
     let params = OrderParams {
         seq_len: args.seq_len,
@@ -153,7 +216,17 @@ fn make(args: &OrderArgs, progress: &dyn Progress) -> Result<(PathBuf, Report), 
     store::order_path(&args.path, &args.name)?;
     let ds = Dataset::open(&args.path)?;
     let source = serde_json::json!({"embeddings": "builtin", "dim": args.dim, "max_tokens": args.max_tokens});
-    let done = order::order_dataset(&ds, &params, Input::Builtin, source, progress)?;
+    let mut done = order::order_dataset(&ds, &params, Input::Builtin, source, progress)?;
+    if let Some(l) = labels {
+        let scorer = Scorer {
+            name: "",
+            vectors: None,
+            labels: Some(l),
+        };
+        let ind = score::score(&ds, &done.order, args.seq_len, &scorer, args.seed, progress)?;
+        done.order = score::annotate(&ds, &done.order, &ind)?;
+        done.report.independent = Some(ind);
+    }
     let file = store::save(&args.path, &args.name, &done.order)?;
     Ok((file, done.report))
 }
@@ -213,9 +286,39 @@ fn print_report(r: &Report, out: &mut dyn Write) -> std::io::Result<()> {
     }
     p(
         out,
-        "similarity ratio ordered / random",
-        format!("{:.2}x ({})", r.similarity_ratio, r.similarity_source),
+        "similarity ordered - random",
+        format!(
+            "{:+.4} ({}; the vectors that built the order)",
+            r.ordered_pairs.mean_similarity - r.random_pairs.mean_similarity,
+            r.similarity_source
+        ),
     )?;
+    if let Some(ind) = &r.independent {
+        if let Some(s) = &ind.similarity {
+            p(
+                out,
+                &format!("independent similarity ({})", ind.scorer),
+                format!(
+                    "{:.4} ordered, {:.4} random, {:.4} nearest neighbour; {:+.4} difference, {:.3} normalised",
+                    s.ordered, s.random, s.nearest, s.difference, s.normalised
+                ),
+            )?;
+        }
+        if let Some(l) = &ind.labels {
+            p(
+                out,
+                "same label in adjacent pairs",
+                format!(
+                    "{:.2}% ordered, {:.2}% random ({:+.2} points), chance {:.2}% ({} pairs)",
+                    100.0 * l.ordered,
+                    100.0 * l.random,
+                    100.0 * l.difference,
+                    100.0 * l.chance,
+                    l.pairs
+                ),
+            )?;
+        }
+    }
     let secs: Vec<String> = r
         .seconds
         .iter()

@@ -2,7 +2,7 @@
 
 use super::guard::FileCheck;
 use crate::error::{try_filled, Result};
-use crate::plan::{Plan, Segment};
+use crate::plan::{Boundaries, Plan, Segment};
 use crate::shard::{Dataset, TokenBuf, Tokens};
 
 /// Integer type of `input_ids`, `labels` and `position_ids`.
@@ -41,6 +41,9 @@ pub struct BatchConfig {
     pub position_ids: bool,
     /// Produce `doc_ids`.
     pub doc_ids: bool,
+    /// What `position_ids` and `cu_seqlens` delimit (`None`: what each row's
+    /// plan mode calls for, [`PlanMode::default_boundaries`](crate::plan::PlanMode::default_boundaries)).
+    pub boundaries: Option<Boundaries>,
 }
 
 /// One batch: `[rows, seq_len]` arrays, row-major, plus varlen boundaries.
@@ -54,8 +57,8 @@ pub struct Batch {
     pub input_ids: IntBuf,
     /// Tokens `1 ..= seq_len` of each row (the next token of each input).
     pub labels: IntBuf,
-    /// Position of each input token inside its document piece, from 0
-    /// (`None` when not asked for).
+    /// Position of each input token inside its document piece, from 0, or
+    /// inside its row with [`Boundaries::Row`] (`None` when not asked for).
     pub position_ids: Option<IntBuf>,
     /// Document id (in its source dataset) of each input token, -1 for padding
     /// (`None` when not asked for).
@@ -66,7 +69,8 @@ pub struct Batch {
     /// the sample (e.g. to count which samples were kept or offer one again).
     pub sample_ids: Vec<i64>,
     /// Cumulative lengths of the pieces (documents and padding) of the
-    /// flattened `[rows * seq_len]` input, starting at 0 (flash-attn varlen).
+    /// flattened `[rows * seq_len]` input, starting at 0 (flash-attn varlen);
+    /// with [`Boundaries::Row`], of the rows.
     pub cu_seqlens: Vec<i32>,
 }
 
@@ -137,11 +141,13 @@ fn fill_row<T: OutInt>(
     ds: &Dataset,
     segs: &[Segment],
     cfg: &BatchConfig,
+    bounds: Boundaries,
     mut out: Rows<'_, T>,
     cu: &mut Vec<i32>,
     row_base: usize,
     scratch: &mut Scratch,
 ) -> Result<()> {
+    let per_doc = bounds == Boundaries::Document;
     let spans = &mut scratch.spans;
     spans.clear();
     let mut filled = 0u64;
@@ -166,19 +172,25 @@ fn fill_row<T: OutInt>(
         for k in first..stop {
             let seg = &segs[k];
             let piece = slice_tokens(run, (spans[k].1 - from) as usize, seg.len as usize);
-            at = place_piece(cfg, seg, k, piece, at, &mut out, cu, row_base);
+            at = place_piece(cfg, per_doc, seg, k, piece, at, &mut out, cu, row_base);
         }
         first = stop;
     }
-    pad_row(cfg, at, &mut out, cu, row_base);
+    pad_row(cfg, per_doc, at, &mut out, cu, row_base);
+    if !per_doc {
+        cu.push((row_base + cfg.seq_len as usize) as i32);
+    }
     Ok(())
 }
 
 /// Copies one piece of a row into its inputs, labels, positions and
-/// document ids; returns the row position after it.
+/// document ids; returns the row position after it. With `per_doc`,
+/// positions restart at the piece and it ends a `cu_seqlens` span; otherwise
+/// positions run on over the row.
 #[allow(clippy::too_many_arguments)]
 fn place_piece<T: OutInt>(
     cfg: &BatchConfig,
+    per_doc: bool,
     seg: &Segment,
     k: usize,
     piece: Tokens<'_>,
@@ -194,14 +206,17 @@ fn place_piece<T: OutInt>(
         let n = end.min(l) - at;
         copy_tokens(slice_tokens(piece, 0, n), &mut out.input[at..at + n]);
         if let Some(pos) = out.positions.as_deref_mut() {
+            let p0 = if per_doc { 0 } else { at as i64 };
             for (i, p) in pos[at..at + n].iter_mut().enumerate() {
-                *p = T::of(i as i64);
+                *p = T::of(p0 + i as i64);
             }
         }
         if let Some(ids) = out.doc_ids.as_deref_mut() {
             ids[at..at + n].fill(seg.doc as i64);
         }
-        cu.push((row_base + at + n) as i32);
+        if per_doc {
+            cu.push((row_base + at + n) as i32);
+        }
     }
     // Labels: row positions [max(at, 1), end) shift to [.. - 1].
     let from = at.max(1);
@@ -224,6 +239,7 @@ fn place_piece<T: OutInt>(
 /// Padding after the last piece of a row, which ends at row position `at`.
 fn pad_row<T: OutInt>(
     cfg: &BatchConfig,
+    per_doc: bool,
     at: usize,
     out: &mut Rows<'_, T>,
     cu: &mut Vec<i32>,
@@ -235,15 +251,18 @@ fn pad_row<T: OutInt>(
         if pad_from < l {
             out.input[pad_from..].fill(T::of(cfg.pad_id));
             if let Some(pos) = out.positions.as_deref_mut() {
+                let p0 = if per_doc { 0 } else { pad_from as i64 };
                 pos[pad_from..]
                     .iter_mut()
                     .enumerate()
-                    .for_each(|(i, p)| *p = T::of(i as i64));
+                    .for_each(|(i, p)| *p = T::of(p0 + i as i64));
             }
             if let Some(ids) = out.doc_ids.as_deref_mut() {
                 ids[pad_from..].fill(-1);
             }
-            cu.push((row_base + l) as i32);
+            if per_doc {
+                cu.push((row_base + l) as i32);
+            }
         }
         let label_from = at.saturating_sub(1);
         out.labels[label_from..].fill(T::of(cfg.pad_label));
@@ -292,10 +311,14 @@ fn assemble_typed<T: OutInt>(
         plan.sample(ds, id, &mut segs)?;
         check.segments(s, ds, &segs)?;
         let span = r * l..(r + 1) * l;
+        let bounds = cfg
+            .boundaries
+            .unwrap_or_else(|| plan.mode().default_boundaries());
         fill_row(
             ds,
             &segs,
             cfg,
+            bounds,
             Rows {
                 input: &mut input[span.clone()],
                 labels: &mut labels[span.clone()],

@@ -6,10 +6,12 @@ mod guard;
 pub mod loader;
 mod resident;
 pub mod schedule;
+pub mod stream;
 
 pub use assemble::{assemble, Batch, BatchConfig, IntBuf, OutDType};
 pub use loader::{LoadedBatch, Loader, LoaderSpec, Source};
 pub use schedule::{Cursor, Mixture, Sharding};
+pub use stream::{Stream, StreamSpec};
 
 #[cfg(test)]
 mod tests;

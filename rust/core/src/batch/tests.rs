@@ -3,7 +3,7 @@ use std::sync::Arc;
 use proptest::prelude::*;
 
 use super::*;
-use crate::plan::{Plan, PlanMode};
+use crate::plan::{Boundaries, Order, Plan, PlanMode};
 use crate::shard::Dataset;
 
 fn cfg(seq_len: u64, ignore: Option<i64>) -> BatchConfig {
@@ -15,6 +15,7 @@ fn cfg(seq_len: u64, ignore: Option<i64>) -> BatchConfig {
         pad_label: -100,
         position_ids: true,
         doc_ids: true,
+        boundaries: None,
     }
 }
 
@@ -42,17 +43,37 @@ fn reference_row(ds: &Dataset, plan: &Plan, id: u64) -> Vec<(i64, i64)> {
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(40))]
 
-    /// Inputs, labels, positions, doc ids and cu_seqlens agree with the plan's rows.
+    /// Inputs, labels, positions, doc ids and cu_seqlens agree with the plan's
+    /// rows, for every mode and boundary setting: positions restart at each
+    /// piece and cu_seqlens cut every piece with document boundaries, positions
+    /// run over the row and cu_seqlens cut only rows with row boundaries; the
+    /// mode picks (row for ordered plans) when none is asked for.
     #[test]
-    fn batch_arrays_follow_the_rows(lens in proptest::collection::vec(0u64..30, 1..20), seq_len in 1u64..12, pack in any::<bool>(), ignore in any::<bool>(), wide in any::<bool>()) {
+    fn batch_arrays_follow_the_rows(lens in proptest::collection::vec(0u64..30, 1..20), seq_len in 1u64..12, mode in 0u8..3, bounds in 0u8..3, flow in any::<bool>(), ignore in any::<bool>(), wide in any::<bool>(), seed in any::<u64>()) {
         let dir = tempfile::tempdir().unwrap();
         let ds = crate::plan::tests::dataset(dir.path(), &lens);
-        let plan = if pack { Plan::pack(&ds, seq_len).unwrap() } else { Plan::concat(&ds, seq_len).unwrap() };
+        let plan = match mode {
+            0 => Plan::concat(&ds, seq_len).unwrap(),
+            1 => Plan::pack(&ds, seq_len).unwrap(),
+            _ => {
+                // Every document in a seeded order, cut into two contexts.
+                let n = lens.len() as u64;
+                let p = crate::shuffle::Permutation::new(n, seed);
+                let docs: Vec<u64> = (0..n).map(|i| p.get(i)).collect();
+                let order = Order::with_meta(&ds, docs, vec![0, n / 2, n], flow, String::new()).unwrap();
+                Plan::ordered(&ds, seq_len, &order).unwrap()
+            }
+        };
         let n = plan.num_samples();
         prop_assume!(n > 0);
         let samples: Vec<(usize, u64)> = (0..n.min(5)).map(|i| (0, (i * 7) % n)).collect();
         let mut c = cfg(seq_len, ignore.then_some(-7));
         if wide { c.dtype = OutDType::I32; }
+        c.boundaries = [None, Some(Boundaries::Document), Some(Boundaries::Row)][bounds as usize];
+        let per_row = match c.boundaries {
+            Some(b) => b == Boundaries::Row,
+            None => mode == 2,
+        };
         let b = assemble(&samples, &[(&ds, &plan)], &c).unwrap();
         let (inp, lab) = (i64s(&b.input_ids), i64s(&b.labels));
         let pos = i64s(b.position_ids.as_ref().unwrap());
@@ -74,7 +95,9 @@ proptest! {
                 };
                 prop_assert_eq!(lab[at], want_label, "row {} col {}", r, i);
                 let starts_piece = i == 0 || ids[at] != ids[at - 1];
-                if starts_piece {
+                if per_row {
+                    prop_assert_eq!(pos[at], i as i64);
+                } else if starts_piece {
                     prop_assert_eq!(pos[at], 0);
                     if i > 0 { cu.push(at as i32); }
                 } else {

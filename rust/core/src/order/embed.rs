@@ -42,9 +42,9 @@ pub struct EmbedParams {
 impl Default for EmbedParams {
     fn default() -> Self {
         EmbedParams {
-            dim: 256,
+            dim: super::defaults::DIM,
             buckets_log2: 20,
-            max_tokens: 2048,
+            max_tokens: super::defaults::MAX_TOKENS,
             bigrams: false,
             seed: 0,
         }

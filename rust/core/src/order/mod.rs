@@ -5,6 +5,7 @@
 //! the loader shuffles those rows, so adjacent training contexts differ.
 
 pub mod dedup;
+pub mod defaults;
 pub mod embed;
 mod finish;
 pub mod graph;
@@ -13,6 +14,7 @@ mod kmeans;
 pub mod knn;
 pub mod partition;
 pub mod report;
+pub mod score;
 pub mod store;
 mod topk;
 pub mod traverse;
@@ -29,6 +31,7 @@ pub use join::{join_parts, order_partition, PartOrder};
 pub use knn::EXACT_BELOW;
 pub use partition::{chain, partition, Partitions};
 pub use report::Report;
+pub use score::{Independent, Scorer};
 pub use traverse::{Path, ReferenceParams};
 pub use vectors::{document_vectors, participants};
 
@@ -82,11 +85,13 @@ pub struct OrderParams {
 impl Default for OrderParams {
     fn default() -> Self {
         OrderParams {
-            seq_len: 8192,
-            k: 10,
-            dedup: Some(0.95),
-            variant: Variant::Paper { max_segment: 0 },
-            seed: 0,
+            seq_len: defaults::SEQ_LEN,
+            k: defaults::K,
+            dedup: Some(defaults::DEDUP as f32),
+            variant: Variant::Paper {
+                max_segment: defaults::MAX_SEGMENT,
+            },
+            seed: defaults::SEED,
             exact: None,
             embed: EmbedParams::default(),
         }

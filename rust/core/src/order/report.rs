@@ -82,6 +82,10 @@ pub struct Report {
     pub similarity_source: String,
     /// Seconds spent per phase.
     pub seconds: std::collections::BTreeMap<String, f64>,
+    /// The score under an embedder that did not build the order, and labels
+    /// (when asked for; see [`score`](super::score)).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub independent: Option<super::score::Independent>,
 }
 
 impl Report {

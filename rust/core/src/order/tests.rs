@@ -137,6 +137,52 @@ fn walks_start_at_minimum_degree_and_follow_the_strongest_edges() {
 }
 
 #[test]
+fn walks_start_at_path_ends_not_at_the_lowest_id() {
+    // 12 chains of 15 documents, ids shuffled so that most chains have their
+    // lowest id inside: walks from minimum-degree documents (the chains' ends)
+    // run each chain in one segment; walks from the lowest unvisited id would
+    // start inside and need a second segment for the rest of the chain.
+    let (chains, len) = (12usize, 15usize);
+    let n = chains * len;
+    let p = crate::shuffle::Permutation::new(n as u64, 3);
+    let id = |c: usize, i: usize| p.get((c * len + i) as u64) as i64;
+    let (mut ids, mut sims) = (vec![-1i64; n * 2], vec![0f32; n * 2]);
+    for c in 0..chains {
+        for i in 0..len {
+            let me = id(c, i) as usize;
+            let mut slot = 0;
+            for j in [i.wrapping_sub(1), i + 1] {
+                if j < len {
+                    ids[me * 2 + slot] = id(c, j);
+                    sims[me * 2 + slot] = 0.9 - 0.01 * i.min(j) as f32;
+                    slot += 1;
+                }
+            }
+            if slot == 2 && sims[me * 2] < sims[me * 2 + 1] {
+                ids.swap(me * 2, me * 2 + 1);
+                sims.swap(me * 2, me * 2 + 1);
+            }
+        }
+    }
+    let inside = (0..chains)
+        .filter(|&c| {
+            let lowest = (0..len).min_by_key(|&i| id(c, i)).unwrap_or(0);
+            lowest != 0 && lowest != len - 1
+        })
+        .count();
+    assert!(
+        inside >= chains / 2,
+        "the shuffle left only {inside} chains with an inner lowest id"
+    );
+    let g = lists(n, 2, &ids, Some(&sims));
+    let path = traverse(&g, &vec![true; n], 0, 0);
+    assert_eq!(path.num_segments(), chains, "{:?}", path.segment_starts);
+    for seg in path.segment_starts.windows(2) {
+        assert_eq!(seg[1] - seg[0], len as u64);
+    }
+}
+
+#[test]
 fn dedup_keeps_the_first_copy_only() {
     // 0 and 2 are near-copies (0.99), 1 is merely related (0.5).
     let ids = [2, 1, 2, 0, 0, 1];

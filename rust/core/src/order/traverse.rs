@@ -114,9 +114,25 @@ pub struct ReferenceParams {
 impl Default for ReferenceParams {
     fn default() -> Self {
         ReferenceParams {
-            k_traverse: 9,
-            max_segment: 21,
-            min_segment: 21,
+            k_traverse: super::defaults::REFERENCE_K_TRAVERSE,
+            max_segment: super::defaults::REFERENCE_SEGMENT,
+            min_segment: super::defaults::REFERENCE_SEGMENT,
+        }
+    }
+}
+
+impl ReferenceParams {
+    /// The reference settings with a segment cap of `max_segment` (0: the
+    /// script's).
+    pub fn with_max_segment(max_segment: usize) -> Self {
+        let d = ReferenceParams::default();
+        ReferenceParams {
+            max_segment: if max_segment == 0 {
+                d.max_segment
+            } else {
+                max_segment
+            },
+            ..d
         }
     }
 }

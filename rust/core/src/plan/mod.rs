@@ -81,6 +81,57 @@ impl PlanMode {
     }
 }
 
+/// Which tokens of a row may attend to each other, as the batch arrays tell a
+/// trainer: through `position_ids` and `cu_seqlens` (flash-attention varlen).
+/// `doc_ids` tell documents apart under either.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Boundaries {
+    /// Each document piece is a sequence of its own: positions restart at 0
+    /// at every piece, and `cu_seqlens` has one segment per piece (and one
+    /// for the padding of a row).
+    Document,
+    /// The whole row is one sequence: positions run from 0 to `seq_len - 1`
+    /// over the row, and `cu_seqlens` has one segment per row, so every token
+    /// attends to the documents before it in the row (plain causal attention).
+    Row,
+}
+
+impl Boundaries {
+    /// Parses `"document"` or `"row"`.
+    pub fn parse(s: &str) -> Result<Self> {
+        match s {
+            "document" => Ok(Boundaries::Document),
+            "row" => Ok(Boundaries::Row),
+            other => Err(Error::invalid(
+                "boundaries",
+                format!("unknown boundaries {other:?}; use \"document\" or \"row\""),
+            )),
+        }
+    }
+
+    /// The name [`parse`](Self::parse) accepts.
+    pub fn name(self) -> &'static str {
+        match self {
+            Boundaries::Document => "document",
+            Boundaries::Row => "row",
+        }
+    }
+}
+
+impl PlanMode {
+    /// The boundaries that follow the mode's purpose. Ordered rows hold
+    /// related documents so that they attend to each other (In-Context
+    /// Pretraining trains with causal attention over the whole context):
+    /// [`Boundaries::Row`]. Concat and pack rows hold unrelated documents:
+    /// [`Boundaries::Document`].
+    pub fn default_boundaries(self) -> Boundaries {
+        match self {
+            PlanMode::Ordered => Boundaries::Row,
+            PlanMode::Concat | PlanMode::Pack => Boundaries::Document,
+        }
+    }
+}
+
 #[derive(Clone, Debug)]
 enum Table {
     Concat { windows: u64 },
@@ -110,8 +161,19 @@ impl Plan {
 
     /// Fingerprint of (dataset, mode, seq_len, order).
     fn fingerprint_of(ds: &Dataset, mode: PlanMode, seq_len: u64, order: Option<&Order>) -> u64 {
+        Self::fingerprint_from(ds.fingerprint(), mode, seq_len, order)
+    }
+
+    /// The plan fingerprint for a dataset fingerprint `dataset` (the
+    /// current one or [`Dataset::legacy_fingerprint`]).
+    pub fn fingerprint_from(
+        dataset: u64,
+        mode: PlanMode,
+        seq_len: u64,
+        order: Option<&Order>,
+    ) -> u64 {
         crate::shuffle::key_of(&[
-            ds.fingerprint(),
+            dataset,
             mode.code() as u64,
             seq_len,
             order.map_or(0, Order::checksum),

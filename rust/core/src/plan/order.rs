@@ -143,7 +143,8 @@ impl Order {
 
     /// Fails unless the order was made for `ds`.
     pub fn check_dataset(&self, ds: &Dataset) -> Result<()> {
-        if self.dataset != ds.fingerprint() || self.dataset_docs != ds.num_docs() {
+        let known = self.dataset == ds.fingerprint() || self.dataset == ds.legacy_fingerprint();
+        if !known || self.dataset_docs != ds.num_docs() {
             return Err(Error::invalid(
                 "order",
                 format!(
@@ -192,6 +193,10 @@ impl Order {
     /// Writes the order file atomically, under the file's lock (another
     /// writer of the same order file fails with [`Error::Locked`]).
     pub fn write(&self, path: &Path) -> Result<()> {
+        // The directory is made as needed (`<dataset>/orders/` before the first order).
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        }
         let _lock = crate::shard::TargetLock::file(path, "order")?;
         let bytes = self.to_bytes();
         let name = path

@@ -12,6 +12,12 @@
 //! - `uds-greedy`: picks one at a time, the distance counting the samples
 //!   already kept from this batch as part of the memory, so kept samples
 //!   also differ from each other;
+//! - `uds-auto`: the paper's rule with the diversity weight calibrated from
+//!   the two terms' own spread: over the first `calibration` batches that meet
+//!   a non-empty memory, the mean within-batch variances of utility and
+//!   distance give `alpha_eff = alpha * sd(utility) / sd(distance)`, fixed from
+//!   then on (`alpha` is then a ratio of spreads, free of the vocabulary, the
+//!   length and the logits' scale);
 //! - `random`: a seeded uniform draw without replacement;
 //! - `max-loss`: the largest utilities (pass per-sample losses).
 //!
@@ -40,6 +46,8 @@ pub enum Rule {
     UdsScaled,
     /// [`Rule::Uds`], greedily, counting this batch's kept samples as memory.
     UdsGreedy,
+    /// [`Rule::Uds`] with alpha calibrated from the terms' spreads.
+    UdsAuto,
     /// Uniform without replacement.
     Random,
     /// Largest utility (per-sample loss).
@@ -53,12 +61,13 @@ impl Rule {
             "uds" => Rule::Uds,
             "uds-scaled" => Rule::UdsScaled,
             "uds-greedy" => Rule::UdsGreedy,
+            "uds-auto" => Rule::UdsAuto,
             "random" => Rule::Random,
             "max-loss" => Rule::MaxLoss,
             other => {
                 return Err(Error::invalid(
                     "rule",
-                    format!("unknown rule {other:?}; use one of uds, uds-scaled, uds-greedy, random, max-loss"),
+                    format!("unknown rule {other:?}; use one of {}", NAMES.join(", ")),
                 ))
             }
         })
@@ -70,6 +79,7 @@ impl Rule {
             Rule::Uds => "uds",
             Rule::UdsScaled => "uds-scaled",
             Rule::UdsGreedy => "uds-greedy",
+            Rule::UdsAuto => "uds-auto",
             Rule::Random => "random",
             Rule::MaxLoss => "max-loss",
         }
@@ -77,9 +87,36 @@ impl Rule {
 
     /// Whether the rule reads sketches.
     pub fn uses_sketches(self) -> bool {
-        matches!(self, Rule::Uds | Rule::UdsScaled | Rule::UdsGreedy)
+        matches!(
+            self,
+            Rule::Uds | Rule::UdsScaled | Rule::UdsGreedy | Rule::UdsAuto
+        )
+    }
+
+    /// The rule's default diversity weight: the reference's `2.5e-3` where
+    /// alpha multiplies raw distances, `1` where it weighs standardised terms.
+    pub fn default_alpha(self) -> f64 {
+        match self {
+            Rule::Uds | Rule::UdsGreedy => 2.5e-3,
+            Rule::UdsScaled | Rule::UdsAuto => 1.0,
+            Rule::Random | Rule::MaxLoss => 0.0,
+        }
     }
 }
+
+/// The names [`Rule::parse`] accepts.
+pub const NAMES: [&str; 6] = [
+    "uds",
+    "uds-scaled",
+    "uds-greedy",
+    "uds-auto",
+    "random",
+    "max-loss",
+];
+
+/// Candidate batches with a non-empty memory over which `uds-auto` measures
+/// the spreads of its two terms.
+pub const DEFAULT_CALIBRATION: usize = 8;
 
 /// What a selector is.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -96,6 +133,8 @@ pub struct SelectorConfig {
     pub alpha: f64,
     /// Seed of the random rule.
     pub seed: u64,
+    /// Batches `uds-auto` calibrates alpha over (see [`DEFAULT_CALIBRATION`]).
+    pub calibration: usize,
 }
 
 /// Running mean and variance (Welford).
@@ -136,7 +175,8 @@ impl Running {
 pub struct SelectorState {
     /// The memory.
     pub buffer: SketchBuffer,
-    /// Running statistics of utility and distance (`uds-scaled`).
+    /// Running statistics of utility and distance: of all candidates
+    /// (`uds-scaled`), or of each calibration batch's variances (`uds-auto`).
     pub stats: [Running; 2],
     /// Selection steps taken (the random rule's counter).
     pub steps: u64,
@@ -158,6 +198,12 @@ impl Selector {
         }
         if !cfg.alpha.is_finite() {
             return Err(Error::invalid("alpha", "alpha must be a finite number"));
+        }
+        if cfg.rule == Rule::UdsAuto && (cfg.calibration == 0 || cfg.buffer_size == 0) {
+            return Err(Error::invalid(
+                "calibration",
+                "rule uds-auto needs a calibration window of at least one batch and a memory (buffer_size) of at least one row",
+            ));
         }
         if cfg.rule.uses_sketches() && cfg.dim == 0 {
             return Err(Error::invalid(
@@ -198,6 +244,39 @@ impl Selector {
     /// The state to checkpoint.
     pub fn state(&self) -> &SelectorState {
         &self.state
+    }
+
+    /// The diversity weight in use: `alpha`, or for `uds-auto`
+    /// `alpha * sd(utility) / sd(distance)` from the calibration batches seen
+    /// so far (0 before the first, and while the distances have not spread;
+    /// fixed once the window is complete).
+    pub fn effective_alpha(&self) -> f64 {
+        if self.cfg.rule != Rule::UdsAuto {
+            return self.cfg.alpha;
+        }
+        let [u, d] = self.state.stats;
+        if d.n == 0 || d.mean <= 0.0 {
+            return 0.0;
+        }
+        self.cfg.alpha * (u.mean / d.mean).sqrt()
+    }
+
+    /// Checks that a run of `batches` candidate batches completes the
+    /// calibration window of `uds-auto` (the first batch meets an empty memory
+    /// and does not count).
+    pub fn check_run(&self, batches: u64) -> Result<()> {
+        let need = self.cfg.calibration as u64 + 1;
+        if self.cfg.rule == Rule::UdsAuto && batches < need {
+            return Err(Error::invalid(
+                "calibration",
+                format!(
+                    "the calibration window of rule uds-auto ({} batches after the first) is longer than the run ({batches} candidate batches); lower calibration to at most {}",
+                    self.cfg.calibration,
+                    batches.saturating_sub(1)
+                ),
+            ));
+        }
+        Ok(())
     }
 
     /// Chooses `keep` of the `utility.len()` candidates, best first, and
@@ -251,6 +330,13 @@ impl Selector {
                 } else {
                     self.scaled_scores(utility, &div)
                 };
+                top_k(&scores, keep)
+            }
+            Rule::UdsAuto => {
+                let div = self.mean_distances(sketches);
+                self.calibrate(utility, &div);
+                let alpha = self.effective_alpha();
+                let scores: Vec<f64> = (0..b).map(|i| utility[i] as f64 + alpha * div[i]).collect();
                 top_k(&scores, keep)
             }
             Rule::UdsGreedy => self.greedy(utility, sketches),
@@ -313,6 +399,25 @@ impl Selector {
             .collect()
     }
 
+    /// Adds this batch's within-batch variances of utility and distance to
+    /// the calibration of `uds-auto` while its window is open.
+    fn calibrate(&mut self, utility: &[f32], div: &[f64]) {
+        let open = (self.state.stats[1].n as usize) < self.cfg.calibration;
+        if self.state.buffer.is_empty() || !open {
+            return;
+        }
+        let u: Vec<f64> = utility.iter().map(|&x| x as f64).collect();
+        self.state.stats[0].add(variance(&u));
+        // Distances equal up to their rounding (1e-4 of their mean) do not spread: a
+        // variance of rounding noise would blow alpha up.
+        let (var, mean) = (
+            variance(div),
+            div.iter().sum::<f64>() / div.len().max(1) as f64,
+        );
+        let spread = if var.sqrt() <= 1e-4 * mean { 0.0 } else { var };
+        self.state.stats[1].add(spread);
+    }
+
     fn greedy(&mut self, utility: &[f32], sketches: &[f32]) -> Vec<usize> {
         let dim = self.cfg.dim;
         let b = utility.len();
@@ -359,6 +464,15 @@ impl Selector {
         ids.truncate(self.cfg.keep);
         ids
     }
+}
+
+/// Population variance of `xs` (0 for fewer than two values).
+fn variance(xs: &[f64]) -> f64 {
+    if xs.len() < 2 {
+        return 0.0;
+    }
+    let mean = xs.iter().sum::<f64>() / xs.len() as f64;
+    xs.iter().map(|x| (x - mean) * (x - mean)).sum::<f64>() / xs.len() as f64
 }
 
 /// Index of the first NaN or infinity in `xs` (one vectorized pass in the

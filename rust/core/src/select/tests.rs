@@ -10,6 +10,7 @@ fn cfg(rule: Rule, keep: usize, buffer_size: usize, dim: usize) -> SelectorConfi
         dim,
         alpha: 0.5,
         seed: 7,
+        calibration: 3,
     }
 }
 
@@ -291,4 +292,197 @@ fn buffers_too_large_for_memory_are_errors_not_aborts() {
     // A product that overflows usize.
     let e = Selector::new(cfg(Rule::Uds, 8, usize::MAX / 2, 4)).unwrap_err();
     assert!(e.to_string().contains("buffer_size"), "{e}");
+}
+
+/// `uds-auto` written out directly: the population variances of utility and
+/// mean distance within each of the first `calibration` batches that meet a
+/// non-empty memory, `alpha * sqrt(mean var(u) / mean var(div))`, the paper's rule.
+struct AutoReference {
+    memory: Reference,
+    var_u: Vec<f64>,
+    var_d: Vec<f64>,
+    calibration: usize,
+    /// A calibration batch whose distances spread by under 5 % of their mean,
+    /// or with a distance under 2 (sketch values reach 100): the f32 products
+    /// round such distances by more than the comparison allows.
+    ill: bool,
+}
+
+impl AutoReference {
+    fn var(xs: &[f64]) -> f64 {
+        let m = xs.iter().sum::<f64>() / xs.len() as f64;
+        xs.iter().map(|x| (x - m).powi(2)).sum::<f64>() / xs.len() as f64
+    }
+
+    /// Scores of this step (and the calibration it adds), and alpha used.
+    fn step(&mut self, u: &[f32], z: &[Vec<f32>], alpha: f64) -> (Vec<f64>, f64) {
+        let div = self.memory.scores(&vec![0.0; u.len()], z, 1.0);
+        if !self.memory.memory.is_empty() && self.var_d.len() < self.calibration {
+            let uu: Vec<f64> = u.iter().map(|&x| x as f64).collect();
+            self.var_u.push(Self::var(&uu));
+            let mean = div.iter().sum::<f64>() / div.len() as f64;
+            let var = Self::var(&div);
+            self.var_d
+                .push(if var.sqrt() <= 1e-4 * mean { 0.0 } else { var });
+            let nearest = div.iter().copied().fold(f64::INFINITY, f64::min);
+            self.ill |= var.sqrt() < 0.05 * mean || nearest < 2.0;
+        }
+        let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+        let a = if self.var_d.is_empty() || mean(&self.var_d) <= 0.0 {
+            0.0
+        } else {
+            alpha * (mean(&self.var_u) / mean(&self.var_d)).sqrt()
+        };
+        let scores = (0..u.len()).map(|i| u[i] as f64 + a * div[i]).collect();
+        (scores, a)
+    }
+}
+
+#[test]
+fn uds_auto_needs_a_window_and_a_memory_and_checks_the_run() {
+    let c = cfg(Rule::UdsAuto, 1, 4, 2);
+    assert!(Selector::new(SelectorConfig {
+        calibration: 0,
+        ..c
+    })
+    .is_err());
+    assert!(Selector::new(SelectorConfig {
+        buffer_size: 0,
+        ..c
+    })
+    .is_err());
+    let s = Selector::new(c).unwrap();
+    assert!(s.check_run(4).is_ok()); // 3 calibration batches after the first
+    let e = s.check_run(3).unwrap_err().to_string();
+    assert!(
+        e.contains("longer than the run (3 candidate batches)"),
+        "{e}"
+    );
+    assert!(e.contains("at most 2"), "{e}");
+    // other rules have no window
+    assert!(Selector::new(cfg(Rule::Uds, 1, 4, 2))
+        .unwrap()
+        .check_run(0)
+        .is_ok());
+    assert_eq!(Rule::parse("uds-auto").unwrap().name(), "uds-auto");
+    for name in NAMES {
+        assert_eq!(Rule::parse(name).unwrap().name(), name);
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    /// The selector's `uds-auto` equals the direct rule step after step:
+    /// alpha moves during the window, then stays; a restored selector continues identically.
+    #[test]
+    fn uds_auto_matches_the_reference(steps in 1usize..12, b in 2usize..9, keep in 1usize..4, cap in 1usize..7, dim in 1usize..6, seed in any::<u64>(), cut in 0usize..12, calibration in 1usize..5) {
+        prop_assume!(keep <= b);
+        let c = SelectorConfig { calibration, ..cfg(Rule::UdsAuto, keep, cap, dim) };
+        let mut s = Selector::new(c).unwrap();
+        let mut r = AutoReference { memory: Reference { memory: Vec::new(), cap }, var_u: Vec::new(), var_d: Vec::new(), calibration, ill: false };
+        let mut saved = None;
+        for t in 0..steps {
+            let val = |i: usize| ((mix64(seed ^ mix64((t * 1000 + i) as u64)) % 1000) as f32) / 10.0;
+            let u: Vec<f32> = (0..b).map(|i| val(i) * 30.0).collect();
+            let flat: Vec<f32> = (0..b * dim).map(|i| val(i + 100)).collect();
+            let z: Vec<Vec<f32>> = flat.chunks(dim).map(|x| x.to_vec()).collect();
+            if t == cut { saved = Some(s.state().clone()); }
+            let got = s.select(&u, &flat).unwrap();
+            let (scores, a) = r.step(&u, &z, c.alpha);
+            if r.ill {
+                // alpha then carries the f32 rounding of near-equal distances
+                return Ok(());
+            }
+            prop_assert!((s.effective_alpha() - a).abs() <= 1e-3 * (1.0 + a), "step {}: alpha {} vs {}", t, s.effective_alpha(), a);
+            let want = top_k(&scores, keep);
+            for (g, w) in got.iter().zip(&want) {
+                prop_assert!((scores[*g] - scores[*w]).abs() <= 1e-4 * (1.0 + scores[*w].abs()), "step {}: {:?} vs {:?}", t, got, want);
+            }
+            prop_assert_eq!(got.len(), want.len());
+            r.memory.remember(&z, &got);
+            if let Some(state) = saved.take() {
+                let mut again = Selector::restore(c, state).unwrap();
+                prop_assert_eq!(again.select(&u, &flat).unwrap(), got);
+                prop_assert_eq!(again.state(), s.state());
+            }
+        }
+    }
+
+    /// Scaling the utilities by `ku` and the sketches by `kz` scales the
+    /// calibrated alpha by `ku / kz`: the same rows are kept.
+    #[test]
+    fn uds_auto_is_free_of_the_terms_scales(b in 3usize..9, dim in 1usize..5, seed in any::<u64>(), ku in 1u32..2000, kz in 1u32..2000) {
+        let (ku, kz) = (ku as f32 / 16.0, kz as f32 / 16.0);
+        let c = cfg(Rule::UdsAuto, 1, 6, dim);
+        let (mut a, mut s) = (Selector::new(c).unwrap(), Selector::new(c).unwrap());
+        for t in 0..6 {
+            let val = |i: usize| ((mix64(seed ^ mix64((t * 1000 + i) as u64)) % 10_000) as f32) / 100.0;
+            let u: Vec<f32> = (0..b).map(val).collect();
+            let z: Vec<f32> = (0..b * dim).map(|i| val(i + 100)).collect();
+            let us: Vec<f32> = u.iter().map(|x| x * ku).collect();
+            let zs: Vec<f32> = z.iter().map(|x| x * kz).collect();
+            let (x, y) = (a.select(&u, &z).unwrap(), s.select(&us, &zs).unwrap());
+            let (ea, es) = (a.effective_alpha(), s.effective_alpha());
+            prop_assert!((es - ea * (ku / kz) as f64).abs() <= 1e-3 * (1e-12 + es.abs()), "alpha {} vs {}", es, ea);
+            prop_assert_eq!(x, y, "step {}", t);
+        }
+    }
+}
+
+/// `uds-scaled` written out directly: every utility and (once the memory
+/// holds something) every mean distance seen so far, z-scored with their mean
+/// and sample variance; `z(u) + alpha * z(div)`.
+#[test]
+fn uds_scaled_matches_the_reference() {
+    let (b, dim, cap, alpha) = (6usize, 3usize, 4usize, 2.0f64);
+    let c = SelectorConfig {
+        alpha,
+        ..cfg(Rule::UdsScaled, 2, cap, dim)
+    };
+    let mut s = Selector::new(c).unwrap();
+    let mut r = Reference {
+        memory: Vec::new(),
+        cap,
+    };
+    let (mut seen_u, mut seen_d) = (Vec::<f64>::new(), Vec::<f64>::new());
+    let z = |x: f64, seen: &[f64]| {
+        let n = seen.len() as f64;
+        let mean = seen.iter().sum::<f64>() / n;
+        let var = seen.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1.0);
+        if seen.len() < 2 || var <= 0.0 {
+            0.0
+        } else {
+            (x - mean) / var.sqrt()
+        }
+    };
+    let mut decided_by_diversity = 0;
+    for t in 0..10 {
+        let val = |i: usize| ((mix64(77 ^ mix64((t * 1000 + i) as u64)) % 1000) as f32) / 10.0;
+        let u: Vec<f32> = (0..b).map(val).collect();
+        let flat: Vec<f32> = (0..b * dim).map(|i| val(i + 100)).collect();
+        let zs: Vec<Vec<f32>> = flat.chunks(dim).map(|x| x.to_vec()).collect();
+        let div = r.scores(&vec![0.0; b], &zs, 1.0);
+        seen_u.extend(u.iter().map(|&x| x as f64));
+        let with_div = !r.memory.is_empty();
+        if with_div {
+            seen_d.extend(&div);
+        }
+        let scores: Vec<f64> = (0..b)
+            .map(|i| {
+                let d = if with_div { z(div[i], &seen_d) } else { 0.0 };
+                z(u[i] as f64, &seen_u) + alpha * d
+            })
+            .collect();
+        let want = top_k(&scores, 2);
+        let by_utility = top_k(&u.iter().map(|&x| x as f64).collect::<Vec<_>>(), 2);
+        decided_by_diversity += usize::from(want != by_utility);
+        let got = s.select(&u, &flat).unwrap();
+        assert_eq!(got, want, "step {t}");
+        r.remember(&zs, &got);
+    }
+    assert!(
+        decided_by_diversity >= 3,
+        "the diversity term must decide some steps"
+    );
 }

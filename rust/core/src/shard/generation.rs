@@ -8,28 +8,8 @@ use std::path::Path;
 use super::compression::stored_name;
 use super::lock::TargetLock;
 use super::manifest::{Manifest, FILE_NAME};
-use super::source::sidecar_name;
+use super::names::{generation_of, sidecar_name, TMP_PREFIX};
 use crate::error::{Error, IoContext, Result};
-
-/// Prefix of files being written, renamed into place once complete.
-pub(crate) const TMP_PREFIX: &str = ".tmp.";
-
-/// File name of shard `number` of `generation` with extension `ext`.
-pub(crate) fn shard_name(number: usize, generation: u64, ext: &str) -> String {
-    format!("part-{number:05}.g{generation}.{ext}")
-}
-
-/// Generation encoded in a shard or sidecar file name, if it is one of ours.
-pub(crate) fn generation_of(name: &str) -> Option<u64> {
-    let name = name.strip_prefix(TMP_PREFIX).unwrap_or(name);
-    let rest = name.strip_prefix("part-")?;
-    let (_, rest) = rest.split_once(".g")?;
-    let (g, ext) = rest.split_once('.')?;
-    if !matches!(ext, "bin" | "idx" | "src" | "bin.zst") {
-        return None;
-    }
-    g.parse().ok()
-}
 
 /// A dataset directory made ready for a new generation by [`prepare_root`].
 #[derive(Debug)]

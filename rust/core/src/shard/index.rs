@@ -113,6 +113,8 @@ pub struct IndexView<'a> {
 }
 
 const MEGATRON_FIX: &str = "the Megatron index is damaged or not contiguous; rebuild it with Megatron's tools/preprocess_data.py, or restore the .bin/.idx pair";
+/// What to do about damaged datatrove files.
+pub(crate) const DATATROVE_FIX: &str = "the datatrove files are damaged or do not belong together; re-run the datatrove tokenizer step, or restore the .ds/.ds.index pair from a good copy";
 const REWRITE: &str = "the index is damaged; rebuild it (`tokenloom index` for raw token files) or restore the dataset from a good copy";
 
 impl<'a> IndexView<'a> {
@@ -310,10 +312,8 @@ impl<'a> IndexView<'a> {
                 for j in 0..self.header.num_docs as usize {
                     self.doc_range(j, path)?;
                 }
-                return super::compat::megatron::check_document_indices(
-                    self.bytes,
+                return self.check_megatron_documents(
                     pointers_at + 8 * self.header.num_docs as usize,
-                    self.header.num_docs,
                     path,
                 );
             }
@@ -332,6 +332,26 @@ impl<'a> IndexView<'a> {
             ));
         }
         self.check_monotonic(path)
+    }
+
+    /// Megatron's document table at byte `at`: every entry within
+    /// `0..=num_docs` and non-decreasing. O(entries).
+    fn check_megatron_documents(&self, at: usize, path: &Path) -> Result<()> {
+        let (m, n) = (u64_at(self.bytes, 26) as usize, self.header.num_docs);
+        let mut prev = 0i64;
+        for k in 0..m {
+            let v = u64_at(self.bytes, at + 8 * k) as i64;
+            if v < prev || v as u64 > n {
+                return Err(Error::corrupt(
+                    path,
+                    (at + 8 * k) as u64,
+                    format!("document table entry {k} is {v} (after {prev}; {n} sequences)"),
+                    MEGATRON_FIX,
+                ));
+            }
+            prev = v;
+        }
+        Ok(())
     }
 
     fn check_monotonic(&self, path: &Path) -> Result<()> {
@@ -355,7 +375,7 @@ impl<'a> IndexView<'a> {
     fn fix(&self) -> &'static str {
         match self.layout {
             Layout::Native => REWRITE,
-            Layout::Ends => super::compat::datatrove::FIX,
+            Layout::Ends => DATATROVE_FIX,
             Layout::Megatron { .. } => MEGATRON_FIX,
         }
     }

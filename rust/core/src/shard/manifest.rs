@@ -21,7 +21,7 @@ pub const FILE_NAME: &str = "manifest.json";
 pub const MAX_BYTES: u64 = 256 << 20;
 
 /// One shard: a `.bin` and its `.idx`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ShardEntry {
     /// File name of the token file, relative to the dataset directory.
     pub bin: String,
@@ -35,6 +35,15 @@ pub struct ShardEntry {
     pub bin_xxh3: String,
     /// xxh3-64 of the whole `.idx` file, 16 lower-case hex digits.
     pub idx_xxh3: String,
+    /// Size in bytes of the blocks `block_xxh3` covers; absent in manifests
+    /// written before block checksums (and for foreign files).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub block_bytes: Option<u64>,
+    /// xxh3-64 of each `block_bytes` block of the token bytes (the last one
+    /// may be short), 16 hex digits each, concatenated
+    /// ([`super::blocks::encode`]).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub block_xxh3: String,
 }
 
 /// The dataset's description.
@@ -296,6 +305,7 @@ mod tests {
             num_tokens: 5,
             bin_xxh3: hex(1),
             idx_xxh3: hex(2),
+            ..ShardEntry::default()
         });
         m
     }
@@ -389,6 +399,7 @@ mod tests {
                         num_tokens: tokens,
                         bin_xxh3: hex(b),
                         idx_xxh3: hex(i),
+                        ..ShardEntry::default()
                     });
                 }
                 m

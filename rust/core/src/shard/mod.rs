@@ -2,6 +2,7 @@
 //! `.bin` of little-endian tokens and an `.idx` of document offsets.
 //! The byte-level specification is `docs/format.md`.
 
+pub mod blocks;
 pub mod compat;
 pub mod compression;
 pub mod dtype;
@@ -12,6 +13,7 @@ pub mod lock;
 pub mod manifest;
 mod mapped_shard;
 pub mod merge;
+mod names;
 pub mod provider;
 pub mod reader;
 pub mod scan;
@@ -26,6 +28,7 @@ pub use index::{IndexHeader, IndexView, Layout};
 pub use lock::TargetLock;
 pub use manifest::{Manifest, ShardEntry};
 pub use merge::{check_compatible, merge, merge_locked};
+pub use names::sidecar_name;
 pub use provider::{Acquired, ShardProvider};
 pub use reader::{Dataset, Shard};
 pub use scan::{

@@ -203,8 +203,7 @@ impl Dataset {
                 idx: name(&s.idx_path),
                 num_docs: s.num_docs(),
                 num_tokens: s.num_tokens(),
-                bin_xxh3: String::new(),
-                idx_xxh3: String::new(),
+                ..ShardEntry::default()
             });
         }
         let token_starts = token_starts(&shards);
@@ -399,20 +398,39 @@ impl Dataset {
     /// has another fingerprint, so its stale plans are rebuilt and its
     /// orders refused. O(shards) for tokenloom indexes.
     pub fn fingerprint(&self) -> u64 {
+        self.fingerprint_of(true)
+    }
+
+    /// The fingerprint that orders and loader states written before
+    /// [`Dataset::fingerprint`] covered document boundaries carry: the same
+    /// without the boundaries of tokenloom shards. Such files are still
+    /// accepted when it matches (they cannot tell boundaries apart; saved
+    /// again, they get the full check).
+    pub fn legacy_fingerprint(&self) -> u64 {
+        self.fingerprint_of(false)
+    }
+
+    fn fingerprint_of(&self, native_boundaries: bool) -> u64 {
         let mut h = xxhash_rust::xxh3::Xxh3::new();
         for s in &self.shards {
             h.update(&s.header.bin_xxh3.to_le_bytes());
             h.update(&s.header.num_docs.to_le_bytes());
             h.update(&s.header.num_tokens.to_le_bytes());
             h.update(&s.header.dtype.code().to_le_bytes());
-            let boundaries = if s.layout == Layout::Native {
+            let boundaries = if s.layout != Layout::Native {
+                Some(
+                    *s.index_hash
+                        .get_or_init(|| xxhash_rust::xxh3::xxh3_64(s.idx.bytes())),
+                )
+            } else if native_boundaries {
                 // The trailer: xxh3 of the header and every offset.
-                s.index().stored_checksum()
+                Some(s.index().stored_checksum())
             } else {
-                *s.index_hash
-                    .get_or_init(|| xxhash_rust::xxh3::xxh3_64(s.idx.bytes()))
+                None
             };
-            h.update(&boundaries.to_le_bytes());
+            if let Some(b) = boundaries {
+                h.update(&b.to_le_bytes());
+            }
         }
         h.digest()
     }

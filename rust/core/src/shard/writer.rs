@@ -13,13 +13,15 @@ use std::path::{Path, PathBuf};
 
 use xxhash_rust::xxh3::{xxh3_64, Xxh3};
 
+use super::blocks::{self, BlockHasher, BLOCK_BYTES};
 use super::compression::{stored_name, BodySink, Compression};
 use super::dtype::{DType, Tokens};
 use super::fsutil::{create_new, fsync_dir, write_atomic};
-use super::generation::{prepare_root, remove_unlisted, shard_name, TMP_PREFIX};
+use super::generation::{prepare_root, remove_unlisted};
 use super::index::{self, IndexHeader};
 use super::lock::TargetLock;
 use super::manifest::{hex, Manifest, ShardEntry, FILE_NAME};
+use super::names::{shard_name, TMP_PREFIX};
 use crate::error::{Error, IoContext, Result};
 
 mod options;
@@ -30,6 +32,7 @@ struct OpenShard {
     tmp_bin: PathBuf,
     file: BodySink,
     hasher: Xxh3,
+    blocks: BlockHasher,
     offsets: Vec<u64>,
 }
 
@@ -246,6 +249,7 @@ impl DatasetWriter {
             };
             cur.file.write_all(bytes).at(&cur.tmp_bin)?;
             cur.hasher.update(bytes);
+            cur.blocks.update(bytes);
         }
         Ok(())
     }
@@ -280,6 +284,7 @@ impl DatasetWriter {
             tmp_bin,
             file,
             hasher: Xxh3::new(),
+            blocks: BlockHasher::new(BLOCK_BYTES),
             offsets: vec![0],
         });
         Ok(())
@@ -333,6 +338,8 @@ impl DatasetWriter {
             num_tokens,
             bin_xxh3: hex(bin_xxh3),
             idx_xxh3: hex(xxh3_64(&idx_bytes)),
+            block_bytes: Some(BLOCK_BYTES),
+            block_xxh3: blocks::encode(&cur.blocks.finish()),
         });
         self.manifest.num_docs += num_docs;
         self.manifest.num_tokens += num_tokens;

@@ -1,7 +1,7 @@
-//! The fuzz target without libFuzzer (any toolchain): a seeded random mutator over the seed
-//! inputs and a corpus directory. Inputs that panic are saved under the artifacts directory;
-//! the input being run is kept in `ARTIFACTS/.current`, so that one that aborts the process
-//! (an allocation failure) is there too.
+//! The fuzz target without libFuzzer (any toolchain): every seed input and corpus file as it
+//! is, then a seeded random mutator over them until the time is up. Inputs that panic are
+//! saved under the artifacts directory; the input being run is kept in `ARTIFACTS/.current`,
+//! so that one that aborts the process (an allocation failure) is there too.
 //!
 //!     mutate [--seconds S] [--seed N] [--corpus DIR]... [--artifacts DIR] [--write-seeds DIR]
 
@@ -120,23 +120,30 @@ fn main() -> ExitCode {
     let (start, limit) = (Instant::now(), Duration::from_secs_f64(seconds));
     let (mut execs, mut crashes) = (0u64, 0u64);
     let current = artifacts.join(".current");
-    while start.elapsed() < limit {
-        let base = &pool[rng.below(pool.len())];
-        let other = &pool[rng.below(pool.len())];
-        let data = mutate(&mut rng, base, other);
-        let _ = fs::write(&current, &data);
+    let mut run = |data: &[u8]| {
+        let _ = fs::write(&current, data);
         execs += 1;
-        if let Err(p) = catch_unwind(AssertUnwindSafe(|| check(&data))) {
+        if let Err(p) = catch_unwind(AssertUnwindSafe(|| check(data))) {
             crashes += 1;
             let what = p
                 .downcast_ref::<String>()
                 .cloned()
                 .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
                 .unwrap_or_default();
-            let name = format!("crash-{:016x}", xxhash_rust::xxh3::xxh3_64(&data));
-            let _ = fs::write(artifacts.join(&name), &data);
+            let name = format!("crash-{:016x}", xxhash_rust::xxh3::xxh3_64(data));
+            let _ = fs::write(artifacts.join(&name), data);
             eprintln!("{name}: {what}");
         }
+    };
+    // Every seed and corpus input as it is first: the corpus doubles as a regression suite.
+    for data in &pool {
+        run(data);
+    }
+    while start.elapsed() < limit {
+        let base = &pool[rng.below(pool.len())];
+        let other = &pool[rng.below(pool.len())];
+        let data = mutate(&mut rng, base, other);
+        run(&data);
     }
     let _ = fs::remove_file(&current);
     cleanup();

@@ -13,7 +13,7 @@ use super::super::index::{IndexHeader, Layout};
 use crate::error::{Error, Result};
 
 /// What to do about a damaged datatrove file.
-pub const FIX: &str = "the datatrove files are damaged or do not belong together; re-run the datatrove tokenizer step, or restore the .ds/.ds.index pair from a good copy";
+pub(crate) use super::super::index::DATATROVE_FIX as FIX;
 
 /// The largest `.ds.metadata` read (it holds a tokenizer name and a count).
 pub const MAX_METADATA: u64 = 1 << 20;

@@ -247,26 +247,6 @@ fn u32_at_i32(b: &[u8], at: usize) -> i64 {
     i32::from_le_bytes(a) as i64
 }
 
-/// Full check of the document table at byte `at` (after a parse): every
-/// entry within `0..=n` and non-decreasing. O(entries).
-pub fn check_document_indices(bytes: &[u8], at: usize, n: u64, path: &Path) -> Result<()> {
-    let m = u64_le(bytes, 26) as usize;
-    let mut prev = 0i64;
-    for k in 0..m {
-        let v = i64_at(bytes, at + 8 * k);
-        if v < prev || v as u64 > n {
-            return Err(Error::corrupt(
-                path,
-                (at + 8 * k) as u64,
-                format!("document table entry {k} is {v} (after {prev}; {n} sequences)"),
-                FIX,
-            ));
-        }
-        prev = v;
-    }
-    Ok(())
-}
-
 /// Serialises a Megatron `.idx` for documents of `lengths` tokens of
 /// `dtype`, contiguous in the `.bin`, one sequence per document.
 pub fn encode(dtype: DType, lengths: &[u64], path: &Path) -> Result<Vec<u8>> {

@@ -12,10 +12,10 @@ use std::path::{Path, PathBuf};
 use xxhash_rust::xxh3::xxh3_64;
 
 use super::fsutil::{read_regular, u32_le, u64_le, write_atomic};
-use super::generation::TMP_PREFIX;
 use super::index::Layout;
 use super::lock::TargetLock;
 use super::manifest::Manifest;
+use super::names::{sidecar_name, TMP_PREFIX};
 use super::reader::Dataset;
 use crate::error::{Error, Result};
 use crate::progress::Progress;
@@ -34,12 +34,6 @@ pub struct Sources {
     pub runs: Vec<(String, u64)>,
     /// Row (line or record number, 0-based) of each document in its file.
     pub rows: Vec<u64>,
-}
-
-/// File name of the sidecar of the shard whose token file is `bin`.
-pub fn sidecar_name(bin: &str) -> String {
-    let stem = bin.strip_suffix(".bin").unwrap_or(bin);
-    format!("{stem}.src")
 }
 
 impl Sources {

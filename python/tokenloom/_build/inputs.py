@@ -17,15 +17,12 @@ from tokenloom import _core
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Iterator
 
-    from tokenloom.build_tokenizer import _TokSpec
+    from tokenloom._build.tokenizer import TokSpec
 
 
 _READ_CHUNK = 1 << 20
-_TASK_BYTES = 64 << 20  # Parquet row groups are grouped into tasks of about this size
+TASK_BYTES = 64 << 20  # Parquet row groups are grouped into tasks of about this size
 
-
-class BuildInputError(_core.TokenloomError, ValueError):
-    """A bad input record in strict mode, or an input that cannot be used at all."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -34,7 +31,7 @@ class BuildInputError(_core.TokenloomError, ValueError):
 _TEXT_EXTS = (".jsonl", ".jsonl.gz", ".jsonl.zst", ".json", ".json.gz", ".json.zst")
 
 
-def _kind_of(path: str) -> str:
+def kind_of(path: str) -> str:
     low = path.lower()
     if low.endswith(_TEXT_EXTS):
         return "jsonl"
@@ -69,7 +66,7 @@ def expand_inputs(inputs: str | os.PathLike[str] | Iterable[str | os.PathLike[st
 
 
 @dataclass(frozen=True)
-class _Task:
+class Task:
     index: int
     path: str  # as the user named it: in messages and provenance
     file: str  # absolute, for opening it in any process (a worker's directory may differ)
@@ -81,14 +78,14 @@ class _Task:
     bytes_share: int  # on-disk bytes this task accounts for, for progress
 
 
-def _plan_tasks(paths: list[str]) -> list[_Task]:
-    tasks: list[_Task] = []
+def plan_tasks(paths: list[str]) -> list[Task]:
+    tasks: list[Task] = []
     for path in paths:
-        kind = _kind_of(path)
+        kind = kind_of(path)
         st = os.stat(path)
         for groups, first, share in _pieces(path, kind, st.st_size):
             tasks.append(
-                _Task(len(tasks), path, os.path.abspath(path), kind, groups, first,
+                Task(len(tasks), path, os.path.abspath(path), kind, groups, first,
                       st.st_size, st.st_mtime_ns, share)
             )  # fmt: skip
     return tasks
@@ -96,7 +93,7 @@ def _plan_tasks(paths: list[str]) -> list[_Task]:
 
 def _pieces(path: str, kind: str, size: int) -> list[tuple[tuple[int, ...], int, int]]:
     """(row groups, first row, share of the file's bytes) of each task of one input: the whole
-    file, or for Parquet groups of consecutive row groups of about ``_TASK_BYTES``."""
+    file, or for Parquet groups of consecutive row groups of about ``TASK_BYTES``."""
     if kind != "parquet":
         return [((), 0, size)]
     import pyarrow.parquet as pq
@@ -113,15 +110,15 @@ def _pieces(path: str, kind: str, size: int) -> list[tuple[tuple[int, ...], int,
         groups.append(g)
         acc += meta.row_group(g).total_byte_size
         row += meta.row_group(g).num_rows
-        if acc >= _TASK_BYTES or g == meta.num_row_groups - 1:
+        if acc >= TASK_BYTES or g == meta.num_row_groups - 1:
             pieces.append((tuple(groups), first, size * acc // total))
             groups, first, acc = [], row, 0
     return pieces or [((), 0, size)]
 
 
 @dataclass(frozen=True)
-class _Settings:
-    spec: _TokSpec
+class Settings:
+    spec: TokSpec
     text_field: str
     token_field: str | None
     strict: bool
@@ -135,7 +132,7 @@ class _Settings:
         return json.dumps(parts)
 
 
-def _task_dir(parts: str, task: _Task, settings: _Settings) -> str:
+def task_dir(parts: str, task: Task, settings: Settings) -> str:
     ident = json.dumps([task.file, task.size, task.mtime_ns, task.row_groups, settings.key()])
     return os.path.join(
         parts, f"{task.index:06d}-{hashlib.sha256(ident.encode()).hexdigest()[:16]}"
@@ -143,11 +140,11 @@ def _task_dir(parts: str, task: _Task, settings: _Settings) -> str:
 
 
 # ---------------------------------------------------------------------------------------------
-# Reading records: each yields (row, text or tokens) or (row, _Skip)
+# Reading records: each yields (row, text or tokens) or (row, Skip)
 
 
 @dataclass(frozen=True)
-class _Skip:
+class Skip:
     reason: str
     message: str
 
@@ -221,14 +218,14 @@ def _lines(path: str, f: BinaryIO) -> Iterator[bytes]:
 
 
 def _read_jsonl(
-    task: _Task, s: _Settings, progress: Callable[[int], None]
+    task: Task, s: Settings, progress: Callable[[int], None]
 ) -> Iterator[tuple[int, Any]]:
     path = task.path
     fld = s.token_field or s.text_field
     try:
         f = open(task.file, "rb")  # noqa: SIM115 (closed below; the generator may be abandoned)
     except OSError as e:
-        yield 0, _Skip("unreadable file", f"{path}: cannot open ({e.strerror})")
+        yield 0, Skip("unreadable file", f"{path}: cannot open ({e.strerror})")
         return
     reported = 0
     row = -1
@@ -244,63 +241,63 @@ def _read_jsonl(
             try:
                 text = line.decode("utf-8")
             except UnicodeDecodeError as e:
-                yield row, _Skip("not UTF-8", f"{where}: not valid UTF-8 at byte {e.start}")
+                yield row, Skip("not UTF-8", f"{where}: not valid UTF-8 at byte {e.start}")
                 continue
             try:
                 obj = json.loads(text)
             except json.JSONDecodeError as e:
                 yield (
                     row,
-                    _Skip("bad JSON", f"{where}: not valid JSON ({e.msg} at column {e.colno})"),
+                    Skip("bad JSON", f"{where}: not valid JSON ({e.msg} at column {e.colno})"),
                 )
                 continue
             if not isinstance(obj, dict):
                 yield (
                     row,
-                    _Skip("not an object", f"{where}: not a JSON object ({type(obj).__name__})"),
+                    Skip("not an object", f"{where}: not a JSON object ({type(obj).__name__})"),
                 )
                 continue
             if fld not in obj:
-                yield row, _Skip("missing field", f"{where}: no field {fld!r}")
+                yield row, Skip("missing field", f"{where}: no field {fld!r}")
                 continue
             yield row, _check_value(obj[fld], s, where)
     except _FileProblem as e:
-        yield row + 1, _Skip(e.reason + " file", f"{path}: after line {row + 1}: {e}")
+        yield row + 1, Skip(e.reason + " file", f"{path}: after line {row + 1}: {e}")
     finally:
         progress(max(0, task.size - reported))
         f.close()
 
 
-def _check_value(value: Any, s: _Settings, where: str) -> Any:
+def _check_value(value: Any, s: Settings, where: str) -> Any:
     if s.token_field is not None:
         if not isinstance(value, list) or not all(
             isinstance(t, int) and 0 <= t < s.spec.vocab_size for t in value
         ):
-            return _Skip(
+            return Skip(
                 "bad tokens",
                 f"{where}: {s.token_field!r} is not a list of ids below {s.spec.vocab_size}",
             )
-        return np.asarray(value, dtype=np.int64) if value else _empty(where)
+        return np.asarray(value, dtype=np.int64) if value else empty_skip(where)
     if isinstance(value, bytes):
         try:
             value = value.decode("utf-8")
         except UnicodeDecodeError as e:
-            return _Skip("not UTF-8", f"{where}: not valid UTF-8 at byte {e.start}")
+            return Skip("not UTF-8", f"{where}: not valid UTF-8 at byte {e.start}")
     if not isinstance(value, str):
-        return _Skip(
+        return Skip(
             "not text", f"{where}: {s.text_field!r} is {type(value).__name__}, not a string"
         )
     if not value.strip():
-        return _empty(where)
+        return empty_skip(where)
     return value
 
 
-def _empty(where: str) -> _Skip:
-    return _Skip("empty", f"{where}: empty document")
+def empty_skip(where: str) -> Skip:
+    return Skip("empty", f"{where}: empty document")
 
 
 def _read_parquet(
-    task: _Task, s: _Settings, progress: Callable[[int], None]
+    task: Task, s: Settings, progress: Callable[[int], None]
 ) -> Iterator[tuple[int, Any]]:
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -310,14 +307,14 @@ def _read_parquet(
     try:
         pf = pq.ParquetFile(task.file)
     except Exception as e:
-        yield 0, _Skip("unreadable file", f"{path}: not a readable Parquet file ({e})")
+        yield 0, Skip("unreadable file", f"{path}: not a readable Parquet file ({e})")
         progress(task.bytes_share)
         return
     names = pf.schema_arrow.names
     if fld not in names:
         yield (
             task.first_row,
-            _Skip("missing column", f"{path}: no column {fld!r} (columns: {', '.join(names)})"),
+            Skip("missing column", f"{path}: no column {fld!r} (columns: {', '.join(names)})"),
         )
         progress(task.bytes_share)
         return
@@ -342,7 +339,7 @@ def _read_parquet(
             )
         if not ok:
             want = "a list of integers" if s.token_field else "strings"
-            yield row, _Skip("bad column", f"{path}: column {fld!r} has type {t}, expected {want}")
+            yield row, Skip("bad column", f"{path}: column {fld!r} has type {t}, expected {want}")
             break
         values = col.to_pylist()
         for v in values:
@@ -350,7 +347,7 @@ def _read_parquet(
             yield (
                 row,
                 (
-                    _Skip("missing field", f"{where}: {fld!r} is null")
+                    Skip("missing field", f"{where}: {fld!r} is null")
                     if v is None
                     else _check_value(v, s, where)
                 ),
@@ -363,19 +360,19 @@ def _read_parquet(
 
 
 def _read_npy(
-    task: _Task, s: _Settings, progress: Callable[[int], None]
+    task: Task, s: Settings, progress: Callable[[int], None]
 ) -> Iterator[tuple[int, Any]]:
     path = task.path
     try:
         arr = np.load(task.file, mmap_mode="r", allow_pickle=False)
     except (OSError, ValueError) as e:
-        yield 0, _Skip("unreadable file", f"{path}: not a readable .npy file ({e})")
+        yield 0, Skip("unreadable file", f"{path}: not a readable .npy file ({e})")
         progress(task.size)
         return
     if not np.issubdtype(arr.dtype, np.integer) or arr.ndim not in (1, 2):
         yield (
             0,
-            _Skip(
+            Skip(
                 "bad array",
                 f"{path}: expected a 1-D or 2-D integer array, got {arr.ndim}-D {arr.dtype}",
             ),
@@ -387,12 +384,12 @@ def _read_npy(
         doc = np.asarray(rows[r], dtype=np.int64)
         where = f"{path}: row {r}"
         if doc.size == 0:
-            yield r, _empty(where)
+            yield r, empty_skip(where)
         elif doc.min() < 0 or doc.max() >= s.spec.vocab_size:
-            yield r, _Skip("bad tokens", f"{where}: token ids outside [0, {s.spec.vocab_size})")
+            yield r, Skip("bad tokens", f"{where}: token ids outside [0, {s.spec.vocab_size})")
         else:
             yield r, doc
     progress(task.size)
 
 
-_READERS = {"jsonl": _read_jsonl, "parquet": _read_parquet, "npy": _read_npy}
+READERS = {"jsonl": _read_jsonl, "parquet": _read_parquet, "npy": _read_npy}

@@ -10,36 +10,36 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from tokenloom.build_parts import _run_task
-from tokenloom.build_tokenizer import _Encoder
+from tokenloom._build.parts import run_task
+from tokenloom._build.tokenizer import Encoder
 from tokenloom.ray_tasks import collect, limit_threads, session
 
 if TYPE_CHECKING:
-    from tokenloom.build_inputs import _Settings, _Task
-    from tokenloom.build_parts import _Progress
+    from tokenloom._build.inputs import Settings, Task
+    from tokenloom._build.parts import Progress
 
 # Encoders of this worker process, by settings: a worker runs many tasks.
-_ENCODERS: dict[str, _Encoder] = {}
+_ENCODERS: dict[str, Encoder] = {}
 
 
-def _ray_task(task: _Task, settings: _Settings, part: str) -> dict[str, Any]:
+def _ray_task(task: Task, settings: Settings, part: str) -> dict[str, Any]:
     """Runs on a Ray worker: builds the part of one task and returns its record."""
     key = settings.key()
     encoder = _ENCODERS.get(key)
     if encoder is None:
         # The tokenizer's thread pool starts on first use.
         limit_threads()
-        encoder = _ENCODERS[key] = _Encoder(settings.spec)
-    return _run_task(task, settings, part, encoder, lambda d, t, b: None)
+        encoder = _ENCODERS[key] = Encoder(settings.spec)
+    return run_task(task, settings, part, encoder, lambda d, t, b: None)
 
 
 def run_on_ray(
-    tasks: list[_Task],
+    tasks: list[Task],
     dirs: list[str],
     todo: list[int],
     records: list[dict[str, Any] | None],
-    settings: _Settings,
-    progress: _Progress,
+    settings: Settings,
+    progress: Progress,
 ) -> None:
     """Runs the tasks ``todo`` on Ray, filling ``records``. Joins the running Ray instance, or
     the cluster at ``RAY_ADDRESS``, or starts a local one; what it joined or started it leaves

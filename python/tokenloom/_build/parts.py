@@ -19,24 +19,24 @@ from tokenloom.shard import DatasetWriter
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-from tokenloom.build_inputs import (
-    _READERS,
-    BuildInputError,
-    _empty,
-    _Settings,
-    _Skip,
-    _Task,
+from tokenloom._build.errors import BuildInputError
+from tokenloom._build.inputs import (
+    READERS,
+    empty_skip,
+    Settings,
+    Skip,
+    Task,
 )
-from tokenloom.build_tokenizer import _Encoder, _TokSpec
+from tokenloom._build.tokenizer import Encoder, TokSpec
 
-_MAX_MESSAGES = 1000
+MAX_MESSAGES = 1000
 
 
 # ---------------------------------------------------------------------------------------------
 # One task: read, tokenize, write a part dataset
 
 
-def _write_json_atomic(path: str, obj: Any) -> None:
+def write_json_atomic(path: str, obj: Any) -> None:
     """Writes ``obj`` as JSON to ``path`` through a temporary file created new (``O_EXCL``,
     ``O_NOFOLLOW``: a symbolic link planted at its name is never written through)."""
     tmp = path + ".tmp"
@@ -60,15 +60,15 @@ class _Flat:
         self.rows: list[int] = []
 
 
-def _where(task: _Task, row: int) -> str:
+def _where(task: Task, row: int) -> str:
     return f"{task.path}: line {row + 1}" if task.kind == "jsonl" else f"{task.path}: row {row}"
 
 
-def _run_task(
-    task: _Task,
-    settings: _Settings,
+def run_task(
+    task: Task,
+    settings: Settings,
     part: str,
-    encoder: _Encoder,
+    encoder: Encoder,
     progress: Callable[[int, int, int], None],
 ) -> dict[str, Any]:
     """Builds the part dataset of one task; returns its record (also saved as done.json)."""
@@ -79,11 +79,11 @@ def _run_task(
     num_tokens = 0
     eos = [spec.eos_id] if spec.append_eos else []
 
-    def skip(sk: _Skip) -> None:
+    def skip(sk: Skip) -> None:
         if settings.strict:
             raise BuildInputError(sk.message + " (strict mode)")
         skipped[sk.reason] = skipped.get(sk.reason, 0) + 1
-        if len(messages) < _MAX_MESSAGES:
+        if len(messages) < MAX_MESSAGES:
             messages.append(sk.message)
 
     if os.path.isdir(part):
@@ -109,7 +109,7 @@ def _run_task(
             flat = _Flat()
             for row, ids in zip(text_rows, encoder.encode(texts), strict=True):
                 if len(ids) == 0:
-                    skip(_empty(_where(task, row)))
+                    skip(empty_skip(_where(task, row)))
                     continue
                 n = len(flat.tokens)
                 try:
@@ -131,8 +131,8 @@ def _run_task(
             texts.clear()
             text_rows.clear()
 
-        for row, value in _READERS[task.kind](task, settings, on_bytes):
-            if isinstance(value, _Skip):
+        for row, value in READERS[task.kind](task, settings, on_bytes):
+            if isinstance(value, Skip):
                 skip(value)
             elif isinstance(value, str):
                 texts.append(value)
@@ -161,33 +161,33 @@ def _run_task(
         "skipped": skipped,
         "messages": messages,
     }
-    _write_json_atomic(os.path.join(part, "done.json"), record)
+    write_json_atomic(os.path.join(part, "done.json"), record)
     return record
 
 
-# Worker-process state (spawned processes: set by _init_worker).
-_W_ENCODER: _Encoder | None = None
+# Worker-process state (spawned processes: set by init_worker).
+_W_ENCODER: Encoder | None = None
 _W_QUEUE: Any = None
 
 
-def _init_worker(spec: _TokSpec, queue: Any, threads: int) -> None:
+def init_worker(spec: TokSpec, queue: Any, threads: int) -> None:
     global _W_ENCODER, _W_QUEUE
     # The tokenizer's thread pool starts on first use: share the cores among the workers.
     os.environ.setdefault("RAYON_NUM_THREADS", str(threads))
-    _W_ENCODER = _Encoder(spec)
+    _W_ENCODER = Encoder(spec)
     _W_QUEUE = queue
 
 
-def _worker_task(task: _Task, settings: _Settings, part: str) -> dict[str, Any]:
+def worker_task(task: Task, settings: Settings, part: str) -> dict[str, Any]:
     assert _W_ENCODER is not None
-    return _run_task(task, settings, part, _W_ENCODER, lambda d, t, b: _W_QUEUE.put((d, t, b)))
+    return run_task(task, settings, part, _W_ENCODER, lambda d, t, b: _W_QUEUE.put((d, t, b)))
 
 
 # ---------------------------------------------------------------------------------------------
 # The driver
 
 
-class _Progress:
+class Progress:
     def __init__(self, total_bytes: int, quiet: bool) -> None:
         self.docs = self.tokens = 0
         self.bar: Any = None
@@ -219,7 +219,7 @@ class _Progress:
             self.bar.close()
 
 
-def _load_done(part: str) -> dict[str, Any] | None:
+def load_done(part: str) -> dict[str, Any] | None:
     try:
         with open(os.path.join(part, "done.json"), encoding="utf-8") as f:
             rec: dict[str, Any] = json.load(f)

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Literal
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
 
-from tokenloom.build_inputs import BuildInputError
+from tokenloom._build.errors import BuildInputError
 
 _EOS_NAMES = ("<|endoftext|>", "</s>", "<|end_of_text|>", "<eos>", "<|eos|>")
 
@@ -22,7 +22,7 @@ _EOS_NAMES = ("<|endoftext|>", "</s>", "<|end_of_text|>", "<eos>", "<|eos|>")
 
 
 @dataclass(frozen=True)
-class _TokSpec:
+class TokSpec:
     """What a worker needs to rebuild the tokenizer: picklable."""
 
     kind: Literal["hf", "callable", "none"]
@@ -37,8 +37,8 @@ class _TokSpec:
         return "u16" if self.vocab_size <= 65536 else "u32"
 
 
-class _Encoder:
-    def __init__(self, spec: _TokSpec) -> None:
+class Encoder:
+    def __init__(self, spec: TokSpec) -> None:
         self.spec = spec
         self._hf: Any = None
         self._fn: Callable[[str], Sequence[int]] | None = None
@@ -62,15 +62,15 @@ def _canonical_json(text: str) -> bytes:
     return json.dumps(json.loads(text), sort_keys=True, separators=(",", ":")).encode()
 
 
-def _resolve_tokenizer(
+def resolve_tokenizer(
     tokenizer: Any, eos_id: int | None, vocab_size: int | None, append_eos: bool
-) -> _TokSpec:
+) -> TokSpec:
     if tokenizer is None:
         if vocab_size is None:
             raise ValueError("without a tokenizer (token inputs only) pass vocab_size=")
         if append_eos and eos_id is None:
             raise ValueError("pass eos_id= (or append_eos=False)")
-        return _TokSpec(
+        return TokSpec(
             "none", None, vocab_size, -1 if eos_id is None else eos_id, None, append_eos
         )
     if isinstance(tokenizer, (str, os.PathLike)):
@@ -94,7 +94,7 @@ def _resolve_tokenizer(
         if append_eos and eos_id is None:
             raise ValueError(f"tokenizer {name} is a callable: pass eos_id= (or append_eos=False)")
         digest = hashlib.sha256(f"{name}\0{vocab}".encode()).hexdigest()[:32]
-        return _TokSpec(
+        return TokSpec(
             "callable", tokenizer, int(vocab), -1 if eos_id is None else eos_id,
             f"callable:{name}:{digest}", append_eos,
         )  # fmt: skip
@@ -116,6 +116,6 @@ def _resolve_tokenizer(
                 "pass eos_id= (or append_eos=False)"
             )
     fp = "tokenizers:sha256:" + hashlib.sha256(_canonical_json(text)).hexdigest()[:32]
-    return _TokSpec(
+    return TokSpec(
         "hf", text, int(vocab), -1 if eos_id is None else eos_id, fp, append_eos
     )  # fmt: skip

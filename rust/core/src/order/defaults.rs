@@ -1,0 +1,29 @@
+//! The ordering step's defaults, defined once. The `tokenloom order` flags,
+//! the Python bindings' signatures and `tokenloom.order` (through
+//! `_core.ORDER_DEFAULTS`) read them; the type stubs are checked against the
+//! bindings by stubtest.
+
+/// Training context length in tokens.
+pub const SEQ_LEN: u64 = 8192;
+/// Nearest neighbours per document.
+pub const K: usize = 10;
+/// Name of an order (the file `orders/<name>.order`).
+pub const NAME: &str = "iclm";
+/// Similarity at or above which a document is a near-duplicate of a kept neighbour.
+pub const DEDUP: f64 = 0.95;
+/// The traversal: `"paper"` (the paper's greedy walk) or `"reference"`.
+pub const VARIANT: &str = "paper";
+/// Segment cap in documents of the paper's walk (0: none).
+pub const MAX_SEGMENT: usize = 0;
+/// Seed of tie-breaking, hashing and the report's random baseline.
+pub const SEED: u64 = 0;
+/// Dimension of the built-in embeddings.
+pub const DIM: usize = 256;
+/// Tokens read per document by the built-in embedder (0: all).
+pub const MAX_TOKENS: usize = 2048;
+/// Neighbours looked at per step by the reference script (ranks 1..9 of a
+/// list that starts with the document itself).
+pub const REFERENCE_K_TRAVERSE: usize = 9;
+/// The reference script's segment cap and the length below which its
+/// segments are dissolved into their neighbours.
+pub const REFERENCE_SEGMENT: usize = 21;
