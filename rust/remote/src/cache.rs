@@ -4,12 +4,14 @@
 //! opens as an ordinary dataset). Bodies are written under a temporary name
 //! and renamed when whole and checked, so no half file is ever read.
 //!
-//! Several processes share a root. Each body has a lock file: a process
-//! downloading it holds the lock exclusively (others wait, then find it
-//! there: one download), a process reading it holds it shared, and eviction
-//! takes it exclusively without waiting, so a body that any process reads
-//! or expects to read soon is never evicted. Locks are `flock`s: the kernel
-//! drops them when a process dies.
+//! Several processes share a root. Each body has two lock files. The fetch
+//! lock is held exclusively while the body is checked or downloaded (other
+//! processes wait, then find it there: one download). The read lock is held
+//! shared by every process that reads the body or expects to read it soon,
+//! and eviction takes it exclusively without waiting, so such a body is
+//! never evicted. Only eviction holds a read lock exclusively, for the time
+//! of one unlink, so readers never wait on one another. Locks are `flock`s:
+//! the kernel drops them when a process dies.
 
 use std::fs::{self, File};
 use std::io::ErrorKind;
@@ -26,8 +28,19 @@ use xxhash_rust::xxh3::xxh3_64;
 const LOCKS: &str = ".locks";
 /// Lock serialising eviction passes over the whole root.
 const EVICT_LOCK: &str = ".evict.lock";
+/// Suffix of the lock taken while a body is fetched.
+const FETCH_SUFFIX: &str = ".fetch";
 /// Prefix of bodies being written.
 pub(crate) const TMP_PREFIX: &str = ".tmp.";
+
+/// The argument named by the error of a full cache (see [`is_full`]).
+pub(crate) const CACHE_LIMIT: &str = "cache_limit";
+
+/// Whether `e` says that the cache has no room left (every body in it is
+/// being read or about to be).
+pub(crate) fn is_full(e: &Error) -> bool {
+    matches!(e, Error::InvalidArgument { name, .. } if name == CACHE_LIMIT)
+}
 
 /// A cache root with its size limit.
 #[derive(Clone, Debug)]
@@ -57,6 +70,11 @@ impl CacheRoot {
     /// The cache at `root`, holding at most `limit` bytes.
     pub fn new(root: PathBuf, limit: u64) -> Self {
         CacheRoot { root, limit }
+    }
+
+    /// The size limit in bytes.
+    pub fn limit(&self) -> u64 {
+        self.limit
     }
 
     /// The root directory.
@@ -90,11 +108,17 @@ impl CacheRoot {
         open_lock_file(&dir.join(LOCKS).join(format!("{body}.lock")))
     }
 
-    /// Waits for the exclusive lock of body `name` of `dir` (to download or delete it).
+    /// Waits for the exclusive lock `name` of `dir`.
     pub(crate) fn lock_exclusive(dir: &Path, name: &str) -> Result<BodyLock> {
         let f = Self::lock_file(dir, name)?;
         flock(&f, LockMode::Exclusive, true).at(&dir.join(name))?;
         Ok(BodyLock(f))
+    }
+
+    /// Waits for the fetch lock of body `name` of `dir`, held while it is
+    /// checked or downloaded (never while it is read).
+    pub(crate) fn lock_fetch(dir: &Path, name: &str) -> Result<BodyLock> {
+        Self::lock_exclusive(dir, &format!("{name}{FETCH_SUFFIX}"))
     }
 
     /// Waits for a shared lock of body `name` of `dir` (to read it).
@@ -179,7 +203,7 @@ impl CacheRoot {
             }
         }
         Err(Error::invalid(
-            "cache_limit",
+            CACHE_LIMIT,
             format!(
                 "the cache at {} cannot take {need} more bytes under its limit of {} bytes: {used} bytes are shards that running loaders read or are about to read; raise the limit (cache_limit=, TOKENLOOM_CACHE_LIMIT) or read with fewer loaders or a shorter lookahead",
                 self.root.display(),

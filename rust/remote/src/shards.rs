@@ -3,7 +3,9 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
+use std::time::{Duration, Instant};
 
 use tokenloom_core::error::IoContext;
 use tokenloom_core::shard::compression::stored_name;
@@ -13,15 +15,19 @@ use tokenloom_core::shard::{Manifest, ShardProvider};
 use tokenloom_core::{Dataset, Error, Result};
 use xxhash_rust::xxh3::xxh3_64;
 
-use crate::cache::{touch, BodyLock, CacheRoot, TMP_PREFIX};
+use crate::cache::{is_full, touch, BodyLock, CacheRoot, CACHE_LIMIT, TMP_PREFIX};
 use crate::fetch::{check_file, fetch_body, get_checked, Expect};
 use crate::options::RemoteOptions;
 use crate::store::Store;
 
 /// Lock (in the dataset's lock directory) of its manifest and indexes.
 const META_LOCK: &str = ".meta";
-/// Shards held at most on behalf of announced (not yet read) batches.
-const MAX_HELD_AHEAD: usize = 256;
+/// Shards held for announced (not yet read) batches take at most this
+/// share of the cache limit (1/`AHEAD_SHARE`) per process.
+const AHEAD_SHARE: u64 = 2;
+/// How long a batch waits for room in a full cache (for the batches that
+/// other threads and processes read to be done) before it fails.
+const ROOM_WAIT: Duration = Duration::from_secs(30);
 /// Tries to find a body on disk after fetching it (another process may
 /// evict it between the fetch and the lock).
 const PIN_TRIES: usize = 5;
@@ -74,6 +80,8 @@ pub struct RemoteShards {
     opts: RemoteOptions,
     state: Mutex<State>,
     prefetch: Arc<Prefetch>,
+    /// Readers waiting for room: announced batches are not fetched meanwhile.
+    readers_waiting: AtomicUsize,
     me: Weak<RemoteShards>,
 }
 
@@ -141,6 +149,7 @@ pub fn open_remote(store: Store, opts: &RemoteOptions) -> Result<Dataset> {
             }),
             cv: Condvar::new(),
         }),
+        readers_waiting: AtomicUsize::new(0),
         me: me.clone(),
     });
     Ok(public.with_provider(shards))
@@ -269,61 +278,31 @@ impl RemoteShards {
 
     /// Makes shard `s`'s body present in the cache and checked by this
     /// process: fetched (once across processes) when missing, fetched again
-    /// when the cached file is damaged.
+    /// (and renamed over it) when the cached file is damaged. Done under
+    /// the body's fetch lock, which readers never hold: a process waits
+    /// for another one's download of the body, never for its reads.
     fn ensure_present(&self, s: usize) -> Result<()> {
-        let entry = &self.manifest.shards[s];
-        let name = entry.bin.as_str();
         let body = self.body_path(s);
-        let expect = self.expect(s)?;
-        for _ in 0..PIN_TRIES {
-            if body.exists() {
-                if self.state().verified[s] {
-                    return Ok(());
-                }
-                let lock = CacheRoot::lock_shared(&self.dir, name)?;
-                if !body.exists() {
-                    lock.unlock();
-                    continue;
-                }
-                let ok = check_file(&body, expect);
-                lock.unlock();
-                match ok? {
-                    Ok(()) => {
-                        self.state().verified[s] = true;
-                        return Ok(());
-                    }
-                    Err(_damaged) => {
-                        let lock = CacheRoot::lock_exclusive(&self.dir, name)?;
-                        if matches!(check_file(&body, expect), Ok(Err(_))) {
-                            let _ = std::fs::remove_file(&body);
-                        }
-                        lock.unlock();
-                        continue;
-                    }
-                }
-            }
-            let lock = CacheRoot::lock_exclusive(&self.dir, name)?;
-            if body.exists() {
-                lock.unlock();
-                continue; // fetched by another process meanwhile
-            }
-            let fetched = self.download(s, expect);
-            lock.unlock();
-            fetched?;
-            self.state().verified[s] = true;
+        if self.state().verified[s] && body.exists() {
             return Ok(());
         }
-        Err(Error::invalid(
-            "cache",
-            format!(
-                "{} kept disappearing from the cache at {} (evicted by other processes as soon as it arrived); raise the cache limit",
-                self.store.object_url(name),
-                self.cache.root().display()
-            ),
-        ))
+        let expect = self.expect(s)?;
+        let lock = CacheRoot::lock_fetch(&self.dir, &self.manifest.shards[s].bin)?;
+        let fetched = match body.exists() {
+            true => match check_file(&body, expect) {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(_damaged)) => self.download(s, expect),
+                Err(e) => Err(e),
+            },
+            false => self.download(s, expect),
+        };
+        lock.unlock();
+        fetched?;
+        self.state().verified[s] = true;
+        Ok(())
     }
 
-    /// Downloads body `s` (the caller holds its exclusive lock).
+    /// Downloads body `s` (the caller holds its fetch lock).
     fn download(&self, s: usize, expect: Expect) -> Result<()> {
         let entry = &self.manifest.shards[s];
         self.cache.make_room(expect.len)?;
@@ -520,24 +499,37 @@ impl RemoteShards {
 
     /// Holds a shard for an announced batch (fetching it first).
     fn hold_ahead(&self, s: usize) {
+        let Ok(len) = self.expect(s).map(|e| e.len) else {
+            return;
+        };
         {
             let st = self.state();
-            if st.ahead.contains(&s) || st.pins.get(&s).is_some_and(|p| p.count > 0) {
+            if self.readers_waiting.load(Ordering::Relaxed) > 0
+                || st.ahead.contains(&s)
+                || st.pins.get(&s).is_some_and(|p| p.count > 0)
+            {
+                return;
+            }
+            // Later shards wait for room: the earlier ones are read first.
+            let held: u64 = st.ahead.iter().map(|&a| self.len_of(a)).sum();
+            if held + len > self.cache.limit() / AHEAD_SHARE {
                 return;
             }
         }
         if self.hold(&[s], false).is_err() {
             return; // the reader fetches it again and reports the error
         }
-        let mut st = self.state();
-        st.ahead.push_back(s);
-        while st.ahead.len() > MAX_HELD_AHEAD {
-            if let Some(old) = st.ahead.pop_front() {
-                drop(st);
-                self.unhold(&[old]);
-                st = self.state();
-            }
-        }
+        self.state().ahead.push_back(s);
+    }
+
+    fn len_of(&self, s: usize) -> u64 {
+        self.expect(s).map_or(0, |e| e.len)
+    }
+
+    /// Lets go of every shard held for announced batches.
+    fn drop_ahead(&self) {
+        let ahead: Vec<usize> = self.state().ahead.drain(..).collect();
+        self.unhold(&ahead);
     }
 }
 
@@ -572,15 +564,33 @@ fn prefetch_worker(prefetch: &Prefetch, me: &Weak<RemoteShards>) {
 
 impl ShardProvider for RemoteShards {
     fn acquire(&self, shards: &[usize]) -> Result<Arc<Dataset>> {
-        if let Err(e) = self.hold(shards, true) {
-            // No room: what is held for later batches gives way to this one.
-            let ahead: Vec<usize> = self.state().ahead.drain(..).collect();
-            if ahead.is_empty() || !matches!(e, Error::InvalidArgument { .. }) {
-                return Err(e);
-            }
-            self.unhold(&ahead);
-            self.hold(shards, true)?;
+        let need: u64 = shards.iter().map(|&s| self.len_of(s)).sum();
+        if need > self.cache.limit() {
+            return Err(Error::invalid(
+                CACHE_LIMIT,
+                format!(
+                    "one batch reads {} shards of {} ({need} bytes), more than the cache limit of {} bytes; raise the limit (cache_limit=, TOKENLOOM_CACHE_LIMIT) or read smaller batches",
+                    shards.len(),
+                    self.store.url(),
+                    self.cache.limit()
+                ),
+            ));
         }
+        // No room: what is held for later batches gives way to this one, and
+        // it waits (bounded) for the batches other threads and processes read.
+        let deadline = Instant::now() + ROOM_WAIT;
+        self.readers_waiting.fetch_add(1, Ordering::Relaxed);
+        let held = loop {
+            match self.hold(shards, true) {
+                Err(e) if is_full(&e) && Instant::now() < deadline => {
+                    self.drop_ahead();
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                other => break other,
+            }
+        };
+        self.readers_waiting.fetch_sub(1, Ordering::Relaxed);
+        held?;
         self.view_with(shards).inspect_err(|_| self.unhold(shards))
     }
 

@@ -22,11 +22,6 @@ use crate::options::RemoteOptions;
 /// not survive the fork) builds its own.
 fn runtime() -> Result<&'static Runtime> {
     static RUNTIME: Mutex<Option<(u32, &'static Runtime)>> = Mutex::new(None);
-    static TLS: Once = Once::new();
-    TLS.call_once(|| {
-        // rustls' provider for HTTPS; an error means one is installed already.
-        let _ = rustls::crypto::ring::default_provider().install_default();
-    });
     let mut slot = RUNTIME.lock().unwrap_or_else(|e| e.into_inner());
     let pid = std::process::id();
     if let Some((p, rt)) = *slot {
@@ -44,6 +39,16 @@ fn runtime() -> Result<&'static Runtime> {
     let rt: &'static Runtime = Box::leak(Box::new(rt));
     *slot = Some((pid, rt));
     Ok(rt)
+}
+
+/// Installs rustls' cryptography (ring) for HTTPS, once per process,
+/// before the first client is built.
+fn install_tls() {
+    static TLS: Once = Once::new();
+    TLS.call_once(|| {
+        // An error means a provider is installed already (by another library).
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
 }
 
 /// Runs `f` to completion on the I/O runtime (from any non-runtime thread).
@@ -132,6 +137,7 @@ impl Store {
     }
 
     fn build(&self) -> Result<Arc<dyn ObjectStore>> {
+        install_tls();
         let url = &self.url;
         let what = |e: object_store::Error| {
             Error::invalid(
