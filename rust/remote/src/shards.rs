@@ -292,6 +292,8 @@ impl RemoteShards {
             true => match check_file(&body, expect) {
                 Ok(Ok(())) => Ok(()),
                 Ok(Err(_damaged)) => self.download(s, expect),
+                // Evicted by another process between the look and the check.
+                Err(_) if !body.exists() => self.download(s, expect),
                 Err(e) => Err(e),
             },
             false => self.download(s, expect),
