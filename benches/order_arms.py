@@ -7,14 +7,12 @@ benches/context_benefit.py."""
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
+import tempfile
+from pathlib import Path
 
 import numpy as np
 import tokenloom as tl
 from tokenloom import _core
-
-if TYPE_CHECKING:
-    from pathlib import Path
 
 
 def random_order(root: Path, name: str, seed: int) -> Path:
@@ -28,8 +26,15 @@ def random_order(root: Path, name: str, seed: int) -> Path:
 
 
 def builtin_vectors(root: Path, seed: int = 0) -> np.ndarray:
-    """The built-in (lexical) document vectors ICLM orders with by default."""
-    return _core.order_embeddings(root, "builtin-vectors", None, 256, 2048, seed, False)
+    """The built-in (lexical) document vectors ICLM orders with by default, through the
+    staged engine's two passes (document frequencies, then the projection, stored as
+    float16), as float32."""
+    n = len(tl.open_dataset(root))
+    idf = _core.order_idf(_core.order_frequencies(root, 0, n, 256, 2048, seed), n)
+    with tempfile.TemporaryDirectory() as tmp:
+        dest = Path(tmp) / "vectors.npy"
+        _core.order_embed_part(root, 0, n, idf, dest, 256, 2048, seed)
+        return np.load(dest).astype(np.float32)
 
 
 def kmeans_order(
@@ -40,7 +45,16 @@ def kmeans_order(
     ``orders/<name>.order``."""
     n = len(tl.open_dataset(root))
     parts = clusters or max(2, round(math.sqrt(n)))
-    members, _ = _core.order_partitions(root, vectors, parts, 2, seed, False)
+    v = np.ascontiguousarray(vectors, dtype=np.float32)
+    with tempfile.TemporaryDirectory() as tmp:
+        np.save(Path(tmp) / "vectors.npy", v)
+        # Spherical k-means (the staged engine's inverted-list training) on every row.
+        centroids = _core.order_centroids(root, [Path(tmp) / "vectors.npy"], parts, n, seed, False)
+    cluster = np.concatenate(
+        [np.argmax(v[a : a + 65536] @ centroids.T, axis=1) for a in range(0, n, 65536)]
+    )
+    cluster[~v.any(axis=1)] = -1  # featureless documents: no cluster
+    members = [np.flatnonzero(cluster == c) for c in range(len(centroids))]
     rng = np.random.default_rng(seed)
     docs = np.concatenate([rng.permutation(members[c]) for c in rng.permutation(len(members))])
     listed = np.zeros(n, dtype=bool)

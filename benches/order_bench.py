@@ -214,9 +214,10 @@ def pipeline_on_ray(root: Path, k: int, local_similarity: float) -> None:
         ray.shutdown()
     secs = ", ".join(f"{k} {v:.1f}s" for k, v in r["seconds"].items())
     ordered = r["ordered_pairs"]["mean_similarity"]
-    parts = tl.order_report(root, "ray")["settings"]["partition_docs"]
+    s = tl.order_report(root, "ray")["settings"]
     print(
-        f"engine='ray', {len(parts)} parts of {min(parts):,} to {max(parts):,} documents: "
+        f"engine='ray', {s['partitions']} parts, {s['groups']} groups of {s['nlist']} lists "
+        f"(nprobe {s['nprobe']}): "
         f"{total:.1f}s end to end ({secs}); adjacent similarity {ordered:.3f} "
         f"({ordered / local_similarity:.2f}x the local engine's)"
     )

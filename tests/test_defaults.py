@@ -37,12 +37,17 @@ def test_the_python_signature_reads_the_core() -> None:
     for key in ("seq_len", "k", "name", "dedup", "variant", "max_segment", "seed", "dim"):
         assert params[key].default == d[key], key
     assert params["max_tokens"].default == d["max_tokens"]
+    # The staged engines' nprobe (None in the signature: the core's, every list when small).
+    assert params["nprobe"].default is None
+    assert _core.order_ivf_defaults(10**6)[1] == d["nprobe"]
+    nlist, nprobe, _ = _core.order_ivf_defaults(10_000)
+    assert nprobe == nlist
 
 
 def test_the_stubs_agree_with_the_core() -> None:
     d = _core.ORDER_DEFAULTS
     alias = {"k_traverse": "reference_k_traverse", "min_segment": "reference_segment"}
-    for fn in ("order_dataset", "order_embeddings"):
+    for fn in ("order_dataset", "order_frequencies", "order_embed_part"):
         stub = stub_defaults(fn)
         for arg, value in stub.items():
             key = alias.get(arg, arg)

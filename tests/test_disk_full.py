@@ -137,9 +137,10 @@ def test_build_out_of_room_keeps_previous_and_resumes(
 
 
 def test_order_file_out_of_room_keeps_previous(tmp_path: Path) -> None:
-    ds = write_docs(tmp_path / "ds", [[i + 1] for i in range(700)])
+    # 1,500 documents: the ids (u32 in order files v3) outgrow the 4,096-byte limit.
+    ds = write_docs(tmp_path / "ds", [[i % 900 + 1] for i in range(1500)])
     order = tmp_path / "ds.order"
-    tl.write_order(ds, order, list(range(700)), [0, 350, 700])
+    tl.write_order(ds, order, list(range(1500)), [0, 750, 1500])
     before = order.read_bytes()
     err = run_limited("order", ds, order)
     assert err["errno"] == errno.EFBIG

@@ -296,14 +296,18 @@ def test_kill_9_during_order_leaves_the_old_order_or_the_new_one(tmp_path: Path)
     assert end(p) == 0
     whole = time.monotonic() - t0
     assert final.read_bytes() == want
-    # While it computes: nothing written yet, the process still running.
-    for share in (0.2, 0.5):
+    # While it computes: nothing written yet, the process still running. On a loaded machine
+    # a run can be much faster than the timed one, so a kill that lands after the write is
+    # aimed again, earlier; two must land.
+    landed = 0
+    for share in (0.5, 0.2, 0.1, 0.05, 0.02, 0.01):
         p, tmp = start()
         time.sleep(share * whole)
-        assert kill(p), f"tl.order ended before {share:.0%} of its {whole:.2f} s"
-        assert not final.exists()
-        assert not tmp.exists()
+        landed += kill(p) and not final.exists() and not tmp.exists()
         check_and_redo()
+        if landed == 2:
+            break
+    assert landed == 2, f"fewer than 2 kills landed before the write (run of {whole:.2f} s)"
     # While the order file is written: killed as soon as its temporary file appears (the
     # write and fsync take long enough to be caught most times; one catch is required).
     caught = 0

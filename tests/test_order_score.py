@@ -150,5 +150,6 @@ def test_an_order_written_by_hand_is_scored_given_its_seq_len(ordered: Path) -> 
     with pytest.raises(ValueError, match="pass seq_len="):
         tl.order_report(ordered, "by-id", labels=labels, progress=False)
     rep = tl.order_report(ordered, "by-id", labels=labels, seq_len=SEQ, progress=False)
+    assert rep["text"].endswith("an order written by write_order (no report of its own)")
     assert rep["independent"]["labels"]["ordered"] == 0.0
     assert rep["independent"]["labels"]["difference"] < -0.2

@@ -1,6 +1,7 @@
 """Type stubs of the compiled module ``tokenloom._core`` (checked by mypy.stubtest)."""
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, final
 
@@ -26,11 +27,21 @@ __all__ = [
     "default_alpha",
     "knn_graph",
     "merge_datasets",
+    "order_assign_part",
+    "order_centroids",
+    "order_check_sealed",
     "order_dataset",
-    "order_embeddings",
-    "order_join",
-    "order_partition",
-    "order_partitions",
+    "order_embed_part",
+    "order_finish_staged",
+    "order_frequencies",
+    "order_idf",
+    "order_ivf_defaults",
+    "order_knn_group",
+    "order_list_counts",
+    "order_plan_groups",
+    "order_read_knn",
+    "order_seal",
+    "order_work_dir",
     "read_order",
     "report_summary",
     "run_cli",
@@ -276,7 +287,7 @@ def order_dataset(
     exact: bool | None = None,
     dim: int = ...,
     max_tokens: int = ...,
-    embeddings: npt.NDArray[np.float32] | None = None,
+    embeddings: npt.NDArray[np.float32] | npt.NDArray[np.float16] | None = None,
     knn: npt.NDArray[np.int64] | None = None,
     knn_similarities: npt.NDArray[np.float32] | None = None,
     drop_self: bool = False,
@@ -296,54 +307,78 @@ def score_order(
     seed: int | None = None,
     progress: bool = True,
 ) -> str: ...
-
-# One part's order: documents, path, segment starts, duplicates [x, 2] (doc, of) and their
-# similarities, kNN ids and similarities [m, k], whether the kNN search was exact.
-_PartOrder = tuple[
-    npt.NDArray[np.int64],
-    npt.NDArray[np.int64],
-    npt.NDArray[np.uint64],
-    npt.NDArray[np.int64],
-    npt.NDArray[np.float32],
-    npt.NDArray[np.int64],
-    npt.NDArray[np.float32],
-    bool,
-]
-
-def order_embeddings(
+def order_ivf_defaults(n: int) -> tuple[int, int, int]: ...
+def order_frequencies(
     path: str | os.PathLike[str],
-    name: str,
-    embeddings: npt.NDArray[np.float32] | None = None,
+    first: int,
+    end: int,
     dim: int = ...,
     max_tokens: int = ...,
     seed: int = ...,
-    progress: bool = True,
-) -> npt.NDArray[np.float32]: ...
-def order_partitions(
+    progress: bool = False,
+) -> npt.NDArray[np.uint32]: ...
+def order_idf(df: npt.NDArray[np.uint32], n: int) -> npt.NDArray[np.float32]: ...
+def order_embed_part(
     path: str | os.PathLike[str],
-    embeddings: npt.NDArray[np.float32],
-    partitions: int,
-    min_size: int,
+    first: int,
+    end: int,
+    idf: npt.NDArray[np.float32],
+    dest: str | os.PathLike[str],
+    dim: int = ...,
+    max_tokens: int = ...,
+    seed: int = ...,
+    progress: bool = False,
+) -> None: ...
+def order_centroids(
+    path: str | os.PathLike[str],
+    shards: Sequence[str | os.PathLike[str]],
+    nlist: int,
+    sample: int,
     seed: int = 0,
     progress: bool = True,
-) -> tuple[list[npt.NDArray[np.int64]], npt.NDArray[np.float32]]: ...
-def order_partition(
-    embeddings: npt.NDArray[np.float32],
-    docs: npt.NDArray[np.int64],
-    settings: dict[str, Any],
+) -> npt.NDArray[np.float32]: ...
+def order_assign_part(
+    path: str | os.PathLike[str],
+    shards: Sequence[str | os.PathLike[str]],
+    first: int,
+    end: int,
+    centroids: npt.NDArray[np.float32],
+    dest: str | os.PathLike[str],
     progress: bool = False,
-) -> _PartOrder: ...
-def order_join(
+) -> npt.NDArray[np.uint32]: ...
+def order_list_counts(file: str | os.PathLike[str]) -> npt.NDArray[np.uint32]: ...
+def order_plan_groups(
+    sizes: npt.NDArray[np.uint64],
+    centroids: npt.NDArray[np.float32],
+    nprobe: int,
+    k: int,
+    groups: int,
+) -> list[tuple[list[int], list[list[int]]]]: ...
+def order_knn_group(
+    parts: Sequence[str | os.PathLike[str]],
+    lists: Sequence[int],
+    partners: Sequence[Sequence[int]],
+    k: int,
+    dest: str | os.PathLike[str],
+    progress: bool = False,
+) -> int: ...
+def order_finish_staged(
     path: str | os.PathLike[str],
     name: str,
-    embeddings: npt.NDArray[np.float32],
-    centroids: npt.NDArray[np.float32],
-    parts: list[_PartOrder],
-    partitions_requested: int,
+    shards: Sequence[str | os.PathLike[str]],
+    lists: Sequence[str | os.PathLike[str]],
+    knn: Sequence[str | os.PathLike[str]],
     settings: dict[str, Any],
+    engine: str = "{}",
     source: str = "{}",
     progress: bool = True,
 ) -> tuple[Path, str]: ...
+def order_work_dir(path: str | os.PathLike[str], name: str) -> Path: ...
+def order_seal(file: str | os.PathLike[str], dest: str | os.PathLike[str]) -> None: ...
+def order_check_sealed(path: str | os.PathLike[str]) -> bool: ...
+def order_read_knn(
+    files: Sequence[str | os.PathLike[str]], n: int, k: int
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]: ...
 def read_order(
     path: str | os.PathLike[str], spec: str | os.PathLike[str]
 ) -> tuple[Path, npt.NDArray[np.uint64], npt.NDArray[np.uint64], bool, str]: ...

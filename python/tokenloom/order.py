@@ -12,7 +12,7 @@ import operator
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -34,7 +34,7 @@ def order(
     *,
     k: int = _D["k"],
     name: str = _D["name"],
-    embeddings: PathLike | np.ndarray | Embedder | None = None,
+    embeddings: PathLike | Sequence[PathLike] | np.ndarray | Embedder | None = None,
     knn: PathLike | np.ndarray | None = None,
     knn_similarities: PathLike | np.ndarray | None = None,
     drop_self: bool = False,
@@ -50,6 +50,7 @@ def order(
     progress: bool = True,
     engine: str = "local",
     partitions: int | None = None,
+    nprobe: int | None = None,
     score_with: str | PathLike | np.ndarray | Embedder | None = None,
     labels: Sequence[Any] | np.ndarray | None = None,
 ) -> dict[str, Any]:
@@ -76,20 +77,51 @@ def order(
     public script (lowest-id starts, 9 neighbours, segments of 21, short ones merged).
 
     ``engine="ray"`` orders on Ray (``pip install "tokenloom[ray]"``; joins the running Ray
-    instance or ``RAY_ADDRESS``, else starts one here): the embeddings are cut into about
-    ``partitions`` parts of similar documents (default: 4 per CPU of the cluster, with at
-    least ``50 * k`` documents each), each part is ordered by one Ray task, and the parts'
-    paths are chained and written as one order (see ``tokenloom.order_ray``). It needs
-    embeddings (built-in or given), not a ``knn`` matrix.
+    instance or ``RAY_ADDRESS``, else starts one here) and ``engine="disk"`` in this process,
+    both with vectors and kNN lists kept on disk in ``partitions`` parts (default: 4 per CPU,
+    at least 20,000 documents each): the built-in embedder in two passes, inverted lists
+    trained on a sample, each part's documents assigned to lists, the kNN of each group of
+    lists searched in its ``nprobe`` nearest lists wherever they lie (default
+    ``_core.ORDER_DEFAULTS["nprobe"]``; every list below 20,000 documents), one global walk
+    (see ``tokenloom.order_ray``). ``embeddings`` may then also be a list of ``.npy`` shards
+    (float16 or float32, one row per document, in document order). They need embeddings
+    (built-in or given), not a ``knn`` matrix. A stopped run resumes where it stopped.
     """
     root = Path(dataset)
     k = _positive(k, "k")
-    if engine not in ("local", "ray"):
-        raise ValueError(f'engine must be "local" or "ray", got {engine!r}')
-    if engine == "ray":
-        partitions = _check_ray(root, knn, partitions)
-    elif partitions is not None:
-        raise ValueError('partitions= is a setting of engine="ray"')
+    if engine not in ("local", "ray", "disk"):
+        raise ValueError(f'engine must be "local", "ray" or "disk", got {engine!r}')
+    if engine != "local":
+        if score_with is not None or labels is not None:
+            raise ValueError(
+                'score_with= and labels= are settings of engine="local"; score an order of '
+                f'engine="{engine}" afterwards with tl.order_report(dataset, name, '
+                "score_with=..., labels=...)"
+            )
+        partitions = _check_staged(root, knn, partitions, engine)
+        if isinstance(embeddings, (list, tuple)) or (
+            isinstance(embeddings, (str, os.PathLike)) and not _is_name(embeddings)
+        ):
+            return _staged(
+                root,
+                name,
+                seq_len,
+                k,
+                embeddings,
+                dedup,
+                variant,
+                max_segment,
+                seed,
+                dim,
+                max_tokens,
+                partitions,
+                engine,
+                progress,
+                nprobe=nprobe,
+            )
+    elif partitions is not None or nprobe is not None:
+        what = "partitions=" if partitions is not None else "nprobe="
+        raise ValueError(f'{what} is a setting of engine="ray" and engine="disk"')
     source: dict[str, Any] = {}
     emb: np.ndarray | None = None
     ids: np.ndarray | None = None
@@ -101,11 +133,16 @@ def order(
     if callable(embeddings):
         emb = _embed_text(root, embeddings, tokenizer, batch_size, progress)
         source = {"embeddings": f"callable {getattr(embeddings, '__qualname__', '?')}"}
+    elif isinstance(embeddings, (list, tuple)):
+        raise ValueError('a list of embedding shards is read by engine="disk" or engine="ray"')
     elif embeddings is not None:
-        emb, source["embeddings"] = _load(embeddings, "embeddings")
+        one = cast("PathLike | np.ndarray", embeddings)  # a list was refused above
+        emb, source["embeddings"] = _load(one, "embeddings")
         if emb.ndim != 2:
             raise ValueError(f"embeddings must be [N, d], got shape {emb.shape}")
-        emb = np.ascontiguousarray(emb, dtype=np.float32)
+        # float32 and float16 are read in place (a memory map stays one); others become float32.
+        keep = emb.dtype if emb.dtype in (np.float16, np.float32) else np.float32
+        emb = np.ascontiguousarray(emb, dtype=keep)
         source["dim"] = int(emb.shape[1])
     elif knn is not None:
         ids, source["knn"] = _load(knn, "knn")
@@ -119,27 +156,24 @@ def order(
             sims = np.ascontiguousarray(sims, dtype=np.float32)
     else:
         source = {"embeddings": "builtin", "dim": dim, "max_tokens": max_tokens}
-    if engine == "ray":
-        from tokenloom.order_ray import order_on_ray
+    if engine != "local":
 
-        if score_with is not None or labels is not None:
-            raise ValueError('score_with= and labels= are settings of engine="local"')
-        settings = {
-            "seq_len": int(seq_len),
-            "k": int(k),
-            "dedup": None if dedup is None else float(dedup),
-            "variant": variant,
-            "max_segment": int(max_segment),
-            "k_traverse": _D["reference_k_traverse"],
-            "min_segment": _D["reference_segment"],
-            "seed": int(seed),
-            "exact": exact,
-        }
-        return _with_text(
-            order_on_ray(
-                root, name, settings, emb, source, int(dim), int(max_tokens), partitions, progress
-            )
-        )
+        def staged(shards: list[Path] | None) -> dict[str, Any]:
+            return _staged(
+                root, name, seq_len, k, shards, dedup, variant, max_segment, seed, dim,
+                max_tokens, partitions, engine, progress, source, nprobe,
+            )  # fmt: skip
+
+        if emb is None:
+            return staged(None)
+        # An array in memory becomes one shard next to the order while it is made.
+        tmp = root / "orders" / f".{name}.given.npy"
+        tmp.parent.mkdir(parents=True, exist_ok=True)
+        np.save(tmp, emb)
+        try:
+            return staged([tmp])
+        finally:
+            tmp.unlink(missing_ok=True)
     score, names = _scoring(root, score_with, labels, tokenizer, batch_size, progress)
     _, report = _core.order_dataset(
         root,
@@ -169,7 +203,8 @@ def order(
 
 def _with_text(report: dict[str, Any], path: PathLike | None = None) -> dict[str, Any]:
     """Adds ``text``: the report's summary line (the first line ``tokenloom order`` prints,
-    near-duplicates left out included)."""
+    near-duplicates left out included); an order written by ``write_order`` has no report,
+    and says so."""
     big = (
         "settings",
         "duplicate_pairs",
@@ -236,13 +271,11 @@ def _positive(x: object, name: str) -> int:
     return n
 
 
-def _check_ray(root: Path, knn: object, partitions: int | None) -> int | None:
-    """Refuses what the Ray engine cannot do before any work, Ray missing included."""
-    from tokenloom.ray_tasks import import_ray
-
+def _check_staged(root: Path, knn: object, partitions: int | None, engine: str) -> int | None:
+    """Refuses what the staged engines cannot do before any work, Ray missing included."""
     if knn is not None:
         raise ValueError(
-            'engine="ray" partitions the corpus by its embeddings, and a knn= matrix has none: '
+            f'engine="{engine}" works from embeddings, and a knn= matrix has none: '
             'pass embeddings= (or none, for the built-in ones), or use engine="local"'
         )
     if partitions is not None:
@@ -253,8 +286,46 @@ def _check_ray(root: Path, knn: object, partitions: int | None) -> int | None:
                 f"partitions={partitions} exceeds the {docs} documents of {root}; "
                 "use fewer partitions (or None for the default)"
             )
-    import_ray()
+    if engine == "ray":
+        from tokenloom.ray_tasks import import_ray
+
+        import_ray()
     return partitions
+
+
+def _staged(
+    root: Path,
+    name: str,
+    seq_len: int,
+    k: int,
+    shards: PathLike | Sequence[PathLike] | None,
+    dedup: float | None,
+    variant: str,
+    max_segment: int,
+    seed: int,
+    dim: int,
+    max_tokens: int,
+    partitions: int | None,
+    engine: str,
+    progress: bool,
+    source: dict[str, Any] | None = None,
+    nprobe: int | None = None,
+) -> dict[str, Any]:
+    from tokenloom.order_ray import order_staged, staged_settings
+
+    files = None
+    if shards is not None:
+        given = [shards] if isinstance(shards, (str, os.PathLike)) else list(shards)
+        files = [Path(f).resolve() for f in given]
+        source = source or {"embeddings": [str(f) for f in files]}
+    settings = staged_settings(
+        seq_len, k, dedup=dedup, variant=variant, max_segment=max_segment, seed=seed
+    )
+    source = source or {"embeddings": "builtin", "dim": dim, "max_tokens": max_tokens}
+    embed = {"dim": int(dim), "max_tokens": int(max_tokens), "nprobe": nprobe}
+    return _with_text(
+        order_staged(root, name, settings, files, source, embed, partitions, engine, progress)
+    )
 
 
 def order_report(

@@ -71,9 +71,15 @@ def collect(ray: Any, running: dict[Any, K], done: Callable[[K, Any], None]) -> 
                     raise
                 done(running[ref], result)
     except BaseException:
-        for ref in waiting:
-            ray.cancel(ref)
-        for ref in waiting:
-            with contextlib.suppress(Exception):  # cancelled, or failed too: the first wins
-                ray.get(ref)
+        cancel(ray, waiting)
         raise
+
+
+def cancel(ray: Any, waiting: Any) -> None:
+    """Cancels the tasks still ``waiting`` and waits until each has ended, so that a failed or
+    interrupted run leaves none behind (a cancelled or failed one raises: the first error wins)."""
+    for ref in waiting:
+        ray.cancel(ref)
+    for ref in waiting:
+        with contextlib.suppress(Exception):
+            ray.get(ref)

@@ -4,12 +4,15 @@
 
 use std::path::PathBuf;
 
-use numpy::{PyArray1, PyReadonlyArray, PyReadonlyArray1, PyReadonlyArray2, PyUntypedArrayMethods};
+use numpy::{
+    IntoPyArray, PyArray1, PyReadonlyArray, PyReadonlyArray1, PyReadonlyArray2,
+    PyUntypedArrayMethods,
+};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use tokenloom_core::order::{
     self, defaults, score, store, EmbedParams, Input, KnnLists, OrderParams, ReferenceParams,
-    Scorer, Variant,
+    Scorer, Values, Variant,
 };
 use tokenloom_core::plan::Order;
 use tokenloom_core::Dataset;
@@ -23,6 +26,23 @@ pub fn slice<'a, T: numpy::Element, D: numpy::ndarray::Dimension>(
 ) -> PyResult<&'a [T]> {
     a.as_slice()
         .map_err(|_| PyValueError::new_err(format!("{what} must be a C-contiguous array")))
+}
+
+/// Given embeddings: a C-contiguous float32 or float16 `[n, d]` array, read in place.
+#[derive(FromPyObject)]
+pub enum Embeddings<'py> {
+    F32(PyReadonlyArray2<'py, f32>),
+    F16(PyReadonlyArray2<'py, half::f16>),
+}
+
+impl Embeddings<'_> {
+    /// The values and the dimension.
+    pub fn values(&self) -> PyResult<(Values<'_>, usize)> {
+        Ok(match self {
+            Embeddings::F32(a) => (Values::F32(slice(a, "embeddings")?), a.shape()[1]),
+            Embeddings::F16(a) => (Values::F16(slice(a, "embeddings")?), a.shape()[1]),
+        })
+    }
 }
 
 /// The traversal named `name` with its settings.
@@ -58,6 +78,7 @@ pub fn order_defaults(py: Python<'_>) -> PyResult<Bound<'_, pyo3::types::PyDict>
     d.set_item("seed", defaults::SEED)?;
     d.set_item("dim", defaults::DIM)?;
     d.set_item("max_tokens", defaults::MAX_TOKENS)?;
+    d.set_item("nprobe", defaults::NPROBE)?;
     d.set_item("reference_k_traverse", defaults::REFERENCE_K_TRAVERSE)?;
     d.set_item("reference_segment", defaults::REFERENCE_SEGMENT)?;
     Ok(d)
@@ -103,7 +124,7 @@ pub fn order_dataset(
     exact: Option<bool>,
     dim: usize,
     max_tokens: usize,
-    embeddings: Option<PyReadonlyArray2<'_, f32>>,
+    embeddings: Option<Embeddings<'_>>,
     knn: Option<PyReadonlyArray2<'_, i64>>,
     knn_similarities: Option<PyReadonlyArray2<'_, f32>>,
     drop_self: bool,
@@ -131,10 +152,7 @@ pub fn order_dataset(
     };
     let source: serde_json::Value = serde_json::from_str(source)
         .map_err(|e| PyValueError::new_err(format!("source must be JSON: {e}")))?;
-    let emb = match &embeddings {
-        Some(a) => Some((slice(a, "embeddings")?, a.shape()[1])),
-        None => None,
-    };
+    let emb = embeddings.as_ref().map(Embeddings::values).transpose()?;
     let ids = match &knn {
         Some(a) => Some((slice(a, "knn")?, a.shape()[0], a.shape()[1])),
         None => None,
@@ -154,7 +172,10 @@ pub fn order_dataset(
                     "give embeddings or a kNN matrix, not both",
                 ))
             }
-            (Some((data, d)), None) => Input::Embeddings { data, dim: *d },
+            (Some((data, d)), None) => Input::Embeddings {
+                data: *data,
+                dim: *d,
+            },
             (None, Some((data, n, k))) => Input::Knn(KnnLists {
                 n: *n,
                 k: *k,
@@ -262,8 +283,8 @@ pub fn read_order<'py>(
     })?;
     Ok((
         file,
-        PyArray1::from_slice(py, o.docs()),
-        PyArray1::from_slice(py, o.context_starts()),
+        o.docs().to_vec().into_pyarray(py),
+        o.context_starts().to_vec().into_pyarray(py),
         o.flow(),
         o.meta().to_string(),
     ))

@@ -1,10 +1,9 @@
-//! The Ray engine's steps of in-context ordering (`tokenloom.order(...,
-//! engine="ray")`): the document vectors, their coarse partitions, the
-//! order of one part (run on a Ray worker, no dataset needed) and the join
-//! that writes the order file as the local engine does. GIL released, tqdm
-//! progress, Ctrl-C cancels.
+//! The steps of the staged ordering engine (`tokenloom.order(...,
+//! engine="ray" | "disk")`, see `tokenloom_core::order::staged`): each
+//! reads and writes files of the work folder and returns only small arrays.
+//! GIL released, tqdm progress, Ctrl-C cancels.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use numpy::{
     IntoPyArray, PyArray1, PyArray2, PyArrayMethods, PyReadonlyArray1, PyReadonlyArray2,
@@ -12,9 +11,8 @@ use numpy::{
 };
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
-use tokenloom_core::order::{
-    self, defaults, store, Duplicate, EmbedParams, Input, OrderParams, PartOrder, Path,
-};
+use tokenloom_core::order::npy::{NpyWriter, VectorShards};
+use tokenloom_core::order::{defaults, embed, seal, staged, store, EmbedParams, OrderParams};
 use tokenloom_core::Dataset;
 
 use crate::detach::run_detached;
@@ -33,7 +31,6 @@ pub struct Settings {
     k_traverse: usize,
     min_segment: usize,
     seed: u64,
-    exact: Option<bool>,
 }
 
 impl Settings {
@@ -49,36 +46,10 @@ impl Settings {
                 self.min_segment,
             )?,
             seed: self.seed,
-            exact: self.exact,
             ..OrderParams::default()
         })
     }
 }
-
-/// One part's order as Python holds it: documents, path, segment starts,
-/// duplicates `[x, 2]` (doc, of) and their similarities, kNN ids and
-/// similarities `[m, k]`, whether the kNN search was exact.
-type PartTuple<'py> = (
-    Bound<'py, PyArray1<i64>>,
-    Bound<'py, PyArray1<i64>>,
-    Bound<'py, PyArray1<u64>>,
-    Bound<'py, PyArray2<i64>>,
-    Bound<'py, PyArray1<f32>>,
-    Bound<'py, PyArray2<i64>>,
-    Bound<'py, PyArray2<f32>>,
-    bool,
-);
-
-type PartArgs<'py> = (
-    PyReadonlyArray1<'py, i64>,
-    PyReadonlyArray1<'py, i64>,
-    PyReadonlyArray1<'py, u64>,
-    PyReadonlyArray2<'py, i64>,
-    PyReadonlyArray1<'py, f32>,
-    PyReadonlyArray2<'py, i64>,
-    PyReadonlyArray2<'py, f32>,
-    bool,
-);
 
 /// Runs `f` detached with a progress sink, a Ctrl-C seen meanwhile winning.
 fn with_progress<T: Send>(
@@ -94,213 +65,267 @@ fn with_progress<T: Send>(
     result
 }
 
-fn ids_u32(ids: &[i64], what: &str) -> PyResult<Vec<u32>> {
-    ids.iter()
-        .enumerate()
-        .map(|(i, &x)| {
-            u32::try_from(x).map_err(|_| {
-                PyValueError::new_err(format!("{what}[{i}] = {x} is not a document id"))
-            })
-        })
-        .collect()
+fn embed_params(dim: usize, max_tokens: usize, seed: u64) -> EmbedParams {
+    EmbedParams {
+        dim,
+        max_tokens,
+        seed,
+        ..EmbedParams::default()
+    }
 }
 
-/// The unit vectors `[num_docs, dim]` ordering works on for the dataset at
-/// `path`: the built-in embeddings (zero rows for documents without
-/// features), or `embeddings` checked and normalised. `name` (the order to be
-/// written) is checked first, so a bad name fails before the work.
+/// Default `(nlist, nprobe, train_size)` of the staged engine's inverted
+/// lists over `n` documents.
 #[pyfunction]
-#[pyo3(signature = (path, name, embeddings = None, dim = defaults::DIM, max_tokens = defaults::MAX_TOKENS, seed = defaults::SEED, progress = true))]
+pub fn order_ivf_defaults(n: usize) -> (usize, usize, usize) {
+    staged::ivf_defaults(n)
+}
+
+/// First pass of the built-in embedder over documents `first..end` of the
+/// dataset at `path`: the document frequency of each feature bucket.
+#[pyfunction]
+#[pyo3(signature = (path, first, end, dim = defaults::DIM, max_tokens = defaults::MAX_TOKENS, seed = defaults::SEED, progress = false))]
 #[allow(clippy::too_many_arguments)]
-pub fn order_embeddings<'py>(
+pub fn order_frequencies<'py>(
     py: Python<'py>,
     path: PathBuf,
-    name: &str,
-    embeddings: Option<PyReadonlyArray2<'py, f32>>,
+    first: usize,
+    end: usize,
     dim: usize,
     max_tokens: usize,
     seed: u64,
     progress: bool,
-) -> PyResult<Bound<'py, PyArray2<f32>>> {
-    crate::errors::to_py(store::order_path(&path, name))?;
-    let given = match &embeddings {
-        Some(a) => Some((slice(a, "embeddings")?, a.shape()[1])),
-        None => None,
-    };
-    let params = OrderParams {
-        seed,
-        embed: EmbedParams {
-            dim,
-            max_tokens,
-            seed,
-            ..EmbedParams::default()
-        },
-        ..OrderParams::default()
-    };
-    let (v, d, n) = with_progress(py, progress, |bar| {
+) -> PyResult<Bound<'py, PyArray1<u32>>> {
+    let params = embed_params(dim, max_tokens, seed);
+    let df = with_progress(py, progress, |bar| {
         let ds = Dataset::open(&path)?;
-        let input = match given {
-            Some((data, dim)) => Input::Embeddings { data, dim },
-            None => Input::Builtin,
-        };
-        let (v, d) = order::document_vectors(&ds, &params, input, bar)?.unwrap_or_default();
-        Ok((v, d, ds.num_docs() as usize))
+        embed::frequencies(&ds, first..end.min(ds.num_docs() as usize), &params, bar)
     })?;
-    v.into_pyarray(py).reshape([n, d])
+    Ok(df.into_pyarray(py))
 }
 
-/// About `partitions` parts of the documents of the dataset at `path` with
-/// content, from their unit vectors `embeddings`: member ids (ascending) of
-/// each part, and the parts' unit centroids `[parts, dim]`.
+/// The feature weights from the summed document frequencies over `n` documents.
 #[pyfunction]
-#[pyo3(signature = (path, embeddings, partitions, min_size, seed = 0, progress = true))]
-#[allow(clippy::type_complexity)]
-pub fn order_partitions<'py>(
+pub fn order_idf<'py>(
     py: Python<'py>,
+    df: PyReadonlyArray1<'py, u32>,
+    n: usize,
+) -> PyResult<Bound<'py, PyArray1<f32>>> {
+    Ok(embed::idf(slice(&df, "df")?, n).into_pyarray(py))
+}
+
+/// Second pass: the unit vectors of documents `first..end` under the
+/// weights `idf`, written as a float16 `.npy` to `dest` (atomically).
+#[pyfunction]
+#[pyo3(signature = (path, first, end, idf, dest, dim = defaults::DIM, max_tokens = defaults::MAX_TOKENS, seed = defaults::SEED, progress = false))]
+#[allow(clippy::too_many_arguments)]
+pub fn order_embed_part(
+    py: Python<'_>,
     path: PathBuf,
-    embeddings: PyReadonlyArray2<'py, f32>,
-    partitions: usize,
-    min_size: usize,
+    first: usize,
+    end: usize,
+    idf: PyReadonlyArray1<'_, f32>,
+    dest: PathBuf,
+    dim: usize,
+    max_tokens: usize,
     seed: u64,
     progress: bool,
-) -> PyResult<(Vec<Bound<'py, PyArray1<i64>>>, Bound<'py, PyArray2<f32>>)> {
-    let d = embeddings.shape()[1];
-    let v = slice(&embeddings, "embeddings")?;
-    let parts = with_progress(py, progress, |bar| {
+) -> PyResult<()> {
+    let params = embed_params(dim, max_tokens, seed);
+    let idf = slice(&idf, "idf")?;
+    with_progress(py, progress, |bar| {
         let ds = Dataset::open(&path)?;
-        let (active, _) = order::participants(&ds.doc_lengths()?, Some((v, d)));
-        order::partition(v, d, &active, partitions, min_size, seed, bar)
-    })?;
-    let p = parts.members.len();
-    let members = parts
-        .members
-        .into_iter()
-        .map(|m| {
-            m.into_iter()
-                .map(i64::from)
-                .collect::<Vec<_>>()
-                .into_pyarray(py)
-        })
-        .collect();
-    Ok((members, parts.centroids.into_pyarray(py).reshape([p, d])?))
-}
-
-/// Orders one part: the documents `docs` (ascending ids) from their unit
-/// vectors `embeddings` (`[len(docs), dim]`), with `settings`.
-#[pyfunction]
-#[pyo3(signature = (embeddings, docs, settings, progress = false))]
-pub fn order_partition<'py>(
-    py: Python<'py>,
-    embeddings: PyReadonlyArray2<'py, f32>,
-    docs: PyReadonlyArray1<'py, i64>,
-    settings: Settings,
-    progress: bool,
-) -> PyResult<PartTuple<'py>> {
-    let params = settings.params()?;
-    let d = embeddings.shape()[1];
-    let v = slice(&embeddings, "embeddings")?;
-    let docs = ids_u32(slice(&docs, "docs")?, "docs")?;
-    let part = with_progress(py, progress, |bar| {
-        order::order_partition(v, d, &docs, &params, bar)
-    })?;
-    let (m, k, x) = (part.docs.len(), part.k, part.duplicates.len());
-    let widen = |ids: &[u32]| ids.iter().map(|&i| i64::from(i)).collect::<Vec<_>>();
-    let dups: Vec<i64> = part
-        .duplicates
-        .iter()
-        .flat_map(|x| [i64::from(x.doc), i64::from(x.of)])
-        .collect();
-    let dup_sims: Vec<f32> = part.duplicates.iter().map(|x| x.sim).collect();
-    Ok((
-        widen(&part.docs).into_pyarray(py),
-        widen(&part.path.docs).into_pyarray(py),
-        part.path.segment_starts.into_pyarray(py),
-        dups.into_pyarray(py).reshape([x, 2])?,
-        dup_sims.into_pyarray(py),
-        part.ids.into_pyarray(py).reshape([m, k])?,
-        part.sims.into_pyarray(py).reshape([m, k])?,
-        part.exact,
-    ))
-}
-
-fn part_of(p: usize, a: &PartArgs<'_>) -> PyResult<PartOrder> {
-    let what = |s: &str| format!("part {p} {s}");
-    let pairs = ids_u32(slice(&a.3, &what("duplicates"))?, &what("duplicates"))?;
-    let sims = slice(&a.4, &what("duplicate similarities"))?;
-    if pairs.len() != 2 * sims.len() {
-        return Err(PyValueError::new_err(what(
-            "has duplicates and similarities of different lengths",
-        )));
-    }
-    Ok(PartOrder {
-        docs: ids_u32(slice(&a.0, &what("docs"))?, &what("docs"))?,
-        path: Path {
-            docs: ids_u32(slice(&a.1, &what("path"))?, &what("path"))?,
-            segment_starts: slice(&a.2, &what("segment starts"))?.to_vec(),
-        },
-        duplicates: pairs
-            .chunks_exact(2)
-            .zip(sims)
-            .map(|(x, &sim)| Duplicate {
-                doc: x[0],
-                of: x[1],
-                sim,
-            })
-            .collect(),
-        k: a.5.shape()[1],
-        ids: slice(&a.5, &what("knn"))?.to_vec(),
-        sims: slice(&a.6, &what("knn similarities"))?.to_vec(),
-        exact: a.7,
+        let end = end.min(ds.num_docs() as usize);
+        let mut w = NpyWriter::create(&dest, end.saturating_sub(first), dim)?;
+        // A block at a time, so that a part never holds more than one block of float32 rows.
+        for a in (first..end).step_by(1 << 16) {
+            let b = (a + (1 << 16)).min(end);
+            w.push(&embed::project(&ds, a..b, idf, &params, bar)?)?;
+        }
+        w.finish()
     })
 }
 
-/// Joins the parts (`parts[p]` from `order_partition` over the members of
-/// the part with centroid `centroids[p]`) into the order `name` of the
-/// dataset at `path`, written atomically; returns its path and the report
-/// as JSON. `embeddings` are the vectors `order_embeddings` returned.
+fn shards_of(path: &Path, shards: &[PathBuf]) -> tokenloom_core::Result<VectorShards> {
+    let ds = Dataset::open(path)?;
+    VectorShards::open(shards, ds.num_docs() as usize)
+}
+
+/// `nlist` unit centroids `[nlist, d]` trained on a seeded sample of
+/// `sample` rows of the embedding `shards` of the dataset at `path`.
 #[pyfunction]
-#[pyo3(signature = (path, name, embeddings, centroids, parts, partitions_requested, settings, source = "{}", progress = true))]
+#[pyo3(signature = (path, shards, nlist, sample, seed = 0, progress = true))]
 #[allow(clippy::too_many_arguments)]
-pub fn order_join<'py>(
+pub fn order_centroids<'py>(
     py: Python<'py>,
     path: PathBuf,
-    name: &str,
-    embeddings: PyReadonlyArray2<'py, f32>,
+    shards: Vec<PathBuf>,
+    nlist: usize,
+    sample: usize,
+    seed: u64,
+    progress: bool,
+) -> PyResult<Bound<'py, PyArray2<f32>>> {
+    let (c, d) = with_progress(py, progress, |bar| {
+        let s = shards_of(&path, &shards)?;
+        let c = staged::train_centroids(&s, nlist, sample, 10, seed, bar)?;
+        Ok((c, s.dim()))
+    })?;
+    let rows = c.len() / d.max(1);
+    c.into_pyarray(py).reshape([rows, d])
+}
+
+/// Assigns documents `first..end` to their nearest centroid and writes them
+/// grouped by list to `dest`; returns the list sizes.
+#[pyfunction]
+#[pyo3(signature = (path, shards, first, end, centroids, dest, progress = false))]
+#[allow(clippy::too_many_arguments)]
+pub fn order_assign_part<'py>(
+    py: Python<'py>,
+    path: PathBuf,
+    shards: Vec<PathBuf>,
+    first: usize,
+    end: usize,
     centroids: PyReadonlyArray2<'py, f32>,
-    parts: Vec<PartArgs<'py>>,
-    partitions_requested: usize,
+    dest: PathBuf,
+    progress: bool,
+) -> PyResult<Bound<'py, PyArray1<u32>>> {
+    let c = slice(&centroids, "centroids")?;
+    let counts = with_progress(py, progress, |bar| {
+        let ds = Dataset::open(&path)?;
+        let s = VectorShards::open(&shards, ds.num_docs() as usize)?;
+        let end = end.min(ds.num_docs() as usize);
+        let lengths = (first..end)
+            .map(|i| ds.doc(i as u64).map(|d| d.len() as u64))
+            .collect::<tokenloom_core::Result<Vec<_>>>()?;
+        staged::assign_part(&s, first, &lengths, c, &dest, bar)
+    })?;
+    Ok(counts.into_pyarray(py))
+}
+
+/// The list sizes of a lists file written by `order_assign_part` (checked).
+#[pyfunction]
+pub fn order_list_counts<'py>(
+    py: Python<'py>,
+    file: PathBuf,
+) -> PyResult<Bound<'py, PyArray1<u32>>> {
+    let counts = run_detached(py, move || Ok(staged::PartLists::open(&file)?.counts()))?;
+    Ok(counts.into_pyarray(py))
+}
+
+/// One group of lists as Python sees it: its lists and each one's partners.
+type GroupTuple = (Vec<u32>, Vec<Vec<u32>>);
+
+/// The groups of lists, as `(lists, partners)` pairs (see `plan_groups`).
+#[pyfunction]
+pub fn order_plan_groups(
+    py: Python<'_>,
+    sizes: PyReadonlyArray1<'_, u64>,
+    centroids: PyReadonlyArray2<'_, f32>,
+    nprobe: usize,
+    k: usize,
+    groups: usize,
+) -> PyResult<Vec<GroupTuple>> {
+    let d = centroids.shape()[1];
+    let s = slice(&sizes, "sizes")?;
+    let c = slice(&centroids, "centroids")?;
+    let plans = run_detached(py, || staged::plan_groups(s, c, d, nprobe, k, groups))?;
+    Ok(plans.into_iter().map(|g| (g.lists, g.partners)).collect())
+}
+
+/// The kNN lists of one group's documents, written to `dest`; returns how
+/// many documents it holds.
+#[pyfunction]
+#[pyo3(signature = (parts, lists, partners, k, dest, progress = false))]
+pub fn order_knn_group(
+    py: Python<'_>,
+    parts: Vec<PathBuf>,
+    lists: Vec<u32>,
+    partners: Vec<Vec<u32>>,
+    k: usize,
+    dest: PathBuf,
+    progress: bool,
+) -> PyResult<usize> {
+    if lists.len() != partners.len() {
+        return Err(PyValueError::new_err("one partner list per list"));
+    }
+    let plan = staged::GroupPlan { lists, partners };
+    with_progress(py, progress, |bar| {
+        staged::knn_group(&parts, &plan, k, &dest, bar)
+    })
+}
+
+/// The last step: merges the groups' lists, removes near-duplicates, walks,
+/// and writes the order `name` of the dataset at `path` atomically; returns
+/// its path and the report as JSON. `engine` is JSON metadata of the run.
+#[pyfunction]
+#[pyo3(signature = (path, name, shards, lists, knn, settings, engine = "{}", source = "{}", progress = true))]
+#[allow(clippy::too_many_arguments)]
+pub fn order_finish_staged(
+    py: Python<'_>,
+    path: PathBuf,
+    name: &str,
+    shards: Vec<PathBuf>,
+    lists: Vec<PathBuf>,
+    knn: Vec<PathBuf>,
     settings: Settings,
+    engine: &str,
     source: &str,
     progress: bool,
 ) -> PyResult<(PathBuf, String)> {
     let params = settings.params()?;
-    let source: serde_json::Value = serde_json::from_str(source)
-        .map_err(|e| PyValueError::new_err(format!("source must be JSON: {e}")))?;
+    let json = |what: &str, text: &str| {
+        serde_json::from_str::<serde_json::Value>(text)
+            .map_err(|e| PyValueError::new_err(format!("{what} must be JSON: {e}")))
+    };
+    let source = json("source", source)?;
+    let serde_json::Value::Object(engine) = json("engine", engine)? else {
+        return Err(PyValueError::new_err("engine must be a JSON object"));
+    };
     crate::errors::to_py(store::order_path(&path, name))?;
-    let d = embeddings.shape()[1];
-    let v = slice(&embeddings, "embeddings")?;
-    let c = slice(&centroids, "centroids")?;
-    let parts = parts
-        .iter()
-        .enumerate()
-        .map(|(p, a)| part_of(p, a))
-        .collect::<PyResult<Vec<_>>>()?;
     with_progress(py, progress, |bar| {
         let ds = Dataset::open(&path)?;
-        let out = order::join_parts(
-            &ds,
-            &params,
-            v,
-            d,
-            c,
-            &parts,
-            partitions_requested,
-            source,
-            bar,
-        )?;
+        let s = VectorShards::open(&shards, ds.num_docs() as usize)?;
+        let out = staged::finish_staged(&ds, &params, &s, &lists, &knn, engine, source, bar)?;
         let file = store::save(&path, name, &out.order)?;
         let report = serde_json::to_string(&out.report)
             .map_err(|e| tokenloom_core::Error::invalid("report", e.to_string()))?;
         Ok((file, report))
     })
+}
+
+/// Writes the checksum file of `dest` for the finished file `file` (its
+/// temporary name, renamed to `dest` next).
+#[pyfunction]
+pub fn order_seal(py: Python<'_>, file: PathBuf, dest: PathBuf) -> PyResult<()> {
+    run_detached(py, move || seal::seal(&file, &dest))
+}
+
+/// Checks `path` against its checksum file: false when it has none, an
+/// error naming the file when it does not match.
+#[pyfunction]
+pub fn order_check_sealed(py: Python<'_>, path: PathBuf) -> PyResult<bool> {
+    run_detached(py, move || seal::check(&path))
+}
+
+/// The work folder of the order `name` of the dataset at `path` (created).
+#[pyfunction]
+pub fn order_work_dir(path: PathBuf, name: &str) -> PyResult<PathBuf> {
+    crate::errors::to_py(staged::work_dir(&path, name))
+}
+
+/// The groups' kNN lists merged into `[n, k]` ids (int64, -1 for none) and
+/// similarities (float32).
+#[pyfunction]
+#[allow(clippy::type_complexity)]
+pub fn order_read_knn<'py>(
+    py: Python<'py>,
+    files: Vec<PathBuf>,
+    n: usize,
+    k: usize,
+) -> PyResult<(Bound<'py, PyArray2<i64>>, Bound<'py, PyArray2<f32>>)> {
+    let (ids, sims, _) = run_detached(py, move || staged::merge_groups(&files, n, k))?;
+    Ok((
+        ids.into_pyarray(py).reshape([n, k])?,
+        sims.into_pyarray(py).reshape([n, k])?,
+    ))
 }

@@ -80,21 +80,31 @@ pub fn embed_dataset(
     params: &EmbedParams,
     progress: &dyn Progress,
 ) -> Result<Vec<f32>> {
-    params.validate()?;
     let n = ds.num_docs() as usize;
-    let eos = ds.manifest().eos_id;
-    let buckets = 1usize << params.buckets_log2;
-    let ctx = Features {
-        params,
-        eos,
-        mask: buckets as u64 - 1,
-    };
-    let chunks: Vec<(usize, usize)> = (0..n)
-        .step_by(CHUNK)
-        .map(|s| (s, (s + CHUNK).min(n)))
-        .collect();
+    let df = frequencies(ds, 0..n, params, progress)?;
+    let idf = idf(&df, n);
+    drop(df);
+    project(ds, 0..n, &idf, params, progress)
+}
 
-    progress.start("embedding: document frequencies", n as u64);
+/// The first pass over the documents `docs` of `ds`: in how many of them
+/// each feature bucket occurs. Passes over disjoint ranges add up (the
+/// engine on Ray sums them), so the weights do not depend on the split.
+pub fn frequencies(
+    ds: &Dataset,
+    docs: std::ops::Range<usize>,
+    params: &EmbedParams,
+    progress: &dyn Progress,
+) -> Result<Vec<u32>> {
+    params.validate()?;
+    let buckets = 1usize << params.buckets_log2;
+    let ctx = Features::new(ds, params);
+    let chunks: Vec<(usize, usize)> = docs
+        .clone()
+        .step_by(CHUNK)
+        .map(|s| (s, (s + CHUNK).min(docs.end)))
+        .collect();
+    progress.start("embedding: document frequencies", docs.len() as u64);
     let df = chunks
         .par_iter()
         .try_fold(
@@ -122,31 +132,57 @@ pub fn embed_dataset(
             },
         )?;
     progress.finish();
-    // Features of a single document say nothing about similarity and only add
-    // projection noise: they get weight 0, as do features in most documents.
-    let idf: Vec<f32> = df
-        .iter()
+    Ok(df)
+}
+
+/// The weight of each feature bucket from its document frequency `df` over
+/// `n` documents. Features of a single document say nothing about
+/// similarity and only add projection noise: they get weight 0, as do
+/// features in most documents.
+pub fn idf(df: &[u32], n: usize) -> Vec<f32> {
+    df.iter()
         .map(|&c| match c {
             0 | 1 => 0.0,
             c => ((1 + n) as f64 / (1 + c as u64) as f64).ln().max(0.0) as f32,
         })
-        .collect();
-    drop(df);
+        .collect()
+}
 
-    progress.start("embedding: projecting", n as u64);
+/// The second pass: the unit vectors of the documents `docs` of `ds`
+/// (row-major `[docs.len(), dim]`) under the weights `idf`.
+pub fn project(
+    ds: &Dataset,
+    docs: std::ops::Range<usize>,
+    idf: &[f32],
+    params: &EmbedParams,
+    progress: &dyn Progress,
+) -> Result<Vec<f32>> {
+    params.validate()?;
+    if idf.len() != 1usize << params.buckets_log2 {
+        return Err(Error::invalid(
+            "idf",
+            format!(
+                "{} weights for 2^{} buckets; compute them with the same settings",
+                idf.len(),
+                params.buckets_log2
+            ),
+        ));
+    }
+    let ctx = Features::new(ds, params);
+    progress.start("embedding: projecting", docs.len() as u64);
     let dim = params.dim;
-    let mut out = vec![0f32; n * dim];
+    let mut out = vec![0f32; docs.len() * dim];
     out.par_chunks_mut(CHUNK * dim)
         .enumerate()
         .try_for_each_init(
             || (Vec::new(), TokenBuf::default()),
             |(buf, tokens), (c, rows)| -> Result<()> {
                 progress.check()?;
-                let start = c * CHUNK;
+                let start = docs.start + c * CHUNK;
                 for (r, row) in rows.chunks_exact_mut(dim).enumerate() {
                     ctx.buckets_of(ctx.read(ds, (start + r) as u64, tokens)?, buf);
                     buf.sort_unstable();
-                    ctx.project(buf, &idf, row);
+                    ctx.project(buf, idf, row);
                 }
                 progress.advance((rows.len() / dim) as u64);
                 Ok(())
@@ -162,8 +198,15 @@ struct Features<'a> {
     mask: u64,
 }
 
-impl Features<'_> {
-    /// The feature buckets of a document (with repeats), into `out`.
+impl<'a> Features<'a> {
+    fn new(ds: &Dataset, params: &'a EmbedParams) -> Self {
+        Features {
+            params,
+            eos: ds.manifest().eos_id,
+            mask: (1u64 << params.buckets_log2) - 1,
+        }
+    }
+
     /// The tokens of document `i` that features are taken from (its first
     /// `max_tokens`), copied by positioned reads: a shard truncated while
     /// ordering is an error, not a fault.
@@ -178,6 +221,7 @@ impl Features<'_> {
         shard.read_tokens(a, end, buf)
     }
 
+    /// The feature buckets of a document (with repeats), into `out`.
     fn buckets_of(&self, doc: Tokens<'_>, out: &mut Vec<u32>) {
         out.clear();
         let take = match self.params.max_tokens {

@@ -118,12 +118,12 @@ pub(super) fn finish(
     ] {
         meta.insert(key.to_string(), value);
     }
-    let order = Order::with_meta(
+    let order = Order::from_u32(
         ds,
-        path.docs.iter().map(|&d| d as u64).collect(),
-        path.segment_starts,
+        &path.docs,
+        &path.segment_starts,
         true,
-        Value::Object(meta).to_string(),
+        &Value::Object(meta).to_string(),
     )?;
     Ok(Ordered {
         order,

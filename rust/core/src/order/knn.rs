@@ -30,7 +30,7 @@ use rayon::prelude::*;
 use crate::error::{Error, Result};
 
 pub use exact::exact;
-pub use ivf::approximate;
+pub use ivf::{approximate, join_lists};
 
 /// Below this many rows [`approximate`] runs the exact search: it takes well
 /// under a second there and an index would not pay for itself.

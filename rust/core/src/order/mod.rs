@@ -9,12 +9,14 @@ pub mod defaults;
 pub mod embed;
 mod finish;
 pub mod graph;
-pub mod join;
 mod kmeans;
 pub mod knn;
+pub mod npy;
 pub mod partition;
 pub mod report;
 pub mod score;
+pub mod seal;
+pub mod staged;
 pub mod store;
 mod topk;
 pub mod traverse;
@@ -27,13 +29,12 @@ use serde_json::json;
 pub use dedup::Duplicate;
 pub use embed::EmbedParams;
 pub use graph::{Graph, KnnLists};
-pub use join::{join_parts, order_partition, PartOrder};
 pub use knn::EXACT_BELOW;
-pub use partition::{chain, partition, Partitions};
+pub use partition::chain;
 pub use report::Report;
 pub use score::{Independent, Scorer};
 pub use traverse::{Path, ReferenceParams};
-pub use vectors::{document_vectors, participants};
+pub use vectors::{document_vectors, participants, Values};
 
 use crate::error::{Error, Result};
 use crate::plan::Order;
@@ -103,10 +104,11 @@ impl Default for OrderParams {
 pub enum Input<'a> {
     /// The built-in embedder over token ids.
     Builtin,
-    /// Given embeddings, row-major `[num_docs, dim]` (normalised here).
+    /// Given embeddings, row-major `[num_docs, dim]` (normalised here;
+    /// float32 rows already of unit length are read in place).
     Embeddings {
         /// The values.
-        data: &'a [f32],
+        data: Values<'a>,
         /// Columns.
         dim: usize,
     },
@@ -138,7 +140,7 @@ pub fn order_dataset(
     let n = lengths.len();
     let vectors = vectors::document_vectors(ds, params, input, progress)?;
     clock.lap("embed");
-    let vecs = vectors.as_ref().map(|(v, d)| (v.as_slice(), *d));
+    let vecs = vectors.as_ref().map(|(v, d)| (v.as_ref(), *d));
     let (mut active, featureless) = vectors::participants(&lengths, vecs);
 
     let (ids, sims, k, exact) = match (vecs, input) {

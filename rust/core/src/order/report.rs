@@ -14,12 +14,24 @@ use crate::shuffle::Permutation;
 pub const BINS: usize = 40;
 
 /// Where pair similarities come from.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy)]
 pub enum Similarity<'a> {
     /// Unit-length embeddings, row-major `[n, dim]`: every pair is known.
     Vectors(&'a [f32], usize),
     /// Only kNN edges are known.
     Edges(&'a KnnLists<'a>),
+    /// Every pair is known through a function (vectors kept on disk).
+    Pairs(&'a (dyn Fn(u32, u32) -> f32 + Sync)),
+}
+
+impl std::fmt::Debug for Similarity<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Similarity::Vectors(..) => "Similarity::Vectors",
+            Similarity::Edges(_) => "Similarity::Edges",
+            Similarity::Pairs(_) => "Similarity::Pairs",
+        })
+    }
 }
 
 impl Similarity<'_> {
@@ -30,6 +42,7 @@ impl Similarity<'_> {
                 Some(x.iter().zip(y).map(|(p, q)| p * q).sum())
             }
             Similarity::Edges(g) => g.edge(a as usize, b),
+            Similarity::Pairs(f) => Some(f(a, b)),
         }
     }
 }
@@ -203,7 +216,7 @@ fn stretch_stats(
         let edge = knn.edge(w[0] as usize, w[1]);
         st.edges += edge.is_some() as u64;
         let s = match sim {
-            Similarity::Vectors(..) => sim.of(w[0], w[1]),
+            Similarity::Vectors(..) | Similarity::Pairs(_) => sim.of(w[0], w[1]),
             Similarity::Edges(_) => edge,
         };
         if let Some(s) = s {
@@ -264,7 +277,7 @@ pub fn report(
         ordered_pairs,
         random_pairs,
         similarity_source: match sim {
-            Similarity::Vectors(..) => "embeddings".into(),
+            Similarity::Vectors(..) | Similarity::Pairs(_) => "embeddings".into(),
             Similarity::Edges(_) => "knn".into(),
         },
         ..Report::default()

@@ -106,7 +106,7 @@ fn groups<'a>(order: &Order, docs: &'a [u64]) -> Vec<&'a [u64]> {
     if order.flow() {
         return vec![docs];
     }
-    let s = order.context_starts();
+    let s = order.context_starts().to_vec();
     s.windows(2)
         .map(|w| &docs[w[0] as usize..w[1] as usize])
         .collect()
@@ -126,7 +126,10 @@ pub fn score(
     let n = ds.num_docs() as usize;
     let row = crate::plan::Plan::row_len(seq_len)?;
     let lengths = ds.doc_lengths()?;
-    let docs = order.docs();
+    // The ids widened once (the file may hold them as u32): the score holds
+    // the order and its random baseline, O(N) either way.
+    let ids = order.docs().to_vec();
+    let docs = &ids[..];
     let p = Permutation::new(docs.len() as u64, seed ^ 0x7261_6e64_6f6d);
     let random: Vec<u64> = (0..docs.len() as u64)
         .map(|i| docs[p.get(i) as usize])

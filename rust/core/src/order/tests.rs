@@ -327,6 +327,7 @@ fn builtin_pipeline_groups_topics_drops_copies_and_plans_flowing_rows() {
     let same_topic = out
         .order
         .docs()
+        .to_vec()
         .windows(2)
         .filter(|w| w[0] % 2 == w[1] % 2)
         .count();
@@ -350,7 +351,7 @@ fn builtin_pipeline_groups_topics_drops_copies_and_plans_flowing_rows() {
         .order
         .docs()
         .iter()
-        .map(|&d| ds.doc(d).unwrap().len() as u64)
+        .map(|d| ds.doc(d).unwrap().len() as u64)
         .sum();
     assert_eq!(plan.num_samples(), tokens.div_ceil(64));
 }
@@ -371,20 +372,24 @@ fn embeddings_and_knn_inputs_are_checked() {
     };
     let short = vec![1f32; (n - 1) * 4];
     assert!(err(Input::Embeddings {
-        data: &short,
+        data: Values::F32(&short),
         dim: 4
     })
     .contains("one row per document"));
     let mut zero = vec![1f32; n * 4];
     zero[8..12].fill(0.0);
     assert!(err(Input::Embeddings {
-        data: &zero,
+        data: Values::F32(&zero),
         dim: 4
     })
     .contains("row 2 is all zeros"));
     let mut nan = vec![1f32; n * 4];
     nan[5] = f32::INFINITY;
-    assert!(err(Input::Embeddings { data: &nan, dim: 4 }).contains("row 1 has inf"));
+    assert!(err(Input::Embeddings {
+        data: Values::F32(&nan),
+        dim: 4
+    })
+    .contains("row 1 has inf"));
     let ids: Vec<i64> = (0..n as i64).map(|i| (i + 1) % n as i64).collect();
     let l = KnnLists {
         n,

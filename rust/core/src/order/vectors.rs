@@ -2,6 +2,11 @@
 //! given ones checked and scaled to unit length; which documents take part
 //! in the kNN graph; and the kNN lists of those documents.
 
+use std::borrow::Cow;
+
+use half::f16;
+use rayon::prelude::*;
+
 use super::{embed, knn, Input, OrderParams};
 use crate::error::{Error, Result};
 use crate::progress::Progress;
@@ -11,15 +16,15 @@ use crate::shard::Dataset;
 /// with the dimension: built-in embeddings (zero rows for documents without
 /// features) or the given ones checked and normalised. `None` for a kNN
 /// matrix, which comes without vectors.
-pub fn document_vectors(
+pub fn document_vectors<'a>(
     ds: &Dataset,
     params: &OrderParams,
-    input: Input<'_>,
+    input: Input<'a>,
     progress: &dyn Progress,
-) -> Result<Option<(Vec<f32>, usize)>> {
+) -> Result<Option<(Cow<'a, [f32]>, usize)>> {
     Ok(match input {
         Input::Builtin => Some((
-            embed::embed_dataset(ds, &params.embed, progress)?,
+            Cow::Owned(embed::embed_dataset(ds, &params.embed, progress)?),
             params.embed.dim,
         )),
         Input::Embeddings { data, dim } => {
@@ -28,6 +33,58 @@ pub fn document_vectors(
         Input::Knn(_) => None,
     })
 }
+
+/// Embedding values as given: float32, or float16 (converted row by row,
+/// never copied as float16).
+#[derive(Clone, Copy, Debug)]
+pub enum Values<'a> {
+    /// Single precision.
+    F32(&'a [f32]),
+    /// Half precision.
+    F16(&'a [f16]),
+}
+
+impl<'a> From<&'a [f32]> for Values<'a> {
+    fn from(v: &'a [f32]) -> Self {
+        Values::F32(v)
+    }
+}
+
+impl<'a> From<&'a Vec<f32>> for Values<'a> {
+    fn from(v: &'a Vec<f32>) -> Self {
+        Values::F32(v)
+    }
+}
+
+impl Values<'_> {
+    /// Number of values.
+    pub fn len(&self) -> usize {
+        match self {
+            Values::F32(v) => v.len(),
+            Values::F16(v) => v.len(),
+        }
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Row `i` of `dim` values, as float32, into `out`.
+    fn row_into(&self, i: usize, dim: usize, out: &mut [f32]) {
+        match self {
+            Values::F32(v) => out.copy_from_slice(&v[i * dim..(i + 1) * dim]),
+            Values::F16(v) => {
+                for (o, x) in out.iter_mut().zip(&v[i * dim..(i + 1) * dim]) {
+                    *o = x.to_f32();
+                }
+            }
+        }
+    }
+}
+
+/// How far a row's length may be from 1 for it to be used as it is.
+const UNIT_TOLERANCE: f64 = 1e-4;
 
 /// Which documents take part in the graph (non-empty, with a non-zero
 /// vector), and the non-empty ones without features (a zero vector), which
@@ -47,8 +104,10 @@ pub fn participants(lengths: &[u64], vectors: Option<(&[f32], usize)>) -> (Vec<b
 }
 
 /// Checks `[n, dim]` embeddings (finite, no zero rows) and returns them at
-/// unit length.
-pub(super) fn normalized(data: &[f32], dim: usize, n: usize) -> Result<Vec<f32>> {
+/// unit length: float32 rows that already are (within 1e-4) are borrowed,
+/// not copied (the check reads them in place); other inputs are converted
+/// and scaled into one float32 copy, in parallel.
+pub(super) fn normalized<'a>(data: Values<'a>, dim: usize, n: usize) -> Result<Cow<'a, [f32]>> {
     let bad = |what: String| Error::invalid("embeddings", what);
     if dim == 0 || data.len() != n * dim {
         return Err(bad(format!(
@@ -56,43 +115,50 @@ pub(super) fn normalized(data: &[f32], dim: usize, n: usize) -> Result<Vec<f32>>
             data.len()
         )));
     }
-    let mut out = data.to_vec();
-    for (i, row) in out.chunks_exact_mut(dim).enumerate() {
-        if let Some(j) = row.iter().position(|x| !x.is_finite()) {
-            return Err(bad(format!("row {i} has {} at column {j}", row[j])));
-        }
+    // Lengths first, in place, every row read: the first bad row (by index)
+    // is the one named, and a row not of unit length anywhere means a copy.
+    let (fault, unit) = (0..n)
+        .into_par_iter()
+        .with_min_len(1024)
+        .map(|i| {
+            let mut row = vec![0f32; dim];
+            data.row_into(i, dim, &mut row);
+            if let Some(j) = row.iter().position(|x| !x.is_finite()) {
+                return (
+                    Some((i, format!("row {i} has {} at column {j}", row[j]))),
+                    false,
+                );
+            }
+            let norm = row.iter().map(|&x| x as f64 * x as f64).sum::<f64>().sqrt();
+            if norm == 0.0 {
+                let what =
+                    format!("row {i} is all zeros; every document needs a non-zero embedding");
+                return (Some((i, what)), false);
+            }
+            (None, (norm - 1.0).abs() <= UNIT_TOLERANCE)
+        })
+        .reduce(
+            || (None, true),
+            |(fa, ua), (fb, ub)| {
+                let first = match (fa, fb) {
+                    (Some(a), Some(b)) => Some(if a.0 <= b.0 { a } else { b }),
+                    (a, b) => a.or(b),
+                };
+                (first, ua && ub)
+            },
+        );
+    match (fault, data) {
+        (Some((_, what)), _) => return Err(bad(what)),
+        (None, Values::F32(v)) if unit => return Ok(Cow::Borrowed(v)),
+        _ => {}
+    }
+    let mut out = vec![0f32; n * dim];
+    out.par_chunks_mut(dim).enumerate().for_each(|(i, row)| {
+        data.row_into(i, dim, row);
         let norm = row.iter().map(|x| x * x).sum::<f32>().sqrt();
-        if norm == 0.0 {
-            return Err(bad(format!(
-                "row {i} is all zeros; every document needs a non-zero embedding"
-            )));
-        }
         row.iter_mut().for_each(|x| *x /= norm);
-    }
-    Ok(out)
-}
-
-/// Checks that `[n, dim]` vectors are what [`document_vectors`] returns:
-/// finite, every row of unit length or (with `zero_rows`) all zeros.
-pub(super) fn check_unit(data: &[f32], dim: usize, n: usize, zero_rows: bool) -> Result<()> {
-    let bad = |what: String| Error::invalid("embeddings", what);
-    if dim == 0 || data.len() != n * dim {
-        return Err(bad(format!(
-            "expected [{n}, d] with d >= 1, got {} values with d = {dim}",
-            data.len()
-        )));
-    }
-    for (i, row) in data.chunks_exact(dim).enumerate() {
-        let norm = row.iter().map(|&x| x as f64 * x as f64).sum::<f64>().sqrt();
-        let zero = zero_rows && row.iter().all(|&x| x == 0.0);
-        let unit = (norm - 1.0).abs() < 1e-3; // false for NaN
-        if !zero && !unit {
-            return Err(bad(format!(
-                "row {i} has length {norm}; pass the unit vectors that order_embeddings returns"
-            )));
-        }
-    }
-    Ok(())
+    });
+    Ok(Cow::Owned(out))
 }
 
 /// kNN over the active rows of `v`, as `[n, k]` ids into `v` (-1 for

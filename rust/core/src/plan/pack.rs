@@ -2,6 +2,7 @@
 
 use std::collections::BTreeSet;
 
+use super::order::Ids;
 use super::{Order, PieceTable};
 
 /// Packs documents of the given `lengths` into rows of `row` tokens.
@@ -64,7 +65,7 @@ pub fn pack(lengths: &[u64], row: u64) -> PieceTable {
 /// (only the very last row padded). Empty documents are skipped.
 pub fn lay_out(order: &Order, lengths: &[u64], row: u64) -> PieceTable {
     let mut table = PieceTable::new();
-    let groups: Vec<&[u64]> = if order.flow() {
+    let groups: Vec<Ids<'_>> = if order.flow() {
         vec![order.docs()]
     } else {
         (0..order.num_contexts())
@@ -73,7 +74,7 @@ pub fn lay_out(order: &Order, lengths: &[u64], row: u64) -> PieceTable {
     };
     for group in groups {
         let mut used = 0u64;
-        for &doc in group {
+        for doc in group.iter() {
             let len = lengths[doc as usize];
             let mut start = 0u64;
             while start < len {

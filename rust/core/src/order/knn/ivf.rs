@@ -71,7 +71,7 @@ pub fn approximate(
     progress.finish();
     let lists = kmeans::members(&labels, nlist);
     let near = kmeans::nearest_centroids(&centroids, d, nprobe - 1);
-    let (blocks, partners) = plan(&lists, &near);
+    let (blocks, partners) = plan(&lists, &near, lists.len());
     let states = join(emb, d, k, &blocks, &partners, progress)?;
     let (mut graph, short) = assemble(n, k, &blocks, &states);
     if !short.is_empty() {
@@ -81,11 +81,11 @@ pub fn approximate(
 }
 
 /// Cuts each list into blocks of at most [`BLOCK_ROWS`] rows and lists, for
-/// every block, the later blocks it meets: the other blocks of its list and
-/// all blocks of each paired list, each unordered pair of lists once
-/// (`lists[a]` and `lists[b]` are paired when either is among the other's
-/// `near` centroids).
-fn plan(lists: &[Vec<u32>], near: &[Vec<u32>]) -> (Blocks, Partners) {
+/// every block, the later blocks it meets: the other blocks of its list (for
+/// the first `own` lists, whose rows are kept) and all blocks of each paired
+/// list, each unordered pair of lists once (`lists[a]` and `lists[b]` are
+/// paired when either is among the other's `near` centroids).
+fn plan(lists: &[Vec<u32>], near: &[Vec<u32>], own: usize) -> (Blocks, Partners) {
     let mut ids = Vec::new();
     let mut bounds = vec![0];
     let mut first = Vec::with_capacity(lists.len() + 1);
@@ -116,11 +116,11 @@ fn plan(lists: &[Vec<u32>], near: &[Vec<u32>]) -> (Blocks, Partners) {
 
     let nblocks = bounds.len() - 1;
     let mut partners: Vec<Vec<u32>> = vec![Vec::new(); nblocks];
-    for l in 0..lists.len() {
-        let own = blocks_of(l);
-        for u in own.clone() {
+    for l in 0..own.min(lists.len()) {
+        let mine = blocks_of(l);
+        for u in mine.clone() {
             if let Some(p) = partners.get_mut(u) {
-                p.extend((u + 1..own.end).map(|b| b as u32));
+                p.extend((u + 1..mine.end).map(|b| b as u32));
             }
         }
     }
@@ -133,4 +133,25 @@ fn plan(lists: &[Vec<u32>], near: &[Vec<u32>]) -> (Blocks, Partners) {
         }
     }
     (Blocks { ids, bounds }, Partners::Lists(partners))
+}
+
+/// The best-k lists of the rows of the first `own` lists of `lists` (row
+/// ids into `emb`, row-major, `d` columns) after joining each of them with
+/// itself and with the lists named in its `near` entry (each unordered pair
+/// of lists once, products read from both sides). The other lists are only
+/// someone's partners: their rows get partial lists, which callers drop.
+/// The ordering engine's kNN step over one group of inverted lists.
+pub fn join_lists(
+    emb: &[f32],
+    d: usize,
+    k: usize,
+    lists: &[Vec<u32>],
+    near: &[Vec<u32>],
+    own: usize,
+    progress: &dyn Progress,
+) -> Result<KnnGraph> {
+    let n = emb.len() / d.max(1);
+    let (blocks, partners) = plan(lists, near, own);
+    let states = join(emb, d, k, &blocks, &partners, progress)?;
+    Ok(assemble(n, k, &blocks, &states).0)
 }
