@@ -203,11 +203,11 @@ impl PyDataset {
     /// The path or URL the dataset was opened from (a remote dataset's
     /// files live in its cache directory, `root`).
     #[getter]
-    fn path(&self) -> PathBuf {
+    fn path(&self) -> String {
         if self.inner.provider().is_some() {
-            return PathBuf::from(&self.args.0);
+            return self.args.0.clone();
         }
-        self.inner.root().to_path_buf()
+        self.inner.root().display().to_string()
     }
 
     /// The local directory holding the dataset's files (for a remote
@@ -502,10 +502,10 @@ impl PyDatasetWriter {
     }
 
     #[getter]
-    fn path(&self) -> PathBuf {
+    fn path(&self) -> String {
         match &self.inner {
-            Target::Local(w) => w.root().to_path_buf(),
-            Target::Remote(r) => PathBuf::from(r.url()),
+            Target::Local(w) => w.root().display().to_string(),
+            Target::Remote(r) => r.url().to_string(),
         }
     }
 }

@@ -12,6 +12,13 @@
 //! never evicted. Only eviction holds a read lock exclusively, for the time
 //! of one unlink, so readers never wait on one another. Locks are `flock`s:
 //! the kernel drops them when a process dies.
+//!
+//! A download takes its room first: under the eviction lock, bodies are
+//! evicted until the new one fits and its temporary file is created at its
+//! full size, so every other process's eviction pass counts it while it is
+//! still arriving (parallel downloads cannot overshoot the limit together).
+//! The writer holds a lock on that file; a pass that can take the lock has
+//! found the file of a process that died, and removes it.
 
 use std::fs::{self, File};
 use std::io::ErrorKind;
@@ -19,7 +26,7 @@ use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use tokenloom_core::error::IoContext;
-use tokenloom_core::shard::fsutil::open_regular;
+use tokenloom_core::shard::fsutil::{create_new, open_regular};
 use tokenloom_core::shard::lock::{flock, open_lock_file, unlock, LockMode};
 use tokenloom_core::{Error, Result};
 use xxhash_rust::xxh3::xxh3_64;
@@ -155,6 +162,10 @@ impl CacheRoot {
                     continue;
                 }
                 let name = f.file_name().to_string_lossy().into_owned();
+                if is_download(&name) && writer_died(&f.path()) {
+                    let _ = fs::remove_file(f.path());
+                    continue;
+                }
                 let body = name.ends_with(".bin") && !name.starts_with(TMP_PREFIX);
                 // Last use: the access time `touch` sets (the modification time
                 // stays that of the download: readers check it against their maps).
@@ -165,14 +176,25 @@ impl CacheRoot {
         out
     }
 
-    /// Evicts bodies, least recently used first, until `need` more bytes fit
-    /// under the limit. Bodies that some process has locked (reads, or is
+    /// Takes room for a body of `need` bytes to be downloaded into `tmp`:
+    /// bodies are evicted, least recently used first, until it fits under
+    /// the limit, and `tmp` is created at `need` bytes and locked, all under
+    /// the eviction lock. Bodies that some process has locked (reads, or is
     /// about to read) are kept; failing to make room is an error that says so.
-    pub(crate) fn make_room(&self, need: u64) -> Result<()> {
+    pub(crate) fn reserve(&self, tmp: &Path, need: u64) -> Result<Reservation> {
         let path = self.root.join(EVICT_LOCK);
         let guard = open_lock_file(&path)?;
         flock(&guard, LockMode::Exclusive, true).at(&path)?;
-        let result = self.evict_until(need);
+        let result = self.evict_until(need).and_then(|()| {
+            let reservation = Reservation {
+                file: create_new(tmp)?,
+                path: tmp.to_path_buf(),
+                done: false,
+            };
+            flock(&reservation.file, LockMode::Exclusive, false).at(tmp)?;
+            reservation.file.set_len(need).at(tmp)?;
+            Ok(reservation)
+        });
         let _ = unlock(&guard);
         result
     }
@@ -211,6 +233,54 @@ impl CacheRoot {
             ),
         ))
     }
+}
+
+/// Room taken for one download: its temporary file, at the body's full
+/// size and locked by this process until it is renamed into place or, on
+/// failure or drop, removed.
+pub(crate) struct Reservation {
+    file: File,
+    path: PathBuf,
+    done: bool,
+}
+
+impl Reservation {
+    /// The file the body is written into (from offset 0, once per attempt).
+    pub(crate) fn file(&self) -> &File {
+        &self.file
+    }
+
+    /// The temporary file's path.
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Renames the whole, checked body to `dest`.
+    pub(crate) fn commit(mut self, dest: &Path) -> Result<()> {
+        fs::rename(&self.path, dest).at(dest)?;
+        self.done = true;
+        Ok(())
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        if !self.done {
+            let _ = fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// Whether `name` is the temporary file of a body being downloaded (the
+/// manifest's and indexes' temporary files are never locked).
+fn is_download(name: &str) -> bool {
+    name.starts_with(TMP_PREFIX) && name.contains(".bin.")
+}
+
+/// Whether no process holds the lock of the download file at `path` (its
+/// writer died): a lock taken without waiting.
+fn writer_died(path: &Path) -> bool {
+    open_regular(path).is_ok_and(|f| matches!(flock(&f, LockMode::Exclusive, false), Ok(true)))
 }
 
 /// Marks `path` as just used (eviction goes least recently used first).

@@ -4,8 +4,7 @@
 //! cut short) are retried with backoff; an object that differs from the
 //! manifest on every attempt is reported as changed, naming it.
 
-use std::fs;
-use std::io::{BufWriter, Read, Write};
+use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::Path;
 use std::time::Duration;
 
@@ -13,12 +12,13 @@ use bytes::Bytes;
 use futures::StreamExt;
 use object_store::{ObjectStore, ObjectStoreExt};
 use tokenloom_core::error::IoContext;
-use tokenloom_core::shard::fsutil::{create_new, open_regular};
+use tokenloom_core::shard::fsutil::open_regular;
 use tokenloom_core::shard::manifest::hex;
 use tokenloom_core::shard::Compression;
 use tokenloom_core::{Error, Result};
 use xxhash_rust::xxh3::Xxh3;
 
+use crate::cache::Reservation;
 use crate::options::{RemoteOptions, FETCH_ATTEMPTS, RANGE_CONCURRENCY};
 use crate::store::{block_on, store_error, Store};
 
@@ -110,12 +110,13 @@ fn backoff(attempt: u32) {
     std::thread::sleep(Duration::from_millis(100u64 << attempt.min(6)));
 }
 
-/// Downloads body `stored` into `tmp` (decompressing it) and checks it
-/// against `expect`; on any failure `tmp` is removed.
+/// Downloads body `stored` into the room taken for it (decompressing it)
+/// and checks it against `expect`. Every attempt writes from offset 0 of
+/// the reserved file, which keeps its full size throughout.
 pub(crate) fn fetch_body(
     store: &Store,
     stored: &str,
-    tmp: &Path,
+    room: &Reservation,
     compression: Option<Compression>,
     expect: Expect,
     opts: &RemoteOptions,
@@ -125,25 +126,20 @@ pub(crate) fn fetch_body(
     for attempt in 0..FETCH_ATTEMPTS {
         let ranged = compression.is_none() && opts.range_bytes > 0 && expect.len > opts.range_bytes;
         let out = if ranged {
-            fetch_ranges(store, stored, tmp, expect, opts.range_bytes)
+            fetch_ranges(store, stored, room, expect, opts.range_bytes)
         } else {
-            fetch_stream(store, stored, tmp, compression, expect)
+            fetch_stream(store, stored, room, compression, expect)
         };
-        let out = out.and_then(|()| match check_file(tmp, expect) {
+        let out = out.and_then(|()| match check_file(room.path(), expect) {
             Ok(Ok(())) => Ok(()),
             Ok(Err(why)) => Err(Failure::Mismatch(why)),
             Err(e) => Err(Failure::Fatal(e)),
         });
         match out {
             Ok(()) => return Ok(()),
-            Err(f) => {
-                let _ = fs::remove_file(tmp);
-                match f {
-                    Failure::Fatal(e) => return Err(e),
-                    Failure::Transient(e) => last = e.to_string(),
-                    Failure::Mismatch(why) => last = why,
-                }
-            }
+            Err(Failure::Fatal(e)) => return Err(e),
+            Err(Failure::Transient(e)) => last = e.to_string(),
+            Err(Failure::Mismatch(why)) => last = why,
         }
         if attempt + 1 < FETCH_ATTEMPTS {
             backoff(attempt);
@@ -162,13 +158,17 @@ pub(crate) fn fetch_body(
 fn fetch_stream(
     store: &Store,
     stored: &str,
-    tmp: &Path,
+    room: &Reservation,
     compression: Option<Compression>,
     expect: Expect,
 ) -> std::result::Result<(), Failure> {
     let object = store.object_url(stored);
+    let tmp = room.path();
     let (client, path) = store.handle(stored).map_err(Failure::Fatal)?;
-    let file = create_new(tmp).map_err(Failure::Fatal)?;
+    let mut file = room.file().try_clone().at(tmp).map_err(Failure::Fatal)?;
+    file.seek(SeekFrom::Start(0))
+        .at(tmp)
+        .map_err(Failure::Fatal)?;
     let sink = Hashing {
         inner: BufWriter::with_capacity(4 << 20, file),
         hasher: Xxh3::new(),
@@ -248,14 +248,14 @@ fn fetch_stream(
 fn fetch_ranges(
     store: &Store,
     stored: &str,
-    tmp: &Path,
+    room: &Reservation,
     expect: Expect,
     range_bytes: u64,
 ) -> std::result::Result<(), Failure> {
     use std::os::unix::fs::FileExt;
     let object = store.object_url(stored);
+    let (tmp, file) = (room.path(), room.file());
     let (client, path) = store.handle(stored).map_err(Failure::Fatal)?;
-    let file = create_new(tmp).map_err(Failure::Fatal)?;
     let ranges: Vec<std::ops::Range<u64>> = (0..expect.len)
         .step_by(range_bytes as usize)
         .map(|a| a..(a + range_bytes).min(expect.len))

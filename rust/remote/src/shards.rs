@@ -7,7 +7,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
-use tokenloom_core::error::IoContext;
 use tokenloom_core::shard::compression::stored_name;
 use tokenloom_core::shard::fsutil::{read_regular, write_atomic, MappedFile};
 use tokenloom_core::shard::manifest::{hex, FILE_NAME, MAX_BYTES};
@@ -28,6 +27,26 @@ const AHEAD_SHARE: u64 = 2;
 /// How long a batch waits for room in a full cache (for the batches that
 /// other threads and processes read to be done) before it fails.
 const ROOM_WAIT: Duration = Duration::from_secs(30);
+/// Every remote dataset open in this process: a reader waiting for room
+/// makes all of them let go of what they hold for announced batches (a
+/// dataset no longer read, but still alive, would otherwise keep its share).
+static LIVE: Mutex<Vec<Weak<RemoteShards>>> = Mutex::new(Vec::new());
+/// Readers of this process waiting for room: no dataset fetches announced
+/// batches meanwhile.
+static READERS_WAITING: AtomicUsize = AtomicUsize::new(0);
+
+/// Lets go of what every live dataset of this process holds ahead.
+fn drop_ahead_everywhere() {
+    let live: Vec<Arc<RemoteShards>> = {
+        let mut all = locked(&LIVE);
+        all.retain(|w| w.strong_count() > 0);
+        all.iter().filter_map(Weak::upgrade).collect()
+    };
+    for shards in live {
+        shards.drop_ahead();
+    }
+}
+
 /// Tries to find a body on disk after fetching it (another process may
 /// evict it between the fetch and the lock).
 const PIN_TRIES: usize = 5;
@@ -80,8 +99,6 @@ pub struct RemoteShards {
     opts: RemoteOptions,
     state: Mutex<State>,
     prefetch: Arc<Prefetch>,
-    /// Readers waiting for room: announced batches are not fetched meanwhile.
-    readers_waiting: AtomicUsize,
     me: Weak<RemoteShards>,
 }
 
@@ -149,9 +166,9 @@ pub fn open_remote(store: Store, opts: &RemoteOptions) -> Result<Dataset> {
             }),
             cv: Condvar::new(),
         }),
-        readers_waiting: AtomicUsize::new(0),
         me: me.clone(),
     });
+    locked(&LIVE).push(Arc::downgrade(&shards));
     Ok(public.with_provider(shards))
 }
 
@@ -304,26 +321,24 @@ impl RemoteShards {
         Ok(())
     }
 
-    /// Downloads body `s` (the caller holds its fetch lock).
+    /// Downloads body `s` (the caller holds its fetch lock) into room taken
+    /// for it in the cache, and renames it into place once checked.
     fn download(&self, s: usize, expect: Expect) -> Result<()> {
         let entry = &self.manifest.shards[s];
-        self.cache.make_room(expect.len)?;
         let tmp = self
             .dir
             .join(format!("{TMP_PREFIX}{}.{}", entry.bin, std::process::id()));
+        let room = self.cache.reserve(&tmp, expect.len)?;
         let stored = stored_name(&entry.bin, self.manifest.compression);
         fetch_body(
             &self.store,
             &stored,
-            &tmp,
+            &room,
             self.manifest.compression,
             expect,
             &self.opts,
         )?;
-        let body = self.body_path(s);
-        std::fs::rename(&tmp, &body).at(&body).inspect_err(|_| {
-            let _ = std::fs::remove_file(&tmp);
-        })
+        room.commit(&self.body_path(s))
     }
 
     /// A shared lock on body `s`, present and checked, and its map.
@@ -506,7 +521,7 @@ impl RemoteShards {
         };
         {
             let st = self.state();
-            if self.readers_waiting.load(Ordering::Relaxed) > 0
+            if READERS_WAITING.load(Ordering::Relaxed) > 0
                 || st.ahead.contains(&s)
                 || st.pins.get(&s).is_some_and(|p| p.count > 0)
             {
@@ -578,20 +593,21 @@ impl ShardProvider for RemoteShards {
                 ),
             ));
         }
-        // No room: what is held for later batches gives way to this one, and
-        // it waits (bounded) for the batches other threads and processes read.
+        // No room: what any dataset of this process holds for later batches
+        // gives way to this one, and it waits (bounded) for the batches other
+        // threads and processes read.
         let deadline = Instant::now() + ROOM_WAIT;
-        self.readers_waiting.fetch_add(1, Ordering::Relaxed);
+        READERS_WAITING.fetch_add(1, Ordering::Relaxed);
         let held = loop {
             match self.hold(shards, true) {
                 Err(e) if is_full(&e) && Instant::now() < deadline => {
-                    self.drop_ahead();
+                    drop_ahead_everywhere();
                     std::thread::sleep(Duration::from_millis(20));
                 }
                 other => break other,
             }
         };
-        self.readers_waiting.fetch_sub(1, Ordering::Relaxed);
+        READERS_WAITING.fetch_sub(1, Ordering::Relaxed);
         held?;
         self.view_with(shards).inspect_err(|_| self.unhold(shards))
     }

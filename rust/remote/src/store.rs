@@ -84,7 +84,14 @@ pub(crate) fn store_error(object: &str, e: &object_store::Error) -> Error {
         ErrorKind::NotFound => format!("no such object or bucket ({})", chain(e)),
         _ => chain(e),
     };
-    if msg.to_ascii_lowercase().contains("credential") {
+    // Without credentials, the S3 client falls back to the instance metadata
+    // service (`/latest/api/token`, `/latest/meta-data/`): its failure means
+    // that no credentials were found.
+    let lower = msg.to_ascii_lowercase();
+    if ["credential", "/latest/api/token", "/latest/meta-data/"]
+        .iter()
+        .any(|k| lower.contains(k))
+    {
         msg.push_str(" — no usable credentials: set the store's usual variables (AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, GOOGLE_SERVICE_ACCOUNT, AZURE_STORAGE_ACCOUNT_KEY...) or pass them in storage_options; for a public bucket set aws_skip_signature=true");
     }
     Error::io(object, std::io::Error::new(kind, msg))
