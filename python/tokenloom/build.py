@@ -13,6 +13,7 @@ from __future__ import annotations
 import ast
 import concurrent.futures as cf
 import contextlib
+import hashlib
 import importlib
 import json
 import multiprocessing as mp
@@ -29,7 +30,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from tokenloom import _core
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import Callable, Iterable
 
 from tokenloom._build.errors import BuildInputError
 from tokenloom._build.inputs import (
@@ -133,6 +134,10 @@ def build(
         quiet: deprecated; ``quiet=True`` is ``progress=False``.
         overwrite: replace an existing dataset at ``out``.
 
+    ``out`` may be an object store URL (``s3://...``, see :func:`tokenloom.open_dataset`): the
+    dataset is built in a staging directory under the cache directory (resumable like a local
+    build) and uploaded when complete, its manifest last.
+
     Re-running after an interruption reuses the finished parts in ``out/.parts`` and gives the
     same dataset as an uninterrupted run. With ``workers > 1`` the calling script needs the
     usual ``if __name__ == "__main__":`` guard (worker processes are spawned, and run the
@@ -164,6 +169,29 @@ def build(
     if spec.kind == "none" and token_field is None and any(kind_of(p) != "npy" for p in paths):
         raise ValueError("text inputs need a tokenizer (or pass token_field= for token columns)")
     out_s = os.fspath(out)
+    if _core.is_url(out_s):
+        return _build_remote(
+            out_s,
+            overwrite,
+            progress,
+            lambda stage: build(
+                inputs,
+                stage,
+                tokenizer,
+                text_field=text_field,
+                token_field=token_field,
+                eos_id=eos_id,
+                vocab_size=vocab_size,
+                append_eos=append_eos,
+                workers=workers,
+                engine=engine,
+                strict=strict,
+                progress=progress,
+                overwrite=True,
+                batch_size=batch_size,
+                shard_bytes=shard_bytes,
+            ),
+        )
     if os.path.exists(out_s) and not os.path.isdir(out_s):
         raise FileExistsError(f"{out_s}: exists and is not a directory")
     created = not os.path.exists(out_s)
@@ -229,6 +257,19 @@ def build(
         result.messages.extend(r["messages"][: max(0, room)])
     if progress:
         print(result.summary(), file=sys.stderr)
+    return result
+
+
+def _build_remote(
+    url: str, overwrite: bool, progress: bool, build_at: Callable[[str], BuildResult]
+) -> BuildResult:
+    """Builds in a staging directory (the same one on a rerun, so it resumes), then uploads."""
+    key = hashlib.sha1(url.encode()).hexdigest()[:16]
+    stage = os.path.join(os.path.dirname(_core.staging_dir(url)), f"build-{key}")
+    result = build_at(stage)
+    _core.upload_dataset(stage, url, overwrite=overwrite, progress=progress)
+    shutil.rmtree(stage, ignore_errors=True)
+    result.path = url
     return result
 
 

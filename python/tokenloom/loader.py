@@ -97,6 +97,12 @@ class TokenDataset(SelectionAccounting, _Base):
     offers each unkept sample up to ``n`` more times: :meth:`candidates` appends up to
     ``reoffer_rows`` queued samples (first in, first out; at most ``reoffer_capacity``
     queued, the oldest dropped beyond) to each candidate batch.
+
+    Sources may be URLs (``s3://``, ``gs://``, ``az://``, ``http(s)://``, ``file://``): shards
+    are fetched into the local cache (``cache_dir``, ``cache_limit``, ``storage_options``: see
+    :func:`tokenloom.open_dataset`) as the plan reaches them, ``lookahead`` batches ahead of the
+    one being read, and mapped from there; the stream and its resumption are those of the same
+    data read locally.
     """
 
     def __init__(
@@ -125,6 +131,10 @@ class TokenDataset(SelectionAccounting, _Base):
         reoffer_rows: int | None = None,
         reoffer_capacity: int | None = None,
         boundaries: str | None = None,
+        cache_dir: PathLike | None = None,
+        cache_limit: int | None = None,
+        storage_options: dict[str, str] | None = None,
+        lookahead: int | None = None,
     ) -> None:
         unknown = sorted(set(outputs) - set(OPTIONAL_OUTPUTS))
         if unknown or isinstance(outputs, str):
@@ -165,6 +175,12 @@ class TokenDataset(SelectionAccounting, _Base):
         self.cache_plans = cache_plans
         self._boundaries = boundaries
         self.weights = weights
+        self.remote: dict[str, Any] = {
+            "cache_dir": None if cache_dir is None else os.fspath(cache_dir),
+            "cache_limit": cache_limit,
+            "storage_options": storage_options,
+        }
+        self.lookahead = lookahead
         self._stream: _core.Stream | None = None
         stream = self._get_stream()
         # A plain list of paths: the weights follow the sources' sizes (the core's default).
@@ -203,6 +219,8 @@ class TokenDataset(SelectionAccounting, _Base):
                 shuffle=self.shuffle,
                 cache_dirs=caches,
                 boundaries=self._boundaries,
+                lookahead=self.lookahead,
+                **self.remote,
             )
         return self._stream
 

@@ -18,10 +18,11 @@ def torch_or_none() -> Any:
 
 
 def cache_dir(path: str) -> str | None:
-    """``.plans`` next to the dataset when writable, else the user cache."""
+    """``.plans`` next to the dataset when writable, else (and for a remote dataset) the
+    user cache; plan files are named by their fingerprint, so datasets can share it."""
     p = Path(path)
     home = p if p.is_dir() else p.parent
-    if os.access(home, os.W_OK):
+    if "://" not in path and os.access(home, os.W_OK):
         return str(home / ".plans")
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return str(Path(base) / "tokenloom" / "plans")

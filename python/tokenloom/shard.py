@@ -18,13 +18,32 @@ if TYPE_CHECKING:
 __all__ = ["DatasetWriter", "open_dataset"]
 
 
-def open_dataset(path: str | os.PathLike[str]) -> _core.Dataset:
+def open_dataset(
+    path: str | os.PathLike[str],
+    *,
+    cache_dir: str | os.PathLike[str] | None = None,
+    cache_limit: int | None = None,
+    storage_options: dict[str, str] | None = None,
+) -> _core.Dataset:
     """Opens a dataset: a directory holding ``manifest.json``, a raw token file indexed
     by ``tokenloom index``, a Megatron ``.bin``/``.idx`` pair (either file or their path
     prefix), or a datatrove ``.ds`` file (or a directory of them), read in place. Opening
     maps the shards and checks their headers and sizes: O(shards), whatever the number of
-    tokens. ``ds[i]`` is a read-only numpy view of document ``i`` straight from the map."""
-    return _core.Dataset(os.fspath(path))
+    tokens. ``ds[i]`` is a read-only numpy view of document ``i`` straight from the map.
+
+    ``path`` may also be a URL (``s3://``, ``gs://``, ``az://``, ``http(s)://``,
+    ``file://``): the manifest and indexes are fetched and checked, and each shard is fetched
+    into the local cache (``cache_dir``, default ``TOKENLOOM_CACHE_DIR`` or
+    ``~/.cache/tokenloom/remote``; at most ``cache_limit`` bytes, default
+    ``TOKENLOOM_CACHE_LIMIT`` or 64 GiB) when first read. Credentials and endpoints come from
+    the store's usual environment variables (``AWS_*``, ``GOOGLE_*``, ``AZURE_*``), and
+    ``storage_options`` (the store's own option names, e.g. ``{"aws_endpoint": ...}``)."""
+    return _core.Dataset(
+        os.fspath(path),
+        cache_dir=None if cache_dir is None else os.fspath(cache_dir),
+        cache_limit=cache_limit,
+        storage_options=storage_options,
+    )
 
 
 def _is_int(t: Any) -> bool:
@@ -103,6 +122,11 @@ class DatasetWriter:
         tokenizer: tokenizer fingerprint recorded in the manifest.
         shard_bytes: shards roll over before growing past this size (default 1 GiB).
         overwrite: replace an existing dataset at ``path`` (atomically).
+        compression: ``"zstd"`` stores each shard body as a zstd frame (readers decompress it
+            once into the local cache); ``None`` (default) writes plain token files.
+        cache_dir, storage_options: for a URL ``path`` (``s3://...``): the dataset is staged
+            under the cache directory and uploaded on ``close``, its manifest last, so readers
+            never see a partial dataset; see :func:`open_dataset`.
     """
 
     def __init__(
@@ -115,6 +139,9 @@ class DatasetWriter:
         tokenizer: str | None = None,
         shard_bytes: int = 1 << 30,
         overwrite: bool = False,
+        compression: Literal["zstd"] | None = None,
+        cache_dir: str | os.PathLike[str] | None = None,
+        storage_options: dict[str, str] | None = None,
     ) -> None:
         self._w = _core.DatasetWriter(
             os.fspath(path),
@@ -124,6 +151,9 @@ class DatasetWriter:
             tokenizer=tokenizer,
             shard_bytes=shard_bytes,
             overwrite=overwrite,
+            compression=compression,
+            cache_dir=None if cache_dir is None else os.fspath(cache_dir),
+            storage_options=storage_options,
         )
 
     def add(self, tokens: Any) -> None:

@@ -11,6 +11,7 @@ mod loader;
 mod order;
 mod order_parts;
 mod progress;
+mod remote;
 mod select;
 mod shard;
 
@@ -19,6 +20,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     errors::register(m)?;
     m.add_class::<shard::PyDataset>()?;
+    m.add_class::<shard::MappedView>()?;
     m.add_class::<shard::PyDatasetWriter>()?;
     m.add_class::<shard::PyDatasetLock>()?;
     m.add_class::<loader::PyStream>()?;
@@ -55,5 +57,8 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(knn::knn_graph, m)?)?;
     m.add_function(wrap_pyfunction!(shard::write_sources, m)?)?;
     m.add_function(wrap_pyfunction!(shard::merge_datasets, m)?)?;
+    m.add_function(wrap_pyfunction!(remote::upload_dataset, m)?)?;
+    m.add_function(wrap_pyfunction!(remote::staging_dir, m)?)?;
+    m.add_function(wrap_pyfunction!(remote::is_url, m)?)?;
     Ok(())
 }

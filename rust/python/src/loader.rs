@@ -1,6 +1,7 @@
 //! Bindings of the batch loader: `Stream` (sources, plans, mixture) and the
 //! prefetching `Loader` it creates for one rank and worker.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
@@ -16,6 +17,7 @@ use tokenloom_core::plan::{Boundaries, Order, Plan, PlanMode};
 use tokenloom_core::Dataset;
 
 use crate::detach::run_detached;
+use crate::shard::open_any;
 
 type PyCursor = (u64, u64, Vec<u64>);
 
@@ -45,7 +47,7 @@ impl PyStream {
     /// sources; `boundaries` ("document" or "row"; default: the mode's) says
     /// what the batches' position_ids and cu_seqlens delimit.
     #[new]
-    #[pyo3(signature = (paths, seq_len, weights = None, mode = "concat", order = None, seed = 0, shuffle = true, cache_dirs = None, boundaries = None))]
+    #[pyo3(signature = (paths, seq_len, weights = None, mode = "concat", order = None, seed = 0, shuffle = true, cache_dirs = None, boundaries = None, cache_dir = None, cache_limit = None, storage_options = None, lookahead = None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -58,7 +60,12 @@ impl PyStream {
         shuffle: bool,
         cache_dirs: Option<Vec<Option<PathBuf>>>,
         boundaries: Option<&str>,
+        cache_dir: Option<PathBuf>,
+        cache_limit: Option<u64>,
+        storage_options: Option<HashMap<String, String>>,
+        lookahead: Option<usize>,
     ) -> PyResult<Self> {
+        let remote = crate::remote::options(cache_dir, cache_limit, storage_options, lookahead)?;
         let mode = crate::errors::to_py(PlanMode::parse(mode))?;
         let boundaries = boundaries
             .map(|b| crate::errors::to_py(Boundaries::parse(b)))
@@ -77,7 +84,7 @@ impl PyStream {
         };
         run_detached(py, move || {
             Ok(PyStream {
-                inner: Stream::open(spec)?,
+                inner: Stream::open_with(spec, |p| open_any(&p.to_string_lossy(), &remote))?,
             })
         })
     }

@@ -11,11 +11,13 @@ use pyo3::exceptions::{PyIndexError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 use tokenloom_core::shard::{
-    merge, merge_locked, source, verify::verify_dataset, Sources, TargetLock, TokenInt,
+    merge, merge_locked, source, verify::verify_dataset, Acquired, Compression, Sources,
+    TargetLock, TokenInt,
 };
 use tokenloom_core::{
     DType, Dataset, DatasetSummary, DatasetWriter, Tokens, VerifyOptions, WriterOptions,
 };
+use tokenloom_remote::{RemoteOptions, RemoteWriter};
 
 use crate::detach::run_detached;
 use crate::errors::to_py;
@@ -43,22 +45,57 @@ fn view<'py, T: numpy::Element>(data: &[T], owner: Bound<'py, PyAny>) -> Bound<'
     out.into_any()
 }
 
+/// A view of a remote dataset in which some shards are mapped; owner of the
+/// numpy arrays read from it.
+#[pyclass(name = "_MappedView", module = "tokenloom._core", frozen)]
+pub struct MappedView(#[allow(dead_code)] Arc<Dataset>);
+
+/// How a dataset was opened, to open it again in another process.
+type OpenArgs = (
+    String,
+    Option<PathBuf>,
+    Option<u64>,
+    Option<HashMap<String, String>>,
+);
+
 /// An opened dataset: documents as zero-copy numpy views of the mapped shards.
 #[pyclass(name = "Dataset", module = "tokenloom._core", frozen)]
 pub struct PyDataset {
     inner: Arc<Dataset>,
     /// Provenance sidecars read so far, by shard.
     sources: Mutex<HashMap<usize, Arc<Sources>>>,
+    args: OpenArgs,
+}
+
+/// Opens a dataset path or URL with the given remote settings.
+pub fn open_any(path: &str, opts: &RemoteOptions) -> tokenloom_core::Result<Dataset> {
+    tokenloom_remote::open(path, opts)
 }
 
 #[pymethods]
 impl PyDataset {
     #[new]
-    fn new(py: Python<'_>, path: PathBuf) -> PyResult<Self> {
-        let ds = run_detached(py, move || Dataset::open(path))?;
+    #[pyo3(signature = (path, cache_dir = None, cache_limit = None, storage_options = None))]
+    fn new(
+        py: Python<'_>,
+        path: PathBuf,
+        cache_dir: Option<PathBuf>,
+        cache_limit: Option<u64>,
+        storage_options: Option<HashMap<String, String>>,
+    ) -> PyResult<Self> {
+        let text = path.to_string_lossy().into_owned();
+        let opts = crate::remote::options(
+            cache_dir.clone(),
+            cache_limit,
+            storage_options.clone(),
+            None,
+        )?;
+        let t = text.clone();
+        let ds = run_detached(py, move || open_any(&t, &opts))?;
         Ok(PyDataset {
             inner: Arc::new(ds),
             sources: Mutex::new(HashMap::new()),
+            args: (text, cache_dir, cache_limit, storage_options),
         })
     }
 
@@ -74,6 +111,18 @@ impl PyDataset {
             return Err(PyIndexError::new_err(format!(
                 "document {index} is out of range (the dataset has {n} documents)"
             )));
+        }
+        if let Some(provider) = ds.provider() {
+            // A remote dataset: fetch the shard, read it from a view that the array keeps alive.
+            let (s, _) = to_py(ds.locate(i as u64))?;
+            let p = Arc::clone(provider);
+            let held = run_detached(slf.py(), move || Acquired::new(p, vec![s]))?;
+            let mapped = Arc::clone(held.view());
+            let owner = Bound::new(slf.py(), MappedView(Arc::clone(&mapped)))?.into_any();
+            return Ok(match to_py(mapped.doc_checked(i as u64))? {
+                Tokens::U16(t) => view(t, owner),
+                Tokens::U32(t) => view(t, owner),
+            });
         }
         let owner = slf.clone().into_any();
         Ok(match to_py(ds.doc_checked(i as u64))? {
@@ -151,9 +200,27 @@ impl PyDataset {
         self.inner.manifest().tokenizer.clone()
     }
 
+    /// The path or URL the dataset was opened from (a remote dataset's
+    /// files live in its cache directory, `root`).
     #[getter]
-    fn path(&self) -> PathBuf {
+    fn path(&self) -> String {
+        if self.inner.provider().is_some() {
+            return self.args.0.clone();
+        }
+        self.inner.root().display().to_string()
+    }
+
+    /// The local directory holding the dataset's files (for a remote
+    /// dataset: its cache directory).
+    #[getter]
+    fn root(&self) -> PathBuf {
         self.inner.root().to_path_buf()
+    }
+
+    /// Whether the dataset is read through the local shard cache.
+    #[getter]
+    fn is_remote(&self) -> bool {
+        self.inner.provider().is_some()
     }
 
     /// Length of every document (uint64), computed from the index.
@@ -225,17 +292,44 @@ impl PyDataset {
         )
     }
 
-    /// Pickles as its path: a worker process reopens (and re-maps) the files.
-    fn __reduce__<'py>(slf: &Bound<'py, Self>) -> PyResult<(Bound<'py, PyAny>, (PathBuf,))> {
+    /// Pickles as its path (and remote settings): a worker process reopens
+    /// (and re-maps) the files.
+    fn __reduce__<'py>(slf: &Bound<'py, Self>) -> PyResult<(Bound<'py, PyAny>, OpenArgs)> {
         let cls = slf.get_type().into_any();
-        Ok((cls, (slf.get().inner.root().to_path_buf(),)))
+        let me = slf.get();
+        let mut args = me.args.clone();
+        if me.inner.provider().is_none() {
+            args.0 = me.inner.root().to_string_lossy().into_owned();
+        }
+        Ok((cls, args))
     }
 }
 
-/// Streaming, atomic writer of a dataset.
+/// Streaming, atomic writer of a dataset (a local directory, or a URL:
+/// staged locally, uploaded on close with the manifest last).
 #[pyclass(name = "DatasetWriter", module = "tokenloom._core")]
 pub struct PyDatasetWriter {
-    inner: DatasetWriter,
+    inner: Target,
+}
+
+enum Target {
+    Local(Box<DatasetWriter>),
+    Remote(Box<RemoteWriter>),
+}
+
+impl Target {
+    fn writer(&mut self) -> &mut DatasetWriter {
+        match self {
+            Target::Local(w) => w,
+            Target::Remote(r) => r.writer(),
+        }
+    }
+    fn writer_ref(&self) -> &DatasetWriter {
+        match self {
+            Target::Local(w) => w,
+            Target::Remote(r) => r.writer_ref(),
+        }
+    }
 }
 
 /// Calls `f` with the array's data as a typed slice, for every integer dtype.
@@ -308,8 +402,10 @@ fn add_any(
 #[pymethods]
 impl PyDatasetWriter {
     #[new]
-    #[pyo3(signature = (path, dtype = "u16", eos_id = None, vocab_size = None, tokenizer = None, shard_bytes = 1_073_741_824, overwrite = false))]
+    #[pyo3(signature = (path, dtype = "u16", eos_id = None, vocab_size = None, tokenizer = None, shard_bytes = 1_073_741_824, overwrite = false, compression = None, cache_dir = None, storage_options = None))]
+    #[allow(clippy::too_many_arguments)]
     fn new(
+        py: Python<'_>,
         path: PathBuf,
         dtype: &str,
         eos_id: Option<u64>,
@@ -317,7 +413,14 @@ impl PyDatasetWriter {
         tokenizer: Option<String>,
         shard_bytes: u64,
         overwrite: bool,
+        compression: Option<String>,
+        cache_dir: Option<PathBuf>,
+        storage_options: Option<HashMap<String, String>>,
     ) -> PyResult<Self> {
+        let compression = match compression {
+            Some(c) => to_py(Compression::parse(&c))?,
+            None => None,
+        };
         let dtype = to_py(DType::parse(dtype))?;
         let opts = WriterOptions {
             dtype,
@@ -327,14 +430,21 @@ impl PyDatasetWriter {
             shard_bytes,
             overwrite,
         };
-        Ok(PyDatasetWriter {
-            inner: to_py(DatasetWriter::create(path, opts))?,
-        })
+        let text = path.to_string_lossy().into_owned();
+        let mut inner = if tokenloom_remote::is_url(&text) {
+            let remote = crate::remote::options(cache_dir, None, storage_options, None)?;
+            let w = run_detached(py, move || RemoteWriter::create(&text, opts, &remote))?;
+            Target::Remote(Box::new(w))
+        } else {
+            Target::Local(Box::new(to_py(DatasetWriter::create(path, opts))?))
+        };
+        to_py(inner.writer().set_compression(compression))?;
+        Ok(PyDatasetWriter { inner })
     }
 
     /// Appends one document (a 1-D integer numpy array).
     fn add(&mut self, py: Python<'_>, tokens: &Bound<'_, PyAny>) -> PyResult<()> {
-        let w = &mut self.inner;
+        let w = self.inner.writer();
         with_tokens(tokens, "tokens", &mut |s| add_any(py, w, s, None))
     }
 
@@ -348,14 +458,23 @@ impl PyDatasetWriter {
         let lengths = lengths
             .as_slice()
             .map_err(|_| PyValueError::new_err("lengths must be a C-contiguous 1-D array"))?;
-        let w = &mut self.inner;
+        let w = self.inner.writer();
         with_tokens(tokens, "tokens", &mut |s| add_any(py, w, s, Some(lengths)))
     }
 
     /// Commits the dataset; returns its totals.
-    fn close<'py>(&mut self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        let w = &mut self.inner;
-        let m = run_detached(py, || w.close())?;
+    #[pyo3(signature = (progress = false))]
+    fn close<'py>(&mut self, py: Python<'py>, progress: bool) -> PyResult<Bound<'py, PyDict>> {
+        let bar = PyProgress::new(progress);
+        let target = &mut self.inner;
+        let result = run_detached(py, || match target {
+            Target::Local(w) => w.close(),
+            Target::Remote(r) => r.close(&bar),
+        });
+        if let Some(interrupt) = bar.take_interrupt() {
+            return Err(interrupt);
+        }
+        let m = result?;
         let d = PyDict::new(py);
         d.set_item("documents", m.num_docs)?;
         d.set_item("tokens", m.num_tokens)?;
@@ -366,22 +485,28 @@ impl PyDatasetWriter {
 
     /// Drops everything written so far; a previous dataset stays intact.
     fn abort(&mut self) {
-        self.inner.abort();
+        match &mut self.inner {
+            Target::Local(w) => w.abort(),
+            Target::Remote(r) => r.abort(),
+        }
     }
 
     #[getter]
     fn num_docs(&self) -> u64 {
-        self.inner.num_docs()
+        self.inner.writer_ref().num_docs()
     }
 
     #[getter]
     fn num_tokens(&self) -> u64 {
-        self.inner.num_tokens()
+        self.inner.writer_ref().num_tokens()
     }
 
     #[getter]
-    fn path(&self) -> PathBuf {
-        self.inner.root().to_path_buf()
+    fn path(&self) -> String {
+        match &self.inner {
+            Target::Local(w) => w.root().display().to_string(),
+            Target::Remote(r) => r.url().to_string(),
+        }
     }
 }
 

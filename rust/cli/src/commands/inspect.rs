@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 use serde_json::{json, Map, Value};
-use tokenloom_core::{Dataset, DatasetSummary};
+use tokenloom_core::DatasetSummary;
 
 use super::Failure;
 
@@ -13,7 +13,9 @@ use super::Failure;
 #[derive(Debug, Args)]
 pub struct InspectArgs {
     /// A dataset directory (holding manifest.json), a raw token file indexed by `tokenloom index`,
-    /// a Megatron .bin/.idx (or their path prefix), or a datatrove .ds (or a folder of them).
+    /// a Megatron .bin/.idx (or their path prefix), a datatrove .ds (or a folder of them), or a
+    /// dataset URL (s3://, gs://, az://, http(s)://, file://; credentials from the store's usual
+    /// environment variables, cache in TOKENLOOM_CACHE_DIR).
     #[arg(value_name = "PATH")]
     pub path: PathBuf,
     /// Print one JSON object instead of text.
@@ -23,7 +25,7 @@ pub struct InspectArgs {
 
 /// Opens the dataset and prints its summary.
 pub fn run(args: &InspectArgs, out: &mut dyn Write) -> Result<(), Failure> {
-    let ds = Dataset::open(&args.path)?;
+    let ds = super::open(&args.path)?;
     let mut summary = DatasetSummary::of(&ds)?;
     // Name what the user passed (for an indexed raw file, the file itself).
     summary.path = args.path.clone();

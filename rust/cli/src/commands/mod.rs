@@ -3,8 +3,11 @@
 use std::fmt;
 use std::io::{self, Write};
 
+use std::path::Path;
+
 use clap::Subcommand;
-use tokenloom_core::{Error, Progress};
+use tokenloom_core::{Dataset, Error, Progress};
+use tokenloom_remote::RemoteOptions;
 
 pub mod convert;
 pub mod index;
@@ -89,6 +92,11 @@ impl From<io::Error> for Failure {
     fn from(e: io::Error) -> Self {
         Failure::Output(e)
     }
+}
+
+/// Opens a dataset path or URL (remote settings from the environment).
+pub fn open(path: &Path) -> Result<Dataset, Error> {
+    tokenloom_remote::open(&path.to_string_lossy(), &RemoteOptions::from_env()?)
 }
 
 /// Runs one subcommand, writing its result to `out`.

@@ -5,7 +5,7 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use clap::Args;
-use tokenloom_core::shard::verify;
+use tokenloom_core::shard::verify::verify_dataset;
 use tokenloom_core::{Progress, VerifyOptions};
 
 use super::Failure;
@@ -14,7 +14,9 @@ use super::Failure;
 #[derive(Debug, Args)]
 pub struct VerifyArgs {
     /// A dataset directory (holding manifest.json), a raw token file indexed by `tokenloom index`,
-    /// a Megatron .bin/.idx (or their path prefix), or a datatrove .ds (or a folder of them).
+    /// a Megatron .bin/.idx (or their path prefix), a datatrove .ds (or a folder of them), or a
+    /// dataset URL (s3://, gs://, az://, http(s)://, file://): its shards are fetched through the
+    /// cache and checked one at a time.
     #[arg(value_name = "PATH")]
     pub path: PathBuf,
     /// Also check that every token is below the manifest's vocab_size.
@@ -27,7 +29,8 @@ pub fn run(args: &VerifyArgs, out: &mut dyn Write, progress: &dyn Progress) -> R
     let opts = VerifyOptions {
         check_vocab: args.check_vocab,
     };
-    let report = verify(&args.path, opts, progress)?;
+    let ds = super::open(&args.path)?;
+    let report = verify_dataset(&ds, opts, progress)?;
     write!(
         out,
         "ok: {} shards, {} documents, {} tokens verified",

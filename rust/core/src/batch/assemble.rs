@@ -348,6 +348,10 @@ pub fn assemble(
             ),
         ));
     }
+    // Remote sources: their shards are fetched and mapped for this batch.
+    let held = super::resident::acquire(samples, sources)?;
+    let views = super::resident::views(sources, &held);
+    let sources = &views[..];
     let source_ids = samples.iter().map(|&(s, _)| s as i64).collect();
     let sample_ids = samples.iter().map(|&(_, id)| id as i64).collect();
     let (input_ids, labels, position_ids, doc_ids, cu_seqlens) = match cfg.dtype {

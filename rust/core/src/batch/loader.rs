@@ -144,6 +144,7 @@ impl Loader {
                     let mut at = spec.start.position; // position `cursor` is at, within the epoch
                     let mut m = first;
                     while m < total && !stop.load(Ordering::Relaxed) {
+                        announce(&spec, m, total, threads as u64, &cursor, at);
                         let out = produce(&spec, m, &mut cursor, &mut at);
                         let failed = out.is_err();
                         if tx.send(out).is_err() || failed {
@@ -216,6 +217,39 @@ impl Drop for Loader {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// Tells remote sources which shards this thread's batches after the `m`-th
+/// read (the cursor is at epoch position `at`, before batch `m`), so that
+/// they are fetched while the current batch is read.
+fn announce(spec: &LoaderSpec, m: u64, total: u64, threads: u64, cursor: &Cursor, at: u64) {
+    let refs: Vec<(&Dataset, &Plan)> = spec
+        .sources
+        .iter()
+        .map(|s| (&*s.dataset, &*s.plan))
+        .collect();
+    let ahead = super::resident::lookahead(&refs) as u64;
+    if ahead == 0 {
+        return;
+    }
+    let sh = &spec.sharding;
+    let n = spec.mixture.epoch_len();
+    let (mut c, mut pos) = (cursor.clone(), at);
+    let mut samples = Vec::new();
+    for j in 1..=ahead {
+        let next = m + j * threads;
+        if next >= total {
+            break;
+        }
+        let k = sh.worker + next * sh.num_workers;
+        let (a, b) = sh.batch_range(n, spec.start.position, k);
+        spec.mixture.skip(&mut c, a.saturating_sub(pos));
+        for _ in a..b {
+            samples.push(spec.mixture.next(&mut c));
+        }
+        pos = b;
+    }
+    super::resident::announce(&samples, &refs);
 }
 
 /// Builds this worker's `m`-th batch, moving `cursor` (at epoch position

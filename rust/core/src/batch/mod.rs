@@ -4,6 +4,7 @@
 pub mod assemble;
 mod guard;
 pub mod loader;
+mod resident;
 pub mod schedule;
 pub mod stream;
 

@@ -2,7 +2,7 @@
 //! over them and the fingerprint that loader states carry. One constructor
 //! assembles it from paths and settings; the bindings only convert types.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::schedule::Mixture;
@@ -61,6 +61,14 @@ impl Stream {
     /// Opens the sources, builds (or reads from the cache) their plans and
     /// the mixture.
     pub fn open(spec: StreamSpec) -> Result<Self> {
+        Self::open_with(spec, |p| Dataset::open(p))
+    }
+
+    /// [`Stream::open`] with the datasets opened by `open` (e.g. one that
+    /// also reads remote URLs through a local cache). An order named
+    /// relative to the first dataset resolves against that dataset's root
+    /// on disk (a remote dataset's cache directory).
+    pub fn open_with(spec: StreamSpec, open: impl Fn(&Path) -> Result<Dataset>) -> Result<Self> {
         let StreamSpec {
             paths,
             weights,
@@ -81,14 +89,18 @@ impl Stream {
                 "an order file applies to a single dataset; mix ordered datasets by giving each its own TokenDataset",
             ));
         }
+        let datasets = paths.iter().map(|p| open(p)).collect::<Result<Vec<_>>>()?;
+        let base = match datasets.first() {
+            Some(d) if d.provider().is_some() => d.root().to_path_buf(),
+            _ => paths[0].clone(),
+        };
         let order = order
-            .map(|p| Order::read(&crate::order::store::resolve(&paths[0], &p)?))
+            .map(|p| Order::read(&crate::order::store::resolve(&base, &p)?))
             .transpose()?;
         let order_seq_len = order.as_ref().and_then(Order::seq_len);
         let mut sources = Vec::with_capacity(paths.len());
         let mut cached = Vec::with_capacity(paths.len());
-        for (i, path) in paths.iter().enumerate() {
-            let ds = Dataset::open(path)?;
+        for (i, ds) in datasets.into_iter().enumerate() {
             let dir = cache_dirs.get(i).cloned().flatten();
             let (plan, hit) =
                 cache::load_or_build(&ds, mode, seq_len, order.as_ref(), dir.as_deref())?;

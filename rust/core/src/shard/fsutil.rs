@@ -26,8 +26,9 @@ use crate::error::{Error, IoContext, Result};
 #[derive(Debug)]
 pub struct MappedFile {
     map: Option<Mmap>,
-    /// The file mapped, kept open for positioned reads of the same inode.
-    file: File,
+    /// The file mapped, kept open for positioned reads of the same inode
+    /// (`None` for an [`absent`](Self::absent) file).
+    file: Option<File>,
     path: PathBuf,
     stamp: Stamp,
 }
@@ -70,7 +71,7 @@ impl MappedFile {
         if stamp.len == 0 {
             return Ok(MappedFile {
                 map: None,
-                file,
+                file: Some(file),
                 path,
                 stamp,
             });
@@ -84,24 +85,50 @@ impl MappedFile {
         let map = unsafe { Mmap::map(&file) }.at(&path)?;
         Ok(MappedFile {
             map: Some(map),
-            file,
+            file: Some(file),
             path,
             stamp,
         })
+    }
+
+    /// A file that is not mapped (not on local disk yet): no bytes, and
+    /// nothing to check.
+    pub fn absent(path: &Path) -> Self {
+        MappedFile {
+            map: None,
+            file: None,
+            path: path.to_path_buf(),
+            stamp: Stamp {
+                dev: 0,
+                ino: 0,
+                len: 0,
+                mtime: None,
+            },
+        }
     }
 
     /// Fills `buf` with the file's bytes from `offset`, by positioned reads
     /// (`pread`) of the opened file rather than copies from the map: a file
     /// truncated by another program meanwhile gives an error naming it,
     /// never a fault (SIGBUS) on a page that is gone.
+    /// An [`absent`](Self::absent) file has no bytes to read.
     pub fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
+        let Some(file) = &self.file else {
+            return match buf.is_empty() {
+                true => Ok(()),
+                false => Err(Error::invalid(
+                    "read",
+                    format!("{} is not on local disk", self.path.display()),
+                )),
+            };
+        };
         #[cfg(unix)]
         {
             use std::os::unix::fs::FileExt;
-            match self.file.read_exact_at(buf, offset) {
+            match file.read_exact_at(buf, offset) {
                 Ok(()) => Ok(()),
                 Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
-                    let now = self.file.metadata().map_or(0, |m| m.len());
+                    let now = file.metadata().map_or(0, |m| m.len());
                     Err(Error::corrupt(
                         &self.path,
                         now,
@@ -117,6 +144,7 @@ impl MappedFile {
         }
         #[cfg(not(unix))]
         {
+            let _ = file;
             let end = offset as usize + buf.len();
             let src = self.bytes().get(offset as usize..end).ok_or_else(|| {
                 Error::corrupt(&self.path, offset, "read past the end", CHANGED_FIX)

@@ -5,6 +5,7 @@
 use std::fs;
 use std::path::Path;
 
+use super::compression::stored_name;
 use super::lock::TargetLock;
 use super::manifest::{Manifest, FILE_NAME};
 use super::names::{generation_of, sidecar_name, TMP_PREFIX};
@@ -90,7 +91,13 @@ pub(crate) fn remove_unlisted(root: &Path, manifest: &Manifest) {
     let keep: std::collections::HashSet<String> = manifest
         .shards
         .iter()
-        .flat_map(|s| [s.bin.clone(), s.idx.clone(), sidecar_name(&s.bin)])
+        .flat_map(|s| {
+            [
+                stored_name(&s.bin, manifest.compression),
+                s.idx.clone(),
+                sidecar_name(&s.bin),
+            ]
+        })
         .collect();
     let Ok(entries) = fs::read_dir(root) else {
         return;

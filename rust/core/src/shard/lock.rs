@@ -66,15 +66,8 @@ impl TargetLock {
         // A lock file removed by its holder between our open and our lock
         // is a stale one: retry on the file now at the path.
         for _ in 0..64 {
-            let mut opts = OpenOptions::new();
-            opts.read(true).write(true).create(true).truncate(false);
-            #[cfg(unix)]
-            {
-                use std::os::unix::fs::OpenOptionsExt;
-                opts.custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC);
-            }
-            let mut file = opts.open(&path).at(&path)?;
-            if !try_lock(&file).at(&path)? {
+            let mut file = open_lock_file(&path)?;
+            if !flock(&file, LockMode::Exclusive, false).at(&path)? {
                 let mut note = String::new();
                 let _ = file.read_to_string(&mut note);
                 return Err(Error::Locked {
@@ -111,31 +104,80 @@ impl Drop for TargetLock {
     }
 }
 
-/// Takes an exclusive `flock` on `file` without waiting: `false` when
-/// another open file holds it. Released when the file is closed.
-fn try_lock(file: &File) -> io::Result<bool> {
+/// Opens (creating it when missing) the lock file at `path`: never through
+/// a symbolic link, and closed in programs this process starts.
+pub fn open_lock_file(path: &Path) -> Result<File> {
+    let mut opts = OpenOptions::new();
+    opts.read(true).write(true).create(true).truncate(false);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC);
+    }
+    opts.open(path).at(path)
+}
+
+/// How [`flock`] locks a file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LockMode {
+    /// Readers: any number at once, none while a writer holds the file.
+    Shared,
+    /// One holder.
+    Exclusive,
+}
+
+/// Takes a `flock` on `file` (an advisory lock of its open file, released
+/// by [`unlock`] or when every descriptor of it is closed, so also when the
+/// process dies). With `wait`, blocks until it is granted; without, returns
+/// `false` at once when another open file holds a conflicting lock.
+pub fn flock(file: &File, mode: LockMode, wait: bool) -> io::Result<bool> {
     #[cfg(unix)]
     loop {
         use std::os::unix::io::AsRawFd;
+        let mut op = match mode {
+            LockMode::Shared => libc::LOCK_SH,
+            LockMode::Exclusive => libc::LOCK_EX,
+        };
+        if !wait {
+            op |= libc::LOCK_NB;
+        }
         // SAFETY: `flock` only reads the descriptor, which `file` keeps open
         // for the whole call.
         #[allow(unsafe_code)]
-        let r = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+        let r = unsafe { libc::flock(file.as_raw_fd(), op) };
         if r == 0 {
             return Ok(true);
         }
         let e = io::Error::last_os_error();
         match e.raw_os_error() {
-            Some(libc::EWOULDBLOCK) => return Ok(false),
+            Some(libc::EWOULDBLOCK) if !wait => return Ok(false),
             Some(libc::EINTR) => continue,
             _ => return Err(e),
         }
     }
     #[cfg(not(unix))]
     {
-        let _ = file;
+        let _ = (file, mode, wait);
         Ok(true)
     }
+}
+
+/// Releases a [`flock`] of `file` (for every descriptor of its open file,
+/// copies in forked children included).
+pub fn unlock(file: &File) -> io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::io::AsRawFd;
+        // SAFETY: as in `flock`.
+        #[allow(unsafe_code)]
+        let r = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_UN) };
+        if r != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = file;
+    Ok(())
 }
 
 /// Whether the open `file` is the file now at `path`.

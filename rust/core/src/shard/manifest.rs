@@ -6,6 +6,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 use xxhash_rust::xxh3::xxh3_64;
 
+use super::compression::Compression;
 use super::dtype::DType;
 use super::fsutil::read_regular;
 use crate::error::{Error, Result};
@@ -68,6 +69,12 @@ pub struct Manifest {
     pub num_tokens: u64,
     /// The shards, in document order.
     pub shards: Vec<ShardEntry>,
+    /// How shard bodies are stored (`None`: plain `.bin` files). A
+    /// compressed body is stored as `<bin><suffix>`; `bin_xxh3` and sizes
+    /// describe the decompressed tokens. Absent from uncompressed manifests,
+    /// so that their bytes and checksums are those of earlier versions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compression: Option<Compression>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -118,6 +125,7 @@ impl Manifest {
             num_docs: 0,
             num_tokens: 0,
             shards: Vec::new(),
+            compression: None,
         }
     }
 

@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use super::compat::{self, Source};
@@ -29,8 +29,8 @@ pub struct Shard {
     pub bin_path: PathBuf,
     /// Path of the `.idx`.
     pub idx_path: PathBuf,
-    pub(super) bin: MappedFile,
-    pub(super) idx: MappedFile,
+    pub(super) bin: Arc<MappedFile>,
+    pub(super) idx: Arc<MappedFile>,
     pub(super) header: IndexHeader,
     pub(super) dtype: DType,
     pub(super) layout: Layout,
@@ -39,6 +39,9 @@ pub struct Shard {
     pub(super) index_hash: OnceLock<u64>,
     /// When the files were last found unchanged (see [`Shard::check_unchanged_lately`]).
     checked_at: AtomicU64,
+    /// Whether the `.bin` is mapped; `false` for a shard opened by
+    /// [`Shard::open_index_only`], whose tokens cannot be read.
+    resident: bool,
 }
 
 impl Shard {
@@ -127,13 +130,14 @@ impl Shard {
         Ok(Shard {
             bin_path,
             idx_path,
-            bin,
-            idx,
+            bin: Arc::new(bin),
+            idx: Arc::new(idx),
             header: h,
             dtype,
             layout: Layout::Native,
             index_hash: OnceLock::new(),
             checked_at: AtomicU64::new(0),
+            resident: true,
         })
     }
 
@@ -163,14 +167,91 @@ impl Shard {
         Ok(Shard {
             bin_path: bin_path.to_path_buf(),
             idx_path: idx_path.to_path_buf(),
-            bin,
-            idx,
+            bin: Arc::new(bin),
+            idx: Arc::new(idx),
             header,
             dtype: header.dtype,
             layout,
             index_hash: OnceLock::new(),
             checked_at: AtomicU64::new(0),
+            resident: true,
         })
+    }
+
+    /// Maps only the `.idx` of a dataset shard whose `.bin` is not on local
+    /// disk (a remote dataset's shard outside the cache): documents can be
+    /// located and measured, and reading their tokens is an error.
+    pub fn open_index_only(
+        bin_path: PathBuf,
+        idx_path: PathBuf,
+        dtype: DType,
+        expect: (u64, u64),
+    ) -> Result<Self> {
+        let idx = MappedFile::open(&idx_path)?;
+        let header = IndexView::parse(idx.bytes(), &idx_path)?.header;
+        let (docs, tokens) = expect;
+        if header.dtype != dtype
+            || header.bin_offset != 0
+            || header.num_docs != docs
+            || header.num_tokens != tokens
+        {
+            return Err(Error::corrupt(
+                &idx_path,
+                12,
+                format!(
+                    "index holds {} documents / {} tokens of {} but the manifest says {docs} / {tokens} of {dtype}",
+                    header.num_docs, header.num_tokens, header.dtype
+                ),
+                "the shard and manifest disagree; restore the dataset from a good copy or rebuild it",
+            ));
+        }
+        Ok(Shard {
+            bin: Arc::new(MappedFile::absent(&bin_path)),
+            bin_path,
+            idx_path,
+            idx: Arc::new(idx),
+            header,
+            dtype,
+            layout: Layout::Native,
+            index_hash: OnceLock::new(),
+            checked_at: AtomicU64::new(0),
+            resident: false,
+        })
+    }
+
+    /// This shard with its token file `bin` (the `.bin` of this shard,
+    /// mapped by the caller), sharing the index map: how a remote dataset's
+    /// cache makes a fetched shard readable. Its size is checked against the
+    /// index.
+    pub fn with_body(&self, bin: Arc<MappedFile>) -> Result<Self> {
+        let need = self.num_tokens() * self.dtype.itemsize() as u64 + self.header.bin_offset;
+        let len = bin.bytes().len() as u64;
+        if len != need {
+            return Err(Error::corrupt(
+                bin.path(),
+                len.min(need),
+                format!("token file has {len} bytes but its index describes {need}"),
+                "restore the shard from a good copy, or rebuild the dataset",
+            ));
+        }
+        Ok(Shard {
+            bin_path: self.bin_path.clone(),
+            idx_path: self.idx_path.clone(),
+            bin,
+            idx: Arc::clone(&self.idx),
+            header: self.header,
+            dtype: self.dtype,
+            layout: self.layout,
+            index_hash: self.index_hash.clone(),
+            checked_at: AtomicU64::new(0),
+            resident: true,
+        })
+    }
+
+    /// Whether the shard's tokens are mapped (always, except for shards
+    /// opened by [`open_index_only`](Self::open_index_only)).
+    pub fn is_resident(&self) -> bool {
+        self.resident
     }
 
     /// The validated index of this shard.
@@ -204,13 +285,17 @@ impl Shard {
     pub fn token_bytes(&self) -> &[u8] {
         let start = self.header.bin_offset as usize;
         let end = start + self.num_tokens() as usize * self.dtype.itemsize();
-        &self.bin.bytes()[start..end]
+        // Empty for a shard that is not resident (sizes are checked on open otherwise).
+        self.bin.bytes().get(start..end).unwrap_or(&[])
     }
 
     /// Tokens `[start, end)` of the shard.
     pub fn tokens(&self, start: u64, end: u64) -> Tokens<'_> {
         let size = self.dtype.itemsize();
-        let bytes = &self.token_bytes()[start as usize * size..end as usize * size];
+        let bytes = self
+            .token_bytes()
+            .get(start as usize * size..end as usize * size)
+            .unwrap_or(&[]);
         Tokens::from_bytes(self.dtype, bytes).unwrap_or(match self.dtype {
             DType::U16 => Tokens::U16(&[]),
             DType::U32 => Tokens::U32(&[]),
@@ -237,11 +322,26 @@ impl Shard {
                 ),
             ));
         }
+        self.check_resident()?;
         let size = self.dtype.itemsize() as u64;
         let at = self.header.bin_offset + start * size;
         buf.fill_with(self.dtype, (end - start) as usize, |bytes| {
             self.bin.read_at(at, bytes)
         })
+    }
+
+    /// Fails for a shard whose tokens are not on local disk.
+    fn check_resident(&self) -> Result<()> {
+        if self.resident {
+            return Ok(());
+        }
+        Err(Error::invalid(
+            "shard",
+            format!(
+                "{} is not in the local cache; read a remote dataset through its loader or `open_dataset`, which fetch shards before reading them",
+                self.bin_path.display()
+            ),
+        ))
     }
 
     /// The `.idx` bytes read into memory (see [`MappedFile::read_all`]).
@@ -251,6 +351,7 @@ impl Shard {
 
     /// Document `j` of the shard.
     pub fn doc(&self, j: u64) -> Result<Tokens<'_>> {
+        self.check_resident()?;
         let (s, e) = self.index().doc_range(j as usize, &self.idx_path)?;
         Ok(self.tokens(s, e))
     }

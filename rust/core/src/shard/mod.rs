@@ -4,6 +4,7 @@
 
 pub mod blocks;
 pub mod compat;
+pub mod compression;
 pub mod dtype;
 pub mod fsutil;
 mod generation;
@@ -13,6 +14,7 @@ pub mod manifest;
 mod mapped_shard;
 pub mod merge;
 mod names;
+pub mod provider;
 pub mod reader;
 pub mod scan;
 pub mod source;
@@ -20,11 +22,14 @@ pub mod summary;
 pub mod verify;
 pub mod writer;
 
+pub use compression::Compression;
 pub use dtype::{DType, TokenBuf, Tokens};
 pub use index::{IndexHeader, IndexView, Layout};
 pub use lock::TargetLock;
 pub use manifest::{Manifest, ShardEntry};
 pub use merge::{check_compatible, merge, merge_locked};
+pub use names::sidecar_name;
+pub use provider::{Acquired, ShardProvider};
 pub use reader::{Dataset, Shard};
 pub use scan::{
     default_index_path, index_raw, is_tokenloom_index, Boundary, RawHeader, RawIndexOptions,

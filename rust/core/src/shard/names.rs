@@ -15,7 +15,7 @@ pub(crate) fn generation_of(name: &str) -> Option<u64> {
     let rest = name.strip_prefix("part-")?;
     let (_, rest) = rest.split_once(".g")?;
     let (g, ext) = rest.split_once('.')?;
-    if ext != "bin" && ext != "idx" && ext != "src" {
+    if !matches!(ext, "bin" | "idx" | "src" | "bin.zst") {
         return None;
     }
     g.parse().ok()

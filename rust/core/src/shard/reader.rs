@@ -3,26 +3,33 @@
 //! last offsets are checked; every document access checks its own offsets.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use super::compat;
 use super::dtype::{DType, TokenBuf, Tokens};
+use super::fsutil::MappedFile;
 use super::index::Layout;
 use super::manifest::{Manifest, ShardEntry, FILE_NAME};
 pub use super::mapped_shard::Shard;
+use super::provider::ShardProvider;
 use crate::error::{Error, IoContext, Result};
 
 /// An opened dataset.
 #[derive(Debug)]
 pub struct Dataset {
     root: PathBuf,
-    manifest: Manifest,
-    shards: Vec<Shard>,
+    /// Shared with the dataset's views (see [`Dataset::view`]).
+    manifest: Arc<Manifest>,
+    /// Shared with the dataset's views.
+    shards: Vec<Arc<Shard>>,
     /// `doc_starts[s]` is the global id of shard `s`'s first document; one
     /// extra entry holds the total.
     doc_starts: Vec<u64>,
     /// `token_starts[s]` is the position of shard `s`'s first token in the
     /// concatenated stream; one extra entry holds the total.
     token_starts: Vec<u64>,
+    /// Where shards that are not mapped come from (see [`Dataset::open_index_only`]).
+    provider: Option<Arc<dyn ShardProvider>>,
 }
 
 impl Dataset {
@@ -38,14 +45,15 @@ impl Dataset {
             if let Some(src) = compat::detect(&root)? {
                 let shard = Shard::open_source(&src)?;
                 let home = src.paths().0.parent().map(Path::to_path_buf);
-                let mut ds = Self::from_shards(home.unwrap_or_default(), vec![shard])?;
+                let mut ds = Self::from_shards(home.unwrap_or_default(), vec![Arc::new(shard)])?;
                 if let compat::Source::Megatron { bin, .. } = &src {
                     let (docs, tokens) = (ds.num_docs(), ds.num_tokens());
                     if let Some(meta) = compat::megatron::Meta::read(bin, docs, tokens, ds.dtype())?
                     {
-                        ds.manifest.eos_id = meta.eos_id;
-                        ds.manifest.vocab_size = meta.vocab_size;
-                        ds.manifest.tokenizer = meta.tokenizer;
+                        let m = Arc::make_mut(&mut ds.manifest);
+                        m.eos_id = meta.eos_id;
+                        m.vocab_size = meta.vocab_size;
+                        m.tokenizer = meta.tokenizer;
                     }
                 }
                 return Ok(ds);
@@ -62,28 +70,84 @@ impl Dataset {
             }
         }
         let manifest = Manifest::load(&root)?;
+        if let Some(c) = manifest.compression {
+            return Err(Error::invalid(
+                "path",
+                format!(
+                    "{}: the shard bodies are {}-compressed; open it with tokenloom.open_dataset, TokenDataset or the tokenloom command, which decompress them into the local cache",
+                    root.display(),
+                    c.name()
+                ),
+            ));
+        }
+        Self::open_manifest(root, manifest, true)
+    }
+
+    /// Opens a dataset directory whose manifest is `manifest` from its
+    /// indexes alone (see [`Shard::open_index_only`]): documents can be
+    /// located and measured, and tokens are read from views that map the
+    /// shards (see [`view`](Self::view)) made by the dataset's
+    /// [`provider`](Self::provider). How a remote dataset's cache opens it.
+    pub fn open_index_only(root: impl AsRef<Path>, manifest: Manifest) -> Result<Self> {
+        Self::open_manifest(root.as_ref().to_path_buf(), manifest, false)
+    }
+
+    /// This dataset read through `provider` (see [`open_index_only`](Self::open_index_only)).
+    pub fn with_provider(mut self, provider: Arc<dyn ShardProvider>) -> Self {
+        self.provider = Some(provider);
+        self
+    }
+
+    fn open_manifest(root: PathBuf, manifest: Manifest, resident: bool) -> Result<Self> {
         let mut shards = Vec::with_capacity(manifest.shards.len());
         let mut doc_starts = Vec::with_capacity(manifest.shards.len() + 1);
         let mut total = 0u64;
         for e in &manifest.shards {
-            let shard = Shard::open(
-                root.join(&e.bin),
-                root.join(&e.idx),
-                manifest.dtype,
-                Some((e.num_docs, e.num_tokens)),
-            )?;
+            let (bin, idx) = (root.join(&e.bin), root.join(&e.idx));
+            let expect = (e.num_docs, e.num_tokens);
+            let shard = if resident {
+                Shard::open(bin, idx, manifest.dtype, Some(expect))?
+            } else {
+                Shard::open_index_only(bin, idx, manifest.dtype, expect)?
+            };
             doc_starts.push(total);
             total += e.num_docs;
-            shards.push(shard);
+            shards.push(Arc::new(shard));
         }
         doc_starts.push(total);
         let token_starts = token_starts(&shards);
         Ok(Dataset {
             root,
-            manifest,
+            manifest: Arc::new(manifest),
             shards,
             doc_starts,
             token_starts,
+            provider: None,
+        })
+    }
+
+    /// A view of this dataset in which shard `s` reads its tokens from
+    /// `bin` for every `(s, bin)` of `bodies` (maps of their `.bin` files),
+    /// the other shards as they are here. Shares the manifest, indexes and
+    /// maps: O(shards) pointer copies. Views have no provider.
+    pub fn view(&self, bodies: &[(usize, Arc<MappedFile>)]) -> Result<Self> {
+        let mut shards = self.shards.clone();
+        for (s, bin) in bodies {
+            let shard = shards.get_mut(*s).ok_or_else(|| {
+                Error::invalid(
+                    "shard",
+                    format!("shard {s} is out of range ({} shards)", self.shards.len()),
+                )
+            })?;
+            *shard = Arc::new(shard.with_body(Arc::clone(bin))?);
+        }
+        Ok(Dataset {
+            root: self.root.clone(),
+            manifest: Arc::clone(&self.manifest),
+            shards,
+            doc_starts: self.doc_starts.clone(),
+            token_starts: self.token_starts.clone(),
+            provider: None,
         })
     }
 
@@ -102,14 +166,14 @@ impl Dataset {
         files.sort();
         let shards = files
             .into_iter()
-            .map(|ds| Shard::open_source(&compat::datatrove_source(ds)))
+            .map(|ds| Shard::open_source(&compat::datatrove_source(ds)).map(Arc::new))
             .collect::<Result<Vec<_>>>()?;
         Self::from_shards(dir.to_path_buf(), shards).map(Some)
     }
 
     /// A dataset of shards opened outside a manifest (raw indexed files and
     /// foreign formats); they must share one dtype.
-    fn from_shards(root: PathBuf, shards: Vec<Shard>) -> Result<Self> {
+    fn from_shards(root: PathBuf, shards: Vec<Arc<Shard>>) -> Result<Self> {
         let dtype = shards.first().map_or(DType::U16, |s| s.dtype);
         let name = |p: &Path| {
             p.file_name()
@@ -145,11 +209,18 @@ impl Dataset {
         let token_starts = token_starts(&shards);
         Ok(Dataset {
             root,
-            manifest,
+            manifest: Arc::new(manifest),
             shards,
             doc_starts,
             token_starts,
+            provider: None,
         })
+    }
+
+    /// Where the shards that are not mapped are read from (a remote
+    /// dataset's cache); `None` for a dataset on local disk.
+    pub fn provider(&self) -> Option<&Arc<dyn ShardProvider>> {
+        self.provider.as_ref()
     }
 
     /// The dataset directory (for an indexed raw file, its directory).
@@ -161,7 +232,7 @@ impl Dataset {
         &self.manifest
     }
     /// The opened shards.
-    pub fn shards(&self) -> &[Shard] {
+    pub fn shards(&self) -> &[Arc<Shard>] {
         &self.shards
     }
     /// Number of documents.
@@ -267,7 +338,7 @@ impl Dataset {
 
     /// Hints the kernel that documents will be read at random.
     pub fn advise_random(&self) {
-        self.shards.iter().for_each(Shard::advise_random);
+        self.shards.iter().for_each(|s| s.advise_random());
     }
 
     /// Global document holding token `t` of the concatenated token stream
@@ -366,7 +437,7 @@ impl Dataset {
 }
 
 /// Prefix sums of the shards' token counts, with the total last.
-fn token_starts(shards: &[Shard]) -> Vec<u64> {
+fn token_starts(shards: &[Arc<Shard>]) -> Vec<u64> {
     let mut out = Vec::with_capacity(shards.len() + 1);
     let mut total = 0u64;
     out.push(0);

@@ -3,6 +3,7 @@
 //! against the vocabulary.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use xxhash_rust::xxh3::{xxh3_64, Xxh3};
 
@@ -10,6 +11,7 @@ use super::blocks::{self, BlockHasher};
 use super::dtype::TokenBuf;
 use super::index::{IndexView, Layout};
 use super::manifest::{hex, ShardEntry};
+use super::provider::Acquired;
 use super::reader::Dataset;
 use super::source::verify_sidecars;
 use crate::error::{Error, Result};
@@ -64,16 +66,18 @@ pub fn verify_dataset(
     } else {
         None
     };
-    let total_bytes: u64 = ds
-        .shards()
-        .iter()
-        .map(|s| s.token_bytes().len() as u64)
-        .sum();
+    let size = ds.dtype().itemsize() as u64;
+    let total_bytes: u64 = ds.shards().iter().map(|s| s.num_tokens() * size).sum();
     progress.start("verify", total_bytes);
     let mut first_doc = 0u64;
     let mut buf = TokenBuf::default();
-    let size = ds.dtype().itemsize() as u64;
-    for (shard, entry) in ds.shards().iter().zip(&ds.manifest().shards) {
+    for (s, entry) in ds.manifest().shards.iter().enumerate() {
+        // A remote dataset's shards are fetched (and checked on arrival) one at a time.
+        let acquired = match ds.provider() {
+            Some(p) => Some(Acquired::new(Arc::clone(p), vec![s])?),
+            None => None,
+        };
+        let shard = &acquired.as_ref().map_or(ds, |a| a.view()).shards()[s];
         shard.check_unchanged()?;
         // Everything is read with positioned reads into memory, never from
         // the maps: a file truncated by another program while it is being

@@ -7,13 +7,14 @@
 //! intact; files of the unfinished generation are never listed by any
 //! manifest and are removed by the next successful write.
 
-use std::fs::{self, File};
-use std::io::{BufWriter, Write};
+use std::fs;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use xxhash_rust::xxh3::{xxh3_64, Xxh3};
 
 use super::blocks::{self, BlockHasher, BLOCK_BYTES};
+use super::compression::{stored_name, BodySink, Compression};
 use super::dtype::{DType, Tokens};
 use super::fsutil::{create_new, fsync_dir, write_atomic};
 use super::generation::{prepare_root, remove_unlisted};
@@ -29,7 +30,7 @@ pub use options::{TokenInt, WriterOptions, DEFAULT_SHARD_BYTES};
 struct OpenShard {
     number: usize,
     tmp_bin: PathBuf,
-    file: BufWriter<File>,
+    file: BodySink,
     hasher: Xxh3,
     blocks: BlockHasher,
     offsets: Vec<u64>,
@@ -117,6 +118,19 @@ impl DatasetWriter {
     /// Documents added so far.
     pub fn num_docs(&self) -> u64 {
         self.manifest.num_docs + self.cur.as_ref().map_or(0, |c| c.offsets.len() as u64 - 1)
+    }
+
+    /// Stores shard bodies compressed (`Some`) or plain (`None`, the
+    /// default); only before the first document is added.
+    pub fn set_compression(&mut self, compression: Option<Compression>) -> Result<()> {
+        if self.cur.is_some() || !self.manifest.shards.is_empty() {
+            return Err(Error::invalid(
+                "compression",
+                "set it before adding documents",
+            ));
+        }
+        self.manifest.compression = compression;
+        Ok(())
     }
 
     /// Tokens added so far.
@@ -261,12 +275,14 @@ impl DatasetWriter {
     fn open_shard(&mut self) -> Result<()> {
         let number = self.manifest.shards.len();
         let name = shard_name(number, self.manifest.generation, "bin");
+        let name = stored_name(&name, self.manifest.compression);
         let tmp_bin = self.root.join(format!("{TMP_PREFIX}{name}"));
         let file = create_new(&tmp_bin)?;
+        let file = BodySink::new(file, self.manifest.compression).at(&tmp_bin)?;
         self.cur = Some(OpenShard {
             number,
             tmp_bin,
-            file: BufWriter::with_capacity(8 << 20, file),
+            file,
             hasher: Xxh3::new(),
             blocks: BlockHasher::new(BLOCK_BYTES),
             offsets: vec![0],
@@ -287,10 +303,7 @@ impl DatasetWriter {
 
     fn commit_shard(&mut self, cur: OpenShard) -> Result<()> {
         let generation = self.manifest.generation;
-        let file = cur
-            .file
-            .into_inner()
-            .map_err(|e| Error::io(&cur.tmp_bin, e.into_error()))?;
+        let file = cur.file.finish().at(&cur.tmp_bin)?;
         file.sync_all().at(&cur.tmp_bin)?;
         drop(file);
         let num_docs = cur.offsets.len() as u64 - 1;
@@ -306,7 +319,9 @@ impl DatasetWriter {
         let idx_bytes = index::encode(&header, &cur.offsets);
         let bin_name = shard_name(cur.number, generation, "bin");
         let idx_name = shard_name(cur.number, generation, "idx");
-        let bin_path = self.root.join(&bin_name);
+        let bin_path = self
+            .root
+            .join(stored_name(&bin_name, self.manifest.compression));
         let idx_path = self.root.join(&idx_name);
         write_atomic(
             &self.root.join(format!("{TMP_PREFIX}{idx_name}")),
@@ -368,7 +383,7 @@ impl DatasetWriter {
         }
         self.done = true;
         if let Some(cur) = self.cur.take() {
-            let _ = cur.file.into_parts(); // closed without flushing what is buffered
+            cur.file.discard(); // closed without flushing what is buffered
             let _ = fs::remove_file(&cur.tmp_bin);
         }
         for p in self.written.drain(..) {

@@ -4,13 +4,16 @@
 use std::fs;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use super::megatron;
 use crate::error::{Error, IoContext, Result};
 use crate::progress::Progress;
+use crate::shard::compression::Compression;
 use crate::shard::dtype::{DType, TokenBuf, Tokens};
 use crate::shard::fsutil::{create_new, fsync_dir, write_atomic};
 use crate::shard::lock::TargetLock;
+use crate::shard::provider::Acquired;
 use crate::shard::reader::Dataset;
 use crate::shard::writer::{DatasetWriter, WriterOptions};
 
@@ -51,10 +54,29 @@ pub fn convert(
     progress: &dyn Progress,
 ) -> Result<ConvertReport> {
     let ds = Dataset::open(src)?;
+    convert_dataset(&ds, dst, to, overwrite, None, progress)
+}
+
+/// [`convert`] from an opened dataset (a remote one included); a tokenloom
+/// destination stores its shard bodies as `compression`.
+pub fn convert_dataset(
+    ds: &Dataset,
+    dst: &Path,
+    to: Target,
+    overwrite: bool,
+    compression: Option<Compression>,
+    progress: &dyn Progress,
+) -> Result<ConvertReport> {
+    if compression.is_some() && to != Target::Tokenloom {
+        return Err(Error::invalid(
+            "compression",
+            "only tokenloom datasets store compressed shards; drop it for --to megatron",
+        ));
+    }
     progress.start("convert", ds.num_tokens() * ds.dtype().itemsize() as u64);
     let written = match to {
-        Target::Tokenloom => to_tokenloom(&ds, dst, overwrite, progress)?,
-        Target::Megatron => to_megatron(&ds, dst, overwrite, progress)?,
+        Target::Tokenloom => to_tokenloom(ds, dst, overwrite, compression, progress)?,
+        Target::Megatron => to_megatron(ds, dst, overwrite, progress)?,
     };
     progress.finish();
     Ok(ConvertReport {
@@ -76,17 +98,27 @@ fn for_each_doc(
     let mut pending = 0u64;
     let mut shard = usize::MAX;
     let mut buf = TokenBuf::default();
+    // A remote dataset's shards are fetched one at a time, as the copy reaches them.
+    let mut acquired: Option<Acquired> = None;
     for i in 0..ds.num_docs() {
         let (s, _) = ds.locate(i)?;
-        if s != shard {
-            ds.check_unchanged(s)?; // a shard truncated meanwhile: an error, not a fault
+        let changed = s != shard;
+        if changed {
+            acquired = None;
+            if let Some(p) = ds.provider() {
+                acquired = Some(Acquired::new(Arc::clone(p), vec![s])?);
+            }
             shard = s;
         }
-        let doc = ds.read_doc(i, &mut buf)?;
+        let view = acquired.as_ref().map_or(ds, |a| a.view());
+        if changed {
+            view.check_unchanged(s)?; // a shard truncated meanwhile: an error, not a fault
+        }
+        let doc = view.read_doc(i, &mut buf)?;
         each(i, doc)?;
         pending += doc.as_bytes().len() as u64;
         if pending >= STEP {
-            ds.check_unchanged(s)?;
+            view.check_unchanged(s)?;
             progress.check()?;
             progress.advance(pending);
             pending = 0;
@@ -101,6 +133,7 @@ fn to_tokenloom(
     ds: &Dataset,
     dst: &Path,
     overwrite: bool,
+    compression: Option<Compression>,
     progress: &dyn Progress,
 ) -> Result<Vec<PathBuf>> {
     let m = ds.manifest();
@@ -114,6 +147,7 @@ fn to_tokenloom(
     };
     // Dropping the writer on an error aborts it: nothing partial stays.
     let mut w = DatasetWriter::create(dst, opts)?;
+    w.set_compression(compression)?;
     for_each_doc(ds, progress, |_, doc| w.add_tokens(doc))?;
     w.close()?;
     Ok(vec![dst.to_path_buf()])
