@@ -58,9 +58,15 @@ class Recording(tl.UDSSelector):
     def __init__(self, scope: str) -> None:
         base = selector(scope)
         super().__init__(
-            base.keep, base.buffer_size, base.alpha, base.sketch_size, base.seed,
-            base.rule, base.max_len, scope,
-        )  # fmt: skip
+            base.keep,
+            base.buffer_size,
+            alpha=base.alpha,
+            sketch=base.sketch_size,
+            seed=base.seed,
+            rule=base.rule,
+            max_len=base.max_len,
+            scope=scope,
+        )
         self.seen: list[dict[str, Any]] = []
 
     def select_from(self, utility: Any, sketches: Any | None = None) -> np.ndarray:
