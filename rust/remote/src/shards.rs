@@ -35,7 +35,8 @@ static LIVE: Mutex<Vec<Weak<RemoteShards>>> = Mutex::new(Vec::new());
 /// batches meanwhile.
 static READERS_WAITING: AtomicUsize = AtomicUsize::new(0);
 
-/// Lets go of what every live dataset of this process holds ahead.
+/// Lets go of what every live dataset of this process holds ahead or
+/// keeps mapped after reading it.
 fn drop_ahead_everywhere() {
     let live: Vec<Arc<RemoteShards>> = {
         let mut all = locked(&LIVE);
@@ -44,9 +45,15 @@ fn drop_ahead_everywhere() {
     };
     for shards in live {
         shards.drop_ahead();
+        shards.drop_idle();
     }
 }
 
+/// Bodies read and let go stay mapped (and locked) for the next batches,
+/// up to this share of the cache limit (1/`IDLE_SHARE`) per dataset: a
+/// batch then maps nothing anew. They are let go, oldest first, beyond it,
+/// and all at once when a reader waits for room.
+const IDLE_SHARE: u64 = 4;
 /// Tries to find a body on disk after fetching it (another process may
 /// evict it between the fetch and the lock).
 const PIN_TRIES: usize = 5;
@@ -67,6 +74,8 @@ struct State {
     pins: HashMap<usize, Pin>,
     /// Shards held for announced batches, oldest first (each holds one count).
     ahead: VecDeque<usize>,
+    /// Shards held by nobody but kept mapped, least recently let go first.
+    idle: VecDeque<usize>,
     /// Bodies checked by this process since it opened the dataset.
     verified: Vec<bool>,
     /// The latest view and which shards it maps; dropped when one of them
@@ -154,6 +163,7 @@ pub fn open_remote(store: Store, opts: &RemoteOptions) -> Result<Dataset> {
             pid: std::process::id(),
             pins: HashMap::new(),
             ahead: VecDeque::new(),
+            idle: VecDeque::new(),
             verified: vec![false; manifest.shards.len()],
             view: None,
         }),
@@ -283,6 +293,7 @@ impl RemoteShards {
                 drop(pin.lock.forget());
             }
             st.ahead.clear();
+            st.idle.clear();
             st.view = None;
             st.pid = pid;
         }
@@ -377,7 +388,8 @@ impl RemoteShards {
     /// process does not hold yet.
     fn hold(&self, shards: &[usize], from_ahead: bool) -> Result<()> {
         let missing: Vec<usize> = {
-            let mut st = self.state();
+            let mut guard = self.state();
+            let st = &mut *guard;
             let mut missing = Vec::new();
             for &s in shards {
                 if from_ahead {
@@ -387,8 +399,13 @@ impl RemoteShards {
                     }
                 }
                 match st.pins.get_mut(&s) {
-                    Some(pin) if pin.count > 0 => pin.count += 1,
-                    _ => missing.push(s),
+                    Some(pin) => {
+                        if pin.count == 0 {
+                            st.idle.retain(|&i| i != s); // mapped still: in use again
+                        }
+                        pin.count += 1;
+                    }
+                    None => missing.push(s),
                 }
             }
             missing
@@ -412,12 +429,16 @@ impl RemoteShards {
         });
         let mut first_err = None;
         let mut failed = Vec::new();
-        let mut st = self.state();
+        let mut guard = self.state();
+        let st = &mut *guard;
         for (s, r) in fetched {
             match r {
                 Ok((lock, map)) => match st.pins.get_mut(&s) {
                     // Pinned by another thread meanwhile: one lock is enough.
                     Some(pin) => {
+                        if pin.count == 0 {
+                            st.idle.retain(|&i| i != s);
+                        }
                         pin.count += 1;
                         lock.unlock();
                     }
@@ -438,7 +459,7 @@ impl RemoteShards {
                 }
             }
         }
-        drop(st);
+        drop(guard);
         if let Some(e) = first_err {
             let ok: Vec<usize> = shards
                 .iter()
@@ -451,22 +472,44 @@ impl RemoteShards {
         Ok(())
     }
 
+    /// Takes one hold off each of `shards`; a shard nobody holds any more
+    /// stays mapped (idle) while the idle ones fit in their share.
     fn unhold(&self, shards: &[usize]) {
-        let mut st = self.state();
-        for s in shards {
-            let gone = match st.pins.get_mut(s) {
-                Some(pin) => {
-                    pin.count = pin.count.saturating_sub(1);
-                    pin.count == 0
-                }
-                None => false,
-            };
-            if gone {
-                if let Some(pin) = st.pins.remove(s) {
-                    pin.lock.unlock();
-                    st.view = None;
+        let mut guard = self.state();
+        let st = &mut *guard;
+        for &s in shards {
+            if let Some(pin) = st.pins.get_mut(&s) {
+                pin.count = pin.count.saturating_sub(1);
+                if pin.count == 0 && !st.idle.contains(&s) {
+                    st.idle.push_back(s);
                 }
             }
+        }
+        let budget = self.cache.limit() / IDLE_SHARE;
+        let mut kept: u64 = st.idle.iter().map(|&i| self.len_of(i)).sum();
+        while kept > budget {
+            let Some(s) = st.idle.pop_front() else { break };
+            kept = kept.saturating_sub(self.len_of(s));
+            Self::let_go(st, s);
+        }
+    }
+
+    /// Unlocks and unmaps shard `s` if nobody holds it.
+    fn let_go(st: &mut State, s: usize) {
+        if st.pins.get(&s).is_some_and(|p| p.count == 0) {
+            if let Some(pin) = st.pins.remove(&s) {
+                pin.lock.unlock();
+                st.view = None;
+            }
+        }
+    }
+
+    /// Lets go of every idle shard (a reader waits for room).
+    fn drop_idle(&self) {
+        let mut guard = self.state();
+        let st = &mut *guard;
+        while let Some(s) = st.idle.pop_front() {
+            Self::let_go(st, s);
         }
     }
 
