@@ -57,13 +57,7 @@ pub fn upload_dataset<'py>(
     if let Some(interrupt) = bar.take_interrupt() {
         return Err(interrupt);
     }
-    let m = result?;
-    let d = PyDict::new(py);
-    d.set_item("documents", m.num_docs)?;
-    d.set_item("tokens", m.num_tokens)?;
-    d.set_item("shards", m.shards.len())?;
-    d.set_item("generation", m.generation)?;
-    Ok(d)
+    crate::shard::totals(py, &result?)
 }
 
 /// The local directory where a dataset bound for `url` is staged.
