@@ -277,7 +277,7 @@ impl RemoteShards {
             )
         })?;
         Ok(Expect {
-            len: e.num_tokens * self.manifest.dtype.itemsize() as u64,
+            len: self.len_of(s),
             xxh3,
         })
     }
@@ -582,8 +582,10 @@ impl RemoteShards {
         self.state().ahead.push_back(s);
     }
 
+    /// Bytes of shard `s`'s body once decompressed (no checksum parsed: it
+    /// is summed over the held and idle shards at every batch).
     fn len_of(&self, s: usize) -> u64 {
-        self.expect(s).map_or(0, |e| e.len)
+        self.manifest.shards[s].num_tokens * self.manifest.dtype.itemsize() as u64
     }
 
     /// Lets go of every shard held for announced batches.
