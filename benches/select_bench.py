@@ -3,7 +3,7 @@
     python benches/select_bench.py [--device cpu|cuda] [--skip-utility] [--hidden]
 
 Measures (median of repeats, nothing asserted):
-  * ``UDSSelector.select_from`` for 64 candidates, 1,024-float sketches, a full 1,024-row
+  * ``BatchSelector.select_from`` for 64 candidates, 1,024-float sketches, a full 1,024-row
     memory (the rule step the trainer pays per candidate batch), median and fastest step
     (on a shared machine the fastest is the one no other job slowed), beside two references
     on the same threads (``RAYON_NUM_THREADS``, else every core): the step's 64 x 1,024 x
@@ -51,12 +51,12 @@ def timed(fn: Callable[[], object], repeats: int, sync: Callable[[], None]) -> f
 def rule_steps(threads: int) -> None:
     """The Rust rule step against the product's BLAS time and floor."""
     rng = np.random.default_rng(0)
-    sel = tl.UDSSelector(keep=16, buffer_size=1024, sketch=(8, 128))
+    sel = tl.BatchSelector(keep=16, buffer_size=1024, sketch=(8, 128))
     for _ in range(64):  # fill the memory
         sel.select_from(rng.random(64, np.float32), rng.random((64, 1024), np.float32))
     u, z = rng.random(64, np.float32), rng.random((64, 1024), np.float32)
     for rule in ("uds", "uds-greedy"):
-        s = tl.UDSSelector(keep=16, buffer_size=1024, sketch=(8, 128), rule=rule)
+        s = tl.BatchSelector(keep=16, buffer_size=1024, sketch=(8, 128), rule=rule)
         s.load_state_dict({**sel.state_dict(), "rule": rule})
         times = repeat(lambda s=s: s.select_from(u, z), 400)
         print(
@@ -89,7 +89,7 @@ def repeat(fn: Callable[[], object], n: int) -> list[float]:
     return times
 
 
-def selection_cost(sel: tl.UDSSelector, h: torch.Tensor, w: torch.Tensor, sync: Any) -> float:
+def selection_cost(sel: tl.BatchSelector, h: torch.Tensor, w: torch.Tensor, sync: Any) -> float:
     def step() -> None:
         sel.select_from(*sel.scores_hidden(h, w))
 
@@ -116,7 +116,7 @@ def hidden_overhead(dev: torch.device, sync: Any) -> None:
         h = body(input_ids=ids).last_hidden_state
         sync()
         forward = time.perf_counter() - t
-    sel = tl.UDSSelector(keep=1, max_len=n)
+    sel = tl.BatchSelector(keep=1, max_len=n)
     t = time.perf_counter()
     sel.scores_hidden(h[:1], w)  # the factor, once per head weight
     sync()
@@ -148,7 +148,7 @@ def hidden_overhead(dev: torch.device, sync: Any) -> None:
     d, v, params = 4096, 152_064, 7.6e9
     w = torch.randn(v, d, device=dev) * 0.02
     h = torch.randn(b, n, d, device=dev)
-    sel = tl.UDSSelector(keep=1, max_len=n)
+    sel = tl.BatchSelector(keep=1, max_len=n)
     t = time.perf_counter()
     sel.scores_hidden(h[:1], w)
     sync()

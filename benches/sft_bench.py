@@ -310,11 +310,13 @@ def run_one(args: argparse.Namespace, items: dict, pool: str, arm: str, seed: in
         opt, lambda s: min(1.0, (s + 1) / warm) * 0.5 * (1 + math.cos(math.pi * s / steps))
     )
     sel = (
-        tl.UDSSelector(1, alpha=alpha, rule=rule, seed=seed, max_len=args.max_len) if rule else None
+        tl.BatchSelector(1, alpha=alpha, rule=rule, seed=seed, max_len=args.max_len)
+        if rule
+        else None
     )
     if sel is not None:
         sel.check_run(steps * accum)
-    scorer = ModelScorer(model, sel or tl.UDSSelector(1), path="hidden")
+    scorer = ModelScorer(model, sel or tl.BatchSelector(1), path="hidden")
     rng = np.random.default_rng(seed + 10_000)
     times = dict.fromkeys(("score_forward", "score", "select", "train"), 0.0)
     kept_items: list[dict[str, Any]] = []
@@ -431,7 +433,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     base = out / "base.json"
     if not base.exists():
         model, _ = smollm2.load(Path(args.cache))
-        scorer = ModelScorer(model.to(args.device), tl.UDSSelector(1), path="hidden")
+        scorer = ModelScorer(model.to(args.device), tl.BatchSelector(1), path="hidden")
         ev = evaluate(args, scorer, items)
         _write_json(base, {"arm": "base", **ev})
         print(f"base model: accuracy {ev['accuracy']:.3f}, eval loss {ev['eval_loss']:.3f}")
@@ -458,7 +460,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     ``uds-auto`` calibrates, and how the reference alpha weighs the terms here."""
     model, tok = smollm2.load(Path(args.cache))
     items = build_items(args, tok)["noisy"]
-    sel = tl.UDSSelector(1, rule="uds-auto", max_len=args.max_len, seed=0)
+    sel = tl.BatchSelector(1, rule="uds-auto", max_len=args.max_len, seed=0)
     scorer = ModelScorer(model.to(args.device).eval(), sel, path="hidden")
     order = np.random.default_rng(0).permutation(len(items)).tolist()
     b = args.batch

@@ -40,7 +40,7 @@ def run(args: argparse.Namespace, rule: str, seed: int, data: dict[str, Any]) ->
     model = TinyGPT(cfg).to(dev)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.1)
     ds = tl.TokenDataset(data["train"], seq_len=args.seq_len, batch_size=args.candidates, seed=seed)
-    sel = tl.UDSSelector(args.keep, alpha=args.alpha, rule=rule, seed=seed, max_len=args.seq_len)
+    sel = tl.BatchSelector(args.keep, alpha=args.alpha, rule=rule, seed=seed, max_len=args.seq_len)
     sketch = tl.FastJL(args.seq_len, data["vocab"], 8, 128, seed=seed)  # = the selector's
     times: dict[str, list[float]] = {p: [] for p in PHASES}
     curve = [(0, val_loss(model, data["val"], dev))]

@@ -99,7 +99,7 @@ def train(
         data["train"], seq_len=args.seq_len, batch_size=args.candidates, order=order, seed=args.seed
     )
     assert ds.boundaries == "row"  # TinyGPT attends across the row
-    sel = tl.UDSSelector(
+    sel = tl.BatchSelector(
         args.keep, alpha=args.alpha, rule=rule, seed=args.seed, max_len=args.seq_len
     )
     curve = [(0, val_loss(model, data["val"], dev))]

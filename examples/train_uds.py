@@ -1,7 +1,7 @@
 """Training a small GPT-style model with online batch selection (UDS), in plain PyTorch.
 
 Each step reads a candidate batch, scores it with a forward pass without gradients, keeps a
-quarter of its rows (``UDSSelector``), books the choice in the dataset (``record_selection``)
+quarter of its rows (``BatchSelector``), books the choice in the dataset (``record_selection``)
 and trains on the kept rows. The corpus is Python's standard library (see stdlib_corpus.py):
 nothing to download.
 
@@ -44,7 +44,7 @@ def main() -> int:
     train, _val, vocab = prepare(args.data)
     ds = tl.TokenDataset(train, seq_len=args.seq_len, batch_size=args.candidates, seed=args.seed)
     keep = max(1, round(args.keep * args.candidates))
-    sel = tl.UDSSelector(
+    sel = tl.BatchSelector(
         keep, alpha=args.alpha, rule=args.rule, max_len=args.seq_len, seed=args.seed
     )
     model = TinyGPT(GPTConfig(vocab_size=vocab, seq_len=args.seq_len)).to(dev)

@@ -1,5 +1,5 @@
 """One rank of ``test_hf_distributed.py``, started by ``torchrun`` (gloo, CPU): trains a tiny
-random GPT-2 with ``UDSTrainer`` and writes, per rank, every candidate batch the selector saw
+random GPT-2 with ``SelectionTrainer`` and writes, per rank, every candidate batch the selector saw
 (rows, sample ids, rows kept, utilities and sketches), the selection stats and a digest of
 the trained parameters to ``OUT/rank<r>.json``, and the parameters to ``OUT/params<r>.pt``.
 Plain SGD at a constant learning rate without clipping: one step moves the parameters by
@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import tokenloom as tl
 import torch
 import transformers
-from tokenloom.hf import UDSTrainer, padding_mask
+from tokenloom.hf import SelectionTrainer, padding_mask
 
 if TYPE_CHECKING:
     import numpy as np
@@ -46,13 +46,13 @@ def dataset(path: str, **kw: Any) -> tl.TokenDataset:
     return tl.TokenDataset(path, seq_len=SEQ, **kw)
 
 
-def selector(scope: str) -> tl.UDSSelector:
-    return tl.UDSSelector(
+def selector(scope: str) -> tl.BatchSelector:
+    return tl.BatchSelector(
         keep=KEEP, buffer_size=16, sketch=(2, 8), max_len=SEQ, seed=0, scope=scope
     )
 
 
-class Recording(tl.UDSSelector):
+class Recording(tl.BatchSelector):
     """A selector that remembers the utilities and sketches of this rank's candidates."""
 
     def __init__(self, scope: str) -> None:
@@ -112,7 +112,7 @@ def main() -> None:
         report_to=[], disable_tqdm=True,
         save_strategy="steps" if int(save) else "no", save_steps=max(1, int(save)),
     )  # fmt: skip
-    trainer = UDSTrainer(model=tiny_gpt2(), args=args, train_dataset=ds, selector=sel)
+    trainer = SelectionTrainer(model=tiny_gpt2(), args=args, train_dataset=ds, selector=sel)
     result = trainer.train(resume_from_checkpoint=None if resume == "-" else resume)
     rank = args.process_index
     report = {

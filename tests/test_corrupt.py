@@ -206,6 +206,8 @@ def test_cancelled_error_is_not_asyncio_s_and_the_old_name_warns() -> None:
     assert not issubclass(tl.JobCancelledError, asyncio.CancelledError)
     with pytest.warns(DeprecationWarning, match="JobCancelledError"):
         assert tl.CancelledError is tl.JobCancelledError
+    with pytest.warns(DeprecationWarning, match="BatchSelector"):
+        assert tl.UDSSelector is tl.BatchSelector
 
 
 @settings(

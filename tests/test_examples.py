@@ -48,7 +48,7 @@ def test_selection_loop_learns(tmp_path: Path) -> None:
     model = TinyGPT(GPTConfig(vocab_size=40, seq_len=16, d_model=32, n_layer=1, n_head=2))
     opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
     ds = tl.TokenDataset(tmp_path / "d", seq_len=16, batch_size=16, seed=0)
-    sel = tl.UDSSelector(4, max_len=16, sketch=(4, 16))
+    sel = tl.BatchSelector(4, max_len=16, sketch=(4, 16))
     losses = []
     for cand in ds.candidates():
         with torch.no_grad():

@@ -347,7 +347,9 @@ def test_selector_state_resumes_the_selection() -> None:
     assert (nu, nd) == (16, 12)
     np.testing.assert_allclose([mu, su, md, sd], [0.44417468, 0.97270322, 3.94441777, 5.64653870])
 
-    sel = tl.UDSSelector(keep=2, buffer_size=6, sketch=(2, 4), seed=7, alpha=0.5, rule="uds-scaled")
+    sel = tl.BatchSelector(
+        keep=2, buffer_size=6, sketch=(2, 4), seed=7, alpha=0.5, rule="uds-scaled"
+    )
     sel.load_state_dict(state)
     again = sel.state_dict()
     assert (again["next"], again["count"], again["steps"]) == (2, 6, 4)

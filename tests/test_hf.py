@@ -1,4 +1,5 @@
-"""UDSTrainer: selection inside the Hugging Face Trainer, on a tiny random GPT-2 (no download)."""
+"""SelectionTrainer: selection inside the Hugging Face Trainer, on a tiny random GPT-2 (no
+download)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import torch
 transformers = pytest.importorskip("transformers")
 pytest.importorskip("accelerate")
 from hf_worker import SEQ, VOCAB, tiny_gpt2  # noqa: E402
-from tokenloom.hf import STATE_FILE, UDSTrainer, model_inputs  # noqa: E402
+from tokenloom.hf import STATE_FILE, SelectionTrainer, model_inputs  # noqa: E402
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -30,16 +31,16 @@ def corpus(tmp_path: Path) -> Path:
 
 def resumable_trainer(
     corpus: Path, out: Path, dropout: float = 0.0, accumulation: int = 1
-) -> UDSTrainer:
+) -> SelectionTrainer:
     """4 steps of a tiny GPT-2, checkpoints every 2, re-offering unkept samples."""
     ds = tl.TokenDataset(corpus, seq_len=SEQ, batch_size=8, seed=1, reoffer_unkept=1)
-    sel = tl.UDSSelector(keep=2, buffer_size=16, sketch=(2, 8), max_len=SEQ, seed=0)
+    sel = tl.BatchSelector(keep=2, buffer_size=16, sketch=(2, 8), max_len=SEQ, seed=0)
     args = transformers.TrainingArguments(
         output_dir=str(out), max_steps=4, save_steps=2, learning_rate=1e-2, use_cpu=True,
         report_to=[], disable_tqdm=True, gradient_accumulation_steps=accumulation,
     )  # fmt: skip
     model = tiny_gpt2(dropout=dropout)
-    return UDSTrainer(model=model, args=args, train_dataset=ds, selector=sel)
+    return SelectionTrainer(model=model, args=args, train_dataset=ds, selector=sel)
 
 
 def test_model_inputs_do_not_shift_labels_twice(corpus: Path) -> None:
@@ -56,7 +57,7 @@ def test_model_inputs_do_not_shift_labels_twice(corpus: Path) -> None:
 
 def test_trainer_trains_on_the_selected_rows(corpus: Path, tmp_path: Path) -> None:
     ds = tl.TokenDataset(corpus, seq_len=SEQ, batch_size=8, seed=1, reoffer_unkept=1)
-    sel = tl.UDSSelector(keep=2, buffer_size=16, sketch=(2, 8), max_len=SEQ, seed=0)
+    sel = tl.BatchSelector(keep=2, buffer_size=16, sketch=(2, 8), max_len=SEQ, seed=0)
     model = tiny_gpt2()
     rows: list[tuple[int, bool]] = []
     # the body runs in both passes (scoring stops before the head)
@@ -72,7 +73,9 @@ def test_trainer_trains_on_the_selected_rows(corpus: Path, tmp_path: Path) -> No
         report_to=[], save_strategy="no", logging_steps=1, disable_tqdm=True,
         gradient_accumulation_steps=2,
     )  # fmt: skip
-    trainer = UDSTrainer(model=model, args=args, train_dataset=ds, selector=sel, scoring="hidden")
+    trainer = SelectionTrainer(
+        model=model, args=args, train_dataset=ds, selector=sel, scoring="hidden"
+    )
     result = trainer.train()
     assert np.isfinite(result.training_loss)
     # per optimizer step, 2 micro-batches: scoring forwards without gradients on the
@@ -95,11 +98,13 @@ def test_trainer_trains_on_the_selected_rows(corpus: Path, tmp_path: Path) -> No
 def test_trainer_needs_a_token_dataset(tmp_path: Path) -> None:
     args = transformers.TrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to=[])
     with pytest.raises(TypeError, match="TokenDataset"):
-        UDSTrainer(model=tiny_gpt2(), args=args, train_dataset=[1, 2], selector=tl.UDSSelector(1))
+        SelectionTrainer(
+            model=tiny_gpt2(), args=args, train_dataset=[1, 2], selector=tl.BatchSelector(1)
+        )
 
 
 def test_resume_restores_the_selector_and_the_accounting(corpus: Path, tmp_path: Path) -> None:
-    def trainer() -> UDSTrainer:
+    def trainer() -> SelectionTrainer:
         return resumable_trainer(corpus, tmp_path)
 
     whole = trainer()
@@ -125,9 +130,9 @@ def test_global_selection_needs_the_loss_over_all_ranks_tokens(
         output_dir=str(tmp_path), use_cpu=True, report_to=[], average_tokens_across_devices=False
     )
     ds = tl.TokenDataset(corpus, seq_len=SEQ, batch_size=8)
-    sel = tl.UDSSelector(2, scope="global")
+    sel = tl.BatchSelector(2, scope="global")
     with pytest.raises(ValueError, match="average_tokens_across_devices=True"):
-        UDSTrainer(model=tiny_gpt2(), args=args, train_dataset=ds, selector=sel)
+        SelectionTrainer(model=tiny_gpt2(), args=args, train_dataset=ds, selector=sel)
 
 
 def test_resume_is_exact_with_dropout(corpus: Path, tmp_path: Path) -> None:
@@ -135,7 +140,7 @@ def test_resume_is_exact_with_dropout(corpus: Path, tmp_path: Path) -> None:
     run scores before the Trainer restores its RNG state: unless scoring has an RNG of its
     own, it keeps other rows and trains on other dropout masks than the uninterrupted run."""
 
-    def trainer() -> UDSTrainer:
+    def trainer() -> SelectionTrainer:
         return resumable_trainer(corpus, tmp_path, dropout=0.1, accumulation=2)
 
     whole = trainer()
@@ -170,13 +175,13 @@ def test_trainer_with_a_lora_model(corpus: Path, tmp_path: Path) -> None:
     assert lora
     assert all("lora_" in n for n in lora)
     ds = tl.TokenDataset(corpus, seq_len=SEQ, batch_size=8, seed=1)
-    sel = tl.UDSSelector(keep=2, buffer_size=16, sketch=(2, 8), max_len=SEQ, rule="uds-auto",
+    sel = tl.BatchSelector(keep=2, buffer_size=16, sketch=(2, 8), max_len=SEQ, rule="uds-auto",
                          calibration=2)  # fmt: skip
     args = transformers.TrainingArguments(
         output_dir=str(tmp_path), max_steps=4, learning_rate=1e-2, use_cpu=True, report_to=[],
         save_strategy="no", disable_tqdm=True,
     )  # fmt: skip
-    trainer = UDSTrainer(model=model, args=args, train_dataset=ds, selector=sel)
+    trainer = SelectionTrainer(model=model, args=args, train_dataset=ds, selector=sel)
     assert trainer.scorer.path == "hidden", trainer.scorer.reason
     result = trainer.train()
     assert np.isfinite(result.training_loss)
@@ -194,11 +199,11 @@ def test_trainer_refuses_what_it_cannot_score(
     args = transformers.TrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to=[])
     ds = tl.TokenDataset(corpus, seq_len=SEQ, batch_size=8)
     with pytest.raises(ValueError, match="max-loss"):
-        UDSTrainer(
+        SelectionTrainer(
             model=tiny_gpt2(),
             args=args,
             train_dataset=ds,
-            selector=tl.UDSSelector(2, rule="max-loss"),
+            selector=tl.BatchSelector(2, rule="max-loss"),
         )
     original = transformers.Trainer.create_accelerator_and_postprocess
 
@@ -208,7 +213,9 @@ def test_trainer_refuses_what_it_cannot_score(
 
     monkeypatch.setattr(transformers.Trainer, "create_accelerator_and_postprocess", with_fsdp)
     with pytest.raises(ValueError, match="does not support FSDP"):
-        UDSTrainer(model=tiny_gpt2(), args=args, train_dataset=ds, selector=tl.UDSSelector(2))
+        SelectionTrainer(
+            model=tiny_gpt2(), args=args, train_dataset=ds, selector=tl.BatchSelector(2)
+        )
 
 
 def test_a_calibration_window_longer_than_the_run_is_refused(corpus: Path, tmp_path: Path) -> None:
@@ -216,7 +223,7 @@ def test_a_calibration_window_longer_than_the_run_is_refused(corpus: Path, tmp_p
         output_dir=str(tmp_path), max_steps=3, use_cpu=True, report_to=[], save_strategy="no"
     )
     ds = tl.TokenDataset(corpus, seq_len=SEQ, batch_size=8)
-    sel = tl.UDSSelector(2, rule="uds-auto", calibration=8, sketch=(2, 8), max_len=SEQ)
-    trainer = UDSTrainer(model=tiny_gpt2(), args=args, train_dataset=ds, selector=sel)
+    sel = tl.BatchSelector(2, rule="uds-auto", calibration=8, sketch=(2, 8), max_len=SEQ)
+    trainer = SelectionTrainer(model=tiny_gpt2(), args=args, train_dataset=ds, selector=sel)
     with pytest.raises(ValueError, match=r"longer than the run \(3 candidate batches\)"):
         trainer.train()

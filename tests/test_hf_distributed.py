@@ -1,4 +1,4 @@
-"""UDSTrainer under ``torchrun --nproc-per-node 2`` (gloo, CPU) on a tiny random GPT-2: ranks
+"""SelectionTrainer under ``torchrun --nproc-per-node 2`` (gloo, CPU) on a tiny random GPT-2: ranks
 read disjoint candidate batches covering the epoch, DDP keeps the replicas equal, the training
 equals one process stepping on the rows all ranks kept, global selection equals one process
 selecting from the concatenated candidates, and a resumed run continues the uninterrupted one."""

@@ -365,7 +365,7 @@ resource.setrlimit(resource.RLIMIT_AS, (8 << 30, 8 << 30))
 sys.modules["torch"] = None
 import tokenloom as tl
 try:
-    tl.UDSSelector(keep=8, buffer_size=10**6, sketch=(64, 1024))
+    tl.BatchSelector(keep=8, buffer_size=10**6, sketch=(64, 1024))
 except (ValueError, MemoryError) as e:
     print("refused:", e)
 """

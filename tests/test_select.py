@@ -119,19 +119,19 @@ def test_select_from_matches_the_reference_and_resumes(
         for _ in range(n_steps)
     ]
     want = reference_uds(steps, keep, cap, alpha=0.7)
-    sel = tl.UDSSelector(keep, buffer_size=cap, alpha=0.7, sketch=sketch, seed=seed)
+    sel = tl.BatchSelector(keep, buffer_size=cap, alpha=0.7, sketch=sketch, seed=seed)
     for t, (u, z) in enumerate(steps):
         if t == cut:  # checkpoint through torch.save and continue in a new selector
             buf = io.BytesIO()
             torch.save(sel.state_dict(), buf)
             buf.seek(0)
-            sel = tl.UDSSelector(keep, buffer_size=cap, alpha=0.7, sketch=sketch, seed=seed)
+            sel = tl.BatchSelector(keep, buffer_size=cap, alpha=0.7, sketch=sketch, seed=seed)
             sel.load_state_dict(torch.load(buf))
         assert sel.select_from(u, z).tolist() == want[t], f"step {t}"
 
 
 def test_select_on_logits_keeps_rows_and_fills_memory() -> None:
-    sel = tl.UDSSelector(keep=2, buffer_size=4, sketch=(2, 4), max_len=8)
+    sel = tl.BatchSelector(keep=2, buffer_size=4, sketch=(2, 4), max_len=8)
     x = logits_batch(5, 6, 30, 0)
     mask = torch.ones(5, 6, dtype=torch.long)
     mask[0, :3] = 0
@@ -149,29 +149,29 @@ def test_select_on_logits_keeps_rows_and_fills_memory() -> None:
 def test_scores_follow_the_vocabulary_of_each_batch() -> None:
     """A selector scoring logits of another vocabulary sketches them as a new selector
     would (its sketch is rebuilt for the vocabulary, with the same seed)."""
-    sel = tl.UDSSelector(keep=2, sketch=(2, 4), max_len=8, seed=3)
+    sel = tl.BatchSelector(keep=2, sketch=(2, 4), max_len=8, seed=3)
     for vocab in (30, 50, 30):
         x = logits_batch(4, 6, vocab, vocab)
         _, got = sel.scores(x)
-        _, want = tl.UDSSelector(keep=2, sketch=(2, 4), max_len=8, seed=3).scores(x)
+        _, want = tl.BatchSelector(keep=2, sketch=(2, 4), max_len=8, seed=3).scores(x)
         torch.testing.assert_close(got, want)
         torch.testing.assert_close(got, tl.FastJL(8, vocab, 2, 4, seed=3)(x))
 
 
 def test_other_rules() -> None:
     u = np.array([0.5, 3.0, 1.0, 2.0], np.float32)
-    assert tl.UDSSelector(2, rule="max-loss").select_from(u).tolist() == [1, 3]
-    r = tl.UDSSelector(3, rule="random", seed=1)
+    assert tl.BatchSelector(2, rule="max-loss").select_from(u).tolist() == [1, 3]
+    r = tl.BatchSelector(3, rule="random", seed=1)
     a, b = r.select_from(u), r.select_from(u)
     assert len(set(a.tolist())) == 3
     assert a.tolist() != b.tolist()
-    assert tl.UDSSelector(3, rule="random", seed=1).select_from(u).tolist() == a.tolist()
+    assert tl.BatchSelector(3, rule="random", seed=1).select_from(u).tolist() == a.tolist()
     # memory: the origin; candidates: two near-duplicates far away, one moderately far
     z = np.array([[5, 5], [5, 5.01], [-3, 0]], np.float32)
     zero3 = np.zeros(3, np.float32)
     picks = {}
     for rule in ("uds", "uds-greedy"):
-        sel = tl.UDSSelector(2, rule=rule, sketch=(1, 2), alpha=10.0)
+        sel = tl.BatchSelector(2, rule=rule, sketch=(1, 2), alpha=10.0)
         sel.select_from(np.zeros(2, np.float32), np.zeros((2, 2), np.float32))
         picks[rule] = sel.select_from(zero3, z).tolist()
     assert picks["uds"] == [1, 0]  # both duplicates
@@ -183,14 +183,14 @@ def test_scaled_rule_ignores_the_logit_scale() -> None:
     steps = [
         (rng.random(6).astype(np.float32), rng.random((6, 4)).astype(np.float32)) for _ in range(6)
     ]
-    a = tl.UDSSelector(2, rule="uds-scaled", sketch=(2, 2), alpha=1.0)
-    b = tl.UDSSelector(2, rule="uds-scaled", sketch=(2, 2), alpha=1.0)
+    a = tl.BatchSelector(2, rule="uds-scaled", sketch=(2, 2), alpha=1.0)
+    b = tl.BatchSelector(2, rule="uds-scaled", sketch=(2, 2), alpha=1.0)
     for u, z in steps:
         assert a.select_from(u, z).tolist() == b.select_from(u * 250, z * 250).tolist()
 
 
 def test_bad_input() -> None:
-    sel = tl.UDSSelector(keep=3, sketch=(2, 2), max_len=4)
+    sel = tl.BatchSelector(keep=3, sketch=(2, 2), max_len=4)
     with pytest.raises(ValueError, match="batch, length, vocab"):
         sel.select(torch.zeros(2, 5))
     with pytest.raises(ValueError, match="mask has shape"):
@@ -206,8 +206,8 @@ def test_bad_input() -> None:
     with pytest.raises(ValueError, match="sketches have shape"):
         sel.select_from(np.ones(4, np.float32), np.ones((4, 3), np.float32))
     with pytest.raises(ValueError, match="rule"):
-        tl.UDSSelector(2, rule="best")
-    other = tl.UDSSelector(keep=3, sketch=(2, 4), max_len=4)
+        tl.BatchSelector(2, rule="best")
+    other = tl.BatchSelector(keep=3, sketch=(2, 4), max_len=4)
     with pytest.raises(ValueError, match="same settings"):
         other.load_state_dict(sel.state_dict())
     future = {**sel.state_dict(), "version": 99}
@@ -228,7 +228,7 @@ def test_state_read_while_another_thread_selects() -> None:
     code = """
 import json, threading, numpy as np, tokenloom as tl
 def make():
-    return tl.UDSSelector(keep=16, buffer_size=1024, sketch=(4, 128), seed=0)
+    return tl.BatchSelector(keep=16, buffer_size=1024, sketch=(4, 128), seed=0)
 sel = make()
 u = np.random.default_rng(0).random(256, dtype=np.float32)
 z = np.random.default_rng(1).random((256, 512), dtype=np.float32)
@@ -309,24 +309,24 @@ def test_scaled_rule_matches_the_reference(b: int, keep: int, cap: int, seed: in
         for _ in range(8)
     ]
     want = reference_scaled(steps, keep, cap, alpha=3.0)
-    sel = tl.UDSSelector(keep, buffer_size=cap, alpha=3.0, sketch=(2, 2), rule="uds-scaled")
+    sel = tl.BatchSelector(keep, buffer_size=cap, alpha=3.0, sketch=(2, 2), rule="uds-scaled")
     assert [sel.select_from(u, z).tolist() for u, z in steps] == want
 
 
 def test_scaled_rule_weighs_diversity() -> None:
     """Equal utilities: only the diversity term can rank, so the far candidate wins."""
-    sel = tl.UDSSelector(1, rule="uds-scaled", sketch=(1, 2), buffer_size=4)
+    sel = tl.BatchSelector(1, rule="uds-scaled", sketch=(1, 2), buffer_size=4)
     sel.select_from(np.array([1.0, 0.0], np.float32), np.zeros((2, 2), np.float32))
     z = np.array([[0.1, 0], [9, 9], [0, 0.2]], np.float32)
     assert sel.select_from(np.array([2.0, 2.0, 2.0], np.float32), z).tolist() == [1]
 
 
 def test_auto_rule_calibrates_once_and_checks_the_run() -> None:
-    assert tl.UDSSelector(1).alpha == 2.5e-3
-    assert tl.UDSSelector(1, rule="uds-auto").alpha == 1.0
-    assert tl.UDSSelector(1, rule="uds-scaled").alpha == 1.0
+    assert tl.BatchSelector(1).alpha == 2.5e-3
+    assert tl.BatchSelector(1, rule="uds-auto").alpha == 1.0
+    assert tl.BatchSelector(1, rule="uds-scaled").alpha == 1.0
     rng = np.random.default_rng(0)
-    sel = tl.UDSSelector(2, rule="uds-auto", calibration=3, sketch=(1, 4), buffer_size=8)
+    sel = tl.BatchSelector(2, rule="uds-auto", calibration=3, sketch=(1, 4), buffer_size=8)
     alphas = []
     for _ in range(7):
         sel.select_from(rng.random(6, dtype=np.float32) * 100, rng.random((6, 4), dtype=np.float32))
@@ -338,4 +338,4 @@ def test_auto_rule_calibrates_once_and_checks_the_run() -> None:
     with pytest.raises(ValueError, match=r"longer than the run \(3 candidate batches\)"):
         sel.check_run(3)
     with pytest.raises(ValueError, match="calibration window of at least one batch"):
-        tl.UDSSelector(1, rule="uds-auto", calibration=0)
+        tl.BatchSelector(1, rule="uds-auto", calibration=0)

@@ -37,8 +37,8 @@ def logits() -> torch.Tensor:
     return torch.randn(GLOBAL, 6, 20, generator=torch.Generator().manual_seed(3)) * 2
 
 
-def selector(rule: str, scope: str) -> tl.UDSSelector:
-    return tl.UDSSelector(
+def selector(rule: str, scope: str) -> tl.BatchSelector:
+    return tl.BatchSelector(
         KEEP, buffer_size=7, alpha=0.3, sketch=SKETCH, seed=5, rule=rule, max_len=8, scope=scope
     )
 
@@ -110,4 +110,4 @@ def test_without_torch_distributed_global_is_local() -> None:
     got = selector("uds", "global").select_from(u, z).tolist()
     assert got == selector("uds", "rank").select_from(u, z).tolist()
     with pytest.raises(ValueError, match="scope"):
-        tl.UDSSelector(2, scope="world")
+        tl.BatchSelector(2, scope="world")

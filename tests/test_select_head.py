@@ -46,7 +46,7 @@ def batch(vocab: int, b: int = 5, length: int = 24, seed: int = 1) -> tuple[Any,
     return ids, mask
 
 
-def logits_scores(model: Any, sel: tl.UDSSelector, ids: Any, mask: Any) -> tuple[Any, Any]:
+def logits_scores(model: Any, sel: tl.BatchSelector, ids: Any, mask: Any) -> tuple[Any, Any]:
     """The reference: the full model's logits through the logits path."""
     with torch.no_grad():
         logits = model(input_ids=ids, attention_mask=mask).logits
@@ -62,7 +62,7 @@ def assert_rel(got: Any, want: Any, rtol: float = RTOL) -> None:
 def test_hidden_path_equals_the_logits_path(make: Any) -> None:
     model = make()
     vocab = model.config.vocab_size
-    sel = tl.UDSSelector(keep=2, sketch=(4, 16), max_len=32, seed=3)
+    sel = tl.BatchSelector(keep=2, sketch=(4, 16), max_len=32, seed=3)
     scorer = ModelScorer(model, sel)
     ids, mask = batch(vocab)
     got = scorer.scores(ids, mask)
@@ -75,7 +75,7 @@ def test_hidden_path_equals_the_logits_path(make: Any) -> None:
 def test_a_trained_head_is_factored_again() -> None:
     """A trainable head changes at each optimizer step: the factor follows it."""
     model = tiny_llama(tied=False)
-    sel = tl.UDSSelector(keep=2, sketch=(4, 16), max_len=32)
+    sel = tl.BatchSelector(keep=2, sketch=(4, 16), max_len=32)
     scorer = ModelScorer(model, sel)
     ids, mask = batch(model.config.vocab_size)
     scorer.scores(ids, mask)
@@ -109,7 +109,7 @@ class SoftCapped(torch.nn.Module):
 
 
 def test_heads_the_shortcut_does_not_hold_for_use_the_logits() -> None:
-    sel = tl.UDSSelector(keep=2, sketch=(4, 16), max_len=32)
+    sel = tl.BatchSelector(keep=2, sketch=(4, 16), max_len=32)
     # a bias on the head
     model = tiny_gpt2()
     model.lm_head = torch.nn.Linear(32, model.config.vocab_size, bias=True)
@@ -145,7 +145,7 @@ def test_lora_model_scores_from_hidden_states_unless_the_head_is_adapted() -> No
     for name, p in model.named_parameters():  # B starts at 0: move it so LoRA matters
         if "lora_B" in name:
             torch.nn.init.normal_(p, std=0.5)
-    sel = tl.UDSSelector(keep=2, sketch=(4, 16), max_len=32)
+    sel = tl.BatchSelector(keep=2, sketch=(4, 16), max_len=32)
     scorer = ModelScorer(model, sel)
     ids, mask = batch(model.config.vocab_size)
     got = scorer.scores(ids, mask)
@@ -203,7 +203,7 @@ def test_smollm2_hidden_path_equals_the_logits_path(tmp_path: Path) -> None:
     width = max(map(len, enc))
     ids = torch.tensor([e + [2] * (width - len(e)) for e in enc])
     mask = torch.tensor([[1] * len(e) + [0] * (width - len(e)) for e in enc])
-    sel = tl.UDSSelector(keep=1, max_len=32)
+    sel = tl.BatchSelector(keep=1, max_len=32)
     scorer = ModelScorer(model, sel)
     got = scorer.scores(ids, mask)
     assert scorer.path == "hidden"

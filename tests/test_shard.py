@@ -99,6 +99,16 @@ def test_pickle_reopens(dataset: Path) -> None:
     again = pickle.loads(pickle.dumps(ds))
     assert len(again) == len(ds)
     assert again[5].tolist() == ds[5].tolist()
+    assert isinstance(again, tl.Dataset)
+
+
+def test_one_way_to_open_a_dataset(dataset: Path) -> None:
+    ds = tl.open_dataset(dataset)
+    assert isinstance(ds, tl.Dataset)
+    with pytest.warns(DeprecationWarning, match="open_dataset"):
+        old = tl.Dataset(dataset)
+    assert len(old) == len(ds)
+    assert old[3].tolist() == ds[3].tolist()
 
 
 def test_version_matches_package() -> None:

@@ -29,7 +29,7 @@ from tokenloom.embedders import embedder
 from tokenloom.knn import knn
 from tokenloom.order import order, order_report
 from tokenloom.rows import concat_rows, take_rows
-from tokenloom.select import UDSSelector
+from tokenloom.select import BatchSelector
 from tokenloom.select_scores import FastJL, nuclear_norm
 from tokenloom.shard import DatasetWriter, open_dataset
 
@@ -46,14 +46,18 @@ _LAZY["DataLoader"] = "tokenloom.dataloader"
 
 
 # Old names kept for a while, with a warning.
-_RENAMED = {"CancelledError": "JobCancelledError"}
+# Old names kept for a release, each with why it changed.
+_RENAMED = {
+    "CancelledError": ("JobCancelledError", "it clashed with asyncio.CancelledError"),
+    "UDSSelector": ("BatchSelector", "its rules include baselines that are not UDS"),
+}
 
 
 def __getattr__(name: str) -> Any:
     if name in _RENAMED:
-        new = _RENAMED[name]
+        new, why = _RENAMED[name]
         warnings.warn(
-            f"tokenloom.{name} is now tokenloom.{new} (it clashed with asyncio.CancelledError)",
+            f"tokenloom.{name} is now tokenloom.{new} ({why})",
             DeprecationWarning,
             stacklevel=2,
         )
@@ -71,6 +75,7 @@ def __dir__() -> list[str]:
 
 
 __all__ = [
+    "BatchSelector",
     "BuildInputError",
     "BuildResult",
     "CorruptShardError",
@@ -84,7 +89,6 @@ __all__ = [
     "LockedError",
     "TokenDataset",
     "TokenloomError",
-    "UDSSelector",
     "__version__",
     "build",
     "concat_rows",

@@ -3,10 +3,11 @@
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, final
+from typing import Any, TypedDict, final, type_check_only
 
 import numpy as np
 import numpy.typing as npt
+from typing_extensions import deprecated
 
 __all__ = [
     "DEFAULT_CALIBRATION",
@@ -29,6 +30,7 @@ __all__ = [
     "is_url",
     "knn_graph",
     "merge_datasets",
+    "open_dataset",
     "order_assign_part",
     "order_centroids",
     "order_check_sealed",
@@ -73,6 +75,7 @@ class _MappedView: ...
 
 @final
 class Dataset:
+    @deprecated("open a dataset with tokenloom.open_dataset(path); Dataset is its type")
     def __new__(
         cls,
         path: str | os.PathLike[str],
@@ -107,6 +110,13 @@ class Dataset:
     def __reduce__(
         self,
     ) -> tuple[Any, tuple[str, str | None, int | None, dict[str, str] | None]]: ...
+
+def open_dataset(
+    path: str | os.PathLike[str],
+    cache_dir: str | os.PathLike[str] | None = None,
+    cache_limit: int | None = None,
+    storage_options: dict[str, str] | None = None,
+) -> Dataset: ...
 
 @final
 class DatasetWriter:
@@ -295,12 +305,12 @@ def order_dataset(
     knn: npt.NDArray[np.int64] | None = None,
     knn_similarities: npt.NDArray[np.float32] | None = None,
     drop_self: bool = False,
-    source: str = "{}",
+    source: dict[str, Any] | None = None,
     progress: bool = True,
     score_vectors: npt.NDArray[np.float32] | None = None,
     score_name: str = "",
     labels: npt.NDArray[np.int64] | None = None,
-) -> tuple[Path, str]: ...
+) -> tuple[Path, dict[str, Any]]: ...
 def score_order(
     path: str | os.PathLike[str],
     spec: str | os.PathLike[str],
@@ -310,7 +320,7 @@ def score_order(
     labels: npt.NDArray[np.int64] | None = None,
     seed: int | None = None,
     progress: bool = True,
-) -> str: ...
+) -> dict[str, Any]: ...
 def order_ivf_defaults(n: int) -> tuple[int, int, int]: ...
 def order_frequencies(
     path: str | os.PathLike[str],
@@ -373,20 +383,27 @@ def order_finish_staged(
     lists: Sequence[str | os.PathLike[str]],
     knn: Sequence[str | os.PathLike[str]],
     settings: dict[str, Any],
-    engine: str = "{}",
-    source: str = "{}",
+    engine: dict[str, Any] | None = None,
+    source: dict[str, Any] | None = None,
     progress: bool = True,
-) -> tuple[Path, str]: ...
+) -> tuple[Path, dict[str, Any]]: ...
 def order_work_dir(path: str | os.PathLike[str], name: str) -> Path: ...
 def order_seal(file: str | os.PathLike[str], dest: str | os.PathLike[str]) -> None: ...
 def order_check_sealed(path: str | os.PathLike[str]) -> bool: ...
 def order_read_knn(
     files: Sequence[str | os.PathLike[str]], n: int, k: int
 ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]: ...
-def read_order(
-    path: str | os.PathLike[str], spec: str | os.PathLike[str]
-) -> tuple[Path, npt.NDArray[np.uint64], npt.NDArray[np.uint64], bool, str]: ...
-def write_report_png(report: str, png: str | os.PathLike[str]) -> None: ...
+
+@type_check_only
+class _StoredOrder(TypedDict):
+    path: Path
+    docs: npt.NDArray[np.uint64]
+    context_starts: npt.NDArray[np.uint64]
+    flow: bool
+    meta: dict[str, Any] | None
+
+def read_order(path: str | os.PathLike[str], spec: str | os.PathLike[str]) -> _StoredOrder: ...
+def write_report_png(report: dict[str, Any], png: str | os.PathLike[str]) -> None: ...
 def upload_dataset(
     local: str | os.PathLike[str],
     url: str,
@@ -397,4 +414,4 @@ def upload_dataset(
 ) -> dict[str, int]: ...
 def staging_dir(url: str, cache_dir: str | os.PathLike[str] | None = None) -> str: ...
 def is_url(path: str) -> bool: ...
-def report_summary(report: str) -> str: ...
+def report_summary(report: dict[str, Any]) -> str: ...

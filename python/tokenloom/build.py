@@ -426,7 +426,7 @@ def _check_destination(
         return True  # committed by the interrupted run: only .parts is left to remove
     if overwrite:
         return False
-    ds = _core.Dataset(out)
+    ds = _core.open_dataset(out)
     if ds.tokenizer is not None and ds.tokenizer != spec.fingerprint:
         raise BuildInputError(
             f"{out}: holds a dataset tokenized with {ds.tokenizer}; this build uses "

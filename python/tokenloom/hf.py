@@ -10,19 +10,19 @@ causal LMs shift ``labels`` by one inside their loss. ``TrainerRows`` gives it a
 
 A ``TokenDataset`` given to a ``Trainer`` directly fails at the first batch, naming this.
 
-``UDSTrainer`` reads candidate batches from a ``TokenDataset``, scores each with a forward pass
-without gradients, keeps the rows the selector picks, books them in the dataset's selection
+``SelectionTrainer`` reads candidate batches from a ``TokenDataset``, scores each with a forward
+pass without gradients, keeps the rows the selector picks, books them in the dataset's selection
 accounting and trains on those rows only (the loss is normalised over the kept tokens)::
 
     ds = tl.TokenDataset("data/train", seq_len=512, batch_size=32)
-    sel = tl.UDSSelector(keep=8)
-    trainer = UDSTrainer(model=model, args=args, train_dataset=ds, selector=sel)
+    sel = tl.BatchSelector(keep=8)
+    trainer = SelectionTrainer(model=model, args=args, train_dataset=ds, selector=sel)
     trainer.train()
     ds.selection_stats()
 
 Under ``torchrun``/``accelerate launch`` every rank reads its own share of the candidate
 batches (the dataset splits them by rank; the Trainer does not re-shard them), selects from
-them (or across ranks with ``UDSSelector(scope="global")``) and DDP averages the gradients.
+them (or across ranks with ``BatchSelector(scope="global")``) and DDP averages the gradients.
 Checkpoints hold, per rank, the selector's and the dataset's state (``tokenloom_state_<rank>.pt``,
 next to the RNG state), so ``train(resume_from_checkpoint=...)`` continues with the same
 memory, re-offer queue and selection counts on the same number of ranks.
@@ -60,12 +60,26 @@ from .select_head import ModelScorer
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
-    from .select import UDSSelector
+    from .select import BatchSelector
 
 IGNORE = -100  # the label transformers' losses ignore
 STATE_FILE = "tokenloom_state_{rank}.pt"  # per rank, in each checkpoint folder
 
-__all__ = ["TrainerRows", "UDSTrainer", "model_inputs", "padding_mask"]
+__all__ = ["SelectionTrainer", "TrainerRows", "model_inputs", "padding_mask"]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "UDSTrainer":
+        import warnings
+
+        warnings.warn(
+            "tokenloom.hf.UDSTrainer is now tokenloom.hf.SelectionTrainer (its selector's rules "
+            "include baselines that are not UDS)",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return SelectionTrainer
+    raise AttributeError(f"module 'tokenloom.hf' has no attribute {name!r}")
 
 
 def padding_mask(batch: dict[str, Any]) -> Any:
@@ -167,7 +181,7 @@ def _seeded_fork(seed: int, step: int, batch: int, device: Any) -> Iterator[None
         yield
 
 
-class UDSTrainer(Trainer):
+class SelectionTrainer(Trainer):
     """``Trainer`` that trains on the rows ``selector`` keeps from each candidate batch.
 
     ``train_dataset`` must be a ``TokenDataset`` (its ``batch_size`` is the candidate batch;
@@ -183,30 +197,30 @@ class UDSTrainer(Trainer):
     """
 
     def __init__(
-        self, *args: Any, selector: UDSSelector, scoring: str = "auto", **kwargs: Any
+        self, *args: Any, selector: BatchSelector, scoring: str = "auto", **kwargs: Any
     ) -> None:
         super().__init__(*args, **kwargs)
         if getattr(self, "is_fsdp_enabled", False):
             raise ValueError(
-                "UDSTrainer does not support FSDP: scoring reads the whole output layer on "
+                "SelectionTrainer does not support FSDP: scoring reads the whole output layer on "
                 "each rank and runs the model's body outside FSDP's root forward; train with "
                 "DDP (torchrun without fsdp) instead"
             )
         if not isinstance(self.train_dataset, TokenDataset):
             raise TypeError(
-                "UDSTrainer reads candidate batches from a tokenloom.TokenDataset; "
+                "SelectionTrainer reads candidate batches from a tokenloom.TokenDataset; "
                 f"got train_dataset of type {type(self.train_dataset).__name__}"
             )
         if selector.scope == "global" and not self.args.average_tokens_across_devices:
             raise ValueError(
-                'UDSSelector(scope="global") keeps different numbers of rows on each rank, '
+                'BatchSelector(scope="global") keeps different numbers of rows on each rank, '
                 "so the loss must be normalised by the kept tokens of all ranks: set "
                 "TrainingArguments(average_tokens_across_devices=True)"
             )
         if selector.rule == "max-loss":
             raise ValueError(
-                'UDSTrainer scores candidates from the model; rule "max-loss" ranks per-sample '
-                "losses: use UDSSelector.select_from in a custom loop"
+                'SelectionTrainer scores candidates from the model; rule "max-loss" ranks '
+                "per-sample losses: use BatchSelector.select_from in a custom loop"
             )
         self.selector = selector
         self.scorer = ModelScorer(self.model, selector, path=scoring)

@@ -241,7 +241,7 @@ class SelectionAccounting:
 
     def record_selection(self, batch: dict[str, Any], kept: Any) -> None:
         """Books which rows of the candidate ``batch`` a selector kept (indices, e.g. what
-        ``UDSSelector.select`` returned, or a boolean mask); queues the others for another
+        ``BatchSelector.select`` returned, or a boolean mask); queues the others for another
         offer with ``reoffer_unkept``. Call it in the process that selects."""
         self._get_ledger().record(batch, kept)
 

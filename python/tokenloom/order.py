@@ -7,7 +7,6 @@ draw its histogram."""
 from __future__ import annotations
 
 import importlib
-import json
 import operator
 import os
 from collections.abc import Callable, Sequence
@@ -191,14 +190,13 @@ def order(
         knn=ids,
         knn_similarities=sims,
         drop_self=drop_self,
-        source=json.dumps(source),
+        source=source,
         progress=progress,
         score_vectors=score,
         score_name=names[0],
         labels=names[1],
     )
-    out: dict[str, Any] = json.loads(report)
-    return _with_text(out)
+    return _with_text(report)
 
 
 def _with_text(report: dict[str, Any], path: PathLike | None = None) -> dict[str, Any]:
@@ -216,7 +214,7 @@ def _with_text(report: dict[str, Any], path: PathLike | None = None) -> dict[str
     )
     fields = {k: v for k, v in report.items() if k not in big}
     if fields:
-        line = _core.report_summary(json.dumps(fields))
+        line = _core.report_summary(fields)
     else:  # an order from write_order records no report of its own
         line = "an order written by write_order (no report of its own)"
     report["text"] = line if path is None else f"{path}: {line}"
@@ -279,7 +277,7 @@ def _check_staged(root: Path, knn: object, partitions: int | None, engine: str) 
             'pass embeddings= (or none, for the built-in ones), or use engine="local"'
         )
     if partitions is not None:
-        docs = len(_core.Dataset(root))
+        docs = len(_core.open_dataset(root))
         partitions = _positive(partitions, "partitions")
         if partitions > docs:
             raise ValueError(
@@ -360,35 +358,34 @@ def order_report(
     document, ``None`` for none) add ``report["independent"]["labels"]``: the share of
     adjacent pairs in rows with the same label, in order and at random, their difference
     and the chance level. Rows are ``seq_len + 1`` tokens (default: the order's)."""
-    path, docs, starts, _, meta_text = _core.read_order(Path(dataset), Path(name))
+    stored = _core.read_order(Path(dataset), Path(name))
+    path, meta = stored["path"], stored["meta"]
     scoring = score_with is not None or labels is not None
-    if not meta_text and (png is not None or not scoring):
+    if meta is None and (png is not None or not scoring):
         raise ValueError(
             f"{path} carries no report (it was written by write_order); "
             "score_with= or labels= (with seq_len=) score it"
         )
-    meta: dict[str, Any] = json.loads(meta_text) if meta_text else {"report": {}}
+    meta = meta or {"report": {}}
     if png is not None:
-        _core.write_report_png(json.dumps(meta["report"]), Path(png))
+        _core.write_report_png(meta["report"], Path(png))
     report: dict[str, Any] = meta["report"]
     report["settings"] = {k: v for k, v in meta.items() if k not in ("report", "duplicates")}
     report["duplicate_pairs"] = meta.get("duplicates", [])
     report["path"] = str(path)
-    report["docs_in_order"] = docs.tolist()
-    report["segment_starts"] = starts.tolist()
+    report["docs_in_order"] = stored["docs"].tolist()
+    report["segment_starts"] = stored["context_starts"].tolist()
     if scoring:
         root = Path(dataset)
         vectors, (scorer, ids) = _scoring(root, score_with, labels, tokenizer, batch_size, progress)
-        report["independent"] = json.loads(
-            _core.score_order(
-                root,
-                Path(name),
-                seq_len=seq_len,
-                vectors=vectors,
-                name=scorer,
-                labels=ids,
-                progress=progress,
-            )
+        report["independent"] = _core.score_order(
+            root,
+            Path(name),
+            seq_len=seq_len,
+            vectors=vectors,
+            name=scorer,
+            labels=ids,
+            progress=progress,
         )
     return _with_text(report, path)
 
@@ -427,7 +424,7 @@ def _embed_text(
     root: Path, embed: Embedder, tokenizer: Any, batch_size: int, progress: bool
 ) -> np.ndarray:
     decode = _decoder(tokenizer)
-    ds = _core.Dataset(root)
+    ds = _core.open_dataset(root)
     n = len(ds)
     bar = None
     if progress:

@@ -211,7 +211,7 @@ def order_staged(
     """Orders the dataset at ``root`` with the staged engine (see the module documentation)
     and returns the report. ``shards`` are the given embedding shards (``None``: built-in
     embeddings with the settings ``embed``)."""
-    n = len(_core.Dataset(root))
+    n = len(_core.open_dataset(root))
     seed, k = settings["seed"], settings["k"]
     key = json.dumps(
         [settings, [str(s) for s in shards or []], embed, partitions, n], sort_keys=True
@@ -318,14 +318,14 @@ def order_staged(
             part_files,
             [knn[g] for g in range(len(plans))],
             settings,
-            json.dumps(meta),
-            json.dumps(source),
+            meta,
+            source,
             progress and ray is None,
         )
         (_, report) = steps.run("walk", {0: last})[0]
         lap("walk")
     if not keep:
         shutil.rmtree(work, ignore_errors=True)
-    out: dict[str, Any] = json.loads(report)
+    out: dict[str, Any] = report
     out["seconds"] = {**seconds, **{f"walk: {a}": b for a, b in out["seconds"].items()}}
     return out

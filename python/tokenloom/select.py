@@ -21,12 +21,29 @@ if TYPE_CHECKING:
     from .select_head import HeadFactor
 
 RULES = tuple(_core.SELECT_RULES)
+
+
+def __getattr__(name: str) -> Any:
+    if name == "UDSSelector":
+        import warnings
+
+        warnings.warn(
+            "tokenloom.select.UDSSelector is now BatchSelector (its rules include baselines "
+            "that are not UDS)",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return BatchSelector
+    raise AttributeError(f"module 'tokenloom.select' has no attribute {name!r}")
+
+
 SCOPES = ("rank", "global")
 STATE_VERSION = 1
 
 
-class UDSSelector:
-    """Keeps ``keep`` samples of each candidate batch by utility and diversity.
+class BatchSelector:
+    """Keeps ``keep`` samples of each candidate batch by a selection rule: by default UDS's
+    utility and diversity, or one of the baselines it is measured against.
 
     ``rule``: ``"uds"`` (the paper: nuclear norm + ``alpha`` x mean sketch distance to the
     memory), ``"uds-auto"`` (the same with the weight calibrated, label-free, from the two
@@ -35,7 +52,8 @@ class UDSSelector:
     spreads and transfers across vocabularies, lengths and models), ``"uds-scaled"`` (both
     terms z-scored with running statistics), ``"uds-greedy"`` (one at a time, the samples
     already kept from the batch counting as memory, so they also differ from each other),
-    ``"random"``, or ``"max-loss"`` (pass per-sample losses to :meth:`select_from`).
+    and two baselines that are not UDS: ``"random"`` (a uniform draw of ``keep``) and
+    ``"max-loss"`` (the highest per-sample losses: pass them to :meth:`select_from`).
     ``alpha=None`` takes the rule's default (the reference's 2.5e-3 for ``uds`` and
     ``uds-greedy``, which transfers only at the reference's vocabulary, length and logit
     scale; 1 for ``uds-auto`` and ``uds-scaled``). ``sketch=(r_t, r_v)`` are the FastJL sizes

@@ -21,7 +21,7 @@ from .select_scores import FastJL, _check_logits, _torch, nuclear_norm
 
 
 class Scoring(Protocol):
-    """What :class:`ModelScorer` asks of its selector (a :class:`~tokenloom.UDSSelector`)."""
+    """What :class:`ModelScorer` asks of its selector (a :class:`~tokenloom.BatchSelector`)."""
 
     def scores(self, logits: Any, mask: Any | None = None) -> tuple[Any, Any]: ...
 

@@ -1,6 +1,6 @@
 """The two UDS signals of a batch's logits, computed in torch on the logits' device: the
 utility (nuclear norm of each sample's ``[L, V]`` logits) and the FastJL sketch the diversity
-term compares. Used by :class:`~tokenloom.select.UDSSelector` on logits and by
+term compares. Used by :class:`~tokenloom.select.BatchSelector` on logits and by
 :mod:`tokenloom.select_head` on hidden states.
 """
 

@@ -38,7 +38,7 @@ def open_dataset(
     ``TOKENLOOM_CACHE_LIMIT`` or 64 GiB) when first read. Credentials and endpoints come from
     the store's usual environment variables (``AWS_*``, ``GOOGLE_*``, ``AZURE_*``), and
     ``storage_options`` (the store's own option names, e.g. ``{"aws_endpoint": ...}``)."""
-    return _core.Dataset(
+    return _core.open_dataset(
         os.fspath(path),
         cache_dir=None if cache_dir is None else os.fspath(cache_dir),
         cache_limit=cache_limit,

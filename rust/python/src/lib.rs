@@ -5,6 +5,7 @@ use pyo3::prelude::*;
 
 mod cli;
 mod detach;
+mod dicts;
 mod errors;
 mod knn;
 mod loader;
@@ -20,6 +21,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     errors::register(m)?;
     m.add_class::<shard::PyDataset>()?;
+    m.add_function(wrap_pyfunction!(shard::open_dataset, m)?)?;
     m.add_class::<shard::MappedView>()?;
     m.add_class::<shard::PyDatasetWriter>()?;
     m.add_class::<shard::PyDatasetLock>()?;

@@ -5,11 +5,12 @@
 use std::path::PathBuf;
 
 use numpy::{
-    IntoPyArray, PyArray1, PyReadonlyArray, PyReadonlyArray1, PyReadonlyArray2,
+    IntoPyArray, PyReadonlyArray, PyReadonlyArray1, PyReadonlyArray2,
     PyUntypedArrayMethods,
 };
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
+use pyo3::types::PyDict;
 use tokenloom_core::order::{
     self, defaults, score, store, EmbedParams, Input, KnnLists, OrderParams, ReferenceParams,
     Scorer, Values, Variant,
@@ -18,6 +19,7 @@ use tokenloom_core::plan::Order;
 use tokenloom_core::Dataset;
 
 use crate::detach::run_detached;
+use crate::dicts;
 use crate::progress::PyProgress;
 
 pub fn slice<'a, T: numpy::Element, D: numpy::ndarray::Dimension>(
@@ -67,8 +69,8 @@ pub fn variant_of(
 
 /// The core's ordering defaults as a dict (`_core.ORDER_DEFAULTS`), read by
 /// `tokenloom.order` for its signature.
-pub fn order_defaults(py: Python<'_>) -> PyResult<Bound<'_, pyo3::types::PyDict>> {
-    let d = pyo3::types::PyDict::new(py);
+pub fn order_defaults(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
+    let d = PyDict::new(py);
     d.set_item("seq_len", defaults::SEQ_LEN)?;
     d.set_item("k", defaults::K)?;
     d.set_item("name", defaults::NAME)?;
@@ -103,14 +105,14 @@ fn scorer<'a>(
 }
 
 /// Orders the dataset at `path` and writes `<path>/orders/<name>.order`;
-/// returns the file's path and the report as JSON. With `score_vectors`
+/// returns the file's path and the report (a dict). With `score_vectors`
 /// (from an embedder other than the one ordering, called `score_name`)
 /// and/or `labels`, the report holds the independent score too.
 #[pyfunction]
-#[pyo3(signature = (path, seq_len, name = defaults::NAME, k = defaults::K, dedup = Some(defaults::DEDUP as f32), variant = defaults::VARIANT, max_segment = defaults::MAX_SEGMENT, k_traverse = defaults::REFERENCE_K_TRAVERSE, min_segment = defaults::REFERENCE_SEGMENT, seed = defaults::SEED, exact = None, dim = defaults::DIM, max_tokens = defaults::MAX_TOKENS, embeddings = None, knn = None, knn_similarities = None, drop_self = false, source = "{}", progress = true, score_vectors = None, score_name = "", labels = None))]
+#[pyo3(signature = (path, seq_len, name = defaults::NAME, k = defaults::K, dedup = Some(defaults::DEDUP as f32), variant = defaults::VARIANT, max_segment = defaults::MAX_SEGMENT, k_traverse = defaults::REFERENCE_K_TRAVERSE, min_segment = defaults::REFERENCE_SEGMENT, seed = defaults::SEED, exact = None, dim = defaults::DIM, max_tokens = defaults::MAX_TOKENS, embeddings = None, knn = None, knn_similarities = None, drop_self = false, source = None, progress = true, score_vectors = None, score_name = "", labels = None))]
 #[allow(clippy::too_many_arguments)]
-pub fn order_dataset(
-    py: Python<'_>,
+pub fn order_dataset<'py>(
+    py: Python<'py>,
     path: PathBuf,
     seq_len: u64,
     name: &str,
@@ -128,12 +130,12 @@ pub fn order_dataset(
     knn: Option<PyReadonlyArray2<'_, i64>>,
     knn_similarities: Option<PyReadonlyArray2<'_, f32>>,
     drop_self: bool,
-    source: &str,
+    source: Option<Bound<'py, PyAny>>,
     progress: bool,
     score_vectors: Option<PyReadonlyArray2<'_, f32>>,
     score_name: &str,
     labels: Option<PyReadonlyArray1<'_, i64>>,
-) -> PyResult<(PathBuf, String)> {
+) -> PyResult<(PathBuf, Bound<'py, PyAny>)> {
     let variant = variant_of(variant, max_segment, k_traverse, min_segment)?;
     let scorer = scorer(score_name, &score_vectors, &labels)?;
     let params = OrderParams {
@@ -150,8 +152,7 @@ pub fn order_dataset(
             ..EmbedParams::default()
         },
     };
-    let source: serde_json::Value = serde_json::from_str(source)
-        .map_err(|e| PyValueError::new_err(format!("source must be JSON: {e}")))?;
+    let source = dicts::object_or_empty(source.as_ref(), "source")?;
     let emb = embeddings.as_ref().map(Embeddings::values).transpose()?;
     let ids = match &knn {
         Some(a) => Some((slice(a, "knn")?, a.shape()[0], a.shape()[1])),
@@ -200,24 +201,23 @@ pub fn order_dataset(
             out.report.independent = Some(ind);
         }
         let file = store::save(&path, name, &out.order)?;
-        let report = serde_json::to_string(&out.report)
-            .map_err(|e| tokenloom_core::Error::invalid("report", e.to_string()))?;
-        Ok((file, report))
+        Ok((file, out.report))
     });
     if let Some(interrupt) = bar.take_interrupt() {
         return Err(interrupt);
     }
-    result
+    let (file, report) = result?;
+    Ok((file, dicts::to_py(py, &report)?))
 }
 
-/// The independent score (JSON) of the order `spec` of the dataset at
+/// The independent score (a dict) of the order `spec` of the dataset at
 /// `path`, in rows of `seq_len + 1` tokens (default: the seq_len it was made
 /// for), with a random baseline seeded by `seed` (default: the order's seed).
 #[pyfunction]
 #[pyo3(signature = (path, spec, seq_len = None, vectors = None, name = "", labels = None, seed = None, progress = true))]
 #[allow(clippy::too_many_arguments)]
-pub fn score_order(
-    py: Python<'_>,
+pub fn score_order<'py>(
+    py: Python<'py>,
     path: PathBuf,
     spec: PathBuf,
     seq_len: Option<u64>,
@@ -226,7 +226,7 @@ pub fn score_order(
     labels: Option<PyReadonlyArray1<'_, i64>>,
     seed: Option<u64>,
     progress: bool,
-) -> PyResult<String> {
+) -> PyResult<Bound<'py, PyAny>> {
     let Some(sc) = scorer(name, &vectors, &labels)? else {
         return Err(PyValueError::new_err(
             "scoring needs vectors from an embedder, labels, or both",
@@ -248,32 +248,24 @@ pub fn score_order(
             )
         })?;
         let seed = seed.or(meta["seed"].as_u64()).unwrap_or(0);
-        let ind = score::score(&ds, &o, seq_len, &sc, seed, &bar)?;
-        serde_json::to_string(&ind)
-            .map_err(|e| tokenloom_core::Error::invalid("score", e.to_string()))
+        score::score(&ds, &o, seq_len, &sc, seed, &bar)
     });
     if let Some(interrupt) = bar.take_interrupt() {
         return Err(interrupt);
     }
-    result
+    dicts::to_py(py, &result?)
 }
 
 /// The order `spec` (a name stored with the dataset at `path`, or an order
-/// file), checked against that dataset: its file, document ids, context
-/// starts, flow flag and metadata (JSON).
+/// file), checked against that dataset, as a dict: its `path`, document ids
+/// (`docs`), `context_starts`, `flow` flag and `meta` (its settings and
+/// report; `None` for an order written without them).
 #[pyfunction]
-#[allow(clippy::type_complexity)]
 pub fn read_order<'py>(
     py: Python<'py>,
     path: PathBuf,
     spec: PathBuf,
-) -> PyResult<(
-    PathBuf,
-    Bound<'py, PyArray1<u64>>,
-    Bound<'py, PyArray1<u64>>,
-    bool,
-    String,
-)> {
+) -> PyResult<Bound<'py, PyDict>> {
     let (file, o) = run_detached(py, move || {
         let file = store::resolve(&path, &spec)?;
         let ds = Dataset::open(&path)?;
@@ -281,34 +273,38 @@ pub fn read_order<'py>(
         o.check_dataset(&ds)?;
         Ok((file, o))
     })?;
-    Ok((
-        file,
-        o.docs().to_vec().into_pyarray(py),
-        o.context_starts().to_vec().into_pyarray(py),
-        o.flow(),
-        o.meta().to_string(),
-    ))
+    let meta = if o.meta().is_empty() {
+        None
+    } else {
+        let meta: serde_json::Value = serde_json::from_str(o.meta()).map_err(|e| {
+            PyValueError::new_err(format!("{}: its metadata is not JSON: {e}", file.display()))
+        })?;
+        Some(dicts::to_py(py, &meta)?)
+    };
+    let out = PyDict::new(py);
+    out.set_item("path", file)?;
+    out.set_item("docs", o.docs().to_vec().into_pyarray(py))?;
+    out.set_item("context_starts", o.context_starts().to_vec().into_pyarray(py))?;
+    out.set_item("flow", o.flow())?;
+    out.set_item("meta", meta)?;
+    Ok(out)
 }
 
-/// The one-line summary of an order's report (its JSON, as stored in the
-/// order file): the first line `tokenloom order` prints.
+/// The one-line summary of an order's report (a dict, as `order` returns
+/// it): the first line `tokenloom order` prints.
 #[pyfunction]
-pub fn report_summary(report: &str) -> PyResult<String> {
-    let report: order::Report = crate::errors::to_py(
-        serde_json::from_str(report)
-            .map_err(|e| tokenloom_core::Error::invalid("report", e.to_string())),
-    )?;
+pub fn report_summary(report: &Bound<'_, PyAny>) -> PyResult<String> {
+    let report: order::Report = dicts::from_py(report, "report")?;
     Ok(report.summary())
 }
 
-/// Draws the adjacent-similarity histograms of an order's report (its JSON,
-/// as stored in the order file) to the PNG `png`, written atomically: the same
+/// Draws the adjacent-similarity histograms of an order's report (a dict,
+/// as `order` returns it) to the PNG `png`, written atomically: the same
 /// chart as `tokenloom order --png`.
 #[pyfunction]
-pub fn write_report_png(py: Python<'_>, report: String, png: PathBuf) -> PyResult<()> {
+pub fn write_report_png(py: Python<'_>, report: &Bound<'_, PyAny>, png: PathBuf) -> PyResult<()> {
+    let report: order::Report = dicts::from_py(report, "report")?;
     run_detached(py, move || {
-        let report: order::Report = serde_json::from_str(&report)
-            .map_err(|e| tokenloom_core::Error::invalid("report", e.to_string()))?;
         tokenloom_cli::chart::check_destination(&png)?;
         tokenloom_cli::chart::write_png(&report, &png)
     })

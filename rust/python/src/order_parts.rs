@@ -16,6 +16,7 @@ use tokenloom_core::order::{defaults, embed, seal, staged, store, EmbedParams, O
 use tokenloom_core::Dataset;
 
 use crate::detach::run_detached;
+use crate::dicts;
 use crate::order::{slice, variant_of};
 use crate::progress::PyProgress;
 
@@ -256,30 +257,27 @@ pub fn order_knn_group(
 
 /// The last step: merges the groups' lists, removes near-duplicates, walks,
 /// and writes the order `name` of the dataset at `path` atomically; returns
-/// its path and the report as JSON. `engine` is JSON metadata of the run.
+/// its path and the report (a dict). `engine` is a dict of the run's metadata.
 #[pyfunction]
-#[pyo3(signature = (path, name, shards, lists, knn, settings, engine = "{}", source = "{}", progress = true))]
+#[pyo3(signature = (path, name, shards, lists, knn, settings, engine = None, source = None, progress = true))]
 #[allow(clippy::too_many_arguments)]
-pub fn order_finish_staged(
-    py: Python<'_>,
+pub fn order_finish_staged<'py>(
+    py: Python<'py>,
     path: PathBuf,
     name: &str,
     shards: Vec<PathBuf>,
     lists: Vec<PathBuf>,
     knn: Vec<PathBuf>,
     settings: Settings,
-    engine: &str,
-    source: &str,
+    engine: Option<Bound<'py, PyAny>>,
+    source: Option<Bound<'py, PyAny>>,
     progress: bool,
-) -> PyResult<(PathBuf, String)> {
+) -> PyResult<(PathBuf, Bound<'py, PyAny>)> {
     let params = settings.params()?;
-    let json = |what: &str, text: &str| {
-        serde_json::from_str::<serde_json::Value>(text)
-            .map_err(|e| PyValueError::new_err(format!("{what} must be JSON: {e}")))
-    };
-    let source = json("source", source)?;
-    let serde_json::Value::Object(engine) = json("engine", engine)? else {
-        return Err(PyValueError::new_err("engine must be a JSON object"));
+    let source = dicts::object_or_empty(source.as_ref(), "source")?;
+    let serde_json::Value::Object(engine) = dicts::object_or_empty(engine.as_ref(), "engine")?
+    else {
+        return Err(PyValueError::new_err("engine must be a dict"));
     };
     crate::errors::to_py(store::order_path(&path, name))?;
     with_progress(py, progress, |bar| {
@@ -287,10 +285,9 @@ pub fn order_finish_staged(
         let s = VectorShards::open(&shards, ds.num_docs() as usize)?;
         let out = staged::finish_staged(&ds, &params, &s, &lists, &knn, engine, source, bar)?;
         let file = store::save(&path, name, &out.order)?;
-        let report = serde_json::to_string(&out.report)
-            .map_err(|e| tokenloom_core::Error::invalid("report", e.to_string()))?;
-        Ok((file, report))
+        Ok((file, out.report))
     })
+    .and_then(|(file, report)| Ok((file, dicts::to_py(py, &report)?)))
 }
 
 /// Writes the checksum file of `dest` for the finished file `file` (its

@@ -15,7 +15,7 @@ use tokenloom_core::select::{
 use crate::detach::run_detached;
 use crate::errors::to_py;
 
-/// An online selector (see `tokenloom.UDSSelector` for the user API).
+/// An online selector (see `tokenloom.BatchSelector` for the user API).
 #[pyclass(name = "Selector", module = "tokenloom._core", frozen)]
 pub struct PySelector {
     inner: Mutex<Selector>,

@@ -82,11 +82,8 @@ pub fn open_any(path: &str, opts: &RemoteOptions) -> tokenloom_core::Result<Data
     tokenloom_remote::open(path, opts)
 }
 
-#[pymethods]
 impl PyDataset {
-    #[new]
-    #[pyo3(signature = (path, cache_dir = None, cache_limit = None, storage_options = None))]
-    fn new(
+    fn open(
         py: Python<'_>,
         path: PathBuf,
         cache_dir: Option<PathBuf>,
@@ -107,6 +104,42 @@ impl PyDataset {
             sources: Mutex::new(HashMap::new()),
             args: (text, cache_dir, cache_limit, storage_options),
         })
+    }
+}
+
+/// Opens a dataset path or URL (`tokenloom.open_dataset`, the one way to
+/// open one; `Dataset` is its type).
+#[pyfunction]
+#[pyo3(signature = (path, cache_dir = None, cache_limit = None, storage_options = None))]
+pub fn open_dataset(
+    py: Python<'_>,
+    path: PathBuf,
+    cache_dir: Option<PathBuf>,
+    cache_limit: Option<u64>,
+    storage_options: Option<HashMap<String, String>>,
+) -> PyResult<PyDataset> {
+    PyDataset::open(py, path, cache_dir, cache_limit, storage_options)
+}
+
+#[pymethods]
+impl PyDataset {
+    /// Deprecated: `tokenloom.open_dataset(path)` opens a dataset.
+    #[new]
+    #[pyo3(signature = (path, cache_dir = None, cache_limit = None, storage_options = None))]
+    fn new(
+        py: Python<'_>,
+        path: PathBuf,
+        cache_dir: Option<PathBuf>,
+        cache_limit: Option<u64>,
+        storage_options: Option<HashMap<String, String>>,
+    ) -> PyResult<Self> {
+        PyErr::warn(
+            py,
+            &py.get_type::<pyo3::exceptions::PyDeprecationWarning>(),
+            c"tokenloom.Dataset(path) is deprecated: open a dataset with tokenloom.open_dataset(path) (Dataset stays its type)",
+            1,
+        )?;
+        Self::open(py, path, cache_dir, cache_limit, storage_options)
     }
 
     fn __len__(&self) -> usize {
@@ -305,13 +338,16 @@ impl PyDataset {
     /// Pickles as its path (and remote settings): a worker process reopens
     /// (and re-maps) the files.
     fn __reduce__<'py>(slf: &Bound<'py, Self>) -> PyResult<(Bound<'py, PyAny>, OpenArgs)> {
-        let cls = slf.get_type().into_any();
+        let open = slf
+            .py()
+            .import("tokenloom._core")?
+            .getattr("open_dataset")?;
         let me = slf.get();
         let mut args = me.args.clone();
         if me.inner.provider().is_none() {
             args.0 = me.inner.root().to_string_lossy().into_owned();
         }
-        Ok((cls, args))
+        Ok((open, args))
     }
 }
 
