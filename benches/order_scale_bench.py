@@ -65,10 +65,13 @@ def write_mixtures(root: Path, n: int, doc_len: int, seed: int) -> None:
 
 
 class Sampler:
-    """Samples the resident memory of this process and of Ray's workers every 0.2 s."""
+    """Samples the resident memory of this process and of Ray's workers every 0.2 s: all of
+    it (RSS), and its anonymous part (RSS less the mapped file pages, which the kernel can drop
+    and read again)."""
 
     def __init__(self) -> None:
-        self.samples: list[tuple[float, int, int]] = []  # (time, own RSS, largest worker RSS)
+        # (time, own RSS, largest worker RSS, own anonymous, largest worker anonymous)
+        self.samples: list[tuple[float, int, int, int, int]] = []
         self.stop = threading.Event()
         self.me = psutil.Process()
         self.thread = threading.Thread(target=self.run, daemon=True)
@@ -76,16 +79,23 @@ class Sampler:
 
     def run(self) -> None:
         while not self.stop.wait(0.2):
-            worker = 0
+            worker = worker_anon = 0
             for p in psutil.process_iter(["cmdline", "memory_info"]):
-                cmd = p.info["cmdline"] or []
-                if cmd and cmd[0].startswith("ray::") and p.info["memory_info"] is not None:
-                    worker = max(worker, p.info["memory_info"].rss)
-            self.samples.append((time.perf_counter(), self.me.memory_info().rss, worker))
+                cmd, m = p.info["cmdline"] or [], p.info["memory_info"]
+                if cmd and cmd[0].startswith("ray::") and m is not None:
+                    worker = max(worker, m.rss)
+                    worker_anon = max(worker_anon, m.rss - m.shared)
+            m = self.me.memory_info()
+            self.samples.append((time.perf_counter(), m.rss, worker, m.rss - m.shared, worker_anon))
 
-    def peak(self, a: float, b: float) -> tuple[int, int]:
-        inside = [s for s in self.samples if a <= s[0] <= b] or [(0.0, 0, 0)]
-        return max(s[1] for s in inside), max(s[2] for s in inside)
+    def peak(self, a: float, b: float) -> tuple[int, int, int, int]:
+        inside = [s for s in self.samples if a <= s[0] <= b] or [(0.0, 0, 0, 0, 0)]
+        return (
+            max(s[1] for s in inside),
+            max(s[2] for s in inside),
+            max(s[3] for s in inside),
+            max(s[4] for s in inside),
+        )
 
 
 def instrument(log: list[dict[str, Any]]) -> None:
@@ -273,19 +283,29 @@ def main() -> None:
         f"{meta['groups']} groups, nlist {meta['nlist']}, nprobe {meta['nprobe']}: "
         f"{total:.0f}s end to end; peak RSS of this process {peak:,.0f} MiB"
     )
+    whole = sampler.peak(t0, t0 + total)
     print(
-        "step                   tasks  seconds  peak RSS driver / largest task (MiB)  "
-        "sent / returned (MiB)"
+        f"peak RSS sampled over the run: {whole[0] / 2**20:,.0f} MiB here "
+        f"({whole[2] / 2**20:,.0f} anonymous), largest task {whole[1] / 2**20:,.0f} MiB "
+        f"({whole[3] / 2**20:,.0f} anonymous)"
     )
+    print(
+        "step                   tasks  seconds  peak RSS (anonymous) MiB: driver / largest task"
+        "   sent / returned (MiB)"
+    )
+
+    def mib(rss: int, anon: int) -> str:
+        return f"{rss / 2**20:6.0f} ({anon / 2**20:5.0f})"
+
     last = t0
     for e in log:
         if e["start"] - last > 1:  # the driver's own work between steps (centroids, planning)
-            own, _ = sampler.peak(last, e["start"])
-            print(f"{'(driver)':22} {'':5} {e['start'] - last:8.0f}  {own / 2**20:8.0f}")
-        own, worker = sampler.peak(e["start"], e["end"])
+            own, _, own_anon, _ = sampler.peak(last, e["start"])
+            print(f"{'(driver)':22} {'':5} {e['start'] - last:8.0f}  {mib(own, own_anon)}")
+        own, worker, own_anon, worker_anon = sampler.peak(e["start"], e["end"])
         print(
-            f"{e['step']:22} {e['tasks']:5} {e['end'] - e['start']:8.0f}  {own / 2**20:8.0f} / "
-            f"{worker / 2**20:8.0f}  {e['sent'] / 2**20:10.2f} / {e['back'] / 2**20:.2f}"
+            f"{e['step']:22} {e['tasks']:5} {e['end'] - e['start']:8.0f}  {mib(own, own_anon)} / "
+            f"{mib(worker, worker_anon)}  {e['sent'] / 2**20:10.2f} / {e['back'] / 2**20:.2f}"
         )
         last = e["end"]
     print(

@@ -37,6 +37,7 @@ def test_the_python_signature_reads_the_core() -> None:
     for key in ("seq_len", "k", "name", "dedup", "variant", "max_segment", "seed", "dim"):
         assert params[key].default == d[key], key
     assert params["max_tokens"].default == d["max_tokens"]
+    assert params["task_memory"].default == d["task_memory"]
     # The staged engines' nprobe (None in the signature: the core's, every list when small).
     assert params["nprobe"].default is None
     assert _core.order_ivf_defaults(10**6)[1] == d["nprobe"]

@@ -367,6 +367,7 @@ def order_plan_groups(
     nprobe: int,
     k: int,
     groups: int,
+    memory: int = ...,
 ) -> list[tuple[list[int], list[list[int]]]]: ...
 def order_knn_group(
     parts: Sequence[str | os.PathLike[str]],

@@ -50,6 +50,7 @@ def order(
     engine: str = "local",
     partitions: int | None = None,
     nprobe: int | None = None,
+    task_memory: int = _D["task_memory"],
     score_with: str | PathLike | np.ndarray | Embedder | None = None,
     labels: Sequence[Any] | np.ndarray | None = None,
 ) -> dict[str, Any]:
@@ -81,7 +82,8 @@ def order(
     at least 20,000 documents each): the built-in embedder in two passes, inverted lists
     trained on a sample, each part's documents assigned to lists, the kNN of each group of
     lists searched in its ``nprobe`` nearest lists wherever they lie (default
-    ``_core.ORDER_DEFAULTS["nprobe"]``; every list below 20,000 documents), one global walk
+    ``_core.ORDER_DEFAULTS["nprobe"]``; every list below 20,000 documents; more groups than
+    parts when one would hold over ``task_memory`` bytes of vectors), one global walk
     (see ``tokenloom.order_ray``). ``embeddings`` may then also be a list of ``.npy`` shards
     (float16 or float32, one row per document, in document order). They need embeddings
     (built-in or given), not a ``knn`` matrix. A stopped run resumes where it stopped.
@@ -117,6 +119,7 @@ def order(
                 engine,
                 progress,
                 nprobe=nprobe,
+                task_memory=task_memory,
             )
     elif partitions is not None or nprobe is not None:
         what = "partitions=" if partitions is not None else "nprobe="
@@ -160,7 +163,7 @@ def order(
         def staged(shards: list[Path] | None) -> dict[str, Any]:
             return _staged(
                 root, name, seq_len, k, shards, dedup, variant, max_segment, seed, dim,
-                max_tokens, partitions, engine, progress, source, nprobe,
+                max_tokens, partitions, engine, progress, source, nprobe, task_memory,
             )  # fmt: skip
 
         if emb is None:
@@ -308,6 +311,7 @@ def _staged(
     progress: bool,
     source: dict[str, Any] | None = None,
     nprobe: int | None = None,
+    task_memory: int = _D["task_memory"],
 ) -> dict[str, Any]:
     from tokenloom.order_ray import order_staged, staged_settings
 
@@ -320,7 +324,12 @@ def _staged(
         seq_len, k, dedup=dedup, variant=variant, max_segment=max_segment, seed=seed
     )
     source = source or {"embeddings": "builtin", "dim": dim, "max_tokens": max_tokens}
-    embed = {"dim": int(dim), "max_tokens": int(max_tokens), "nprobe": nprobe}
+    embed = {
+        "dim": int(dim),
+        "max_tokens": int(max_tokens),
+        "nprobe": nprobe,
+        "task_memory": _positive(task_memory, "task_memory"),
+    }
     return _with_text(
         order_staged(root, name, settings, files, source, embed, partitions, engine, progress)
     )

@@ -294,7 +294,8 @@ def order_staged(
         counts = np.stack([_core.order_list_counts(lists[p]) for p in range(partitions)])
         sizes = counts.sum(axis=0, dtype=np.uint64)
         lap("assign")
-        plans = _core.order_plan_groups(sizes, centroids, nprobe, k, partitions)
+        memory = embed.get("task_memory") or _core.ORDER_DEFAULTS["task_memory"]
+        plans = _core.order_plan_groups(sizes, centroids, nprobe, k, partitions, memory)
         digest = hashlib.sha256(json.dumps(plans).encode()).hexdigest()[:12]
         knn = {g: work / f"knn-{digest}-{g:05}.knn" for g in range(len(plans))}
         part_files = [lists[p] for p in range(partitions)]
@@ -309,6 +310,7 @@ def order_staged(
             "groups": len(plans),
             "nlist": int(nlist),
             "nprobe": int(nprobe),
+            "task_memory": int(memory),
         }
         last = (
             _core.order_finish_staged,

@@ -13,7 +13,8 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use tokenloom_core::batch::{assemble, BatchConfig, OutDType};
-use tokenloom_core::plan::{Order, Plan, PlanMode};
+use tokenloom_core::order::Order;
+use tokenloom_core::plan::{Plan, PlanMode};
 use tokenloom_core::shard::compat::datatrove;
 use tokenloom_core::shard::{IndexView, Manifest};
 use tokenloom_core::{Dataset, NoProgress, VerifyOptions};

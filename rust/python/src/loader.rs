@@ -13,7 +13,8 @@ use tokenloom_core::batch::{
     assemble, Batch, BatchConfig, Cursor, IntBuf, LoadedBatch, Loader, LoaderSpec, OutDType,
     Sharding, Source, Stream, StreamSpec,
 };
-use tokenloom_core::plan::{Boundaries, Order, Plan, PlanMode};
+use tokenloom_core::order::Order;
+use tokenloom_core::plan::{Boundaries, Plan, PlanMode};
 use tokenloom_core::Dataset;
 
 use crate::detach::run_detached;

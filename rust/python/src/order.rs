@@ -5,17 +5,16 @@
 use std::path::PathBuf;
 
 use numpy::{
-    IntoPyArray, PyReadonlyArray, PyReadonlyArray1, PyReadonlyArray2,
-    PyUntypedArrayMethods,
+    IntoPyArray, PyReadonlyArray, PyReadonlyArray1, PyReadonlyArray2, PyUntypedArrayMethods,
 };
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
+use tokenloom_core::order::Order;
 use tokenloom_core::order::{
     self, defaults, score, store, EmbedParams, Input, KnnLists, OrderParams, ReferenceParams,
     Scorer, Values, Variant,
 };
-use tokenloom_core::plan::Order;
 use tokenloom_core::Dataset;
 
 use crate::detach::run_detached;
@@ -81,6 +80,7 @@ pub fn order_defaults(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
     d.set_item("dim", defaults::DIM)?;
     d.set_item("max_tokens", defaults::MAX_TOKENS)?;
     d.set_item("nprobe", defaults::NPROBE)?;
+    d.set_item("task_memory", defaults::TASK_MEMORY)?;
     d.set_item("reference_k_traverse", defaults::REFERENCE_K_TRAVERSE)?;
     d.set_item("reference_segment", defaults::REFERENCE_SEGMENT)?;
     Ok(d)
@@ -284,7 +284,10 @@ pub fn read_order<'py>(
     let out = PyDict::new(py);
     out.set_item("path", file)?;
     out.set_item("docs", o.docs().to_vec().into_pyarray(py))?;
-    out.set_item("context_starts", o.context_starts().to_vec().into_pyarray(py))?;
+    out.set_item(
+        "context_starts",
+        o.context_starts().to_vec().into_pyarray(py),
+    )?;
     out.set_item("flow", o.flow())?;
     out.set_item("meta", meta)?;
     Ok(out)

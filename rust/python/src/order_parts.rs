@@ -216,8 +216,10 @@ pub fn order_list_counts<'py>(
 /// One group of lists as Python sees it: its lists and each one's partners.
 type GroupTuple = (Vec<u32>, Vec<Vec<u32>>);
 
-/// The groups of lists, as `(lists, partners)` pairs (see `plan_groups`).
+/// The groups of lists, as `(lists, partners)` pairs (see `plan_groups`):
+/// at least `groups`, each holding at most about `memory` bytes of rows.
 #[pyfunction]
+#[pyo3(signature = (sizes, centroids, nprobe, k, groups, memory = defaults::TASK_MEMORY))]
 pub fn order_plan_groups(
     py: Python<'_>,
     sizes: PyReadonlyArray1<'_, u64>,
@@ -225,11 +227,14 @@ pub fn order_plan_groups(
     nprobe: usize,
     k: usize,
     groups: usize,
+    memory: u64,
 ) -> PyResult<Vec<GroupTuple>> {
     let d = centroids.shape()[1];
     let s = slice(&sizes, "sizes")?;
     let c = slice(&centroids, "centroids")?;
-    let plans = run_detached(py, || staged::plan_groups(s, c, d, nprobe, k, groups))?;
+    let plans = run_detached(py, || {
+        staged::plan_groups(s, c, d, nprobe, k, groups, memory)
+    })?;
     Ok(plans.into_iter().map(|g| (g.lists, g.partners)).collect())
 }
 

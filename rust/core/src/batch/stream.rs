@@ -7,7 +7,8 @@ use std::sync::Arc;
 
 use super::schedule::Mixture;
 use crate::error::{Error, Result};
-use crate::plan::{cache, Boundaries, Order, Plan, PlanMode};
+use crate::order::Order;
+use crate::plan::{cache, Boundaries, Plan, PlanMode};
 use crate::shard::Dataset;
 use crate::shuffle::key_of;
 

@@ -3,7 +3,8 @@ use std::sync::Arc;
 use proptest::prelude::*;
 
 use super::*;
-use crate::plan::{Boundaries, Order, Plan, PlanMode};
+use crate::order::Order;
+use crate::plan::{Boundaries, Plan, PlanMode};
 use crate::shard::Dataset;
 
 fn cfg(seq_len: u64, ignore: Option<i64>) -> BatchConfig {

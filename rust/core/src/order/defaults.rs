@@ -27,6 +27,12 @@ pub const MAX_TOKENS: usize = 2048;
 /// docs/ordering.md): 0.96 at 8 and 0.98 at 16 on 100,000 documents, but
 /// 0.82 at 8 and 0.94 at 16 on 1,000,000 (more lists cut each cluster).
 pub const NPROBE: usize = 16;
+/// Bytes of vectors one kNN task of the staged engines holds at once: the
+/// rows of its lists and of their partner lists, float32 in memory plus the
+/// float16 pages it reads them from (6 bytes a value). The lists are cut into
+/// more groups until each fits (at 10 M documents of d = 256 on two CPUs, 8
+/// groups held up to 16 GB; see docs/ordering.md).
+pub const TASK_MEMORY: u64 = 2 << 30;
 /// Neighbours looked at per step by the reference script (ranks 1..9 of a
 /// list that starts with the document itself).
 pub const REFERENCE_K_TRAVERSE: usize = 9;

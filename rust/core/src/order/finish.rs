@@ -14,7 +14,7 @@ use super::report::{self, Similarity};
 use super::traverse::Path;
 use super::{OrderParams, Ordered};
 use crate::error::{Error, Result};
-use crate::plan::Order;
+use crate::order::Order;
 use crate::shard::Dataset;
 
 /// Seconds spent per phase.

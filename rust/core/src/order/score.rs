@@ -15,7 +15,7 @@ use serde_json::Value;
 
 use super::{vectors, OrderParams};
 use crate::error::{Error, Result};
-use crate::plan::Order;
+use crate::order::Order;
 use crate::progress::Progress;
 use crate::shard::Dataset;
 use crate::shuffle::Permutation;

@@ -361,9 +361,13 @@ fn ranked(centroids: &[f32], d: usize, a: usize) -> Vec<u32> {
     ids
 }
 
+/// Bytes a kNN task holds per vector value: float32 in memory and the
+/// float16 it was read from.
+pub const ROW_BYTES_PER_VALUE: u64 = 6;
+
 /// The work of one group of lists: its lists and, for each, the lists it is
 /// joined with (besides itself).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct GroupPlan {
     /// Lists whose documents' neighbours this group finds.
     pub lists: Vec<u32>,
@@ -371,10 +375,14 @@ pub struct GroupPlan {
     pub partners: Vec<Vec<u32>>,
 }
 
-/// Cuts the lists (sizes `sizes`, unit centroids `centroids`) into about
+/// Cuts the lists (sizes `sizes`, unit centroids `centroids`) into at least
 /// `groups` groups of similar work, each list paired with its `nprobe - 1`
 /// nearest lists and with the lists that name it, widened (by the next
-/// nearest) until its documents have more than `k` candidates.
+/// nearest) until its documents have more than `k` candidates. A group is
+/// also closed before the rows it holds (its lists and their partners) would
+/// pass `memory` bytes at [`ROW_BYTES_PER_VALUE`] per value, so a task's
+/// memory does not grow with the corpus; a single list whose partners alone
+/// pass it is a group of its own.
 pub fn plan_groups(
     sizes: &[u64],
     centroids: &[f32],
@@ -382,6 +390,7 @@ pub fn plan_groups(
     nprobe: usize,
     k: usize,
     groups: usize,
+    memory: u64,
 ) -> Result<Vec<GroupPlan>> {
     let nlist = sizes.len();
     if centroids.len() != nlist * d || nprobe == 0 || groups == 0 {
@@ -445,18 +454,33 @@ pub fn plan_groups(
         partners: Vec::new(),
     };
     let mut acc = 0u64;
+    let max_rows = memory / (ROW_BYTES_PER_VALUE * d as u64).max(1);
+    // The lists the current group reads (its own and their partners), and their rows.
+    let mut held = std::collections::HashSet::new();
+    let mut rows = 0u64;
     for l in order.into_iter().filter(|&l| sizes[l] > 0) {
+        let new = |held: &std::collections::HashSet<u32>| -> u64 {
+            std::iter::once(l as u32)
+                .chain(partners[l].iter().copied())
+                .filter(|b| !held.contains(b))
+                .map(|b| sizes[b as usize])
+                .sum()
+        };
+        if !cur.lists.is_empty() && rows + new(&held) > max_rows {
+            out.push(std::mem::take(&mut cur));
+            held.clear();
+            rows = 0;
+        }
+        rows += new(&held);
+        held.insert(l as u32);
+        held.extend(partners[l].iter().copied());
         cur.lists.push(l as u32);
         cur.partners.push(partners[l].clone());
         acc += cost[l];
         if acc * groups as u64 >= total * (out.len() as u64 + 1) {
-            out.push(std::mem::replace(
-                &mut cur,
-                GroupPlan {
-                    lists: Vec::new(),
-                    partners: Vec::new(),
-                },
-            ));
+            out.push(std::mem::take(&mut cur));
+            held.clear();
+            rows = 0;
         }
     }
     if !cur.lists.is_empty() {
@@ -499,22 +523,40 @@ pub fn knn_group(
         .enumerate()
         .map(|(i, &l)| (l, i as u32))
         .collect();
-    let (mut ids, mut rows) = (Vec::new(), Vec::new());
+    for part in &parts {
+        if let Some(l) = order
+            .iter()
+            .find(|&&l| l as usize + 1 >= part.offsets.len())
+        {
+            return Err(Error::invalid(
+                "lists",
+                format!("list {l} is not in every part's file"),
+            ));
+        }
+    }
+    // Exactly the rows read (no doubling while they grow): the group's memory.
+    let held: usize = order
+        .iter()
+        .map(|&l| {
+            let l = l as usize;
+            parts
+                .iter()
+                .map(|p| p.offsets[l + 1] - p.offsets[l])
+                .sum::<usize>()
+        })
+        .sum();
+    let (mut ids, mut rows) = (Vec::with_capacity(held), Vec::with_capacity(held * d));
     let mut lists: Vec<Vec<u32>> = Vec::with_capacity(order.len());
     for &l in &order {
         progress.check()?;
         let start = ids.len() as u32;
         for part in &parts {
-            if l as usize + 1 >= part.offsets.len() {
-                return Err(Error::invalid(
-                    "lists",
-                    format!("list {l} is not in every part's file"),
-                ));
-            }
             part.read_list(l as usize, &mut ids, &mut rows)?;
         }
         lists.push((start..ids.len() as u32).collect());
     }
+    // The mapped float16 pages leave this process's memory with the maps.
+    drop(parts);
     let near: Vec<Vec<u32>> = (0..order.len())
         .map(|i| match plan.partners.get(i) {
             Some(p) => p.iter().filter_map(|b| local_of.get(b).copied()).collect(),

@@ -70,8 +70,21 @@ fn run(
     ds: &Dataset,
     shards: &VectorShards,
     parts: usize,
-    (nlist, nprobe, k, groups): (usize, usize, usize, usize),
+    setup: (usize, usize, usize, usize),
 ) -> (Vec<i64>, Vec<f32>, Vec<bool>) {
+    run_within(dir, ds, shards, parts, setup, u64::MAX).1
+}
+
+/// [`run`] with each kNN task held to `memory` bytes of rows; also returns
+/// the number of groups.
+fn run_within(
+    dir: &Path,
+    ds: &Dataset,
+    shards: &VectorShards,
+    parts: usize,
+    (nlist, nprobe, k, groups): (usize, usize, usize, usize),
+    memory: u64,
+) -> (usize, (Vec<i64>, Vec<f32>, Vec<bool>)) {
     let n = shards.len();
     let centroids = train_centroids(shards, nlist, n, 10, 0, &NoProgress).unwrap();
     let mut sizes = vec![0u64; nlist];
@@ -88,14 +101,28 @@ fn run(
         }
         files.push(file);
     }
-    let plans = plan_groups(&sizes, &centroids, D, nprobe, k, groups).unwrap();
+    let plans = plan_groups(&sizes, &centroids, D, nprobe, k, groups, memory).unwrap();
+    assert!(plans.len() >= groups.min(nlist));
+    for plan in &plans {
+        // The rows a group reads: its lists and their partners, each once.
+        let mut held: Vec<u32> = plan.lists.clone();
+        held.extend(plan.partners.iter().flatten());
+        held.sort_unstable();
+        held.dedup();
+        let rows: u64 = held.iter().map(|&l| sizes[l as usize]).sum();
+        assert!(
+            rows * D as u64 * ROW_BYTES_PER_VALUE <= memory || plan.lists.len() == 1,
+            "a group of {} lists holds {rows} rows",
+            plan.lists.len()
+        );
+    }
     let knn: Vec<PathBuf> = (0..plans.len())
         .map(|g| dir.join(format!("knn-{g}.knn")))
         .collect();
     for (plan, out) in plans.iter().zip(&knn) {
         knn_group(&files, plan, k, out, &NoProgress).unwrap();
     }
-    merge_groups(&knn, n, k).unwrap()
+    (plans.len(), merge_groups(&knn, n, k).unwrap())
 }
 
 /// Recall of the lists against the exact neighbours of the stored rows,
@@ -189,6 +216,25 @@ fn fewer_probes_keep_most_neighbours_and_groups_change_nothing() {
 }
 
 #[test]
+fn a_memory_bound_cuts_more_groups_and_changes_no_neighbour() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ds, files) = corpus(dir.path(), 600, &[], &[]);
+    let shards = VectorShards::open(&files, 600).unwrap();
+    let k = 6;
+    let (free, (ids, sims, _)) = run_within(dir.path(), &ds, &shards, 3, (24, 4, k, 2), u64::MAX);
+    // About a sixth of the rows per group: each group then reads far fewer rows.
+    let memory = 100 * D as u64 * ROW_BYTES_PER_VALUE;
+    let (bound, (b_ids, b_sims, _)) =
+        run_within(dir.path(), &ds, &shards, 3, (24, 4, k, 2), memory);
+    assert!(
+        bound > free,
+        "{bound} groups within the bound, {free} without"
+    );
+    assert_eq!(ids, b_ids);
+    assert_eq!(sims, b_sims);
+}
+
+#[test]
 fn damaged_work_files_are_refused_by_name() {
     let dir = tempfile::tempdir().unwrap();
     let (ds, files) = corpus(dir.path(), 300, &[], &[]);
@@ -254,7 +300,7 @@ proptest! {
             row.iter_mut().for_each(|x| *x /= norm);
         }
         let sizes: Vec<u64> = (0..nlist).map(|l| mix64(seed ^ l as u64) % 5).collect();
-        let plans = plan_groups(&sizes, &c, d, nprobe, k, groups).unwrap();
+        let plans = plan_groups(&sizes, &c, d, nprobe, k, groups, u64::MAX).unwrap();
         let mut owner = vec![None; nlist];
         let mut partners = vec![Vec::new(); nlist];
         for (g, p) in plans.iter().enumerate() {

@@ -17,14 +17,13 @@
 //! and cached next to the dataset (see [`cache`]).
 
 pub mod cache;
-pub mod order;
 pub mod pack;
 pub mod pieces;
 
 use crate::error::{Error, Result};
 use crate::shard::Dataset;
 
-pub use order::Order;
+use crate::order::Order;
 pub use pieces::PieceTable;
 
 /// A piece of one document inside a sample row.

@@ -2,8 +2,8 @@
 
 use std::collections::BTreeSet;
 
-use super::order::Ids;
 use super::{Order, PieceTable};
+use crate::order::file::Ids;
 
 /// Packs documents of the given `lengths` into rows of `row` tokens.
 ///

@@ -1,5 +1,5 @@
 //! Order files: a sequence of document ids cut into contexts, written by the
-//! in-context ordering step and read by [`Plan::ordered`](super::Plan::ordered).
+//! in-context ordering step and read by [`Plan::ordered`](crate::plan::Plan::ordered).
 //!
 //! ```text
 //! 0   8  magic            b"TLOOMORD"
