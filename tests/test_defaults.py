@@ -70,3 +70,36 @@ def test_the_cli_flags_agree_with_the_core() -> None:
         m = re.search(rf"--{flag} <[A-Z_]+>.*?\[default: ([^\]]+)\]", text)
         assert m, flag
         assert m.group(1) == str(d[key]), (flag, m.group(1), d[key])
+
+
+def test_the_loader_reads_its_defaults_from_the_core() -> None:
+    d = _core.LOADER_DEFAULTS
+    params = inspect.signature(tl.TokenDataset.__init__).parameters
+    for key in ("seed", "shuffle", "dtype", "drop_last", "threads", "prefetch"):
+        assert params[key].default == d[key], key
+    # What the bindings fall back to when the Python layer passes nothing.
+    assert d == {
+        "seed": 0,
+        "shuffle": True,
+        "mode": "concat",
+        "dtype": "int64",
+        "drop_last": True,
+        "pad_id": 0,
+        "threads": 2,
+        "prefetch": 2,
+    }
+
+
+def test_batch_dtypes_take_numpy_and_short_names(tmp_path: Path) -> None:
+    import numpy as np
+    import pytest
+
+    with tl.DatasetWriter(tmp_path / "d", "uint16") as w:
+        for i in range(8):
+            w.add(np.arange(i, i + 20) % 50)
+    for name, want in (("int32", np.int32), ("i32", np.int32), ("I64", np.int64)):
+        ds = tl.TokenDataset(tmp_path / "d", 8, 2, dtype=name, output="numpy", shuffle=False)
+        assert ds.dtype == np.dtype(want).name
+        assert next(iter(ds))["input_ids"].dtype == want
+    with pytest.raises(ValueError, match=r"'int8'|\"int8\""):
+        tl.TokenDataset(tmp_path / "d", 8, 2, dtype="int8")

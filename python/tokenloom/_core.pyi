@@ -11,6 +11,7 @@ from typing_extensions import deprecated
 
 __all__ = [
     "DEFAULT_CALIBRATION",
+    "LOADER_DEFAULTS",
     "ORDER_DEFAULTS",
     "SELECT_RULES",
     "CorruptShardError",
@@ -26,6 +27,7 @@ __all__ = [
     "TokenloomError",
     "_MappedView",
     "__version__",
+    "batch_dtype",
     "default_alpha",
     "is_url",
     "knn_graph",
@@ -178,16 +180,17 @@ def merge_datasets(
 _Cursor = tuple[int, int, list[int]]
 
 @final
+# Defaults shown as ... come from the core (_core.LOADER_DEFAULTS; tests/test_defaults.py).
 class Stream:
     def __new__(
         cls,
         paths: list[str],
         seq_len: int,
         weights: list[float] | None = None,
-        mode: str = "concat",
+        mode: str = ...,
         order: str | None = None,
-        seed: int = 0,
-        shuffle: bool = True,
+        seed: int = ...,
+        shuffle: bool = ...,
         cache_dirs: list[str | None] | None = None,
         boundaries: str | None = None,
         cache_dir: str | os.PathLike[str] | None = None,
@@ -217,14 +220,14 @@ class Stream:
     def start(self, epoch: int) -> _Cursor: ...
     def advance(self, at: _Cursor, n: int) -> _Cursor: ...
     def batches_left(
-        self, position: int, batch_size: int, rank: int = 0, world: int = 1, drop_last: bool = True
+        self, position: int, batch_size: int, rank: int = 0, world: int = 1, drop_last: bool = ...
     ) -> int: ...
     def assemble(
         self,
         samples: list[tuple[int, int]],
-        dtype: str = "int64",
+        dtype: str = ...,
         ignore_index: int | None = None,
-        pad_id: int = 0,
+        pad_id: int = ...,
         position_ids: bool = True,
         doc_ids: bool = True,
     ) -> dict[str, npt.NDArray[Any]]: ...
@@ -236,12 +239,12 @@ class Stream:
         world: int = 1,
         worker: int = 0,
         num_workers: int = 1,
-        drop_last: bool = True,
-        dtype: str = "int64",
+        drop_last: bool = ...,
+        dtype: str = ...,
         ignore_index: int | None = None,
-        pad_id: int = 0,
-        threads: int = 2,
-        depth: int = 2,
+        pad_id: int = ...,
+        threads: int = ...,
+        depth: int = ...,
         skip: int = 0,
         position_ids: bool = True,
         doc_ids: bool = True,
@@ -283,7 +286,9 @@ class Selector:
 SELECT_RULES: list[str]
 ORDER_DEFAULTS: dict[str, Any]
 DEFAULT_CALIBRATION: int
+LOADER_DEFAULTS: dict[str, Any]
 
+def batch_dtype(name: str) -> str: ...
 def default_alpha(rule: str) -> float: ...
 
 # Defaults shown as ... come from the core (_core.ORDER_DEFAULTS; tests/test_defaults.py).

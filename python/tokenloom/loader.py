@@ -39,6 +39,8 @@ SourceSpec = Union[PathLike, "Sequence[PathLike]", "Sequence[tuple[PathLike, flo
 
 __all__ = ["TokenDataset", "write_order"]
 
+# Defaults defined once, in the core (rust/core/src/batch/defaults.rs).
+_L = _core.LOADER_DEFAULTS
 # Arrays a batch can carry besides input_ids and labels.
 OPTIONAL_OUTPUTS = ("position_ids", "doc_ids", "cu_seqlens", "source_ids", "sample_ids")
 
@@ -113,16 +115,16 @@ class TokenDataset(SelectionAccounting, _Base):
         *,
         mode: str | None = None,
         order: PathLike | None = None,
-        shuffle: bool = True,
-        seed: int = 0,
-        dtype: str = "int64",
-        drop_last: bool = True,
+        shuffle: bool = _L["shuffle"],
+        seed: int = _L["seed"],
+        dtype: str = _L["dtype"],
+        drop_last: bool = _L["drop_last"],
         ignore_index: int | None = None,
         pad_id: int | None = None,
         rank: int | None = None,
         world_size: int | None = None,
-        threads: int = 2,
-        prefetch: int = 2,
+        threads: int = _L["threads"],
+        prefetch: int = _L["prefetch"],
         output: str | None = None,
         pin_memory: bool = False,
         cache_plans: bool = True,
@@ -147,8 +149,6 @@ class TokenDataset(SelectionAccounting, _Base):
             raise ValueError(f"seq_len must be at least 1, got {seq_len}")
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-        if dtype not in ("int64", "int32"):
-            raise ValueError(f'dtype must be "int64" or "int32", got {dtype!r}')
         if output is None:
             output = "torch" if torch_or_none() is not None else "numpy"
         if output not in ("torch", "numpy"):
@@ -159,11 +159,11 @@ class TokenDataset(SelectionAccounting, _Base):
         self.paths = paths
         self.seq_len = int(seq_len)
         self.batch_size = int(batch_size)
-        self.mode = mode or ("ordered" if order is not None else "concat")
+        self.mode = mode or ("ordered" if order is not None else _L["mode"])
         self.order = None if order is None else os.fspath(order)
         self.shuffle = bool(shuffle)
         self.seed = int(seed)
-        self.dtype = dtype
+        self.dtype = _core.batch_dtype(dtype)
         self.drop_last = bool(drop_last)
         self.ignore_index = ignore_index
         self.rank = rank
@@ -186,7 +186,7 @@ class TokenDataset(SelectionAccounting, _Base):
         # A plain list of paths: the weights follow the sources' sizes (the core's default).
         self.weights = list(stream.weights)
         if pad_id is None:
-            pad_id = 0 if stream.eos_id is None else int(stream.eos_id)
+            pad_id = _L["pad_id"] if stream.eos_id is None else int(stream.eos_id)
         self.pad_id = int(pad_id)
         _warn_order_length(self.order, stream.order_seq_len, self.seq_len)
         self._record = WorkerRecord()

@@ -31,6 +31,8 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(select::default_alpha, m)?)?;
     m.add("SELECT_RULES", tokenloom_core::select::NAMES.to_vec())?;
     m.add("ORDER_DEFAULTS", order::order_defaults(m.py())?)?;
+    m.add("LOADER_DEFAULTS", loader::loader_defaults(m.py())?)?;
+    m.add_function(wrap_pyfunction!(loader::batch_dtype, m)?)?;
     m.add(
         "DEFAULT_CALIBRATION",
         tokenloom_core::select::DEFAULT_CALIBRATION,

@@ -10,8 +10,8 @@ use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyTuple};
 use tokenloom_core::batch::{
-    assemble, Batch, BatchConfig, Cursor, IntBuf, LoadedBatch, Loader, LoaderSpec, OutDType,
-    Sharding, Source, Stream, StreamSpec,
+    assemble, defaults, Batch, BatchConfig, Cursor, IntBuf, LoadedBatch, Loader, LoaderSpec,
+    OutDType, Sharding, Source, Stream, StreamSpec,
 };
 use tokenloom_core::order::Order;
 use tokenloom_core::plan::{Boundaries, Plan, PlanMode};
@@ -48,7 +48,7 @@ impl PyStream {
     /// sources; `boundaries` ("document" or "row"; default: the mode's) says
     /// what the batches' position_ids and cu_seqlens delimit.
     #[new]
-    #[pyo3(signature = (paths, seq_len, weights = None, mode = "concat", order = None, seed = 0, shuffle = true, cache_dirs = None, boundaries = None, cache_dir = None, cache_limit = None, storage_options = None, lookahead = None))]
+    #[pyo3(signature = (paths, seq_len, weights = None, mode = defaults::MODE, order = None, seed = defaults::SEED, shuffle = defaults::SHUFFLE, cache_dirs = None, boundaries = None, cache_dir = None, cache_limit = None, storage_options = None, lookahead = None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -178,7 +178,7 @@ impl PyStream {
     }
 
     /// Rank-local batches left in the epoch from `position`.
-    #[pyo3(signature = (position, batch_size, rank = 0, world = 1, drop_last = true))]
+    #[pyo3(signature = (position, batch_size, rank = 0, world = 1, drop_last = defaults::DROP_LAST))]
     fn batches_left(
         &self,
         position: u64,
@@ -201,7 +201,7 @@ impl PyStream {
 
     /// The batch of the given `(source, sample id)` pairs, laid out as the
     /// loader lays out its batches.
-    #[pyo3(signature = (samples, dtype = "int64", ignore_index = None, pad_id = 0, position_ids = true, doc_ids = true))]
+    #[pyo3(signature = (samples, dtype = defaults::DTYPE, ignore_index = None, pad_id = defaults::PAD_ID, position_ids = true, doc_ids = true))]
     #[allow(clippy::too_many_arguments)]
     fn assemble<'py>(
         &self,
@@ -225,7 +225,7 @@ impl PyStream {
     }
 
     /// A loader of one worker's batches for the rest of the epoch at `start`.
-    #[pyo3(signature = (start, batch_size, rank = 0, world = 1, worker = 0, num_workers = 1, drop_last = true, dtype = "int64", ignore_index = None, pad_id = 0, threads = 2, depth = 2, skip = 0, position_ids = true, doc_ids = true))]
+    #[pyo3(signature = (start, batch_size, rank = 0, world = 1, worker = 0, num_workers = 1, drop_last = defaults::DROP_LAST, dtype = defaults::DTYPE, ignore_index = None, pad_id = defaults::PAD_ID, threads = defaults::THREADS, depth = defaults::PREFETCH, skip = 0, position_ids = true, doc_ids = true))]
     #[allow(clippy::too_many_arguments)]
     fn loader(
         &self,
@@ -294,15 +294,7 @@ impl PyStream {
         position_ids: bool,
         doc_ids: bool,
     ) -> PyResult<BatchConfig> {
-        let dtype = match dtype {
-            "int64" => OutDType::I64,
-            "int32" => OutDType::I32,
-            other => {
-                return Err(PyValueError::new_err(format!(
-                    "dtype {other:?} is not supported; use \"int64\" or \"int32\""
-                )))
-            }
-        };
+        let dtype = crate::errors::to_py(OutDType::parse(dtype))?;
         Ok(BatchConfig {
             seq_len: self.inner.sources.first().map_or(1, |(_, p)| p.seq_len()),
             dtype,
@@ -394,4 +386,25 @@ pub fn write_order(
         let ds = Dataset::open(&dataset)?;
         Order::new(&ds, docs, context_starts)?.write(&path)
     })
+}
+
+/// The loader's defaults (`tokenloom_core::batch::defaults`) by argument name.
+pub fn loader_defaults(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
+    let d = PyDict::new(py);
+    d.set_item("seed", defaults::SEED)?;
+    d.set_item("shuffle", defaults::SHUFFLE)?;
+    d.set_item("mode", defaults::MODE)?;
+    d.set_item("dtype", defaults::DTYPE)?;
+    d.set_item("drop_last", defaults::DROP_LAST)?;
+    d.set_item("pad_id", defaults::PAD_ID)?;
+    d.set_item("threads", defaults::THREADS)?;
+    d.set_item("prefetch", defaults::PREFETCH)?;
+    Ok(d)
+}
+
+/// numpy's name of a batch dtype given by any accepted name (`"int64"`,
+/// `"i64"`, `"int32"`, `"i32"`); a ValueError for any other.
+#[pyfunction]
+pub fn batch_dtype(name: &str) -> PyResult<&'static str> {
+    Ok(crate::errors::to_py(OutDType::parse(name))?.name())
 }

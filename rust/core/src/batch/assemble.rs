@@ -14,6 +14,29 @@ pub enum OutDType {
     I64,
 }
 
+impl OutDType {
+    /// Parses numpy's name (`"int64"`, `"int32"`) or the short one (`"i64"`,
+    /// `"i32"`), in any case.
+    pub fn parse(s: &str) -> crate::Result<Self> {
+        match s.to_ascii_lowercase().as_str() {
+            "int64" | "i64" => Ok(OutDType::I64),
+            "int32" | "i32" => Ok(OutDType::I32),
+            other => Err(crate::Error::invalid(
+                "dtype",
+                format!("{other:?} is not a batch dtype; use \"int64\" or \"int32\""),
+            )),
+        }
+    }
+
+    /// numpy's name of the type.
+    pub fn name(self) -> &'static str {
+        match self {
+            OutDType::I64 => "int64",
+            OutDType::I32 => "int32",
+        }
+    }
+}
+
 /// A `[rows, seq_len]` integer array in the requested type.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum IntBuf {

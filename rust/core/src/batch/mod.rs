@@ -2,6 +2,7 @@
 //! ([`assemble`]) and the prefetching [`loader`].
 
 pub mod assemble;
+pub mod defaults;
 mod guard;
 pub mod loader;
 mod resident;
