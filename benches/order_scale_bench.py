@@ -153,6 +153,30 @@ def exact_recall(
     return float(per.mean()), float(np.percentile(boot, 2.5)), float(np.percentile(boot, 97.5))
 
 
+def group_reads(work: Path, meta: dict[str, Any], k: int) -> None:
+    """What the kNN tasks read: the groups planned again from the lists' sizes and the
+    centroids (the same call as the run's), the rows each holds (its lists and their partners)
+    and all of them against N: the traffic from the shared disk the kNN step costs."""
+    sizes = sum(
+        _core.order_list_counts(p).astype(np.uint64) for p in sorted(work.glob("lists-*.ivl"))
+    )
+    centroids = np.load(work / "centroids.npy")
+    plans = _core.order_plan_groups(
+        sizes, centroids, meta["nprobe"], k, meta["partitions"], meta["task_memory"]
+    )
+    held = []
+    for lists, partners in plans:
+        read = set(lists).union(*map(set, partners))
+        held.append(int(sum(int(sizes[b]) for b in read)))
+    n, d = int(sizes.sum()), centroids.shape[1]
+    print(
+        f"kNN tasks: {len(plans)} groups; rows held by one: median {int(np.median(held)):,}, "
+        f"largest {max(held):,} ({max(held) * d * 6 / 2**30:.2f} GiB at 6 bytes a value); "
+        f"rows read by all: {sum(held) / n:.2f} x N ({sum(held) * d * 2 / 2**30:.1f} GiB of "
+        "float16)"
+    )
+
+
 def successor_similarity(order: np.ndarray, shards: list[np.ndarray], n: int) -> np.ndarray:
     """For each document, its similarity to the next document of ``order`` (NaN at the end
     and for documents not in the order)."""
@@ -327,6 +351,7 @@ def main() -> None:
         f"work folder {sum(sizes.values()) / 2**30:.2f} GiB: vectors {gib('vectors'):.2f}, "
         f"lists {gib('lists'):.2f}, kNN {gib('knn'):.2f}"
     )
+    group_reads(work, meta, args.k)
     rng = np.random.default_rng(0)
     t = time.perf_counter()
     r, lo, hi = exact_recall(work, n, args.k, args.queries, rng)
