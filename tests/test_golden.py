@@ -26,6 +26,8 @@ U16_DOCS = [[1, 2, 3], [4, 5, 6, 7, 8], [], [9], [10, 11, 12, 13], [14, 15], [16
 U32_DOCS = [[70000, 1, 4294967295], [65536], [2, 3]]
 # Fingerprint of dataset-u16 as order files record it.
 U16_FINGERPRINT = 0xE8440899016D3B7F
+# The same dataset's fingerprint since it covers document boundaries (order files version 3).
+U16_BOUNDARY_FINGERPRINT = 0xFF9368B925899D9E
 
 # Per shard: file stem, documents, tokens, offsets, tokens of the .bin, xxh3 of the .bin,
 # .idx trailer (xxh3 of the rest of the .idx), xxh3 of the whole .idx (manifest).
@@ -244,6 +246,18 @@ def test_order_files_hold_the_documented_layout(name: str) -> None:
     assert words(data, size - 8, 1) == [trailer] == [xxh3(data[:-8])]
 
 
+def test_order_file_v3_holds_u32_ids() -> None:
+    # Flags bit 1 (ids32): ids and context starts are u32, each array padded to 8 bytes.
+    data = (GOLDEN / "order-v3.order").read_bytes()
+    assert len(data) == 104
+    assert struct.unpack_from("<8sII", data) == (b"TLOOMORD", 3, 2)
+    assert words(data, 16, 5) == [U16_BOUNDARY_FINGERPRINT, 7, 5, 2, 0]
+    assert list(struct.unpack_from("<5I", data, 56)) == [4, 2, 0, 6, 1]
+    assert data[76:80] == bytes(4)
+    assert list(struct.unpack_from("<3I", data, 80)) == [0, 3, 5]
+    assert words(data, 96, 1) == [0xA8C2633A5B628307] == [xxh3(data[:-8])]
+
+
 def test_stored_order_opens_with_its_report(golden: Path) -> None:
     report = tl.order_report(golden / "dataset-u16", "iclm")
     assert report["docs_in_order"] == [4, 6, 1, 0, 3, 5]
@@ -268,7 +282,12 @@ FLOWED = [
 
 @pytest.mark.parametrize(
     ("name", "batches"),
-    [("order-v1.order", UNFLOWED), ("order-v2.order", UNFLOWED), ("iclm", FLOWED)],
+    [
+        ("order-v1.order", UNFLOWED),
+        ("order-v2.order", UNFLOWED),
+        ("order-v3.order", UNFLOWED),
+        ("iclm", FLOWED),
+    ],
 )
 def test_order_files_drive_the_loader(golden: Path, name: str, batches: list[tuple]) -> None:
     # Each context starts a row (the last one padded) unless the file says the contexts flow.
@@ -373,3 +392,31 @@ def test_loader_state_resumes_the_stream(golden: Path) -> None:
     got = [(b["input_ids"].tolist(), b["sample_ids"].tolist()) for b in ds]
     # Epoch 1 visits the four windows as 2 3 | 1 0: after its first batch comes 1 0.
     assert got == [([[5, 6, 7, 8], [1, 2, 3, 4]], [1, 0])]
+
+
+# -- compressed shards (compression="zstd") --------------------------------------------------
+
+
+def test_compressed_shards_are_zstd_frames_of_the_plain_ones(golden: Path) -> None:
+    import zstandard
+
+    manifest = json.loads((GOLDEN / "dataset-zstd" / "manifest.json").read_text())
+    assert manifest["compression"] == "zstd"
+    plain = json.loads((GOLDEN / "dataset-u16" / "manifest.json").read_text())
+    for s, p in zip(manifest["shards"], plain["shards"], strict=True):
+        # The manifest names and checks the tokens as read, not the stored frame.
+        assert s["bin"] == p["bin"]
+        assert s["bin_xxh3"] == p["bin_xxh3"]
+        frame = (GOLDEN / "dataset-zstd" / f"{s['bin']}.zst").read_bytes()
+        assert frame[:4] == b"\x28\xb5\x2f\xfd"  # a zstd frame
+        assert (
+            zstandard.ZstdDecompressor().decompressobj().decompress(frame)
+            == (GOLDEN / "dataset-u16" / p["bin"]).read_bytes()
+        )
+        assert (GOLDEN / "dataset-zstd" / s["idx"]).read_bytes() == (
+            GOLDEN / "dataset-u16" / p["idx"]
+        ).read_bytes()
+    ds = tl.open_dataset(golden / "dataset-zstd")
+    assert [ds[i].tolist() for i in range(len(ds))] == [
+        [1, 2, 3], [4, 5, 6, 7, 8], [], [9], [10, 11, 12, 13], [14, 15], [16, 17, 18, 19, 20]
+    ]  # fmt: skip
