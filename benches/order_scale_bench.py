@@ -105,7 +105,16 @@ def instrument(log: list[dict[str, Any]]) -> None:
     def timed(self: Any, step: str, calls: dict[int, Any]) -> dict[int, Any]:
         start = time.perf_counter()
         out = run(self, step, calls)
-        sent = sum(len(pickle.dumps(c[1:])) for c in calls.values())
+        # Arrays the engine puts into the object store once per step count once.
+        big = {
+            id(a): a
+            for c in calls.values()
+            for a in c[1:]
+            if isinstance(a, np.ndarray) and a.nbytes >= order_ray.BROADCAST_BYTES
+        }
+        sent = sum(a.nbytes for a in big.values()) + sum(
+            len(pickle.dumps([a for a in c[1:] if id(a) not in big])) for c in calls.values()
+        )
         back = sum(len(pickle.dumps(r)) for r in out.values())
         log.append(
             {

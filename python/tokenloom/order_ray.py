@@ -68,6 +68,9 @@ PARTS_PER_CPU = 4
 MIN_PART_DOCS = 20_000
 # Ray retries a task whose worker or node died this many times (ray's default).
 RETRIES = 3
+# Arrays at least this large, passed to several parts of a step, are put into Ray's object
+# store once per step.
+BROADCAST_BYTES = 1 << 20
 
 
 def _bar(show: bool, total: int, desc: str) -> Any:
@@ -133,7 +136,18 @@ class _Steps:
     ) -> None:
         ray = self.ray
         assert self.remote is not None
-        running = {self.remote.remote(*c): p for p, c in calls.items()}
+        # An array several parts share (centroids, feature weights) goes into the object store
+        # once and reaches each node once, not pickled into every task's arguments.
+        shared: dict[int, Any] = {}
+
+        def once(a: Any) -> Any:
+            if isinstance(a, np.ndarray) and a.nbytes >= BROADCAST_BYTES:
+                if id(a) not in shared:
+                    shared[id(a)] = ray.put(a)
+                return shared[id(a)]
+            return a
+
+        running = {self.remote.remote(*map(once, c)): p for p, c in calls.items()}
         waiting = list(running)
         try:
             while waiting:
