@@ -100,11 +100,18 @@ class Sampler:
 
 def instrument(log: list[dict[str, Any]]) -> None:
     """Records each step's window and the pickled size of its tasks' arguments and results."""
-    run = order_ray._Steps.run
+    run = order_ray._Steps._run
 
-    def timed(self: Any, step: str, calls: dict[int, Any]) -> dict[int, Any]:
+    def timed(self: Any, step: str, calls: dict[int, Any], take: Any) -> None:
         start = time.perf_counter()
-        out = run(self, step, calls)
+        back = 0
+
+        def counted(p: int, r: Any) -> None:
+            nonlocal back
+            back += len(pickle.dumps(r))
+            take(p, r)
+
+        run(self, step, calls, counted)
         # Arrays the engine puts into the object store once per step count once.
         big = {
             id(a): a
@@ -115,7 +122,6 @@ def instrument(log: list[dict[str, Any]]) -> None:
         sent = sum(a.nbytes for a in big.values()) + sum(
             len(pickle.dumps([a for a in c[1:] if id(a) not in big])) for c in calls.values()
         )
-        back = sum(len(pickle.dumps(r)) for r in out.values())
         log.append(
             {
                 "step": step,
@@ -126,9 +132,8 @@ def instrument(log: list[dict[str, Any]]) -> None:
                 "back": back,
             }
         )
-        return out
 
-    order_ray._Steps.run = timed  # type: ignore[method-assign]
+    order_ray._Steps._run = timed  # type: ignore[method-assign]
 
 
 def exact_recall(

@@ -347,13 +347,13 @@ def on_ray(wiki: Wiki, cluster: Any) -> bytes:
 def submitted(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, list[int]]]:
     """Records, in the driver, the parts each step hands out."""
     ran: list[tuple[str, list[int]]] = []
-    real = order_ray._Steps.run
+    real = order_ray._Steps._run
 
-    def run(self: Any, step: str, calls: dict[int, Any]) -> dict[int, Any]:
+    def run(self: Any, step: str, calls: dict[int, Any], take: Any) -> None:
         ran.append((step, sorted(calls)))
-        return real(self, step, calls)
+        real(self, step, calls, take)
 
-    monkeypatch.setattr(order_ray._Steps, "run", run)
+    monkeypatch.setattr(order_ray._Steps, "_run", run)
     return ran
 
 

@@ -117,22 +117,45 @@ class _Steps:
     def run(self, step: str, calls: dict[int, tuple[Any, ...]]) -> dict[int, Any]:
         """``calls[p] = (fn, *args)``; returns ``{p: result}``."""
         out: dict[int, Any] = {}
+        self._run(step, calls, out.__setitem__)
+        return out
+
+    def run_sum(self, step: str, calls: dict[int, tuple[Any, ...]]) -> Any:
+        """The sum of the parts' results (arrays), added as each arrives: the driver holds
+        one result, not one per part."""
+        total: list[Any] = []
+
+        def add(_: int, r: Any) -> None:
+            if total:
+                total[0] += r
+            else:
+                total.append(np.array(r, copy=True))
+
+        self._run(step, calls, add)
+        return total[0]
+
+    def _run(
+        self, step: str, calls: dict[int, tuple[Any, ...]], take: Callable[[int, Any], None]
+    ) -> None:
         bar = _bar(self.progress, len(calls), f"ordering: {step}")
         try:
             if self.remote is None:
                 for p, (fn, *args) in calls.items():
-                    out[p] = fn(*args)
+                    take(p, fn(*args))
                     if bar is not None:
                         bar.update(1)
             else:
-                self._on_ray(step, calls, out, bar)
+                self._on_ray(step, calls, take, bar)
         finally:
             if bar is not None:
                 bar.close()
-        return out
 
     def _on_ray(
-        self, step: str, calls: dict[int, tuple[Any, ...]], out: dict[int, Any], bar: Any
+        self,
+        step: str,
+        calls: dict[int, tuple[Any, ...]],
+        take: Callable[[int, Any], None],
+        bar: Any,
     ) -> None:
         ray = self.ray
         assert self.remote is not None
@@ -155,7 +178,7 @@ class _Steps:
                 for ref in finished:
                     p = running[ref]
                     try:
-                        out[p] = ray.get(ref)
+                        result = ray.get(ref)
                     except ray.exceptions.RayTaskError as e:
                         cause = getattr(e, "cause", None)
                         if isinstance(cause, (ValueError, OSError, KeyboardInterrupt)):
@@ -163,6 +186,7 @@ class _Steps:
                         raise self.lost(step, p, e) from None
                     except ray.exceptions.RayError as e:
                         raise self.lost(step, p, e) from None
+                    take(p, result)
                     if bar is not None:
                         bar.update(1)
         except BaseException:
@@ -258,16 +282,13 @@ def order_staged(
             idf_file = work / "idf.npy"
             if todo(vec) and not idf_file.exists():
                 args = (embed["dim"], embed["max_tokens"], seed)
-                dfs = steps.run(
+                df = steps.run_sum(
                     "document frequencies",
                     {
                         p: (_core.order_frequencies, root, a, b, *args)
                         for p, (a, b) in enumerate(ranges)
                     },
                 )
-                df = np.zeros_like(dfs[0])
-                for d in dfs.values():
-                    df += d
                 _save(idf_file, _core.order_idf(df, n))
             if todo(vec):
                 idf = _load(idf_file)
