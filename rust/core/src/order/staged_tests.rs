@@ -63,6 +63,9 @@ fn dot(a: &[f32], b: &[f32]) -> f64 {
     a.iter().zip(b).map(|(&x, &y)| x as f64 * y as f64).sum()
 }
 
+/// The merged `[n, k]` ids, similarities and the documents listed.
+type Merged = (Vec<i64>, Vec<f32>, Vec<bool>);
+
 /// Every step of the staged engine over `parts` parts and `groups` groups:
 /// the merged `[n, k]` ids, similarities and the documents listed.
 fn run(
@@ -71,7 +74,7 @@ fn run(
     shards: &VectorShards,
     parts: usize,
     setup: (usize, usize, usize, usize),
-) -> (Vec<i64>, Vec<f32>, Vec<bool>) {
+) -> Merged {
     run_within(dir, ds, shards, parts, setup, u64::MAX).1
 }
 
@@ -84,7 +87,7 @@ fn run_within(
     parts: usize,
     (nlist, nprobe, k, groups): (usize, usize, usize, usize),
     memory: u64,
-) -> (usize, (Vec<i64>, Vec<f32>, Vec<bool>)) {
+) -> (usize, Merged) {
     let n = shards.len();
     let centroids = train_centroids(shards, nlist, n, 10, 0, &NoProgress).unwrap();
     let mut sizes = vec![0u64; nlist];
