@@ -208,6 +208,12 @@ def test_cancelled_error_is_not_asyncio_s_and_the_old_name_warns() -> None:
         assert tl.CancelledError is tl.JobCancelledError
     with pytest.warns(DeprecationWarning, match="BatchSelector"):
         assert tl.UDSSelector is tl.BatchSelector
+    import tokenloom.select
+
+    with pytest.warns(DeprecationWarning, match="tokenloom.select.BatchSelector"):
+        assert tokenloom.select.UDSSelector is tl.BatchSelector
+    with pytest.raises(AttributeError, match="NoSuchSelector"):
+        _ = tokenloom.select.NoSuchSelector
 
 
 @settings(

@@ -12,9 +12,9 @@ Datasets are directories of memory-mapped token shards::
 from __future__ import annotations
 
 import importlib
-import warnings
 from typing import TYPE_CHECKING, Any
 
+from tokenloom import select as _select
 from tokenloom._core import (
     CorruptShardError,
     Dataset,
@@ -24,6 +24,7 @@ from tokenloom._core import (
     TokenloomError,
 )
 from tokenloom._core import __version__ as __version__
+from tokenloom._renamed import renamed_names
 from tokenloom.build import BuildInputError, BuildResult, build
 from tokenloom.embedders import embedder
 from tokenloom.knn import knn
@@ -49,19 +50,14 @@ _LAZY["DataLoader"] = "tokenloom.dataloader"
 # Old names kept for a release, each with why it changed.
 _RENAMED = {
     "CancelledError": ("JobCancelledError", "it clashed with asyncio.CancelledError"),
-    "UDSSelector": ("BatchSelector", "its rules include baselines that are not UDS"),
+    **_select.RENAMED,
 }
+_renamed = renamed_names(__name__, _RENAMED, globals())
 
 
 def __getattr__(name: str) -> Any:
     if name in _RENAMED:
-        new, why = _RENAMED[name]
-        warnings.warn(
-            f"tokenloom.{name} is now tokenloom.{new} ({why})",
-            DeprecationWarning,
-            stacklevel=2,
-        )
-        return globals()[new]
+        return _renamed(name)
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'tokenloom' has no attribute {name!r}")

@@ -53,6 +53,7 @@ except ImportError as e:  # pragma: no cover - depends on the environment
         "tokenloom.hf needs transformers and accelerate: pip install 'tokenloom[hf]'"
     ) from e
 
+from ._renamed import renamed_names
 from .loader import TokenDataset
 from .rows import take_rows
 from .select_head import ModelScorer
@@ -66,20 +67,6 @@ IGNORE = -100  # the label transformers' losses ignore
 STATE_FILE = "tokenloom_state_{rank}.pt"  # per rank, in each checkpoint folder
 
 __all__ = ["SelectionTrainer", "TrainerRows", "model_inputs", "padding_mask"]
-
-
-def __getattr__(name: str) -> Any:
-    if name == "UDSTrainer":
-        import warnings
-
-        warnings.warn(
-            "tokenloom.hf.UDSTrainer is now tokenloom.hf.SelectionTrainer (its selector's rules "
-            "include baselines that are not UDS)",
-            DeprecationWarning,
-            stacklevel=2,
-        )
-        return SelectionTrainer
-    raise AttributeError(f"module 'tokenloom.hf' has no attribute {name!r}")
 
 
 def padding_mask(batch: dict[str, Any]) -> Any:
@@ -318,3 +305,10 @@ class SelectionTrainer(Trainer):
         # The Trainer itself skips the batches it already trained on in this epoch, so the
         # stream restarts at the epoch's beginning (only the selection accounting carries over).
         self.dataset.set_epoch(int(state["dataset"]["epoch"]))
+
+
+__getattr__ = renamed_names(
+    __name__,
+    {"UDSTrainer": ("SelectionTrainer", "its selector's rules include baselines that are not UDS")},
+    globals(),
+)

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from . import _core
+from ._renamed import renamed_names
 from .select_dist import active, gather_candidates, local_rows
 from .select_head import _key
 from .select_scores import FastJL, _check_logits, _torch, nuclear_norm
@@ -23,18 +24,8 @@ if TYPE_CHECKING:
 RULES = tuple(_core.SELECT_RULES)
 
 
-def __getattr__(name: str) -> Any:
-    if name == "UDSSelector":
-        import warnings
-
-        warnings.warn(
-            "tokenloom.select.UDSSelector is now BatchSelector (its rules include baselines "
-            "that are not UDS)",
-            DeprecationWarning,
-            stacklevel=2,
-        )
-        return BatchSelector
-    raise AttributeError(f"module 'tokenloom.select' has no attribute {name!r}")
+# Renamed: its rules include baselines that are not UDS.
+RENAMED = {"UDSSelector": ("BatchSelector", "its rules include baselines that are not UDS")}
 
 
 SCOPES = ("rank", "global")
@@ -223,3 +214,6 @@ def _as_numpy(x: Any) -> np.ndarray:
     if hasattr(x, "detach"):
         x = x.detach().to("cpu").float().numpy()
     return np.ascontiguousarray(np.asarray(x, dtype=np.float32))
+
+
+__getattr__ = renamed_names(__name__, RENAMED, globals())
