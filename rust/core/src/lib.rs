@@ -13,6 +13,7 @@ pub mod error;
 #[doc(hidden)]
 pub mod gemm;
 pub mod order;
+pub mod order_file;
 pub mod plan;
 mod prefetch;
 pub mod progress;

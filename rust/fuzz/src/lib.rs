@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use tokenloom_core::batch::{assemble, BatchConfig, OutDType};
-use tokenloom_core::order::Order;
+use tokenloom_core::order_file::Order;
 use tokenloom_core::plan::{Plan, PlanMode};
 use tokenloom_core::shard::compat::datatrove;
 use tokenloom_core::shard::{IndexView, Manifest};

@@ -3,7 +3,7 @@
 use std::fs;
 use std::path::Path;
 
-use tokenloom_core::order::Order;
+use tokenloom_core::order_file::Order;
 use tokenloom_core::shard::compat::megatron;
 use tokenloom_core::{DType, Dataset, DatasetWriter, WriterOptions};
 

@@ -3,8 +3,10 @@
 
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
+use pyo3::types::PyDict;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use tokenloom_core::shard::manifest::Manifest;
 
 /// `value` as Python dicts, lists and scalars. It passes through
 /// `serde_json::Value` first, so a NaN becomes `None` exactly as in the
@@ -28,4 +30,14 @@ pub fn object_or_empty(obj: Option<&Bound<'_, PyAny>>, what: &str) -> PyResult<s
         None => Ok(serde_json::Value::Object(Default::default())),
         Some(o) => from_py(o, what),
     }
+}
+
+/// A committed dataset's totals, as `close()` and `upload_dataset` return them.
+pub fn totals<'py>(py: Python<'py>, m: &Manifest) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    d.set_item("documents", m.num_docs)?;
+    d.set_item("tokens", m.num_tokens)?;
+    d.set_item("shards", m.shards.len())?;
+    d.set_item("generation", m.generation)?;
+    Ok(d)
 }

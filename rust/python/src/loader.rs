@@ -13,7 +13,7 @@ use tokenloom_core::batch::{
     assemble, defaults, Batch, BatchConfig, Cursor, IntBuf, LoadedBatch, Loader, LoaderSpec,
     OutDType, Sharding, Source, Stream, StreamSpec,
 };
-use tokenloom_core::order::Order;
+use tokenloom_core::order_file::Order;
 use tokenloom_core::plan::{Boundaries, Plan, PlanMode};
 use tokenloom_core::Dataset;
 

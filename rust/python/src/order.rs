@@ -10,11 +10,11 @@ use numpy::{
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
-use tokenloom_core::order::Order;
 use tokenloom_core::order::{
     self, defaults, score, store, EmbedParams, Input, KnnLists, OrderParams, ReferenceParams,
     Scorer, Values, Variant,
 };
+use tokenloom_core::order_file::Order;
 use tokenloom_core::Dataset;
 
 use crate::detach::run_detached;

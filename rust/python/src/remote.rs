@@ -57,7 +57,7 @@ pub fn upload_dataset<'py>(
     if let Some(interrupt) = bar.take_interrupt() {
         return Err(interrupt);
     }
-    crate::shard::totals(py, &result?)
+    crate::dicts::totals(py, &result?)
 }
 
 /// The local directory where a dataset bound for `url` is staged.

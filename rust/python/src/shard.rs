@@ -11,7 +11,7 @@ use pyo3::exceptions::{PyIndexError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 use tokenloom_core::shard::{
-    merge, merge_locked, source, verify::verify_dataset, Acquired, Compression, Manifest, Sources,
+    merge, merge_locked, source, verify::verify_dataset, Acquired, Compression, Sources,
     TargetLock, TokenInt,
 };
 use tokenloom_core::{
@@ -22,16 +22,6 @@ use tokenloom_remote::{RemoteOptions, RemoteWriter};
 use crate::detach::run_detached;
 use crate::errors::to_py;
 use crate::progress::PyProgress;
-
-/// A committed dataset's totals, as `close()` and `upload_dataset` return them.
-pub(crate) fn totals<'py>(py: Python<'py>, m: &Manifest) -> PyResult<Bound<'py, PyDict>> {
-    let d = PyDict::new(py);
-    d.set_item("documents", m.num_docs)?;
-    d.set_item("tokens", m.num_tokens)?;
-    d.set_item("shards", m.shards.len())?;
-    d.set_item("generation", m.generation)?;
-    Ok(d)
-}
 
 fn numpy_name(d: DType) -> &'static str {
     match d {
@@ -520,7 +510,7 @@ impl PyDatasetWriter {
         if let Some(interrupt) = bar.take_interrupt() {
             return Err(interrupt);
         }
-        totals(py, &result?)
+        crate::dicts::totals(py, &result?)
     }
 
     /// Drops everything written so far; a previous dataset stays intact.

@@ -7,11 +7,11 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use clap::{Args, ValueEnum};
-use tokenloom_core::order::Order;
 use tokenloom_core::order::{
     self, defaults, score, store, EmbedParams, Independent, Input, OrderParams, ReferenceParams,
     Report, Scorer, Variant,
 };
+use tokenloom_core::order_file::Order;
 use tokenloom_core::{Dataset, Error, Progress};
 
 use super::Failure;

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use super::schedule::Mixture;
 use crate::error::{Error, Result};
-use crate::order::Order;
+use crate::order_file::Order;
 use crate::plan::{cache, Boundaries, Plan, PlanMode};
 use crate::shard::Dataset;
 use crate::shuffle::key_of;

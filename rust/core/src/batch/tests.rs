@@ -3,7 +3,7 @@ use std::sync::Arc;
 use proptest::prelude::*;
 
 use super::*;
-use crate::order::Order;
+use crate::order_file::Order;
 use crate::plan::{Boundaries, Plan, PlanMode};
 use crate::shard::Dataset;
 

@@ -14,7 +14,7 @@ use super::report::{self, Similarity};
 use super::traverse::Path;
 use super::{OrderParams, Ordered};
 use crate::error::{Error, Result};
-use crate::order::Order;
+use crate::order_file::Order;
 use crate::shard::Dataset;
 
 /// Seconds spent per phase.

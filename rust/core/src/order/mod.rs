@@ -7,7 +7,6 @@
 pub mod dedup;
 pub mod defaults;
 pub mod embed;
-pub mod file;
 mod finish;
 pub mod graph;
 mod kmeans;
@@ -29,7 +28,6 @@ use serde_json::json;
 
 pub use dedup::Duplicate;
 pub use embed::EmbedParams;
-pub use file::Order;
 pub use graph::{Graph, KnnLists};
 pub use knn::EXACT_BELOW;
 pub use partition::chain;
@@ -39,6 +37,7 @@ pub use traverse::{Path, ReferenceParams};
 pub use vectors::{document_vectors, participants, Values};
 
 use crate::error::{Error, Result};
+use crate::order_file::Order;
 use crate::progress::Progress;
 use crate::shard::Dataset;
 use finish::{Clock, Walked};

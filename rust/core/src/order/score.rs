@@ -15,7 +15,7 @@ use serde_json::Value;
 
 use super::{vectors, OrderParams};
 use crate::error::{Error, Result};
-use crate::order::Order;
+use crate::order_file::Order;
 use crate::progress::Progress;
 use crate::shard::Dataset;
 use crate::shuffle::Permutation;

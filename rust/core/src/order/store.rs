@@ -82,7 +82,7 @@ pub fn resolve(root: &Path, spec: &Path) -> Result<PathBuf> {
 
 /// Writes `order` as the order `name` of the dataset at `root` (atomically,
 /// replacing an older one of that name) and returns its path.
-pub fn save(root: &Path, name: &str, order: &crate::order::Order) -> Result<PathBuf> {
+pub fn save(root: &Path, name: &str, order: &crate::order_file::Order) -> Result<PathBuf> {
     let path = order_path(root, name)?;
     let dir = home(root).join(ORDERS_DIR);
     std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;

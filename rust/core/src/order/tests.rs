@@ -340,7 +340,7 @@ fn builtin_pipeline_groups_topics_drops_copies_and_plans_flowing_rows() {
     // Written, read back with its metadata, and laid out as one stream of rows.
     let path = dir.path().join("iclm.order");
     out.order.write(&path).unwrap();
-    let back = crate::order::Order::read(&path).unwrap();
+    let back = crate::order_file::Order::read(&path).unwrap();
     assert_eq!(back, out.order);
     assert!(back.flow());
     let meta: serde_json::Value = serde_json::from_str(back.meta()).unwrap();

@@ -23,7 +23,7 @@ pub mod pieces;
 use crate::error::{Error, Result};
 use crate::shard::Dataset;
 
-use crate::order::Order;
+use crate::order_file::Order;
 pub use pieces::PieceTable;
 
 /// A piece of one document inside a sample row.

@@ -3,7 +3,7 @@
 use std::collections::BTreeSet;
 
 use super::{Order, PieceTable};
-use crate::order::file::Ids;
+use crate::order_file::Ids;
 
 /// Packs documents of the given `lengths` into rows of `row` tokens.
 ///

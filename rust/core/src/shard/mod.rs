@@ -14,7 +14,6 @@ pub mod manifest;
 mod mapped_shard;
 pub mod merge;
 mod names;
-pub mod provider;
 pub mod reader;
 pub mod scan;
 pub mod source;
@@ -29,7 +28,7 @@ pub use lock::TargetLock;
 pub use manifest::{Manifest, ShardEntry};
 pub use merge::{check_compatible, merge, merge_locked};
 pub use names::sidecar_name;
-pub use provider::{Acquired, ShardProvider};
+pub use reader::{Acquired, ShardProvider};
 pub use reader::{Dataset, Shard};
 pub use scan::{
     default_index_path, index_raw, is_tokenloom_index, Boundary, RawHeader, RawIndexOptions,

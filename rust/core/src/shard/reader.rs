@@ -11,7 +11,6 @@ use super::fsutil::MappedFile;
 use super::index::Layout;
 use super::manifest::{Manifest, ShardEntry, FILE_NAME};
 pub use super::mapped_shard::Shard;
-use super::provider::ShardProvider;
 use crate::error::{Error, IoContext, Result};
 
 /// An opened dataset.
@@ -446,4 +445,57 @@ fn token_starts(shards: &[Arc<Shard>]) -> Vec<u64> {
         out.push(total);
     }
     out
+}
+
+// Datasets whose shard bodies are not all on local disk (a remote dataset
+// behind a bounded cache) are opened from their manifest and indexes alone,
+// and readers ask the dataset's [`ShardProvider`] for a view in which the
+// shards they are about to read are mapped. The provider hands out datasets
+// and a dataset holds its provider: one concern, kept in one file.
+
+/// Makes shard bodies readable on demand.
+pub trait ShardProvider: Send + Sync + std::fmt::Debug {
+    /// A view of the dataset in which every shard of `shards` is mapped.
+    /// They stay on local disk (are not evicted) until [`release`](Self::release)
+    /// is called with the same list; the view's maps stay valid as long as
+    /// the view lives, whatever happens to the files.
+    fn acquire(&self, shards: &[usize]) -> Result<Arc<Dataset>>;
+    /// Ends an [`acquire`](Self::acquire) of `shards`.
+    fn release(&self, shards: &[usize]);
+    /// Shards that upcoming reads need, soonest first: fetched in the
+    /// background, so that a later `acquire` does not wait.
+    fn prefetch(&self, shards: &[usize]);
+    /// How many batches ahead of the current one a loader thread announces
+    /// through [`prefetch`](Self::prefetch).
+    fn lookahead(&self) -> usize;
+}
+
+/// Shards acquired from a provider, released when dropped.
+pub struct Acquired {
+    provider: Arc<dyn ShardProvider>,
+    shards: Vec<usize>,
+    view: Arc<Dataset>,
+}
+
+impl Acquired {
+    /// Acquires `shards` (sorted, without repeats) from `provider`.
+    pub fn new(provider: Arc<dyn ShardProvider>, shards: Vec<usize>) -> Result<Self> {
+        let view = provider.acquire(&shards)?;
+        Ok(Acquired {
+            provider,
+            shards,
+            view,
+        })
+    }
+
+    /// The view in which the acquired shards are mapped.
+    pub fn view(&self) -> &Arc<Dataset> {
+        &self.view
+    }
+}
+
+impl Drop for Acquired {
+    fn drop(&mut self) {
+        self.provider.release(&self.shards);
+    }
 }

@@ -11,7 +11,7 @@ use super::blocks::{self, BlockHasher};
 use super::dtype::TokenBuf;
 use super::index::{IndexView, Layout};
 use super::manifest::{hex, ShardEntry};
-use super::provider::Acquired;
+use super::reader::Acquired;
 use super::reader::Dataset;
 use super::source::verify_sidecars;
 use crate::error::{Error, Result};

@@ -13,9 +13,9 @@ use crate::shard::compression::Compression;
 use crate::shard::dtype::{DType, TokenBuf, Tokens};
 use crate::shard::fsutil::{create_new, fsync_dir, write_atomic};
 use crate::shard::lock::TargetLock;
-use crate::shard::provider::Acquired;
 use crate::shard::reader::Dataset;
 use crate::shard::writer::{DatasetWriter, WriterOptions};
+use crate::shard::Acquired;
 
 /// Output formats of [`convert`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
