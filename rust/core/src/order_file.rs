@@ -30,7 +30,7 @@ use std::sync::Arc;
 use xxhash_rust::xxh3::xxh3_64;
 
 use crate::error::{Error, Result};
-use crate::shard::fsutil::{u32_le, u64_le as u64_at, write_atomic, MappedFile};
+use crate::io::{u32_le, u64_le as u64_at, write_atomic, MappedFile};
 use crate::shard::Dataset;
 
 const MAGIC: &[u8; 8] = b"TLOOMORD";

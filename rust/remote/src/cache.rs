@@ -26,7 +26,7 @@ use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use tokenloom_core::error::IoContext;
-use tokenloom_core::shard::fsutil::{create_new, open_regular};
+use tokenloom_core::io::{create_new, open_regular};
 use tokenloom_core::shard::lock::{flock, open_lock_file, unlock, LockMode};
 use tokenloom_core::{Error, Result};
 use xxhash_rust::xxh3::xxh3_64;

@@ -12,7 +12,7 @@ use bytes::Bytes;
 use futures::StreamExt;
 use object_store::{ObjectStore, ObjectStoreExt};
 use tokenloom_core::error::IoContext;
-use tokenloom_core::shard::fsutil::open_regular;
+use tokenloom_core::io::open_regular;
 use tokenloom_core::shard::manifest::hex;
 use tokenloom_core::shard::Compression;
 use tokenloom_core::{Error, Result};

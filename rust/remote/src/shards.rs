@@ -7,8 +7,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
+use tokenloom_core::io::{read_regular, write_atomic, MappedFile};
 use tokenloom_core::shard::compression::stored_name;
-use tokenloom_core::shard::fsutil::{read_regular, write_atomic, MappedFile};
 use tokenloom_core::shard::manifest::{hex, FILE_NAME, MAX_BYTES};
 use tokenloom_core::shard::{Manifest, ShardProvider};
 use tokenloom_core::{Dataset, Error, Result};

@@ -7,8 +7,8 @@
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
+use tokenloom_core::io::{fsync_dir, write_atomic};
 use tokenloom_core::order::Report;
-use tokenloom_core::shard::fsutil::{fsync_dir, write_atomic};
 use tokenloom_core::Error;
 
 mod canvas;

@@ -11,7 +11,7 @@ use half::f16;
 
 use super::vectors::Values;
 use crate::error::{Error, IoContext, Result};
-use crate::shard::fsutil::MappedFile;
+use crate::io::MappedFile;
 
 const MAGIC: &[u8; 6] = b"\x93NUMPY";
 const FIX: &str =

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use xxhash_rust::xxh3::{xxh3_64, Xxh3};
 
 use crate::error::{Error, IoContext, Result};
-use crate::shard::fsutil::{u32_le, u64_le, write_atomic};
+use crate::io::{u32_le, u64_le, write_atomic};
 
 const MAGIC: &[u8; 8] = b"TLOOMSUM";
 const VERSION: u32 = 1;

@@ -43,8 +43,8 @@ use super::partition::chain;
 use super::report::Similarity;
 use super::{walk, OrderParams, Ordered};
 use crate::error::{Error, IoContext, Result};
+use crate::io::{u32_le, u64_le, write_atomic, MappedFile};
 use crate::progress::Progress;
-use crate::shard::fsutil::{u32_le, u64_le, write_atomic, MappedFile};
 use crate::shard::Dataset;
 use crate::shuffle::{key_of, Permutation};
 

@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use super::{Order, PieceTable, Plan, PlanMode, Table};
 use crate::error::Result;
-use crate::shard::fsutil::{write_atomic, MappedFile};
+use crate::io::{write_atomic, MappedFile};
 use crate::shard::Dataset;
 
 const MAGIC: &[u8; 8] = b"TLOOMPLN";

@@ -22,7 +22,7 @@ enum Store {
     /// A cache file: little-endian u64 words; `base` is the word index of
     /// `row_starts[0]`, followed by docs, starts and lens.
     Mapped {
-        map: std::sync::Arc<crate::shard::fsutil::MappedFile>,
+        map: std::sync::Arc<crate::io::MappedFile>,
         base: usize,
         rows: usize,
         pieces: usize,
@@ -39,7 +39,7 @@ impl PartialEq for PieceTable {
 }
 
 fn word(bytes: &[u8], i: usize) -> u64 {
-    crate::shard::fsutil::u64_le(bytes, 8 * i)
+    crate::io::u64_le(bytes, 8 * i)
 }
 
 impl PieceTable {
@@ -56,7 +56,7 @@ impl PieceTable {
 
     /// A table over a mapped cache file whose layout was validated.
     pub(super) fn mapped(
-        map: std::sync::Arc<crate::shard::fsutil::MappedFile>,
+        map: std::sync::Arc<crate::io::MappedFile>,
         base: usize,
         rows: usize,
         pieces: usize,

@@ -77,7 +77,7 @@ pub fn encode(header: &IndexHeader, offsets: &[u64]) -> Vec<u8> {
     out
 }
 
-use super::fsutil::{u32_le as u32_at, u64_le as u64_at};
+use crate::io::{u32_le as u32_at, u64_le as u64_at};
 
 /// Where the document boundaries live in the index bytes. Every layout is
 /// read in place: no offsets array is ever built in memory.

@@ -8,8 +8,8 @@ use xxhash_rust::xxh3::xxh3_64;
 
 use super::compression::Compression;
 use super::dtype::DType;
-use super::fsutil::read_regular;
 use crate::error::{Error, Result};
+use crate::io::read_regular;
 
 /// Value of the `format` field.
 pub const FORMAT: &str = "tokenloom.dataset";

@@ -8,9 +8,9 @@ use std::time::{Duration, Instant};
 
 use super::compat::{self, Source};
 use super::dtype::{DType, TokenBuf, Tokens};
-use super::fsutil::MappedFile;
 use super::index::{IndexHeader, IndexView, Layout};
 use crate::error::{Error, IoContext, Result};
+use crate::io::MappedFile;
 
 /// How long a shard found unchanged on disk stays trusted by
 /// [`Shard::check_unchanged_lately`].

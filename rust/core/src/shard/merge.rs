@@ -7,13 +7,13 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use super::fsutil::{create_new, fsync_dir, open_regular, write_atomic};
 use super::generation::{lock_root, next_generation, remove_unlisted};
 use super::lock::TargetLock;
 use super::manifest::{Manifest, ShardEntry, FILE_NAME};
 use super::names::{shard_name, sidecar_name, TMP_PREFIX};
 use super::reader::Dataset;
 use crate::error::{Error, IoContext, Result};
+use crate::io::{create_new, fsync_dir, open_regular, write_atomic};
 
 /// Refuses datasets that disagree on the tokenizer fingerprint (when both
 /// record one), dtype, EOS or vocabulary size: their token ids do not mean

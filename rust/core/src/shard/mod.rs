@@ -6,7 +6,6 @@ pub mod blocks;
 pub mod compat;
 pub mod compression;
 pub mod dtype;
-pub mod fsutil;
 mod generation;
 pub mod index;
 pub mod lock;

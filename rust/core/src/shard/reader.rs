@@ -7,11 +7,11 @@ use std::sync::Arc;
 
 use super::compat;
 use super::dtype::{DType, TokenBuf, Tokens};
-use super::fsutil::MappedFile;
 use super::index::Layout;
 use super::manifest::{Manifest, ShardEntry, FILE_NAME};
 pub use super::mapped_shard::Shard;
 use crate::error::{Error, IoContext, Result};
+use crate::io::MappedFile;
 
 /// An opened dataset.
 #[derive(Debug)]

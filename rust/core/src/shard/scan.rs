@@ -9,9 +9,9 @@ use std::path::{Path, PathBuf};
 use xxhash_rust::xxh3::Xxh3;
 
 use super::dtype::DType;
-use super::fsutil::{create_new, fsync_dir, MappedFile};
 use super::index::{self, IndexHeader};
 use crate::error::{Error, IoContext, Result};
+use crate::io::{create_new, fsync_dir, MappedFile};
 use crate::progress::Progress;
 
 /// Where the EOS token sits relative to the document it delimits.
@@ -396,7 +396,7 @@ pub fn default_index_path(bin: &Path) -> PathBuf {
 /// Whether `path` starts with the tokenloom index magic.
 pub fn is_tokenloom_index(path: &Path) -> Result<bool> {
     use std::io::Read;
-    let mut f = super::fsutil::open_regular(path)?;
+    let mut f = crate::io::open_regular(path)?;
     let mut magic = [0u8; 8];
     Ok(f.read_exact(&mut magic).is_ok() && &magic == index::MAGIC)
 }

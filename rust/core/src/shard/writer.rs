@@ -16,13 +16,13 @@ use xxhash_rust::xxh3::{xxh3_64, Xxh3};
 use super::blocks::{self, BlockHasher, BLOCK_BYTES};
 use super::compression::{stored_name, BodySink, Compression};
 use super::dtype::{DType, Tokens};
-use super::fsutil::{create_new, fsync_dir, write_atomic};
 use super::generation::{prepare_root, remove_unlisted};
 use super::index::{self, IndexHeader};
 use super::lock::TargetLock;
 use super::manifest::{hex, Manifest, ShardEntry, FILE_NAME};
 use super::names::{shard_name, TMP_PREFIX};
 use crate::error::{Error, IoContext, Result};
+use crate::io::{create_new, fsync_dir, write_atomic};
 
 mod options;
 pub use options::{TokenInt, WriterOptions, DEFAULT_SHARD_BYTES};

@@ -8,10 +8,10 @@ use std::sync::Arc;
 
 use super::megatron;
 use crate::error::{Error, IoContext, Result};
+use crate::io::{create_new, fsync_dir, write_atomic};
 use crate::progress::Progress;
 use crate::shard::compression::Compression;
 use crate::shard::dtype::{DType, TokenBuf, Tokens};
-use crate::shard::fsutil::{create_new, fsync_dir, write_atomic};
 use crate::shard::lock::TargetLock;
 use crate::shard::reader::Dataset;
 use crate::shard::writer::{DatasetWriter, WriterOptions};

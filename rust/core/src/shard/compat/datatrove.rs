@@ -8,9 +8,9 @@
 use std::path::Path;
 
 use super::super::dtype::DType;
-use super::super::fsutil::u64_le;
 use super::super::index::{IndexHeader, Layout};
 use crate::error::{Error, Result};
+use crate::io::u64_le;
 
 /// What to do about a damaged datatrove file.
 pub(crate) use super::super::index::DATATROVE_FIX as FIX;

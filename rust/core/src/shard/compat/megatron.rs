@@ -19,9 +19,9 @@
 use std::path::Path;
 
 use super::super::dtype::DType;
-use super::super::fsutil::u64_le;
 use super::super::index::{IndexHeader, Layout};
 use crate::error::{Error, Result};
+use crate::io::u64_le;
 
 /// Magic bytes opening a Megatron `.idx`.
 pub const MAGIC: &[u8; 9] = b"MMIDIDX\x00\x00";
@@ -337,7 +337,7 @@ impl Meta {
         if !path.exists() {
             return Ok(None);
         }
-        let text = crate::shard::fsutil::read_regular(&path, 1 << 20)?;
+        let text = crate::io::read_regular(&path, 1 << 20)?;
         let fix = "the note is damaged; delete it (the Megatron pair reads without it) or convert the dataset again";
         let meta: Meta = serde_json::from_slice(&text)
             .map_err(|e| Error::corrupt(&path, 0, format!("not a tokenloom note ({e})"), fix))?;

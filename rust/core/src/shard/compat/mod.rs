@@ -57,7 +57,7 @@ fn strip_suffix(path: &Path, suffix: &str) -> Option<PathBuf> {
 
 /// Whether `path` starts with `magic`.
 fn starts_with(path: &Path, magic: &[u8]) -> Result<bool> {
-    let mut f = crate::shard::fsutil::open_regular(path)?;
+    let mut f = crate::io::open_regular(path)?;
     let mut buf = vec![0u8; magic.len()];
     let mut got = 0;
     while got < buf.len() {
@@ -142,7 +142,7 @@ pub(crate) fn parse(src: &Source, bytes: &[u8], bin_len: u64) -> Result<(IndexHe
         } => {
             let meta = match metadata {
                 Some(p) => {
-                    let bytes = crate::shard::fsutil::read_regular(p, datatrove::MAX_METADATA)?;
+                    let bytes = crate::io::read_regular(p, datatrove::MAX_METADATA)?;
                     let text = String::from_utf8(bytes).map_err(|e| {
                         crate::error::Error::corrupt(
                             p,

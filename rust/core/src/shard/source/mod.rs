@@ -11,13 +11,13 @@ use std::path::{Path, PathBuf};
 
 use xxhash_rust::xxh3::xxh3_64;
 
-use super::fsutil::{read_regular, u32_le, u64_le, write_atomic};
 use super::index::Layout;
 use super::lock::TargetLock;
 use super::manifest::Manifest;
 use super::names::{sidecar_name, TMP_PREFIX};
 use super::reader::Dataset;
 use crate::error::{Error, Result};
+use crate::io::{read_regular, u32_le, u64_le, write_atomic};
 use crate::progress::Progress;
 
 /// Magic bytes of a sidecar.
