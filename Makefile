@@ -128,7 +128,7 @@ fuzz-stable:
 # mutants an earlier run caught (resume). MUTMUT_ARGS names mutants to run (e.g. "tokenloom.select*").
 CARGO_MUTANTS_VERSION := 27.1.0
 MUTANTS_FILES := shard/verify.rs shard/compat/megatron.rs shard/compat/datatrove.rs shuffle.rs \
-	plan/*.rs batch/schedule.rs order/traverse.rs select/*.rs
+	plan/*.rs order_file.rs batch/schedule.rs order/traverse.rs select/*.rs
 MUTANTS_TIMEOUT ?= 240
 MUTANTS_ARGS ?=
 MUTMUT_ARGS ?=

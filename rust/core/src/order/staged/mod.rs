@@ -714,5 +714,4 @@ pub fn work_dir(root: &Path, name: &str) -> Result<PathBuf> {
 }
 
 #[cfg(test)]
-#[path = "staged_tests.rs"]
 mod tests;
