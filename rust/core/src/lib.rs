@@ -12,6 +12,7 @@ pub mod batch;
 pub mod error;
 #[doc(hidden)]
 pub mod gemm;
+pub mod hash;
 pub mod io;
 pub mod order;
 pub mod order_file;

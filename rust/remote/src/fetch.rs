@@ -4,7 +4,7 @@
 //! cut short) are retried with backoff; an object that differs from the
 //! manifest on every attempt is reported as changed, naming it.
 
-use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
+use std::io::{BufWriter, Seek, SeekFrom, Write};
 use std::path::Path;
 use std::time::Duration;
 
@@ -12,8 +12,8 @@ use bytes::Bytes;
 use futures::StreamExt;
 use object_store::{ObjectStore, ObjectStoreExt};
 use tokenloom_core::error::IoContext;
+use tokenloom_core::hash::hex;
 use tokenloom_core::io::open_regular;
-use tokenloom_core::shard::manifest::hex;
 use tokenloom_core::shard::Compression;
 use tokenloom_core::{Error, Result};
 use xxhash_rust::xxh3::Xxh3;
@@ -78,24 +78,14 @@ impl<W: Write> Write for Hashing<W> {
 /// Whether the file at `path` (a regular file, never a link or a device)
 /// is what `expect` describes.
 pub(crate) fn check_file(path: &Path, expect: Expect) -> Result<std::result::Result<(), String>> {
-    let mut f = open_regular(path)?;
-    let len = f.metadata().at(path)?.len();
+    let len = open_regular(path)?.metadata().at(path)?.len();
     if len != expect.len {
         return Ok(Err(format!(
             "{len} bytes, the manifest records {}",
             expect.len
         )));
     }
-    let mut hasher = Xxh3::new();
-    let mut buf = vec![0u8; 8 << 20];
-    loop {
-        let n = f.read(&mut buf).at(path)?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-    }
-    let sum = hasher.digest();
+    let (_, sum) = tokenloom_core::hash::file_xxh3(path)?;
     if sum != expect.xxh3 {
         return Ok(Err(format!(
             "checksum {}, the manifest records {}",

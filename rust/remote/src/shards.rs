@@ -7,9 +7,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
+use tokenloom_core::hash::hex;
 use tokenloom_core::io::{read_regular, write_atomic, MappedFile};
 use tokenloom_core::shard::compression::stored_name;
-use tokenloom_core::shard::manifest::{hex, FILE_NAME, MAX_BYTES};
+use tokenloom_core::shard::manifest::{FILE_NAME, MAX_BYTES};
 use tokenloom_core::shard::{Manifest, ShardProvider};
 use tokenloom_core::{Dataset, Error, Result};
 use xxhash_rust::xxh3::xxh3_64;
@@ -268,7 +269,7 @@ fn remove_unlisted(dir: &Path, m: &Manifest) {
 impl RemoteShards {
     fn expect(&self, s: usize) -> Result<Expect> {
         let e = &self.manifest.shards[s];
-        let xxh3 = u64::from_str_radix(&e.bin_xxh3, 16).map_err(|_| {
+        let xxh3 = tokenloom_core::hash::parse_hex(&e.bin_xxh3).ok_or_else(|| {
             Error::corrupt(
                 self.dir.join(FILE_NAME),
                 0,

@@ -5,13 +5,11 @@
 //! into place, so that a file without its sidecar was never finished. The
 //! first task of a run that reads a file checks it.
 
-use std::fs::File;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use xxhash_rust::xxh3::{xxh3_64, Xxh3};
+use crate::hash::{file_xxh3, xxh3_64};
 
-use crate::error::{Error, IoContext, Result};
+use crate::error::{Error, Result};
 use crate::io::{u32_le, u64_le, write_atomic};
 
 const MAGIC: &[u8; 8] = b"TLOOMSUM";
@@ -26,27 +24,10 @@ pub fn sum_path(path: &Path) -> PathBuf {
     PathBuf::from(name)
 }
 
-/// Length and xxh3 of the file at `path`, read in blocks (not mapped, so
-/// that checking a large file adds nothing to the resident memory).
-fn digest(path: &Path) -> Result<(u64, u64)> {
-    let mut f = File::open(path).at(path)?;
-    let mut h = Xxh3::new();
-    let mut buf = vec![0u8; 1 << 22];
-    let mut len = 0u64;
-    loop {
-        let got = f.read(&mut buf).at(path)?;
-        if got == 0 {
-            return Ok((len, h.digest()));
-        }
-        h.update(&buf[..got]);
-        len += got as u64;
-    }
-}
-
 /// Writes the sidecar of `dest` for the finished file `file` (its temporary
 /// name, renamed to `dest` after this returns), atomically.
 pub fn seal(file: &Path, dest: &Path) -> Result<()> {
-    let (len, sum) = digest(file)?;
+    let (len, sum) = file_xxh3(file)?;
     let mut out = Vec::with_capacity(LEN);
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(&VERSION.to_le_bytes());
@@ -83,7 +64,7 @@ pub fn check(path: &Path) -> Result<bool> {
     if xxh3_64(&b[..32]) != u64_le(&b, 32) {
         return Err(bad(32, "checksum mismatch (the file is damaged)"));
     }
-    let (len, sum) = digest(path)?;
+    let (len, sum) = file_xxh3(path)?;
     if len != u64_le(&b, 16) {
         return Err(Error::corrupt(
             path,

@@ -73,7 +73,7 @@ pub fn decode(text: &str) -> Option<Vec<u64>> {
     }
     (0..text.len())
         .step_by(16)
-        .map(|i| u64::from_str_radix(&text[i..i + 16], 16).ok())
+        .map(|i| crate::hash::parse_hex(&text[i..i + 16]))
         .collect()
 }
 

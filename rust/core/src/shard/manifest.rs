@@ -3,8 +3,8 @@
 
 use std::path::Path;
 
+use crate::hash::{hex, xxh3_64};
 use serde::{Deserialize, Serialize};
-use xxhash_rust::xxh3::xxh3_64;
 
 use super::compression::Compression;
 use super::dtype::DType;
@@ -82,11 +82,6 @@ struct ManifestFile {
     #[serde(flatten)]
     manifest: Manifest,
     checksum: String,
-}
-
-/// Formats a checksum the way manifests store it.
-pub fn hex(sum: u64) -> String {
-    format!("{sum:016x}")
 }
 
 const RESTORE: &str = "the manifest is damaged; restore the dataset from a good copy or rebuild it";

@@ -10,11 +10,12 @@ use xxhash_rust::xxh3::{xxh3_64, Xxh3};
 use super::blocks::{self, BlockHasher};
 use super::dtype::TokenBuf;
 use super::index::{IndexView, Layout};
-use super::manifest::{hex, ShardEntry};
+use super::manifest::ShardEntry;
 use super::reader::Acquired;
 use super::reader::Dataset;
 use super::source::verify_sidecars;
 use crate::error::{Error, Result};
+use crate::hash::hex;
 use crate::progress::Progress;
 
 /// What to check beyond checksums and offsets.

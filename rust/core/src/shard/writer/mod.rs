@@ -19,9 +19,10 @@ use super::dtype::{DType, Tokens};
 use super::generation::{prepare_root, remove_unlisted};
 use super::index::{self, IndexHeader};
 use super::lock::TargetLock;
-use super::manifest::{hex, Manifest, ShardEntry, FILE_NAME};
+use super::manifest::{Manifest, ShardEntry, FILE_NAME};
 use super::names::{shard_name, TMP_PREFIX};
 use crate::error::{Error, IoContext, Result};
+use crate::hash::hex;
 use crate::io::{create_new, fsync_dir, write_atomic};
 
 mod options;
