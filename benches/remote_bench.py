@@ -47,7 +47,7 @@ def main() -> None:
     ap.add_argument("--shard-mb", type=int, default=16)
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="tl-remote-bench-"))
-    server = S3Server()
+    server = S3Server(proxy=False, own_process=True)
     server.make_bucket("bench")
     os.environ.update(server.env())
     try:

@@ -7,7 +7,10 @@ from __future__ import annotations
 import contextlib
 import http.client
 import socket
+import subprocess
+import sys
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -86,23 +89,37 @@ def _handler(upstream: int, faults: Faults) -> type[BaseHTTPRequestHandler]:
 
 
 class S3Server:
-    """moto's S3 server and the proxy, both on loopback; ``endpoint`` is the proxy's."""
+    """moto's S3 server and the fault proxy, both on loopback; ``endpoint`` is where clients go.
 
-    def __init__(self) -> None:
-        from moto.server import ThreadedMotoServer
+    ``own_process=True`` runs moto in a child process (a benchmark then measures the client,
+    not a Python server sharing its interpreter); ``proxy=False`` sends clients straight to
+    moto (no faults, no request log, no extra copy of every body)."""
 
-        with socket.socket() as s:
-            s.bind((LOOPBACK, 0))
-            port = s.getsockname()[1]
-        self.moto = ThreadedMotoServer(ip_address=LOOPBACK, port=port, verbose=False)
-        self.moto.start()
-        self.faults = Faults()
-        self.proxy = ThreadingHTTPServer((LOOPBACK, 0), _handler(port, self.faults))
-        self.proxy.daemon_threads = True
-        self.thread = threading.Thread(target=self.proxy.serve_forever, daemon=True)
-        self.thread.start()
-        self.endpoint = f"http://{LOOPBACK}:{self.proxy.server_address[1]}"
+    def __init__(self, *, proxy: bool = True, own_process: bool = False) -> None:
+        port = _free_port()
+        self.moto: Any = None
+        self.child: subprocess.Popen[bytes] | None = None
+        if own_process:
+            self.child = subprocess.Popen(
+                [sys.executable, "-m", "moto.server", "-H", LOOPBACK, "-p", str(port)],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            _wait_for(port, self.child)
+        else:
+            from moto.server import ThreadedMotoServer
+
+            self.moto = ThreadedMotoServer(ip_address=LOOPBACK, port=port, verbose=False)
+            self.moto.start()
         self.moto_endpoint = f"http://{LOOPBACK}:{port}"
+        self.faults = Faults()
+        self.proxy: ThreadingHTTPServer | None = None
+        self.endpoint = self.moto_endpoint
+        if proxy:
+            self.proxy = ThreadingHTTPServer((LOOPBACK, 0), _handler(port, self.faults))
+            self.proxy.daemon_threads = True
+            threading.Thread(target=self.proxy.serve_forever, daemon=True).start()
+            self.endpoint = f"http://{LOOPBACK}:{self.proxy.server_address[1]}"
 
     def env(self) -> dict[str, str]:
         """The environment variables a client uses to reach the server (never anything but
@@ -143,6 +160,31 @@ class S3Server:
         return body
 
     def stop(self) -> None:
-        self.proxy.shutdown()
-        self.proxy.server_close()
-        self.moto.stop()
+        if self.proxy is not None:
+            self.proxy.shutdown()
+            self.proxy.server_close()
+        if self.moto is not None:
+            self.moto.stop()
+        if self.child is not None:
+            self.child.terminate()
+            self.child.wait(timeout=30)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind((LOOPBACK, 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def _wait_for(port: int, child: subprocess.Popen[bytes], timeout: float = 60.0) -> None:
+    """Until the child's server accepts connections on `port` (or the child exits)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if child.poll() is not None:
+            raise RuntimeError(f"moto's server exited with status {child.returncode}")
+        with contextlib.suppress(OSError), socket.create_connection((LOOPBACK, port), 0.5):
+            return
+        time.sleep(0.1)
+    child.kill()
+    raise RuntimeError(f"moto's server did not listen on port {port} within {timeout:.0f} s")

@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -244,6 +245,34 @@ def test_corrupt_cached_body_is_fetched_again(env: dict[str, str], server: S3Ser
     fresh = tl.open_dataset(remote)  # a new process would do the same: check, then refetch
     np.testing.assert_array_equal(fresh[0], docs()[0])
     assert server.faults.gets(body.name) == before + 1
+
+
+def test_a_checked_body_is_trusted_while_unchanged_and_verify_still_hashes_it(
+    env: dict[str, str], server: S3Server
+):
+    """A body checked once is not hashed again by the next dataset object or process while
+    its file is unchanged (same inode, size and modification time): with a large cache that
+    hash costs minutes per process. Damage that keeps the metadata (a media error) is then
+    served as stored, and ``verify`` is what finds it."""
+    remote = write_remote("checked-stamp")
+    ds = tl.open_dataset(remote)
+    want = docs()[0]
+    np.testing.assert_array_equal(ds[0], want)
+    body = sorted(Path(ds.root).glob("part-00000.*.bin"))[0]
+    time.sleep(0.05)  # file times are coarse: a stamp counts once it is newer than the body
+    np.testing.assert_array_equal(tl.open_dataset(remote)[0], want)  # checked again, stamped
+    meta = body.stat()
+    data = bytearray(body.read_bytes())
+    data[0] ^= 0xFF
+    with body.open("r+b") as f:  # in place: same inode and size
+        f.write(bytes(data[:1]))
+    os.utime(body, ns=(meta.st_atime_ns, meta.st_mtime_ns))
+    before = server.faults.gets(body.name)
+    trusted = tl.open_dataset(remote)
+    assert np.asarray(trusted[0])[0] == want[0] ^ 0xFF  # served as stored, not hashed again
+    assert server.faults.gets(body.name) == before
+    with pytest.raises(tl.CorruptShardError, match=r"part-00000.*first damaged block at byte 0"):
+        tl.open_dataset(remote).verify(progress=False)
 
 
 def test_bad_input_names_the_object(env: dict[str, str], server: S3Server, monkeypatch):

@@ -315,6 +315,17 @@ pub struct PyLoader {
     inner: Mutex<Loader>,
 }
 
+impl Drop for PyLoader {
+    /// Stops the batch threads with the GIL released: one may be waiting on
+    /// a download, or on something that needs the interpreter (a server in
+    /// this process), and joining it with the GIL held would stall every
+    /// Python thread, or deadlock, until it ends.
+    fn drop(&mut self) {
+        let loader = self.inner.get_mut().unwrap_or_else(|e| e.into_inner());
+        Python::attach(|py| py.detach(|| loader.stop()));
+    }
+}
+
 fn int_array<'py>(
     py: Python<'py>,
     buf: IntBuf,

@@ -214,6 +214,7 @@ impl CacheRoot {
             let Some(lock) = Self::try_lock_exclusive(dir, &name.to_string_lossy()) else {
                 continue; // read, or about to be read, by some process
             };
+            crate::checked::forget(dir, &name.to_string_lossy());
             match fs::remove_file(&path) {
                 Ok(()) => used = used.saturating_sub(size),
                 Err(e) if e.kind() == ErrorKind::NotFound => used = used.saturating_sub(size),

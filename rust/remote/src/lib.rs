@@ -10,6 +10,7 @@
 //! runtime stays inside this crate.
 
 mod cache;
+mod checked;
 mod fetch;
 pub mod location;
 pub mod options;

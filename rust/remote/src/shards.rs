@@ -16,6 +16,7 @@ use tokenloom_core::{Dataset, Error, Result};
 use xxhash_rust::xxh3::xxh3_64;
 
 use crate::cache::{is_full, touch, BodyLock, CacheRoot, CACHE_LIMIT, TMP_PREFIX};
+use crate::checked;
 use crate::fetch::{check_file, fetch_body, get_checked, Expect};
 use crate::options::RemoteOptions;
 use crate::store::Store;
@@ -260,6 +261,7 @@ fn remove_unlisted(dir: &Path, m: &Manifest) {
             continue;
         }
         if let Some(lock) = CacheRoot::try_lock_exclusive(dir, &name) {
+            checked::forget(dir, &name);
             let _ = std::fs::remove_file(e.path());
             lock.unlock();
         }
@@ -316,7 +318,12 @@ impl RemoteShards {
             return Ok(());
         }
         let expect = self.expect(s)?;
-        let lock = CacheRoot::lock_fetch(&self.dir, &self.manifest.shards[s].bin)?;
+        let name = &self.manifest.shards[s].bin;
+        if checked::is_checked(&self.dir, name, &body, expect.xxh3) {
+            self.state().verified[s] = true;
+            return Ok(());
+        }
+        let lock = CacheRoot::lock_fetch(&self.dir, name)?;
         let fetched = match body.exists() {
             true => match check_file(&body, expect) {
                 Ok(Ok(())) => Ok(()),
@@ -327,6 +334,9 @@ impl RemoteShards {
             },
             false => self.download(s, expect),
         };
+        if fetched.is_ok() {
+            checked::mark_checked(&self.dir, name, &body, expect.xxh3);
+        }
         lock.unlock();
         fetched?;
         self.state().verified[s] = true;
@@ -666,14 +676,21 @@ impl ShardProvider for RemoteShards {
         self.start_workers();
         let mut q = locked(&self.prefetch.queue);
         let st = self.state();
+        let mut queued = 0;
         for &s in shards {
             let held = st.ahead.contains(&s) || st.pins.get(&s).is_some_and(|p| p.count > 0);
             if !held && !q.pending.contains(&s) {
                 q.pending.push_back(s);
+                queued += 1;
             }
         }
         drop(st);
-        self.prefetch.cv.notify_all();
+        drop(q);
+        // Wake only as many fetchers as there is work for (announcements
+        // of shards already held are the rule once the cache is warm).
+        for _ in 0..queued.min(self.opts.fetch_threads.max(1)) {
+            self.prefetch.cv.notify_one();
+        }
     }
 
     fn lookahead(&self) -> usize {

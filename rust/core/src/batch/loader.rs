@@ -114,7 +114,10 @@ impl Loader {
         self.next = (self.next + n).min(self.total);
     }
 
-    fn stop(&mut self) {
+    /// Stops the batch threads and waits for them (also done on drop). A
+    /// thread in the middle of a batch finishes it first: one reading a
+    /// remote shard waits for its download.
+    pub fn stop(&mut self) {
         if let Some(r) = self.running.take() {
             r.stop.store(true, Ordering::Relaxed);
             drop(r.receivers);
