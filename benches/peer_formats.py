@@ -68,24 +68,31 @@ def _litdata_items(i: int) -> Any:
     yield torch.from_numpy(np.array(part, dtype=np.uint16))  # the dtype every contender stores
 
 
-def write_litdata(tokens: np.ndarray, lengths: np.ndarray, out: Path) -> None:
+def write_litdata(
+    tokens: np.ndarray, lengths: np.ndarray, out: Path, chunk_bytes: int = WIN * 2048 * 2
+) -> None:
+    """LitData chunks of whole ``WIN``-token blocks, about ``chunk_bytes`` each (uint16)."""
     from litdata import TokensLoader, optimize
 
     optimize(
         fn=_litdata_items,
         inputs=list(range((len(tokens) + 9_999_999) // 10_000_000)),
         output_dir=str(out),
-        chunk_size=WIN * 2048,
+        chunk_size=WIN * max(1, chunk_bytes // (2 * WIN)),
         item_loader=TokensLoader(),
         num_workers=1,
         verbose=False,
     )
 
 
-def write_mosaic(tokens: np.ndarray, lengths: np.ndarray, out: Path) -> None:
+def write_mosaic(
+    tokens: np.ndarray, lengths: np.ndarray, out: Path, shard_bytes: int = 1 << 26
+) -> None:
+    """MDS shards of ``WIN``-token samples, at most ``shard_bytes`` each (MDS's default)."""
     from streaming import MDSWriter
 
-    with MDSWriter(out=str(out), columns={"tokens": "ndarray:uint16"}) as w:
+    columns = {"tokens": "ndarray:uint16"}
+    with MDSWriter(out=str(out), columns=columns, size_limit=shard_bytes) as w:
         for block in _blocks(tokens):
             w.write({"tokens": block})
 
