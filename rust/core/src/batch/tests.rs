@@ -334,3 +334,82 @@ proptest! {
         }
     }
 }
+
+/// A provider over a local dataset that records what the loader announces.
+#[derive(Debug)]
+struct Recorder {
+    base: Dataset,
+    announced: std::sync::Mutex<Vec<Vec<usize>>>,
+}
+
+impl crate::shard::ShardProvider for Recorder {
+    fn acquire(&self, _shards: &[usize]) -> crate::error::Result<Arc<Dataset>> {
+        Ok(Arc::new(self.base.view(&[])?))
+    }
+    fn release(&self, _shards: &[usize]) {}
+    fn prefetch(&self, shards: &[usize]) {
+        self.announced.lock().unwrap().push(shards.to_vec());
+    }
+    fn lookahead(&self) -> usize {
+        1
+    }
+}
+
+/// A sequential read of one source announces, besides its next batch, the
+/// shards of batches far ahead (the next shard is fetched long before the
+/// read reaches it); a mixture, whose cursor skips one sample at a time,
+/// announces only its next batches.
+#[test]
+fn one_source_announces_far_ahead_and_a_mixture_only_its_next_batches() {
+    let dir = tempfile::tempdir().unwrap();
+    // 400 documents of 16 u32 tokens: one per 64-byte shard.
+    let base = crate::plan::tests::dataset(dir.path(), &[16; 400]);
+    assert_eq!(base.shards().len(), 400);
+    let first_announcement = |sources: usize| -> Vec<usize> {
+        let rec = Arc::new(Recorder {
+            base: Dataset::open(dir.path()).unwrap(),
+            announced: Default::default(),
+        });
+        let ds = Arc::new(
+            Dataset::open(dir.path())
+                .unwrap()
+                .with_provider(rec.clone()),
+        );
+        let plan = Arc::new(Plan::concat(&ds, 4).unwrap()); // sample i: tokens 4i..4i+5
+        let n = plan.num_samples();
+        let spec = LoaderSpec {
+            sources: (0..sources)
+                .map(|_| Source {
+                    dataset: Arc::clone(&ds),
+                    plan: Arc::clone(&plan),
+                })
+                .collect(),
+            mixture: Mixture::new(vec![n; sources], vec![1.0; sources], 0, false).unwrap(),
+            sharding: Sharding {
+                rank: 0,
+                world: 1,
+                worker: 0,
+                num_workers: 1,
+                batch_size: 1,
+                drop_last: true,
+            },
+            batch: cfg(4, None),
+            start: Mixture::new(vec![n; sources], vec![1.0; sources], 0, false)
+                .unwrap()
+                .start(0),
+            threads: 1,
+            depth: 1,
+        };
+        let mut l = Loader::new(spec).unwrap();
+        l.next_batch().unwrap().unwrap();
+        drop(l);
+        let first = rec.announced.lock().unwrap()[0].clone();
+        first
+    };
+    // Batches 1, 2, 4, ..., 1024 ahead: sample 1024 starts in shard 256.
+    let one = first_announcement(1);
+    assert_eq!(one.iter().max(), Some(&256), "{one:?}");
+    // Two sources drawn in turn: the next batch only, in the first shards.
+    let two = first_announcement(2);
+    assert!(two.iter().all(|&s| s <= 1), "{two:?}");
+}
