@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -97,23 +98,33 @@ def test_remote_stream_and_resume_equal_local(env: dict[str, str], tmp_path: Pat
     local = tmp_path / "local"
     write_local(local)
     remote = write_remote(f"stream-{mode}")
-    # Two samples of 32 tokens read at most four shards: the cache holds the manifest, the
-    # indexes and four bodies of the seven, so bodies are evicted and fetched again.
+    # Two concat windows of 32 tokens read at most four shards; two packed rows, pieces of up
+    # to six. The cache holds the manifest, the indexes and that many bodies of the seven, so
+    # bodies are evicted and fetched again.
     kw: dict[str, Any] = dict(seq_len=32, batch_size=2, mode=mode, seed=3, output="numpy")
     ref = batches(tl.TokenDataset(str(local), **kw))
-    meta = sum(p.stat().st_size for p in local.iterdir() if not p.name.endswith(".bin"))
+    meta = sum(p.stat().st_size for p in local.iterdir() if p.is_file() and p.suffix != ".bin")
     bodies = [p.stat().st_size for p in local.glob("*.bin")]
-    limit = meta + 256 + 4 * max(bodies)
+    limit = meta + 256 + {"concat": 4, "pack": 6}[mode] * max(bodies)
     assert limit - meta < sum(bodies)
     small = {"cache_dir": str(tmp_path / "small"), "cache_limit": limit}
-    got = batches(tl.TokenDataset(remote, **kw, **small))
+
+    def small_cache() -> Any:
+        # Shuffled, and the shards do not fit: the user is told that they will be fetched
+        # again and again (and how to avoid it); the stream stays exact.
+        need = sum(p.stat().st_size for p in local.iterdir() if p.is_file())
+        message = rf"take {need} bytes .* cache_limit={limit} bytes .* does not hold them"
+        with pytest.warns(UserWarning, match=message):
+            return tl.TokenDataset(remote, **kw, **small)
+
+    got = batches(small_cache())
     assert_same(ref, got)
     # Resume after 5 batches, in a new dataset object (a restarted job), remote and local alike;
     # the first object stays alive (what it holds for its next batches gives way).
-    ds = tl.TokenDataset(remote, **kw, **small)
+    ds = small_cache()
     head = batches(ds, 5)
     state = ds.state_dict()
-    again = tl.TokenDataset(remote, **kw, **small)
+    again = small_cache()
     again.load_state_dict(state)
     local_again = tl.TokenDataset(str(local), **kw)
     local_again.load_state_dict(state)  # the same fingerprint: same data, same plan
@@ -121,6 +132,10 @@ def test_remote_stream_and_resume_equal_local(env: dict[str, str], tmp_path: Pat
     assert_same(batches(local_again), ref[5:])
     used = sum(p.stat().st_size for p in Path(small["cache_dir"]).rglob("*") if p.is_file())
     assert used <= limit
+    # In order, a small cache is what the design expects: no warning.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        tl.TokenDataset(remote, **{**kw, "shuffle": False}, **small)
 
 
 def test_open_dataset_documents_and_mixing(env: dict[str, str], tmp_path: Path):

@@ -189,6 +189,8 @@ class TokenDataset(SelectionAccounting, _Base):
             pad_id = _L["pad_id"] if stream.eos_id is None else int(stream.eos_id)
         self.pad_id = int(pad_id)
         _warn_order_length(self.order, stream.order_seq_len, self.seq_len)
+        if self.shuffle:
+            _warn_cache_too_small(stream.over_capacity)
         self._record = WorkerRecord()
         self._held = 0  # batches a DevicePrefetcher holds beyond what the trainer has (0 or 1)
         self._handed: Handed | None = None  # this pass's batches, counted by tl.DataLoader
@@ -509,6 +511,23 @@ def _warn_order_length(order: str | None, made_for: int | None, seq_len: int) ->
         "tokens put other neighbours in each context than the order's report describes "
         f"(its figures are for rows of {made_for + 1}). To match, make the order with "
         f"tl.order(..., seq_len={seq_len})",
+        UserWarning,
+        stacklevel=3,
+    )
+
+
+def _warn_cache_too_small(over: tuple[int, int] | None) -> None:
+    if over is None:
+        return
+    need, limit = over
+    warnings.warn(
+        f"the remote datasets take {need} bytes ({need / 2**30:.2f} GiB) in the cache and "
+        f"cache_limit={limit} bytes ({limit / 2**30:.2f} GiB) does not hold them, and "
+        "shuffle=True reads them in random order: each batch reads samples of several random "
+        "shards, fetched whole, so shards are fetched again and again (at half the dataset in "
+        "cache, an epoch moves it about 1,900 times over; docs/remote.md). Give the cache room "
+        f"for the whole dataset (cache_limit >= {need}, or TOKENLOOM_CACHE_LIMIT) or read with "
+        "shuffle=False",
         UserWarning,
         stacklevel=3,
     )

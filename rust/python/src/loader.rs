@@ -133,6 +133,13 @@ impl PyStream {
     }
 
     /// Whether each source's plan was read from the cache.
+    /// `(bytes, cache_limit)` when the remote sources' shard bodies add up
+    /// to more than their cache holds; `None` when they fit.
+    #[getter]
+    fn over_capacity(&self) -> Option<(u64, u64)> {
+        self.inner.over_capacity()
+    }
+
     #[getter]
     fn plans_cached(&self) -> Vec<bool> {
         self.inner.cached.clone()

@@ -11,7 +11,7 @@ use tokenloom_core::hash::hex;
 use tokenloom_core::io::{read_regular, write_atomic, MappedFile};
 use tokenloom_core::shard::compression::stored_name;
 use tokenloom_core::shard::manifest::{FILE_NAME, MAX_BYTES};
-use tokenloom_core::shard::{Manifest, ShardProvider};
+use tokenloom_core::shard::{Capacity, Manifest, ShardProvider};
 use tokenloom_core::{Dataset, Error, Result};
 use xxhash_rust::xxh3::xxh3_64;
 
@@ -695,6 +695,29 @@ impl ShardProvider for RemoteShards {
 
     fn lookahead(&self) -> usize {
         self.opts.lookahead
+    }
+
+    fn capacity(&self) -> Capacity {
+        // Every file of the dataset's cache directory but its bodies (the
+        // manifest and indexes), as the cache's limit counts them.
+        let fixed = std::fs::read_dir(&self.dir)
+            .map(|entries| {
+                entries
+                    .flatten()
+                    .filter(|e| {
+                        let name = e.file_name().to_string_lossy().into_owned();
+                        !name.ends_with(".bin") && !name.starts_with(TMP_PREFIX)
+                    })
+                    .filter_map(|e| e.metadata().ok())
+                    .filter(|m| m.is_file())
+                    .map(|m| m.len())
+                    .sum()
+            })
+            .unwrap_or(0);
+        Capacity {
+            limit: self.cache.limit(),
+            fixed,
+        }
     }
 }
 

@@ -151,4 +151,27 @@ impl Stream {
     pub fn eos_id(&self) -> Option<u64> {
         self.sources.first().and_then(|(d, _)| d.manifest().eos_id)
     }
+
+    /// `(bytes, limit)` when the sources read through a provider (remote
+    /// ones: shard bodies, manifests and indexes) take more bytes than the
+    /// smallest provider's limit: a shuffled read of them then fetches
+    /// shards again and again (docs/remote.md measures by how much). `None`
+    /// when they fit, or no source has a provider.
+    pub fn over_capacity(&self) -> Option<(u64, u64)> {
+        let mut bytes = 0u64;
+        let mut limit = u64::MAX;
+        let mut seen = Vec::new();
+        for (ds, _) in &self.sources {
+            let Some(p) = ds.provider() else { continue };
+            if seen.contains(&ds.root()) {
+                continue; // one dataset given twice is cached once
+            }
+            seen.push(ds.root());
+            let cap = p.capacity();
+            let bodies = ds.num_tokens() * ds.dtype().itemsize() as u64;
+            bytes = bytes.saturating_add(bodies).saturating_add(cap.fixed);
+            limit = limit.min(cap.limit);
+        }
+        (limit != u64::MAX && bytes > limit).then_some((bytes, limit))
+    }
 }

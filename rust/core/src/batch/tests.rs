@@ -353,6 +353,12 @@ impl crate::shard::ShardProvider for Recorder {
     fn lookahead(&self) -> usize {
         1
     }
+    fn capacity(&self) -> crate::shard::Capacity {
+        crate::shard::Capacity {
+            limit: u64::MAX,
+            fixed: 0,
+        }
+    }
 }
 
 /// A sequential read of one source announces, besides its next batch, the

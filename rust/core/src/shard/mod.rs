@@ -27,7 +27,7 @@ pub use lock::TargetLock;
 pub use manifest::{Manifest, ShardEntry};
 pub use merge::{check_compatible, merge, merge_locked};
 pub use names::sidecar_name;
-pub use reader::{Acquired, ShardProvider};
+pub use reader::{Acquired, Capacity, ShardProvider};
 pub use reader::{Dataset, Shard};
 pub use scan::{
     default_index_path, index_raw, is_tokenloom_index, Boundary, RawHeader, RawIndexOptions,

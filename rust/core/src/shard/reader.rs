@@ -468,6 +468,18 @@ pub trait ShardProvider: Send + Sync + std::fmt::Debug {
     /// How many batches ahead of the current one a loader thread announces
     /// through [`prefetch`](Self::prefetch).
     fn lookahead(&self) -> usize;
+    /// What the provider can hold on local disk.
+    fn capacity(&self) -> Capacity;
+}
+
+/// What a [`ShardProvider`] can hold on local disk.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Capacity {
+    /// Bytes it may hold in all (a cache's limit).
+    pub limit: u64,
+    /// Bytes it holds besides the shard bodies (a remote dataset's manifest
+    /// and indexes).
+    pub fixed: u64,
 }
 
 /// Shards acquired from a provider, released when dropped.
