@@ -1,6 +1,7 @@
 """Whole shard bodies or byte ranges: what each read order costs a remote dataset.
 
-The loader's real sample order (``TokenDataset``, ``mode="concat"``, sequential and shuffled)
+The loader's real sample order (``TokenDataset``, ``mode="concat"``: sequential, shuffled, and
+shuffled in windows of 16 shards' worth of samples, ``shuffle_window``)
 over a dataset written here is replayed against a node cache of a given share of the dataset,
 for three ways of fetching:
 
@@ -15,7 +16,7 @@ Reported per epoch: bytes transferred as a multiple of the dataset's size, and G
 These are counts, exact for the plan; what they cost in time follows from a store's request
 rate and a node's bandwidth (see docs/remote.md for the reading).
 
-Run: .venv/bin/python benches/remote_access.py [--tokens 2.5e8] [--shard-mb 4 16]
+Run: .venv/bin/python benches/remote_access.py [--tokens 2.5e8] [--shard-mb 1 4]
 """
 
 from __future__ import annotations
@@ -34,11 +35,12 @@ SEQ = 2048
 BATCH = 8
 
 
-def sample_order(path: Path, shuffle: bool) -> np.ndarray:
+def sample_order(path: Path, shuffle: bool, window: int = 0) -> np.ndarray:
     """Sample ids in the order one epoch of the loader reads them."""
     ds = tl.TokenDataset(
-        str(path), seq_len=SEQ, batch_size=BATCH, shuffle=shuffle, mode="concat", output="numpy"
-    )
+        str(path), seq_len=SEQ, batch_size=BATCH, shuffle=shuffle, mode="concat",
+        output="numpy", shuffle_window=window,
+    )  # fmt: skip
     return np.concatenate([b["sample_ids"] for b in ds])
 
 
@@ -91,7 +93,7 @@ def replay(
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--tokens", type=float, default=2.5e8, help="dataset size in u16 tokens")
-    ap.add_argument("--shard-mb", type=int, nargs="+", default=[4, 16])
+    ap.add_argument("--shard-mb", type=int, nargs="+", default=[1, 4])
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="tl-access-"))
     try:
@@ -107,7 +109,7 @@ def main() -> None:
                     rng.integers(1, 50_000, int(lengths.sum()), dtype=np.uint16), lengths
                 )
         tokens = tl.open_dataset(path).num_tokens
-        orders = {shuffle: sample_order(path, shuffle) for shuffle in (False, True)}
+        fixed = {"sequential": sample_order(path, False), "shuffled": sample_order(path, True)}
         print(
             f"dataset: {tokens * 2 / 2**30:.2f} GiB of u16 tokens; one epoch of batches of "
             f"{BATCH} x {SEQ + 1} tokens (concat)\n"
@@ -118,9 +120,11 @@ def main() -> None:
             per = (mb << 20) // 2
             bounds = np.minimum(np.arange(0, tokens + per, per, dtype=np.int64), tokens)
             bounds = np.unique(bounds)
-            for shuffle, order in orders.items():
-                name = "shuffled" if shuffle else "sequential"
-                for share in (1.0, 0.5, 0.25):
+            # A window of 16 blocks of a shard's samples each (`shuffle_window`).
+            window = 16 * (per // SEQ)
+            orders = {**fixed, f"windowed ({window:,})": sample_order(path, True, window)}
+            for name, order in orders.items():
+                for share in (1.0, 0.5, 0.25, 0.125):
                     for unit in ("whole", "blocks", "ranges"):
                         if unit == "ranges" and share != 1.0:
                             continue  # no cache: the same at every share

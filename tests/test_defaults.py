@@ -75,12 +75,13 @@ def test_the_cli_flags_agree_with_the_core() -> None:
 def test_the_loader_reads_its_defaults_from_the_core() -> None:
     d = _core.LOADER_DEFAULTS
     params = inspect.signature(tl.TokenDataset.__init__).parameters
-    for key in ("seed", "shuffle", "dtype", "drop_last", "threads", "prefetch"):
+    for key in ("seed", "shuffle", "shuffle_window", "dtype", "drop_last", "threads", "prefetch"):
         assert params[key].default == d[key], key
     # What the bindings fall back to when the Python layer passes nothing.
     assert d == {
         "seed": 0,
         "shuffle": True,
+        "shuffle_window": 0,
         "mode": "concat",
         "dtype": "int64",
         "drop_last": True,

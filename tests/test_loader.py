@@ -206,14 +206,16 @@ def test_ranks_partition_the_epoch(corpus: Path, world: int, batch: int, drop_la
     world_before=st.integers(1, 3),
     world_after=st.integers(1, 3),
     batch=st.integers(1, 4),
+    window=st.sampled_from([0, 16, 50]),
 )
 def test_resume_is_exact_also_with_another_world_size(
-    corpus: Path, seed: int, stop: int, world_before: int, world_after: int, batch: int
-) -> None:
+    corpus: Path, seed: int, stop: int, world_before: int, world_after: int, batch: int,
+    window: int,
+) -> None:  # fmt: skip
     def make_ds(rank: int, world: int) -> tl.TokenDataset:
         return tl.TokenDataset(
             corpus, seq_len=16, batch_size=batch, output="numpy", seed=seed, rank=rank,
-            world_size=world,
+            world_size=world, shuffle_window=window,
         )  # fmt: skip
 
     # Same world size, in-process: continuing from state_dict() gives the same stream.
@@ -245,7 +247,8 @@ def test_resume_is_exact_also_with_another_world_size(
     # Exactly the stream's first samples: `steps` global steps of world_before ranks, then
     # every full global step of world_after ranks left in the epoch (no step skipped).
     stream = rows(epoch(tl.TokenDataset(
-        corpus, seq_len=16, batch_size=1, output="numpy", seed=seed)))  # fmt: skip
+        corpus, seq_len=16, batch_size=1, output="numpy", seed=seed,
+        shuffle_window=window)))  # fmt: skip
     head = steps * batch * world_before
     tail = (len(stream) - head) // (batch * world_after) * (batch * world_after)
     assert set(seen) == set(stream[: head + tail])
@@ -479,3 +482,47 @@ def test_bad_input(corpus: Path, tmp_path: Path) -> None:
 
 def iter_first(ds: tl.TokenDataset) -> dict[str, Any]:
     return next(iter(ds))
+
+
+@FAST
+@given(seed=st.integers(0, 2**32), window=st.integers(16, 400))
+def test_a_windowed_shuffle_reads_every_sample_once_a_few_runs_at_a_time(
+    corpus: Path, seed: int, window: int
+) -> None:
+    """``shuffle_window=n``: each epoch is still a permutation of the samples, and each window
+    of about ``n`` positions draws from at most 16 runs of ``n // 16`` consecutive samples (so
+    a cache holds a window's shards), in an order that differs from the stored one."""
+    ds = tl.TokenDataset(
+        corpus, seq_len=16, batch_size=1, output="numpy", seed=seed, shuffle_window=window,
+        drop_last=False,
+    )  # fmt: skip
+    ids = np.concatenate([b["sample_ids"] for b in ds])
+    n = len(ids)
+    np.testing.assert_array_equal(np.sort(ids), np.arange(n))
+    if window >= n:
+        return  # a source no larger than a window is shuffled as a whole
+    block = window // 16
+    span = 16 * block
+    full = n // block * block
+    for start in range(0, full, span):
+        runs = set((ids[start : min(start + span, full)] // block).tolist())
+        assert len(runs) <= 16, (start, sorted(runs))
+    assert set(ids[full:].tolist()) == set(range(full, n))  # the short run, last
+    if n >= 2 * span:
+        assert not np.array_equal(ids, np.arange(n))
+
+
+def test_a_state_saved_under_another_shuffle_window_is_refused(corpus: Path) -> None:
+    """The window is part of the stream: resuming a windowed run without it (or with another
+    one) would silently read another order, so the state is refused."""
+    kw = dict(seq_len=16, batch_size=2, output="numpy")
+    ds = tl.TokenDataset(corpus, **kw, shuffle_window=32)
+    it = iter(ds)
+    next(it)
+    state = ds.state_dict()
+    for window in (0, 64):
+        other = tl.TokenDataset(corpus, **kw, shuffle_window=window)
+        with pytest.raises(ValueError, match=r"saved for other data.*shuffle_window must match"):
+            other.load_state_dict(state)
+    same = tl.TokenDataset(corpus, **kw, shuffle_window=32)
+    same.load_state_dict(state)

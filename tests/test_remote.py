@@ -138,6 +138,37 @@ def test_remote_stream_and_resume_equal_local(env: dict[str, str], tmp_path: Pat
         tl.TokenDataset(remote, **{**kw, "shuffle": False}, **small)
 
 
+def test_a_windowed_shuffle_reads_a_dataset_larger_than_the_cache(
+    env: dict[str, str], tmp_path: Path, server: S3Server
+):
+    """A shuffled read of a dataset several times larger than the cache, in windows that fit
+    it: the stream equals the same windowed read of the local copy, nothing warns, and each
+    shard is fetched a few times per epoch, not once per batch."""
+    rng = np.random.default_rng(5)
+    many = [rng.integers(1, 50_000, 100, dtype=np.uint16) for _ in range(1000)]
+    local = tmp_path / "local-many"
+    for dest in (str(local), url("windowed")):
+        with tl.DatasetWriter(dest, eos_id=0, vocab_size=50_257, shard_bytes=1500) as w:
+            for d in many:
+                w.add(d)
+    bodies = [p.stat().st_size for p in local.glob("*.bin")]
+    meta = sum(p.stat().st_size for p in local.iterdir() if p.is_file() and p.suffix != ".bin")
+    limit = meta + 40 * max(bodies)  # 40 of the dataset's shards
+    assert len(bodies) > 3 * 40
+    # Samples of 32 tokens: a shard holds about 23, a block of the window 23 (368 / 16).
+    kw: dict[str, Any] = dict(seq_len=32, batch_size=4, seed=1, shuffle_window=368, output="numpy")
+    ref = batches(tl.TokenDataset(str(local), **kw))
+    before = server.faults.gets(".bin")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ds = tl.TokenDataset(
+            url("windowed"), **kw, cache_dir=str(tmp_path / "small"), cache_limit=limit
+        )
+    assert_same(batches(ds), ref)
+    fetched = server.faults.gets(".bin") - before
+    assert len(bodies) <= fetched <= 3 * len(bodies), (fetched, len(bodies), len(ref))
+
+
 def test_open_dataset_documents_and_mixing(env: dict[str, str], tmp_path: Path):
     remote = write_remote("docs")
     ds = tl.open_dataset(remote)

@@ -197,6 +197,7 @@ class Stream:
         cache_limit: int | None = None,
         storage_options: dict[str, str] | None = None,
         lookahead: int | None = None,
+        shuffle_window: int = ...,
     ) -> Stream: ...
     @property
     def weights(self) -> list[float]: ...

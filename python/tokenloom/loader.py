@@ -104,7 +104,10 @@ class TokenDataset(SelectionAccounting, _Base):
     are fetched into the local cache (``cache_dir``, ``cache_limit``, ``storage_options``: see
     :func:`tokenloom.open_dataset`) as the plan reaches them, ``lookahead`` batches ahead of the
     one being read, and mapped from there; the stream and its resumption are those of the same
-    data read locally.
+    data read locally. ``shuffle_window=n`` shuffles each source in windows of about ``n``
+    samples drawn from 16 random runs of consecutive samples (0, the default: the whole source
+    at once): a shuffled read then needs a few shards at a time, so a cache far smaller than
+    the dataset serves it (docs/remote.md); local reads may use it too, for the same stream.
     """
 
     def __init__(
@@ -116,6 +119,7 @@ class TokenDataset(SelectionAccounting, _Base):
         mode: str | None = None,
         order: PathLike | None = None,
         shuffle: bool = _L["shuffle"],
+        shuffle_window: int = _L["shuffle_window"],
         seed: int = _L["seed"],
         dtype: str = _L["dtype"],
         drop_last: bool = _L["drop_last"],
@@ -162,6 +166,9 @@ class TokenDataset(SelectionAccounting, _Base):
         self.mode = mode or ("ordered" if order is not None else _L["mode"])
         self.order = None if order is None else os.fspath(order)
         self.shuffle = bool(shuffle)
+        if shuffle_window < 0:
+            raise ValueError(f"shuffle_window must be >= 0 (0: no window), got {shuffle_window}")
+        self.shuffle_window = int(shuffle_window)
         self.seed = int(seed)
         self.dtype = _core.batch_dtype(dtype)
         self.drop_last = bool(drop_last)
@@ -189,7 +196,7 @@ class TokenDataset(SelectionAccounting, _Base):
             pad_id = _L["pad_id"] if stream.eos_id is None else int(stream.eos_id)
         self.pad_id = int(pad_id)
         _warn_order_length(self.order, stream.order_seq_len, self.seq_len)
-        if self.shuffle:
+        if self.shuffle and not self.shuffle_window:
             _warn_cache_too_small(stream.over_capacity)
         self._record = WorkerRecord()
         self._held = 0  # batches a DevicePrefetcher holds beyond what the trainer has (0 or 1)
@@ -219,6 +226,7 @@ class TokenDataset(SelectionAccounting, _Base):
                 order=self.order,
                 seed=self.seed,
                 shuffle=self.shuffle,
+                shuffle_window=self.shuffle_window,
                 cache_dirs=caches,
                 boundaries=self._boundaries,
                 lookahead=self.lookahead,
@@ -526,8 +534,8 @@ def _warn_cache_too_small(over: tuple[int, int] | None) -> None:
         "shuffle=True reads them in random order: each batch reads samples of several random "
         "shards, fetched whole, so shards are fetched again and again (at half the dataset in "
         "cache, an epoch moves it about 1,900 times over; docs/remote.md). Give the cache room "
-        f"for the whole dataset (cache_limit >= {need}, or TOKENLOOM_CACHE_LIMIT) or read with "
-        "shuffle=False",
+        f"for the whole dataset (cache_limit >= {need}, or TOKENLOOM_CACHE_LIMIT), shuffle in "
+        "windows that fit it (shuffle_window=), or read with shuffle=False",
         UserWarning,
         stacklevel=3,
     )

@@ -66,8 +66,8 @@ def read_state(
     if theirs not in (fingerprint, stream.legacy_fingerprint):
         raise ValueError(
             f"this state was saved for other data: its fingerprint {theirs} differs from this "
-            f"dataset's {fingerprint} (datasets, mode, seq_len, order file, weights, seed and "
-            "shuffle must match)"
+            f"dataset's {fingerprint} (datasets, mode, seq_len, order file, weights, seed, "
+            "shuffle and shuffle_window must match)"
         )
     counts = _field(state, "counts")
     if isinstance(counts, (str, bytes)) or not isinstance(counts, Sequence):

@@ -75,10 +75,119 @@ impl Permutation {
     }
 }
 
+/// Blocks a window of a [`Windowed`] order draws from.
+pub const WINDOW_BLOCKS: u64 = 16;
+
+/// A shuffle of `[0, n)` that reads the range one window at a time: the
+/// range is cut into blocks of consecutive ids (`window / WINDOW_BLOCKS`
+/// each), the blocks are visited in a random order, and the ids of every
+/// `WINDOW_BLOCKS` blocks visited in a row are shuffled together. A window
+/// of positions therefore touches `WINDOW_BLOCKS` runs of consecutive ids:
+/// over a dataset stored in order, a handful of shards at a time, so that a
+/// cache much smaller than the dataset serves a shuffled read. The short
+/// block at the end of the range (`n % block` ids) is visited last, as a
+/// window of its own. O(1) per position, like [`Permutation`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Windowed {
+    n: u64,
+    block: u64,
+    /// Order of the full blocks.
+    blocks: Permutation,
+    key: u64,
+}
+
+impl Windowed {
+    /// The order of `[0, n)` selected by `key`, in windows of about `window`
+    /// ids (at least `WINDOW_BLOCKS`).
+    pub fn new(n: u64, window: u64, key: u64) -> Self {
+        let block = (window / WINDOW_BLOCKS).max(1);
+        Windowed {
+            n,
+            block,
+            blocks: Permutation::new(n / block, key_of(&[key, 1])),
+            key,
+        }
+    }
+
+    /// Ids in a block (a window holds `WINDOW_BLOCKS` of them).
+    pub fn block(&self) -> u64 {
+        self.block
+    }
+
+    /// The element at position `i` (`i < n`); `i` itself when out of range.
+    pub fn get(&self, i: u64) -> u64 {
+        if i >= self.n {
+            return i;
+        }
+        let full = self.blocks.len() * self.block;
+        if i >= full {
+            let tail = Permutation::new(self.n - full, key_of(&[self.key, 2]));
+            return full + tail.get(i - full);
+        }
+        let span = WINDOW_BLOCKS * self.block;
+        let (w, at) = (i / span, i % span);
+        let size = span.min(full - w * span);
+        let local = Permutation::new(size, key_of(&[self.key, 3, w])).get(at);
+        let visited = w * WINDOW_BLOCKS + local / self.block;
+        self.blocks.get(visited) * self.block + local % self.block
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+        /// Every size, window and key gives a bijection, and the positions of
+        /// one window come from at most `WINDOW_BLOCKS` runs of `block`
+        /// consecutive ids (plus the short tail, read last).
+        #[test]
+        fn windowed_is_a_bijection_read_a_few_blocks_at_a_time(n in 0u64..5000, window in 1u64..600, key in any::<u64>()) {
+            let p = Windowed::new(n, window, key);
+            let b = p.block();
+            let full = n / b * b;
+            let mut seen = vec![false; n as usize];
+            let mut window_blocks = std::collections::BTreeSet::new();
+            for i in 0..n {
+                let x = p.get(i);
+                prop_assert!(x < n);
+                prop_assert!(!seen[x as usize]);
+                seen[x as usize] = true;
+                if i < full {
+                    if i % (WINDOW_BLOCKS * b) == 0 {
+                        window_blocks.clear();
+                    }
+                    prop_assert!(x < full, "a full block's position reads the tail");
+                    window_blocks.insert(x / b);
+                    prop_assert!(window_blocks.len() as u64 <= WINDOW_BLOCKS);
+                } else {
+                    prop_assert!(x >= full, "the tail is read last");
+                }
+            }
+        }
+    }
+
+    /// Windows mix their blocks (not one block after another) and the
+    /// blocks come in a random order (not the stored one).
+    #[test]
+    fn windows_mix_their_blocks_and_blocks_are_shuffled() {
+        let p = Windowed::new(100_000, 1_600, 9);
+        assert_eq!(p.block(), 100);
+        let order: Vec<u64> = (0..100_000).map(|i| p.get(i)).collect();
+        // 16 consecutive positions of one window: from several blocks.
+        let blocks: std::collections::BTreeSet<u64> = order[..16].iter().map(|x| x / 100).collect();
+        assert!(blocks.len() >= 8, "{blocks:?}");
+        // The first window's blocks are not the first 16 blocks of the range.
+        let first: std::collections::BTreeSet<u64> =
+            order[..1600].iter().map(|x| x / 100).collect();
+        assert_eq!(first.len(), 16);
+        assert_ne!(first, (0..16).collect());
+        // Another key, another order.
+        let q = Windowed::new(100_000, 1_600, 10);
+        assert!((0..1000).any(|i| q.get(i) != p.get(i)));
+    }
 
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(64))]

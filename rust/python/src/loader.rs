@@ -48,7 +48,7 @@ impl PyStream {
     /// sources; `boundaries` ("document" or "row"; default: the mode's) says
     /// what the batches' position_ids and cu_seqlens delimit.
     #[new]
-    #[pyo3(signature = (paths, seq_len, weights = None, mode = defaults::MODE, order = None, seed = defaults::SEED, shuffle = defaults::SHUFFLE, cache_dirs = None, boundaries = None, cache_dir = None, cache_limit = None, storage_options = None, lookahead = None))]
+    #[pyo3(signature = (paths, seq_len, weights = None, mode = defaults::MODE, order = None, seed = defaults::SEED, shuffle = defaults::SHUFFLE, cache_dirs = None, boundaries = None, cache_dir = None, cache_limit = None, storage_options = None, lookahead = None, shuffle_window = defaults::SHUFFLE_WINDOW))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -65,6 +65,7 @@ impl PyStream {
         cache_limit: Option<u64>,
         storage_options: Option<HashMap<String, String>>,
         lookahead: Option<usize>,
+        shuffle_window: u64,
     ) -> PyResult<Self> {
         let remote = crate::remote::options(cache_dir, cache_limit, storage_options, lookahead)?;
         let mode = crate::errors::to_py(PlanMode::parse(mode))?;
@@ -80,6 +81,7 @@ impl PyStream {
             order,
             seed,
             shuffle,
+            shuffle_window,
             cache_dirs,
             boundaries,
         };
@@ -411,6 +413,7 @@ pub fn loader_defaults(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
     let d = PyDict::new(py);
     d.set_item("seed", defaults::SEED)?;
     d.set_item("shuffle", defaults::SHUFFLE)?;
+    d.set_item("shuffle_window", defaults::SHUFFLE_WINDOW)?;
     d.set_item("mode", defaults::MODE)?;
     d.set_item("dtype", defaults::DTYPE)?;
     d.set_item("drop_last", defaults::DROP_LAST)?;

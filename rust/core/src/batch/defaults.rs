@@ -6,6 +6,9 @@
 pub const SEED: u64 = 0;
 /// Whether the samples of an epoch are shuffled.
 pub const SHUFFLE: bool = true;
+/// Shuffle window in samples (0: every source shuffled as a whole; see
+/// [`crate::shuffle::Windowed`]).
+pub const SHUFFLE_WINDOW: u64 = 0;
 /// Plan mode when no order is given.
 pub const MODE: &str = "concat";
 /// Integer type of the batch arrays (numpy's name).

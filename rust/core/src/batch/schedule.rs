@@ -10,7 +10,7 @@
 //! as many positions as all sources have samples together.
 
 use crate::error::{Error, Result};
-use crate::shuffle::{key_of, Permutation};
+use crate::shuffle::{key_of, Permutation, Windowed};
 
 /// A position in the sample stream: everything needed to resume.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -30,6 +30,8 @@ pub struct Mixture {
     weights: Vec<f64>,
     seed: u64,
     shuffle: bool,
+    /// Shuffle window in samples (0: each source shuffled as a whole).
+    window: u64,
     epoch_len: u64,
 }
 
@@ -78,8 +80,17 @@ impl Mixture {
             weights,
             seed,
             shuffle,
+            window: 0,
             epoch_len,
         })
+    }
+
+    /// The same mixture with each source shuffled in windows of `window`
+    /// samples ([`Windowed`]; 0: as a whole). A source no larger than a
+    /// window is shuffled as a whole.
+    pub fn with_window(mut self, window: u64) -> Self {
+        self.window = window;
+        self
     }
 
     /// Positions in one epoch.
@@ -200,8 +211,11 @@ impl Mixture {
     pub fn sample_of(&self, s: usize, count: u64) -> u64 {
         let n = self.sizes[s];
         let (pass, j) = (count / n, count % n);
-        if self.shuffle {
-            Permutation::new(n, key_of(&[self.seed, s as u64, pass])).get(j)
+        let key = key_of(&[self.seed, s as u64, pass]);
+        if self.shuffle && self.window > 0 && self.window < n {
+            Windowed::new(n, self.window, key).get(j)
+        } else if self.shuffle {
+            Permutation::new(n, key).get(j)
         } else {
             j
         }

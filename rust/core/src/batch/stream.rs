@@ -12,6 +12,9 @@ use crate::plan::{cache, Boundaries, Plan, PlanMode};
 use crate::shard::Dataset;
 use crate::shuffle::key_of;
 
+/// Marks a windowed shuffle in a stream's fingerprint.
+const WINDOW_TAG: u64 = 0x5749_4e44_4f57; // "WINDOW"
+
 /// What a stream is made of.
 #[derive(Clone, Debug)]
 pub struct StreamSpec {
@@ -31,6 +34,9 @@ pub struct StreamSpec {
     pub seed: u64,
     /// Shuffle the samples of each epoch.
     pub shuffle: bool,
+    /// Shuffle each source in windows of this many samples, a few runs of
+    /// consecutive samples at a time (0: as a whole).
+    pub shuffle_window: u64,
     /// Where each source's plan is cached (`None`: not cached).
     pub cache_dirs: Vec<Option<PathBuf>>,
     /// What position ids and `cu_seqlens` delimit (`None`: the mode's default).
@@ -78,6 +84,7 @@ impl Stream {
             order,
             seed,
             shuffle,
+            shuffle_window,
             cache_dirs,
             boundaries,
         } = spec;
@@ -116,8 +123,13 @@ impl Stream {
         crate::shard::check_compatible(&manifests, "mix")?;
         let sizes: Vec<u64> = sources.iter().map(|(_, p)| p.num_samples()).collect();
         let weights = weights.unwrap_or_else(|| sizes.iter().map(|&n| n as f64).collect());
-        let mixture = Mixture::new(sizes, weights.clone(), seed, shuffle)?;
+        let mixture =
+            Mixture::new(sizes, weights.clone(), seed, shuffle)?.with_window(shuffle_window);
         let mut parts = vec![seed, u64::from(shuffle)];
+        if shuffle && shuffle_window > 0 {
+            // Streams shuffled as a whole keep the fingerprints they had.
+            parts.extend([WINDOW_TAG, shuffle_window]);
+        }
         let mut legacy = parts.clone();
         for ((d, p), w) in sources.iter().zip(&weights) {
             parts.push(p.fingerprint());
