@@ -1,6 +1,7 @@
 """A real S3-compatible server for the remote tests: moto's server mode on a loopback port,
 behind a small HTTP proxy (also on loopback) that counts requests and injects faults:
-throttling (503 SlowDown) and connections dropped in the middle of a response body."""
+throttling (503 SlowDown), connections dropped in the middle of a response body, and slow
+answers."""
 
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ class Faults:
         self.lock = threading.Lock()
         self.throttle = 0  # next GETs answered 503 SlowDown
         self.drop = 0  # next GETs cut off halfway through the body
+        self.delay = 0.0  # seconds every matching GET waits before it is answered
         self.match = ""  # only requests whose path contains this
         self.log: list[tuple[str, str]] = []  # (method, path) of every request
 
@@ -51,6 +53,9 @@ def _handler(upstream: int, faults: Faults) -> type[BaseHTTPRequestHandler]:
                 faults.log.append((self.command, self.path))
             length = int(self.headers.get("Content-Length") or 0)
             body = self.rfile.read(length) if length else None
+            with faults.lock:
+                delay = faults.delay if self.command == "GET" and faults.match in self.path else 0
+            time.sleep(delay)
             if faults.take("throttle", self.command, self.path):
                 msg = b"<Error><Code>SlowDown</Code><Message>Slow down.</Message></Error>"
                 self.send_response(503)
