@@ -211,13 +211,14 @@ impl Mixture {
     pub fn sample_of(&self, s: usize, count: u64) -> u64 {
         let n = self.sizes[s];
         let (pass, j) = (count / n, count % n);
+        if !self.shuffle {
+            return j;
+        }
         let key = key_of(&[self.seed, s as u64, pass]);
-        if self.shuffle && self.window > 0 && self.window < n {
+        if self.window > 0 && self.window < n {
             Windowed::new(n, self.window, key).get(j)
-        } else if self.shuffle {
-            Permutation::new(n, key).get(j)
         } else {
-            j
+            Permutation::new(n, key).get(j)
         }
     }
 
